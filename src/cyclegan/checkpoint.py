@@ -1,0 +1,182 @@
+"""Checkpoints: safetensors weights + JSON config + a tensors-only training state, written atomically.
+
+A checkpoint is a directory::
+
+    config.json           the full resolved Config: rebuilds every network with no flags
+    meta.json             step, epoch, time, package version (for humans and tools)
+    G_A.safetensors ...   one file per network (G_A: A->B, G_B: B->A, D_A, D_B)
+    state.pt              optimizers, grad scaler, image pools, RNG states, step counters;
+                          only tensors and plain containers, so torch.load(weights_only=True) reads it
+
+It is written into a hidden temporary directory, flushed, and renamed into place; the previous
+version is renamed to ``<name>.prev`` first and deleted last, so a kill at any instant leaves either
+the old or the new checkpoint complete, and ``resolve_checkpoint`` finds whichever exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Mapping, Optional
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from cyclegan import __version__
+from cyclegan.config import Config, config_from_dict
+from cyclegan.errors import CheckpointError, CycleGANError
+
+NETWORK_NAMES = ("G_A", "G_B", "D_A", "D_B")
+GENERATOR_FOR_DIRECTION = {"a2b": "G_A", "b2a": "G_B"}
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    """The plain module under torch.compile (``_orig_mod``) and DDP (``module``) wrappers."""
+    while True:
+        if hasattr(net, "_orig_mod"):
+            net = net._orig_mod
+        elif isinstance(net, nn.parallel.DistributedDataParallel):
+            net = net.module
+        else:
+            return net
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # not supported on some platforms (Windows); rename is still atomic there
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _weights(net: nn.Module) -> dict[str, torch.Tensor]:
+    # safetensors wants contiguous, unshared tensors; channels_last weights are not contiguous.
+    return {k: v.detach().cpu().contiguous().clone() for k, v in unwrap(net).state_dict().items()}
+
+
+def save_checkpoint(
+    dest: Path,
+    *,
+    config: Config,
+    networks: Mapping[str, nn.Module],
+    state: Optional[dict] = None,
+    meta: Optional[dict] = None,
+) -> Path:
+    """Write a checkpoint directory at ``dest`` atomically (see module docstring)."""
+    dest = Path(dest)
+    parent = dest.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    for stale in parent.glob(f".{dest.name}.tmp-*"):  # left by a process killed mid-write
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = parent / f".{dest.name}.tmp-{os.getpid()}"
+    tmp.mkdir()
+    try:
+        (tmp / "config.json").write_text(config.to_json(), encoding="utf-8")
+        info = {"version": __version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **(meta or {})}
+        info["networks"] = sorted(networks)
+        (tmp / "meta.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+        for name, net in networks.items():
+            save_file(_weights(net), str(tmp / f"{name}.safetensors"))
+        if state is not None:
+            torch.save(state, tmp / "state.pt")
+        for f in tmp.iterdir():
+            _fsync_file(f)
+        _fsync_dir(tmp)
+        prev = parent / f"{dest.name}.prev"
+        if dest.exists():
+            shutil.rmtree(prev, ignore_errors=True)
+            os.replace(dest, prev)
+        os.replace(tmp, dest)
+        _fsync_dir(parent)
+        shutil.rmtree(prev, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run directory (-> its ``checkpoints/latest``), or a checkpoint directory itself."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such run or checkpoint")
+    if path.is_dir() and (path / "checkpoints").is_dir():
+        path = path / "checkpoints" / "latest"
+    if not path.exists():
+        prev = path.with_name(path.name + ".prev")
+        if prev.is_dir():  # killed between the two renames of save_checkpoint
+            return prev
+        raise CheckpointError(f"{path.parent.parent}: no checkpoint yet (checkpoints/latest is missing)")
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path}: not a checkpoint directory (no config.json)")
+    return path
+
+
+def load_checkpoint_config(ckpt: Path) -> Config:
+    try:
+        tree = json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
+        return config_from_dict(tree)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{ckpt / 'config.json'}: unreadable ({e})") from None
+    except CycleGANError as e:
+        raise CheckpointError(f"{ckpt / 'config.json'}: invalid config ({e})") from None
+
+
+def load_weights(ckpt: Path, name: str) -> dict[str, torch.Tensor]:
+    path = Path(ckpt) / f"{name}.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing from the checkpoint")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: corrupt weights file ({e})") from None
+
+
+def load_into(net: nn.Module, ckpt: Path, name: str) -> None:
+    weights = load_weights(ckpt, name)
+    try:
+        unwrap(net).load_state_dict(weights, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0:2]
+        raise CheckpointError(
+            f"{Path(ckpt) / (name + '.safetensors')}: does not match the configured network "
+            f"({' '.join(first)})"
+        ) from None
+
+
+def load_state(ckpt: Path, *, map_location: str | torch.device = "cpu") -> dict:
+    path = Path(ckpt) / "state.pt"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing (this checkpoint holds weights only and cannot resume)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several unrelated types for truncated or foreign files
+        raise CheckpointError(f"{path}: corrupt training state ({type(e).__name__}: {e})") from None
+
+
+def load_generator(
+    path: str | Path, *, direction: str = "a2b", device: str | torch.device = "cpu"
+) -> tuple[nn.Module, Config]:
+    """Rebuild one generator from a run or checkpoint directory using only its saved config."""
+    from cyclegan.networks import build_generator  # local: keeps checkpoint importable by networks
+
+    if direction not in GENERATOR_FOR_DIRECTION:
+        raise CheckpointError(f"direction {direction!r}: choose from a2b, b2a")
+    ckpt = resolve_checkpoint(path)
+    cfg = load_checkpoint_config(ckpt)
+    net = build_generator(cfg.model.generator, init=cfg.model.init, init_gain=cfg.model.init_gain)
+    load_into(net, ckpt, GENERATOR_FOR_DIRECTION[direction])
+    return net.to(device).eval(), cfg

@@ -1,0 +1,410 @@
+"""Typed, frozen configuration, built and validated in one place.
+
+Precedence (later wins): dataclass defaults (the CycleGAN paper) -> preset YAML -> ``--config`` YAML
+-> command-line flags and ``--set section.key=value``. The resolved config is written as
+``config.json`` in every run directory and inside every checkpoint, so any artefact can rebuild its
+networks without flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from cyclegan.errors import ConfigError
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+NORMS = ("instance", "batch", "none")
+INITS = ("normal", "xavier", "kaiming", "orthogonal")
+PREPROCESS = ("resize_and_crop", "scale_width", "scale_width_and_crop", "crop", "none")
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+UPSAMPLE = ("transpose", "resize")
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    name: str = "resnet"  # registry key: resnet | unet_128 | unet_256
+    ngf: int = 64
+    n_blocks: int = 9  # residual blocks of the ResNet generator (paper: 9 at 256px, 6 at 128px)
+    norm: str = "instance"
+    dropout: float = 0.0  # paper's CycleGAN uses none; pix2pix-style 0.5 is an option
+    upsample: str = "transpose"  # transpose (paper) | resize (nearest + conv, no checkerboard)
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    name: str = "patch"  # registry key: patch | pixel
+    ndf: int = 64
+    n_layers: int = 3  # 3 = the 70x70 PatchGAN
+    norm: str = "instance"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    init: str = "normal"
+    init_gain: float = 0.02
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataroot: Optional[str] = None  # folder with trainA/trainB (or trainB_<style>) and testA/testB
+    data_a: Optional[str] = None  # any folder of domain-A images (recursive); overrides dataroot
+    data_b: Optional[str] = None
+    load_size: int = 286
+    crop_size: int = 256
+    preprocess: str = "resize_and_crop"
+    flip: bool = True
+    max_dataset_size: int = 0  # 0 = use every image
+    num_workers: int = 4
+    pin_memory: bool = True
+    n_samples: int = 4  # images per domain in the fixed sample grid
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    gan: str = "lsgan"  # registry key: lsgan | vanilla | hinge | wgangp
+    lambda_gan: float = 1.0
+    lambda_cyc: float = 10.0
+    lambda_id: float = 5.0  # absolute weight on the identity L1 (= paper's 0.5 x lambda_cyc); 0 disables
+    lambda_gp: float = 10.0  # gradient penalty weight, used by wgangp
+    pool_size: int = 50  # 0 disables the image pool
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lr_policy: str = "linear"  # registry key: linear | cosine | step | constant
+    # linear: the last N epochs decay linearly to 0; unset = half of train.epochs (paper: 100 + 100)
+    decay_epochs: Optional[int] = None
+    step_epochs: int = 50  # step: multiply by step_gamma every N epochs
+    step_gamma: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 200
+    max_steps: int = 0  # stop after this many iterations (0 = no limit); for smoke runs
+    batch_size: int = 1
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    log_every: int = 50  # iterations between log lines; logging is the only host sync
+    save_latest_every: int = 100  # iterations between checkpoints/latest (seed 000)
+    save_epoch_every: int = 5  # epochs between checkpoints/epoch_NNNN
+    keep_epochs: int = 0  # keep only the last K epoch checkpoints (0 = keep all)
+    sample_every: int = 1  # epochs between sample grids
+    tensorboard: bool = True  # also log to <run>/tensorboard when the tensorboard package is installed
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Building from dicts
+
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML/JSON/CLI value to the annotated type, or raise a ConfigError naming the key."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):  # Optional[X]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        return _coerce(value, args[0], key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        try:
+            return int(str(value))
+        except ValueError:
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    raise TypeError(f"unsupported config type {tp} for {key}")
+
+
+def _from_dict(cls, data: dict, prefix: str = ""):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    types_ = _field_types(cls)
+    unknown = sorted(set(data) - set(types_))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {prefix}{unknown[0]}; valid keys here: {', '.join(sorted(types_))}"
+        )
+    kwargs = {}
+    for name, tp in types_.items():
+        if name not in data:
+            continue
+        key = prefix + name
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _from_dict(tp, data[name], key + ".")
+        else:
+            kwargs[name] = _coerce(data[name], tp, key)
+    return cls(**kwargs)
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{dotted}: {p} is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """``section.key=value`` -> (key, value); the value is parsed as YAML (so 1e-4, true, null work)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected section.key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+# ----------------------------------------------------------------------------------------------
+# Presets
+
+
+def list_presets() -> dict[str, dict]:
+    """Preset name -> {description, source} for every YAML file shipped in ``cyclegan/presets``."""
+    out = {}
+    for path in sorted(PRESET_DIR.glob("*.yaml")):
+        doc = _read_yaml(path)
+        out[path.stem] = {"description": doc.get("description", ""), "source": doc.get("source", "")}
+    return out
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read ({e})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return doc
+
+
+def preset_dict(name: str) -> dict:
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(list_presets())}")
+    doc = _read_yaml(path)
+    return {k: v for k, v in doc.items() if k not in ("description", "source")}
+
+
+# ----------------------------------------------------------------------------------------------
+# The one place configs are built
+
+
+def build_config(
+    *,
+    preset: Optional[str] = None,
+    config_file: Optional[str | Path] = None,
+    overrides: Optional[dict[str, Any]] = None,
+    sets: tuple[str, ...] | list[str] = (),
+    base: Optional[dict] = None,
+) -> Config:
+    """Defaults <- ``base`` (e.g. a saved run's config) <- preset <- config file <- overrides <- sets.
+
+    ``overrides`` maps dotted keys to values from dedicated CLI flags (None values are ignored);
+    ``sets`` are raw ``section.key=value`` strings from ``--set``.
+    """
+    tree: dict = dict(base or {})
+    if preset is not None:
+        tree = _deep_merge(tree, preset_dict(preset))
+        tree["preset"] = preset
+    if config_file is not None:
+        doc = _read_yaml(Path(config_file))
+        if "preset" in doc and preset is None and doc["preset"] is not None:
+            tree = _deep_merge(tree, preset_dict(str(doc["preset"])))
+        tree = _deep_merge(tree, {k: v for k, v in doc.items() if k not in ("description", "source")})
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(tree, key, value)
+    for item in sets:
+        key, value = parse_set(item)
+        _set_dotted(tree, key, value)
+    cfg = _from_dict(Config, tree)
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(tree: dict) -> Config:
+    cfg = _from_dict(Config, tree)
+    validate(cfg)
+    return cfg
+
+
+def load_config_json(path: str | Path) -> Config:
+    try:
+        tree = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: not a readable config ({e})") from None
+    return config_from_dict(tree)
+
+
+def _choice(key: str, value: str, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: {value!r} is not allowed; choose from {', '.join(sorted(allowed))}")
+
+
+def _at_least(key: str, value, low) -> None:
+    if value < low:
+        raise ConfigError(f"{key}: must be >= {low}, got {value}")
+
+
+def validate(cfg: Config) -> None:
+    """Every cross-field and range check lives here, so an invalid run fails before any work."""
+    # Registries are imported here, not at module top, so this module stays importable without torch.
+    from cyclegan.losses import GAN_LOSSES
+    from cyclegan.networks import DISCRIMINATORS, GENERATORS
+    from cyclegan.training import LR_POLICIES
+
+    g, d = cfg.model.generator, cfg.model.discriminator
+    _choice("model.generator.name", g.name, GENERATORS)
+    _choice("model.generator.norm", g.norm, NORMS)
+    _choice("model.generator.upsample", g.upsample, UPSAMPLE)
+    _at_least("model.generator.ngf", g.ngf, 1)
+    _at_least("model.generator.n_blocks", g.n_blocks, 0)
+    if not 0.0 <= g.dropout < 1.0:
+        raise ConfigError(f"model.generator.dropout: must be in [0, 1), got {g.dropout}")
+    _choice("model.discriminator.name", d.name, DISCRIMINATORS)
+    _choice("model.discriminator.norm", d.norm, NORMS)
+    _at_least("model.discriminator.ndf", d.ndf, 1)
+    _at_least("model.discriminator.n_layers", d.n_layers, 1)
+    _choice("model.init", cfg.model.init, INITS)
+
+    data = cfg.data
+    _choice("data.preprocess", data.preprocess, PREPROCESS)
+    _at_least("data.crop_size", data.crop_size, 8)
+    _at_least("data.load_size", data.load_size, 8)
+    if data.preprocess in ("resize_and_crop", "scale_width_and_crop") and data.load_size < data.crop_size:
+        raise ConfigError(
+            f"data.load_size ({data.load_size}) must be >= data.crop_size ({data.crop_size}) "
+            f"with preprocess {data.preprocess}"
+        )
+    _at_least("data.max_dataset_size", data.max_dataset_size, 0)
+    _at_least("data.num_workers", data.num_workers, 0)
+    _at_least("data.n_samples", data.n_samples, 1)
+
+    loss = cfg.loss
+    _choice("loss.gan", loss.gan, GAN_LOSSES)
+    for name in ("lambda_gan", "lambda_cyc", "lambda_id", "lambda_gp"):
+        _at_least(f"loss.{name}", getattr(loss, name), 0.0)
+    _at_least("loss.pool_size", loss.pool_size, 0)
+
+    opt = cfg.optim
+    _choice("optim.lr_policy", opt.lr_policy, LR_POLICIES)
+    if opt.lr <= 0:
+        raise ConfigError(f"optim.lr: must be > 0, got {opt.lr}")
+    for name in ("beta1", "beta2"):
+        v = getattr(opt, name)
+        if not 0.0 <= v < 1.0:
+            raise ConfigError(f"optim.{name}: must be in [0, 1), got {v}")
+    if opt.decay_epochs is not None:
+        _at_least("optim.decay_epochs", opt.decay_epochs, 0)
+    _at_least("optim.step_epochs", opt.step_epochs, 1)
+
+    t = cfg.train
+    _at_least("train.epochs", t.epochs, 1)
+    if opt.lr_policy == "linear" and opt.decay_epochs is not None and opt.decay_epochs > t.epochs:
+        raise ConfigError(
+            f"optim.decay_epochs ({opt.decay_epochs}) must be <= train.epochs ({t.epochs}) "
+            "with lr_policy linear"
+        )
+    _at_least("train.max_steps", t.max_steps, 0)
+    _at_least("train.batch_size", t.batch_size, 1)
+    _choice("train.device", t.device, DEVICES)
+    _choice("train.precision", t.precision, PRECISIONS)
+    for name in ("log_every", "save_latest_every", "save_epoch_every", "sample_every"):
+        _at_least(f"train.{name}", getattr(t, name), 1)
+    _at_least("train.keep_epochs", t.keep_epochs, 0)
+
+
+def replace(cfg, **changes):
+    """``dataclasses.replace`` that accepts dotted keys: ``replace(cfg, **{"train.epochs": 3})``."""
+    tree = cfg.to_dict() if isinstance(cfg, Config) else dataclasses.asdict(cfg)
+    for key, value in changes.items():
+        _set_dotted(tree, key, value)
+    return config_from_dict(tree) if isinstance(cfg, Config) else _from_dict(type(cfg), tree)

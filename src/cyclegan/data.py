@@ -1,0 +1,270 @@
+"""Unpaired image datasets: finding the two domains, loading robustly, augmenting, batching.
+
+Batches are uint8 ``[B, 3, H, W]`` tensors; the training step moves them to the device and
+normalises there with ``image.to_model_range`` (4x less host-to-device traffic than float32).
+
+Augmentation randomness comes from a per-sample seed derived from (run seed, epoch, position), not
+from worker RNG state, so the data stream is identical for any ``num_workers`` and resumes exactly
+mid-epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from cyclegan.config import DataConfig
+from cyclegan.errors import DataError, ImageLoadError
+from cyclegan.image import IMAGE_EXTENSIONS, load_image, pil_to_uint8
+
+
+def find_images(folder: str | Path, *, recursive: bool = True) -> list[Path]:
+    """Image files under ``folder`` (by extension), sorted so runs are reproducible."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise DataError(f"{folder}: folder not found")
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder")
+    pattern = "**/*" if recursive else "*"
+    files = [p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(files)
+
+
+def _domain_dir(root: Path, split: str, domain: str) -> Optional[Path]:
+    """``root/trainA``; for B also the Kaggle "Real to Ghibli" layout ``trainB_<style>`` (seed 000)."""
+    exact = root / f"{split}{domain}"
+    if exact.is_dir():
+        return exact
+    styled = sorted(p for p in root.glob(f"{split}{domain}_*") if p.is_dir())
+    if len(styled) > 1:
+        raise DataError(
+            f"{root}: several {split}{domain}_* folders ({', '.join(p.name for p in styled)}); "
+            "pick one with --data-a/--data-b"
+        )
+    return styled[0] if styled else None
+
+
+def resolve_domains(cfg: DataConfig, split: str = "train") -> tuple[Path, Path]:
+    """The (A, B) folders of ``split`` ("train" or "test") from ``--data-a/--data-b`` or ``--dataroot``."""
+    if split == "train" and (cfg.data_a or cfg.data_b):
+        if not (cfg.data_a and cfg.data_b):
+            raise DataError("--data-a and --data-b go together: give both folders")
+        return Path(cfg.data_a), Path(cfg.data_b)
+    if not cfg.dataroot:
+        if split == "train":
+            raise DataError("no training data: give --dataroot DIR or --data-a DIR --data-b DIR")
+        raise DataError(f"no {split} split: --data-a/--data-b runs have no {split}A/{split}B folders")
+    root = Path(cfg.dataroot)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataroot folder not found")
+    a, b = _domain_dir(root, split, "A"), _domain_dir(root, split, "B")
+    missing = [name for name, d in ((f"{split}A", a), (f"{split}B", b)) if d is None]
+    if missing:
+        raise DataError(f"{root}: no {' or '.join(missing)} folder (expected {split}A and {split}B)")
+    return a, b
+
+
+def _usable_images(folder: Path, max_size: int) -> list[Path]:
+    files = find_images(folder)
+    if max_size:
+        files = files[:max_size]
+    return files
+
+
+# ----------------------------------------------------------------------------------------------
+# Transforms (seed 000 sec. 4.2: resize 286 -> random crop 256 -> random flip -> [-1, 1])
+
+
+def _scale_width(img: Image.Image, width: int, min_height: int) -> Image.Image:
+    w, h = img.size
+    if w == width and h >= min_height:
+        return img
+    new_h = max(int(round(width * h / w)), min_height)
+    return img.resize((width, new_h), Image.BICUBIC)
+
+
+def augment(img: Image.Image, cfg: DataConfig, rng: Optional[random.Random]) -> Image.Image:
+    """Resize/crop/flip per ``cfg.preprocess``. ``rng=None`` is the deterministic eval path
+    (centre crop, no flip), used for the fixed sample grid."""
+    size = cfg.crop_size
+    mode = cfg.preprocess
+    if mode == "resize_and_crop":
+        img = img.resize((cfg.load_size, cfg.load_size), Image.BICUBIC)
+    elif mode in ("scale_width", "scale_width_and_crop"):
+        target = size if mode == "scale_width" else cfg.load_size
+        img = _scale_width(img, target, size)
+    if mode in ("resize_and_crop", "scale_width_and_crop", "crop"):
+        w, h = img.size
+        if w < size or h < size:  # crop needs room: upscale the short side first
+            scale = size / min(w, h)
+            img = img.resize((max(size, math.ceil(w * scale)), max(size, math.ceil(h * scale))), Image.BICUBIC)
+            w, h = img.size
+        if rng is None:
+            x, y = (w - size) // 2, (h - size) // 2
+        else:
+            x, y = rng.randint(0, w - size), rng.randint(0, h - size)
+        img = img.crop((x, y, x + size, y + size))
+    elif mode == "scale_width":
+        w, h = img.size
+        if h != size:  # batches need one shape: centre-crop the height
+            y = (h - size) // 2
+            img = img.crop((0, y, w, y + size))
+    elif mode == "none":
+        # Still square to crop_size so images of different sizes can share a batch.
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.BICUBIC)
+    if rng is not None and cfg.flip and rng.random() < 0.5:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    return img
+
+
+# ----------------------------------------------------------------------------------------------
+# Dataset and sampler
+
+
+def _sample_seed(seed: int, epoch: int, position: int) -> int:
+    return (seed * 1_000_003 + epoch) * 1_000_033 + position
+
+
+class UnpairedSampler(Sampler):
+    """Yields ``(index_a, index_b, aug_seed)`` for one epoch: A in a shuffled order (repeated to cover
+    the larger domain), B drawn independently, as unaligned CycleGAN data is (paper sec. 5).
+
+    The order is a pure function of (seed, epoch), so ``set_epoch(e, start=k)`` resumes exactly at
+    sample k; ``rank``/``world_size`` give each distributed process a disjoint shard.
+    """
+
+    def __init__(self, *, n_a: int, n_b: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.n_a, self.n_b, self.seed = n_a, n_b, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.start = 0, 0
+
+    @property
+    def epoch_size(self) -> int:
+        """Samples per epoch over all processes (the larger domain, as in the paper's code)."""
+        return max(self.n_a, self.n_b) // self.world_size * self.world_size
+
+    def set_epoch(self, epoch: int, *, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def _order(self) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        n = self.epoch_size
+        reps = -(-n // self.n_a)
+        order_a = np.concatenate([rng.permutation(self.n_a) for _ in range(reps)])[:n]
+        order_b = rng.integers(0, self.n_b, size=n)
+        return order_a, order_b
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        order_a, order_b = self._order()
+        for pos in range(self.rank + self.start * self.world_size, len(order_a), self.world_size):
+            yield int(order_a[pos]), int(order_b[pos]), _sample_seed(self.seed, self.epoch, pos)
+
+    def __len__(self) -> int:
+        return self.epoch_size // self.world_size - self.start
+
+
+class UnpairedImages(Dataset):
+    """Two folders of images, indexed by ``(index_a, index_b, aug_seed)`` from ``UnpairedSampler``.
+
+    A file that fails to decode mid-epoch is replaced by the next good one in its domain, with a
+    warning naming it once; files are checked before training (``check_files``) so this is rare.
+    """
+
+    def __init__(self, files_a: Sequence[Path], files_b: Sequence[Path], cfg: DataConfig):
+        self.files = {"A": list(files_a), "B": list(files_b)}
+        self.cfg = cfg
+
+    def _load(self, domain: str, index: int, rng: Optional[random.Random]) -> torch.Tensor:
+        files = self.files[domain]
+        for step in range(len(files)):
+            path = files[(index + step) % len(files)]
+            try:
+                return pil_to_uint8(augment(load_image(path), self.cfg, rng))  # [3, S, S] uint8
+            except ImageLoadError as e:
+                warnings.warn(f"skipping unreadable image {e}", stacklevel=2)
+        raise DataError(f"no readable images left in domain {domain}")
+
+    def __getitem__(self, key: tuple[int, int, int]) -> dict[str, torch.Tensor]:
+        index_a, index_b, seed = key
+        rng = random.Random(seed)
+        return {"A": self._load("A", index_a, rng), "B": self._load("B", index_b, rng)}
+
+    def fixed_batch(self, n: int) -> dict[str, torch.Tensor]:
+        """The first ``n`` images of each domain, centre-cropped: the sample grid's fixed inputs."""
+        return {
+            d: torch.stack([self._load(d, i, None) for i in range(min(n, len(self.files[d])))])
+            for d in ("A", "B")
+        }
+
+
+def check_files(files: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Split into (readable, [(unreadable, reason)]). Opening headers only would miss truncated files,
+    so every image is decoded once; this is the price of never crashing mid-epoch."""
+    good, bad = [], []
+    for path in files:
+        try:
+            load_image(path)
+            good.append(path)
+        except ImageLoadError as e:
+            bad.append((path, e.reason))
+    return good, bad
+
+
+@dataclass
+class DomainFiles:
+    a: list[Path]
+    b: list[Path]
+    skipped: list[tuple[Path, str]]
+
+
+def gather_training_files(cfg: DataConfig, *, batch_size: int, split: str = "train") -> DomainFiles:
+    """Find, decode-check and size-check both domains; raise DataError before any training work."""
+    dir_a, dir_b = resolve_domains(cfg, split)
+    found, skipped = {}, []
+    for name, folder in (("A", dir_a), ("B", dir_b)):
+        files = _usable_images(folder, cfg.max_dataset_size)
+        if not files:
+            raise DataError(f"{folder}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+        good, bad = check_files(files)
+        skipped += bad
+        if len(good) < batch_size:
+            raise DataError(
+                f"{folder}: domain {name} has {len(good)} usable image(s), fewer than the batch size "
+                f"{batch_size}"
+            )
+        found[name] = good
+    return DomainFiles(found["A"], found["B"], skipped)
+
+
+def make_loader(
+    dataset: UnpairedImages,
+    sampler: UnpairedSampler,
+    *,
+    batch_size: int,
+    num_workers: int,
+    pin_memory: bool,
+) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        # Constant batch shapes keep compiled graphs and CUDA graphs from re-specialising.
+        drop_last=True,
+        persistent_workers=num_workers > 0,
+        prefetch_factor=4 if num_workers > 0 else None,
+        # A private generator: creating an epoch's iterator must not draw from the global RNG,
+        # or a resumed run would see a different global RNG stream than an uninterrupted one.
+        generator=torch.Generator().manual_seed(sampler.seed),
+    )

@@ -1,0 +1,30 @@
+"""User-facing errors. The CLI prints these as one line and exits non-zero; anything else is a bug."""
+
+
+class CycleGANError(Exception):
+    """Base class for errors caused by the user's input (files, flags, config, checkpoints)."""
+
+
+class ConfigError(CycleGANError):
+    """An invalid config key or value."""
+
+
+class DataError(CycleGANError):
+    """A dataset folder that cannot be used (missing, empty, too few images)."""
+
+
+class ImageLoadError(CycleGANError):
+    """One image file that cannot be decoded; carries the path and the reason."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class CheckpointError(CycleGANError):
+    """A missing, corrupt or incompatible checkpoint."""
+
+
+class RunDirError(CycleGANError):
+    """A run directory that would be overwritten, or is not a run."""

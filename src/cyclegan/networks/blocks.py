@@ -1,0 +1,155 @@
+"""Building blocks shared by the generators and discriminators, plus weight initialisation.
+
+Layer choices follow the CycleGAN paper (Zhu et al. 2017, appendix 7.2) and the layer tables in
+seed 000 section 5.3: reflection padding in the generator, instance norm, ReLU in generators and
+LeakyReLU(0.2) in discriminators.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cyclegan.errors import ConfigError
+
+
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """A fresh normalisation layer of the given kind for ``channels`` feature maps."""
+    if kind == "instance":
+        # No affine parameters and no running statistics, as in the paper's code: every image is
+        # normalised by its own statistics at train and test time alike, which is what lets the
+        # generator shed the contrast of the source domain (Ulyanov et al. 2016).
+        return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels, affine=True)
+    if kind == "none":
+        # Identity rather than nothing, so submodule indices (hence state_dict keys) do not depend
+        # on the norm kind.
+        return nn.Identity()
+    raise ConfigError(f"unknown norm {kind!r}; choose from batch, instance, none")
+
+
+def uses_bias(norm: str) -> bool:
+    """Whether a conv followed by ``norm`` should carry a bias.
+
+    BatchNorm's affine shift makes a preceding bias redundant, so it is dropped there. Instance
+    norm without affine parameters also cancels a per-channel bias, but the paper's code keeps it
+    there, and the published parameter counts (11,378,179 for ResNet-9, 2,764,737 for the 70x70
+    PatchGAN) include it, so we match.
+    """
+    return norm != "batch"
+
+
+def dropout_layer(p: float) -> nn.Module:
+    # Identity at p == 0 keeps submodule indices stable whether or not dropout is configured.
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
+class ResnetBlock(nn.Module):
+    """Residual block of the ResNet generator: x + (pad, conv3x3, norm, ReLU, [dropout], pad,
+    conv3x3, norm). Reflection padding instead of zero padding avoids border artifacts (seed 000,
+    section 5.4); no ReLU after the sum, as in the paper's code."""
+
+    def __init__(self, *, channels: int, norm: str = "instance", dropout: float = 0.0) -> None:
+        super().__init__()
+        bias = uses_bias(norm)
+        self.block = nn.Sequential(
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, kernel_size=3, bias=bias),
+            norm_layer(norm, channels),
+            nn.ReLU(inplace=True),
+            dropout_layer(dropout),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, kernel_size=3, bias=bias),
+            norm_layer(norm, channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # [B, C, H, W] -> [B, C, H, W]
+        return x + self.block(x)
+
+
+def upconv(
+    in_channels: int, out_channels: int, *, mode: str, bias: bool, kernel_size: int = 3
+) -> nn.Sequential | nn.ConvTranspose2d:
+    """A layer that doubles H and W.
+
+    ``transpose``: ConvTranspose2d with stride 2 (the paper; kernel 3 with output_padding 1 in the
+    ResNet generator, kernel 4 in the U-Net). ``resize``: nearest-neighbour 2x upsampling followed
+    by a reflection-padded 3x3 conv; every output pixel then gets the same number of kernel taps,
+    which removes the checkerboard artifacts of strided transposed convs (Odena et al. 2016,
+    "Deconvolution and checkerboard artifacts", cited by seed 001).
+    """
+    if mode == "transpose":
+        if kernel_size == 3:
+            # (H - 1) * 2 - 2 + 3 + 1 = 2H
+            return nn.ConvTranspose2d(
+                in_channels, out_channels, kernel_size=3, stride=2, padding=1, output_padding=1, bias=bias
+            )
+        if kernel_size == 4:
+            # (H - 1) * 2 - 2 + 4 = 2H
+            return nn.ConvTranspose2d(
+                in_channels, out_channels, kernel_size=4, stride=2, padding=1, bias=bias
+            )
+        raise ValueError(f"transposed upsampling supports kernel 3 or 4, got {kernel_size}")
+    if mode == "resize":
+        return nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(in_channels, out_channels, kernel_size=3, bias=bias),
+        )
+    raise ConfigError(f"unknown upsample {mode!r}; choose from resize, transpose")
+
+
+class UpsampleBlock(nn.Sequential):
+    """Decoder stage of the ResNet generator: 2x upsampling conv, norm, ReLU."""
+
+    def __init__(
+        self, *, in_channels: int, out_channels: int, norm: str = "instance", mode: str = "transpose"
+    ) -> None:
+        # [B, in, H, W] -> [B, out, 2H, 2W]
+        super().__init__(
+            upconv(in_channels, out_channels, mode=mode, bias=uses_bias(norm), kernel_size=3),
+            norm_layer(norm, out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Initialisation and counting
+
+_CONV_OR_LINEAR = (nn.modules.conv._ConvNd, nn.Linear)
+_BATCH_NORM = nn.modules.batchnorm._BatchNorm
+
+
+def init_weights(net: nn.Module, kind: str = "normal", gain: float = 0.02) -> nn.Module:
+    """Initialise ``net`` in place and return it.
+
+    Conv/Linear weights: ``normal`` N(0, gain) (the paper: "weights are initialized from a Gaussian
+    distribution N(0, 0.02)"), ``xavier`` (xavier_normal with ``gain``), ``kaiming`` (kaiming_normal,
+    fan_in, a=0; ``gain`` unused) or ``orthogonal`` (with ``gain``); biases 0. BatchNorm: weight
+    N(1, gain), bias 0, so it starts close to the identity.
+    """
+    if kind not in ("normal", "xavier", "kaiming", "orthogonal"):
+        raise ConfigError(f"unknown init {kind!r}; choose from kaiming, normal, orthogonal, xavier")
+    for m in net.modules():
+        if isinstance(m, _CONV_OR_LINEAR):
+            if kind == "normal":
+                nn.init.normal_(m.weight, 0.0, gain)
+            elif kind == "xavier":
+                nn.init.xavier_normal_(m.weight, gain=gain)
+            elif kind == "kaiming":
+                nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
+            else:
+                nn.init.orthogonal_(m.weight, gain=gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, _BATCH_NORM) and m.affine:
+            nn.init.normal_(m.weight, 1.0, gain)
+            nn.init.zeros_(m.bias)
+    return net
+
+
+def count_parameters(net: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)

@@ -1,0 +1,243 @@
+"""Generators: the ResNet encoder-transformer-decoder of the CycleGAN paper and the pix2pix U-Net.
+
+Every generator maps [B, 3, H, W] in [-1, 1] to [B, 3, H, W] in [-1, 1] (Tanh output) and exposes
+``size_multiple``, the number H and W must be divisible by; ``translate`` reflection-pads to it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from cyclegan.networks.blocks import (
+    ResnetBlock,
+    UpsampleBlock,
+    dropout_layer,
+    init_weights,
+    norm_layer,
+    upconv,
+    uses_bias,
+)
+from cyclegan.registry import Registry
+
+if TYPE_CHECKING:
+    from cyclegan.config import GeneratorConfig
+
+GENERATORS = Registry("generator")
+
+
+class ResnetGenerator(nn.Module):
+    """c7s1-ngf, d(2ngf), d(4ngf), n_blocks x R(4ngf), u(2ngf), u(ngf), c7s1-3 + Tanh.
+
+    The architecture of the CycleGAN paper (appendix 7.2, after Johnson et al. 2016) and exactly the
+    layer table of seed 000 section 5.3.1; the paper uses 9 blocks at 256x256 and 6 at 128x128.
+    With ngf=64, 9 blocks and instance norm it has 11,378,179 parameters.
+    """
+
+    n_downsampling = 2
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        ngf: int = 64,
+        n_blocks: int = 9,
+        norm: str = "instance",
+        dropout: float = 0.0,
+        upsample: str = "transpose",
+    ) -> None:
+        super().__init__()
+        # Two stride-2 convs down, two 2x upsamplings back up.
+        self.size_multiple: int = 2**self.n_downsampling
+        bias = uses_bias(norm)
+
+        # Reflection padding rather than zero padding at the 7x7 convs avoids dark borders
+        # (seed 000 section 5.4).
+        encoder: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(in_channels, ngf, kernel_size=7, bias=bias),
+            norm_layer(norm, ngf),
+            nn.ReLU(inplace=True),
+        ]
+        for i in range(self.n_downsampling):
+            c_in, c_out = ngf * 2**i, ngf * 2 ** (i + 1)
+            encoder += [
+                nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1, bias=bias),
+                norm_layer(norm, c_out),
+                nn.ReLU(inplace=True),
+            ]
+        # [B, 3, H, W] -> [B, 4ngf, H/4, W/4]
+        self.encoder = nn.Sequential(*encoder)
+
+        width = ngf * 2**self.n_downsampling
+        # [B, 4ngf, H/4, W/4] -> same; the residual blocks change style, not resolution.
+        self.transformer = nn.Sequential(
+            *(ResnetBlock(channels=width, norm=norm, dropout=dropout) for _ in range(n_blocks))
+        )
+
+        decoder: list[nn.Module] = []
+        for i in range(self.n_downsampling, 0, -1):
+            decoder.append(
+                UpsampleBlock(
+                    in_channels=ngf * 2**i, out_channels=ngf * 2 ** (i - 1), norm=norm, mode=upsample
+                )
+            )
+        decoder += [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(ngf, out_channels, kernel_size=7),  # no norm follows, so always a bias
+            nn.Tanh(),  # images live in [-1, 1]
+        ]
+        # [B, 4ngf, H/4, W/4] -> [B, 3, H, W]
+        self.decoder = nn.Sequential(*decoder)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # [B, 3, H, W] -> [B, 3, H, W], H and W divisible by 4
+        return self.decoder(self.transformer(self.encoder(x)))
+
+
+class UnetSkipBlock(nn.Module):
+    """One level of the U-Net: down, the inner levels, up, then concatenate with the input.
+
+    Down is LeakyReLU(0.2) + 4x4 stride-2 conv + norm; up is ReLU + 2x upsampling conv + norm, as in
+    pix2pix (Isola et al. 2017, appendix 6.1.1). The outermost level has no activation or norm
+    before its conv (it sees the image) and ends in Tanh instead of a norm; the innermost has no
+    norm on its down side, because its output is 1x1 where normalisation is degenerate.
+    """
+
+    def __init__(
+        self,
+        *,
+        outer_channels: int,
+        inner_channels: int,
+        in_channels: int | None = None,
+        submodule: UnetSkipBlock | None = None,
+        outermost: bool = False,
+        innermost: bool = False,
+        norm: str = "instance",
+        dropout: float = 0.0,
+        upsample: str = "transpose",
+    ) -> None:
+        super().__init__()
+        self.outermost = outermost
+        in_channels = outer_channels if in_channels is None else in_channels
+        bias = uses_bias(norm)
+        # The LeakyReLU is not in place: the block's input is also the skip connection. Because
+        # the next up path starts with ReLU, and ReLU(LeakyReLU(x)) = ReLU(x), skipping x or its
+        # activation gives the same network.
+        down_conv = nn.Conv2d(in_channels, inner_channels, kernel_size=4, stride=2, padding=1, bias=bias)
+        # Every level but the innermost receives [own up output, skip] from the level below.
+        up_in = inner_channels if innermost else inner_channels * 2
+
+        if outermost:
+            down: list[nn.Module] = [down_conv]
+            up: list[nn.Module] = [
+                nn.ReLU(inplace=True),
+                upconv(up_in, outer_channels, mode=upsample, bias=True, kernel_size=4),
+                nn.Tanh(),
+            ]
+        elif innermost:
+            down = [nn.LeakyReLU(0.2), down_conv]
+            up = [
+                nn.ReLU(inplace=True),
+                upconv(up_in, outer_channels, mode=upsample, bias=bias, kernel_size=4),
+                norm_layer(norm, outer_channels),
+            ]
+        else:
+            down = [nn.LeakyReLU(0.2), down_conv, norm_layer(norm, inner_channels)]
+            up = [
+                nn.ReLU(inplace=True),
+                upconv(up_in, outer_channels, mode=upsample, bias=bias, kernel_size=4),
+                norm_layer(norm, outer_channels),
+                dropout_layer(dropout),
+            ]
+        self.down = nn.Sequential(*down)
+        self.submodule = submodule if submodule is not None else nn.Identity()
+        self.up = nn.Sequential(*up)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # outermost: [B, in, H, W] -> [B, outer, H, W]; otherwise -> [B, 2 * outer, H, W] (skip concat)
+        y = self.up(self.submodule(self.down(x)))
+        if self.outermost:
+            return y
+        return torch.cat([x, y], dim=1)
+
+
+class UnetGenerator(nn.Module):
+    """U-Net generator with ``num_downs`` stride-2 levels (pix2pix / CycleGAN paper code).
+
+    Encoder channels ngf, 2ngf, 4ngf, then 8ngf for every remaining level; the bottleneck is 1x1
+    when H = W = 2**num_downs. Dropout, if configured, sits in the 8ngf decoder levels except the
+    innermost, as in pix2pix (appendix 6.1.1), where it is the generator's only noise source.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_downs: int,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        ngf: int = 64,
+        norm: str = "instance",
+        dropout: float = 0.0,
+        upsample: str = "transpose",
+    ) -> None:
+        super().__init__()
+        if num_downs < 5:
+            raise ValueError(f"a U-Net needs at least 5 downsamplings, got {num_downs}")
+        self.size_multiple: int = 2**num_downs
+        common = {"norm": norm, "upsample": upsample}
+
+        # Built from the bottleneck outwards, since each level wraps the one inside it.
+        block = UnetSkipBlock(outer_channels=ngf * 8, inner_channels=ngf * 8, innermost=True, **common)
+        for _ in range(num_downs - 5):
+            block = UnetSkipBlock(
+                outer_channels=ngf * 8, inner_channels=ngf * 8, submodule=block, dropout=dropout, **common
+            )
+        for mult in (4, 2, 1):
+            block = UnetSkipBlock(
+                outer_channels=ngf * mult, inner_channels=ngf * mult * 2, submodule=block, **common
+            )
+        self.model = UnetSkipBlock(
+            outer_channels=out_channels,
+            inner_channels=ngf,
+            in_channels=in_channels,
+            submodule=block,
+            outermost=True,
+            **common,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # [B, 3, H, W] -> [B, 3, H, W], H and W divisible by 2**num_downs
+        return self.model(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# Registry: name -> (GeneratorConfig -> nn.Module)
+
+
+@GENERATORS.register("resnet")
+def resnet_generator(cfg: GeneratorConfig) -> nn.Module:
+    return ResnetGenerator(
+        ngf=cfg.ngf, n_blocks=cfg.n_blocks, norm=cfg.norm, dropout=cfg.dropout, upsample=cfg.upsample
+    )
+
+
+@GENERATORS.register("unet_128")
+def unet_128(cfg: GeneratorConfig) -> nn.Module:
+    # 7 levels: 128 -> 1 at the bottleneck.
+    return UnetGenerator(num_downs=7, ngf=cfg.ngf, norm=cfg.norm, dropout=cfg.dropout, upsample=cfg.upsample)
+
+
+@GENERATORS.register("unet_256")
+def unet_256(cfg: GeneratorConfig) -> nn.Module:
+    # 8 levels: 256 -> 1 at the bottleneck.
+    return UnetGenerator(num_downs=8, ngf=cfg.ngf, norm=cfg.norm, dropout=cfg.dropout, upsample=cfg.upsample)
+
+
+def build_generator(cfg: GeneratorConfig, *, init: str = "normal", init_gain: float = 0.02) -> nn.Module:
+    """Build the generator named by ``cfg.name`` and initialise its weights."""
+    net = GENERATORS.get_or_raise(cfg.name)(cfg)
+    return init_weights(net, init, init_gain)

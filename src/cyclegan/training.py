@@ -1,0 +1,615 @@
+"""The CycleGAN training loop (Zhu et al. 2017), in one function with named phases.
+
+Naming: ``G_A`` translates A->B and ``G_B`` translates B->A; ``D_A`` judges domain-A images (real A
+against G_B's fakes) and ``D_B`` judges domain-B images. Every iteration runs
+
+    generator step      adversarial + cycle + identity losses, one Adam step for (G_A, G_B)
+    pool                fakes go through the image history pools
+    discriminator step  adversarial loss (+ gradient penalty), one Adam step for (D_A, D_B)
+
+and between iterations: logging (every ``log_every``; the only host sync), ``latest`` snapshots
+(every ``save_latest_every``), and at epoch ends the sample grid, LR update and epoch checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor, nn
+
+from cyclegan import checkpoint as ckpt_io
+from cyclegan.config import Config, OptimConfig, TrainConfig, build_config, load_config_json
+from cyclegan.data import (
+    UnpairedImages,
+    UnpairedSampler,
+    gather_training_files,
+    make_loader,
+)
+from cyclegan.errors import CheckpointError, RunDirError
+from cyclegan.image import make_grid, save_image_atomic, to_model_range, to_uint8
+from cyclegan.losses import GANLoss, build_gan_loss, cycle_loss, gradient_penalty, identity_loss
+from cyclegan.networks import build_discriminator, build_generator
+from cyclegan.pool import ImagePool
+from cyclegan.registry import Registry
+
+# ----------------------------------------------------------------------------------------------
+# Learning-rate policies: epoch (0-based) -> multiplier of optim.lr. Pure functions of the epoch,
+# so resuming needs no scheduler state.
+
+LR_POLICIES: Registry = Registry("LR policy")
+
+
+@LR_POLICIES.register("linear")
+def linear_policy(epoch: int, optim: OptimConfig, train: TrainConfig) -> float:
+    # Paper sec. 4: constant for the first epochs, then linearly to zero over the last decay_epochs.
+    decay = train.epochs // 2 if optim.decay_epochs is None else optim.decay_epochs
+    return 1.0 - max(0, epoch + 1 - (train.epochs - decay)) / float(decay + 1)
+
+
+@LR_POLICIES.register("cosine")
+def cosine_policy(epoch: int, optim: OptimConfig, train: TrainConfig) -> float:
+    return 0.5 * (1.0 + math.cos(math.pi * epoch / train.epochs))
+
+
+@LR_POLICIES.register("step")
+def step_policy(epoch: int, optim: OptimConfig, train: TrainConfig) -> float:
+    return optim.step_gamma ** (epoch // optim.step_epochs)
+
+
+@LR_POLICIES.register("constant")
+def constant_policy(epoch: int, optim: OptimConfig, train: TrainConfig) -> float:
+    return 1.0
+
+
+def learning_rate(cfg: Config, epoch: int) -> float:
+    """The learning rate during 1-based ``epoch``."""
+    return cfg.optim.lr * LR_POLICIES[cfg.optim.lr_policy](epoch - 1, cfg.optim, cfg.train)
+
+
+# ----------------------------------------------------------------------------------------------
+# Models, optimisers, devices
+
+
+@dataclass
+class CycleGAN:
+    G_A: nn.Module  # A -> B
+    G_B: nn.Module  # B -> A
+    D_A: nn.Module  # real A vs G_B(B)
+    D_B: nn.Module  # real B vs G_A(A)
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"G_A": self.G_A, "G_B": self.G_B, "D_A": self.D_A, "D_B": self.D_B}
+
+    def train(self, mode: bool = True) -> None:
+        for net in self.networks().values():
+            net.train(mode)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RunDirError("--device cuda: no CUDA device is available")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RunDirError("--device mps: MPS is not available on this machine")
+    return torch.device(name)
+
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[precision])
+
+
+def build_models(cfg: Config, device: torch.device) -> CycleGAN:
+    """Build the four networks; weights depend only on ``train.seed``."""
+    torch.manual_seed(cfg.train.seed)
+    m = cfg.model
+    nets = CycleGAN(
+        G_A=build_generator(m.generator, init=m.init, init_gain=m.init_gain),
+        G_B=build_generator(m.generator, init=m.init, init_gain=m.init_gain),
+        D_A=build_discriminator(m.discriminator, init=m.init, init_gain=m.init_gain),
+        D_B=build_discriminator(m.discriminator, init=m.init, init_gain=m.init_gain),
+    )
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.preserve_format
+    for net in nets.networks().values():
+        net.to(device=device, memory_format=memory_format)
+    return nets
+
+
+def _adam(params, cfg: Config, device: torch.device) -> torch.optim.Adam:
+    # Fused Adam is one kernel per step on CUDA; elsewhere the default (foreach) implementation.
+    return torch.optim.Adam(
+        params, lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2), fused=device.type == "cuda"
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# One iteration
+
+
+@dataclass
+class TrainStep:
+    """Everything one iteration needs; ``__call__`` runs it and returns detached losses."""
+
+    cfg: Config
+    models: CycleGAN
+    compiled: CycleGAN  # the same modules, possibly wrapped by torch.compile
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    gan: GANLoss
+    pool_a: ImagePool
+    pool_b: ImagePool
+    scaler: torch.amp.GradScaler
+    device: torch.device
+
+    def _prepare(self, batch: Tensor) -> Tensor:  # uint8 [B, 3, H, W] -> float [-1, 1] on device
+        x = to_model_range(batch.to(self.device, non_blocking=True))
+        if self.cfg.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def generator_step(self, real_a: Tensor, real_b: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        m, loss_cfg = self.compiled, self.cfg.loss
+        for d in (self.models.D_A, self.models.D_B):
+            d.requires_grad_(False)  # G's step must not accumulate gradients in D
+        with autocast(self.device, self.cfg.train.precision):
+            fake_b = m.G_A(real_a)
+            fake_a = m.G_B(real_b)
+            losses = {
+                "G_A_gan": self.gan.generator(m.D_B(fake_b)),
+                "G_B_gan": self.gan.generator(m.D_A(fake_a)),
+                "cycle_A": cycle_loss(m.G_B(fake_b), real_a),
+                "cycle_B": cycle_loss(m.G_A(fake_a), real_b),
+            }
+            total = loss_cfg.lambda_gan * (losses["G_A_gan"] + losses["G_B_gan"]) + loss_cfg.lambda_cyc * (
+                losses["cycle_A"] + losses["cycle_B"]
+            )
+            if loss_cfg.lambda_id > 0:
+                losses["idt_A"] = identity_loss(m.G_A(real_b), real_b)
+                losses["idt_B"] = identity_loss(m.G_B(real_a), real_a)
+                total = total + loss_cfg.lambda_id * (losses["idt_A"] + losses["idt_B"])
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.step(self.opt_g)
+        for d in (self.models.D_A, self.models.D_B):
+            d.requires_grad_(True)
+        losses["G_total"] = total
+        return losses, fake_a.detach(), fake_b.detach()
+
+    def discriminator_step(
+        self, real_a: Tensor, real_b: Tensor, fake_a: Tensor, fake_b: Tensor
+    ) -> dict[str, Tensor]:
+        m = self.compiled
+        with autocast(self.device, self.cfg.train.precision):
+            losses = {
+                "D_A": self.gan.discriminator(m.D_A(real_a), m.D_A(fake_a)),
+                "D_B": self.gan.discriminator(m.D_B(real_b), m.D_B(fake_b)),
+            }
+            total = losses["D_A"] + losses["D_B"]
+            if self.gan.needs_gradient_penalty:
+                losses["gp_A"] = gradient_penalty(m.D_A, real_a, fake_a)
+                losses["gp_B"] = gradient_penalty(m.D_B, real_b, fake_b)
+                total = total + self.cfg.loss.lambda_gp * (losses["gp_A"] + losses["gp_B"])
+        self.opt_d.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.step(self.opt_d)
+        return losses
+
+    def __call__(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        real_a, real_b = self._prepare(batch["A"]), self._prepare(batch["B"])
+        g_losses, fake_a, fake_b = self.generator_step(real_a, real_b)
+        fake_a, fake_b = self.pool_a.query(fake_a), self.pool_b.query(fake_b)
+        d_losses = self.discriminator_step(real_a, real_b, fake_a, fake_b)
+        self.scaler.update()
+        return {k: v.detach() for k, v in {**g_losses, **d_losses}.items()}
+
+
+def build_train_step(cfg: Config, device: torch.device) -> TrainStep:
+    models = build_models(cfg, device)
+    compiled = models
+    if cfg.train.compile:
+        compiled = CycleGAN(**{k: torch.compile(v) for k, v in models.networks().items()})
+    return TrainStep(
+        cfg=cfg,
+        models=models,
+        compiled=compiled,
+        opt_g=_adam(list(models.G_A.parameters()) + list(models.G_B.parameters()), cfg, device),
+        opt_d=_adam(list(models.D_A.parameters()) + list(models.D_B.parameters()), cfg, device),
+        gan=build_gan_loss(cfg.loss.gan),
+        pool_a=ImagePool(size=cfg.loss.pool_size, seed=cfg.train.seed + 1),
+        pool_b=ImagePool(size=cfg.loss.pool_size, seed=cfg.train.seed + 2),
+        scaler=torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16"),
+        device=device,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Run directory
+
+
+RUN_ARTEFACTS = ("config.json", "log.jsonl", "metrics.jsonl", "samples", "checkpoints", "tensorboard")
+
+# Changing these on --resume would change what the saved weights or data order mean.
+RESUME_FIXED = ("model", "train.batch_size", "train.seed", "data.max_dataset_size", "loss.gan")
+
+
+def resolve_run_config(
+    out: Path,
+    *,
+    resume: bool,
+    preset: Optional[str] = None,
+    config_file: Optional[Path] = None,
+    overrides: Optional[dict] = None,
+    sets=(),
+) -> Config:
+    """The config of a new run, or of a resumed one: its saved ``config.json`` plus any new flags."""
+    base = None
+    if resume:
+        saved = Path(out) / "config.json"
+        if not saved.is_file():
+            raise RunDirError(f"{out}: nothing to resume (no config.json; is this a run directory?)")
+        base = load_config_json(saved).to_dict()
+    return build_config(base=base, preset=preset, config_file=config_file, overrides=overrides, sets=sets)
+
+
+def prepare_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
+    if resume:
+        if not (out / "config.json").is_file():
+            raise RunDirError(f"{out}: nothing to resume (no config.json; is this a run directory?)")
+        ckpt_io.resolve_checkpoint(out)  # raises with a clear message when there is no checkpoint
+        return
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise RunDirError(
+                f"{out}: run directory is not empty; use --resume to continue it or --overwrite to start over"
+            )
+        strangers = [p.name for p in out.iterdir() if p.name not in RUN_ARTEFACTS]
+        if strangers:
+            raise RunDirError(
+                f"{out}: holds files that are not run artefacts ({', '.join(sorted(strangers)[:3])}); "
+                "refusing to overwrite it, choose another --out"
+            )
+        for name in RUN_ARTEFACTS:
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _dotted(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            flat.update(_dotted(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def check_resume_compatible(saved: Config, requested: Config, where: Path) -> None:
+    a, b = _dotted(saved.to_dict()), _dotted(requested.to_dict())
+    for key in a:
+        if any(key == f or key.startswith(f + ".") for f in RESUME_FIXED) and a[key] != b.get(key):
+            raise CheckpointError(
+                f"{where}: incompatible with the checkpoint: {key} was {a[key]!r}, now {b.get(key)!r} "
+                "(start a new run to change it)"
+            )
+
+
+class JsonlLog:
+    """Append-only JSON-lines log, plus TensorBoard scalars when available."""
+
+    def __init__(self, path: Path, tensorboard_dir: Optional[Path]):
+        self.path = path
+        self.tb = None
+        if tensorboard_dir is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(tensorboard_dir))
+            except ImportError:
+                self.tb = None
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None and "step" in record:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
+                    self.tb.add_scalar(k, v, record["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# Samples
+
+
+@torch.no_grad()
+def sample_grid(step: TrainStep, fixed: dict[str, Tensor]):
+    """Rows: real A | fake B | reconstructed A | real B | fake A | reconstructed B (seed 000 sec. 6.4)."""
+    models = step.models
+    models.train(False)
+    try:
+        with autocast(step.device, step.cfg.train.precision):
+            real_a, real_b = step._prepare(fixed["A"]), step._prepare(fixed["B"])
+            fake_b = models.G_A(real_a)
+            fake_a = models.G_B(real_b)
+            rows = [real_a, fake_b, models.G_B(fake_b), real_b, fake_a, models.G_A(fake_a)]
+        return make_grid([to_uint8(r.float()).cpu() for r in rows])
+    finally:
+        models.train(True)
+
+
+# ----------------------------------------------------------------------------------------------
+# State for resume
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+
+
+def training_state(step: TrainStep, *, global_step: int, epoch: int, epoch_step: int) -> dict:
+    return {
+        "step": global_step,
+        "epoch": epoch,
+        "epoch_step": epoch_step,
+        "opt_g": step.opt_g.state_dict(),
+        "opt_d": step.opt_d.state_dict(),
+        "scaler": step.scaler.state_dict(),
+        "pool_a": step.pool_a.state_dict(),
+        "pool_b": step.pool_b.state_dict(),
+        "rng": _rng_state(),
+    }
+
+
+def restore_training_state(step: TrainStep, ckpt: Path) -> dict:
+    for name, net in step.models.networks().items():
+        ckpt_io.load_into(net, ckpt, name)
+    state = ckpt_io.load_state(ckpt)
+    try:
+        step.opt_g.load_state_dict(state["opt_g"])
+        step.opt_d.load_state_dict(state["opt_d"])
+        if state.get("scaler"):
+            step.scaler.load_state_dict(state["scaler"])
+        step.pool_a.load_state_dict(state["pool_a"], device=step.device)
+        step.pool_b.load_state_dict(state["pool_b"], device=step.device)
+        _set_rng_state(state["rng"])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{ckpt / 'state.pt'}: does not match this run ({e})") from None
+    return state
+
+
+# ----------------------------------------------------------------------------------------------
+# Ctrl-C
+
+
+class StopFlag:
+    """First Ctrl-C asks the loop to stop after the current iteration and save; a second aborts."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping: finishing this iteration and saving a checkpoint (Ctrl-C again to abort)",
+              file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _ignore_sigint(_worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group; workers leave it to the main process, which saves.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    epoch: int
+    status: str  # "finished" | "max_steps" | "interrupted"
+    last_log: dict = field(default_factory=dict)
+
+
+def train(
+    cfg: Config,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    echo: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
+) -> TrainResult:
+    """Train (or resume) a CycleGAN into run directory ``out``. See the module docstring."""
+    out = Path(out)
+    prepare_run_dir(out, resume=resume, overwrite=overwrite)
+    tcfg = cfg.train
+
+    # -- data: every file is checked before any training work
+    files = gather_training_files(cfg.data, batch_size=tcfg.batch_size)
+    if files.skipped:
+        names = "; ".join(f"{p} ({why})" for p, why in files.skipped)
+        echo(f"warning: skipped {len(files.skipped)} unreadable image(s): {names}")
+    dataset = UnpairedImages(files.a, files.b, cfg.data)
+    sampler = UnpairedSampler(n_a=len(files.a), n_b=len(files.b), seed=tcfg.seed)
+    steps_per_epoch = sampler.epoch_size // tcfg.batch_size
+    device = resolve_device(tcfg.device)
+    loader = make_loader(
+        dataset,
+        sampler,
+        batch_size=tcfg.batch_size,
+        num_workers=cfg.data.num_workers,
+        pin_memory=cfg.data.pin_memory and device.type == "cuda",
+    )
+    loader.worker_init_fn = _ignore_sigint if cfg.data.num_workers > 0 else None
+
+    # -- model, optimisers, state
+    step_fn = build_train_step(cfg, device)
+    global_step, epoch, epoch_step = 0, 1, 0
+    if resume:
+        ckpt = ckpt_io.resolve_checkpoint(out)
+        check_resume_compatible(ckpt_io.load_checkpoint_config(ckpt), cfg, ckpt)
+        state = restore_training_state(step_fn, ckpt)
+        global_step, epoch, epoch_step = state["step"], state["epoch"], state["epoch_step"]
+    (out / "config.json").write_text(cfg.to_json(), encoding="utf-8")
+    (out / "samples").mkdir(exist_ok=True)
+    log = JsonlLog(out / "log.jsonl", out / "tensorboard" if tcfg.tensorboard else None)
+    log.write({"event": "resume" if resume else "start", "step": global_step, "epoch": epoch,
+               "device": str(device), "images_a": len(files.a), "images_b": len(files.b),
+               "time": time.time()})
+    fixed = dataset.fixed_batch(cfg.data.n_samples)
+    if not resume:
+        save_image_atomic(sample_grid(step_fn, fixed), out / "samples" / "epoch_0000.png")
+
+    def snapshot(name: str) -> None:
+        ckpt_io.save_checkpoint(
+            out / "checkpoints" / name,
+            config=cfg,
+            networks=step_fn.models.networks(),
+            state=training_state(step_fn, global_step=global_step, epoch=epoch, epoch_step=epoch_step),
+            meta={"step": global_step, "epoch": epoch, "epoch_step": epoch_step},
+        )
+
+    def prune_epoch_checkpoints() -> None:
+        if tcfg.keep_epochs:
+            old = sorted((out / "checkpoints").glob("epoch_[0-9]*"))[: -tcfg.keep_epochs]
+            for p in old:
+                shutil.rmtree(p, ignore_errors=True)
+
+    # -- logging state: losses summed on device, read back once per log_every iterations
+    sums: dict[str, Tensor] = {}
+    window_steps, window_start = 0, time.perf_counter()
+    last_log: dict = {}
+
+    def flush_log() -> None:
+        nonlocal sums, window_steps, window_start, last_log
+        if not window_steps:
+            return
+        names = list(sums)
+        values = torch.stack([sums[k] for k in names]).float().div(window_steps).tolist()
+        elapsed = time.perf_counter() - window_start
+        record = {"step": global_step, "epoch": epoch, **dict(zip(names, values)),
+                  "lr": step_fn.opt_g.param_groups[0]["lr"],
+                  "img_per_s": window_steps * tcfg.batch_size / max(elapsed, 1e-9)}
+        log.write(record)
+        last_log = record
+        if bar is not None:
+            bar.set_postfix({k: f"{record[k]:.3f}" for k in ("G_total", "D_A", "D_B")}
+                            | {"img/s": f"{record['img_per_s']:.1f}"}, refresh=False)
+        sums, window_steps, window_start = {}, 0, time.perf_counter()
+
+    total_steps = steps_per_epoch * tcfg.epochs
+    if tcfg.max_steps:
+        total_steps = min(total_steps, tcfg.max_steps)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_steps, initial=min(global_step, total_steps), unit="it", dynamic_ncols=True,
+                   file=sys.stderr)
+
+    status = "finished"
+    try:
+        with StopFlag() as stop:
+            while epoch <= tcfg.epochs and status == "finished":
+                lr = learning_rate(cfg, epoch)
+                for opt in (step_fn.opt_g, step_fn.opt_d):
+                    for group in opt.param_groups:
+                        group["lr"] = lr
+                sampler.set_epoch(epoch, start=epoch_step * tcfg.batch_size)
+                if epoch_step < steps_per_epoch:
+                    for batch in loader:
+                        # -- generator step, pool, discriminator step
+                        losses = step_fn(batch)
+                        global_step += 1
+                        epoch_step += 1
+                        for k, v in losses.items():
+                            sums[k] = sums[k] + v if k in sums else v.clone()
+                        window_steps += 1
+                        if bar is not None:
+                            bar.update(1)
+                        # -- logging
+                        if global_step % tcfg.log_every == 0:
+                            flush_log()
+                        # -- snapshot
+                        if global_step % tcfg.save_latest_every == 0:
+                            snapshot("latest")
+                        if tcfg.max_steps and global_step >= tcfg.max_steps:
+                            status = "max_steps"
+                        if stop.requested:
+                            status = "interrupted"
+                        if status != "finished":
+                            break
+                # -- end of epoch: samples, epoch checkpoint
+                if epoch_step >= steps_per_epoch:
+                    if epoch % tcfg.sample_every == 0 or epoch == tcfg.epochs:
+                        save_image_atomic(sample_grid(step_fn, fixed), out / "samples" / f"epoch_{epoch:04d}.png")
+                    finished_epoch = epoch
+                    epoch, epoch_step = epoch + 1, 0
+                    if finished_epoch % tcfg.save_epoch_every == 0 or finished_epoch == tcfg.epochs:
+                        snapshot(f"epoch_{finished_epoch:04d}")
+                        prune_epoch_checkpoints()
+                    log.write({"event": "epoch_end", "epoch": finished_epoch, "step": global_step,
+                               "time": time.time()})
+            flush_log()
+            if status != "finished" and epoch_step:
+                save_image_atomic(sample_grid(step_fn, fixed), out / "samples" / f"step_{global_step:07d}.png")
+            snapshot("latest")
+    except BaseException:
+        status = "aborted"
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        log.write({"event": "stop", "status": status, "step": global_step, "time": time.time()})
+        log.close()
+    return TrainResult(run_dir=out, step=global_step, epoch=epoch, status=status, last_log=last_log)

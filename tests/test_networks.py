@@ -1,0 +1,381 @@
+"""Architecture checks against the CycleGAN paper / seed 000 tables; tiny shapes, CPU only."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cyclegan.config import DiscriminatorConfig, GeneratorConfig
+from cyclegan.errors import ConfigError
+from cyclegan.networks import (
+    DISCRIMINATORS,
+    GENERATORS,
+    NLayerDiscriminator,
+    PixelDiscriminator,
+    ResnetGenerator,
+    UnetGenerator,
+    build_discriminator,
+    build_generator,
+    count_parameters,
+    init_weights,
+)
+from cyclegan.networks.blocks import ResnetBlock, UpsampleBlock, norm_layer, uses_bias
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Parameter counts (these pin the architecture to the paper's)
+
+
+def test_resnet9_parameter_count_matches_paper():
+    net = build_generator(GeneratorConfig(name="resnet", ngf=64, n_blocks=9, norm="instance"))
+    assert count_parameters(net) == 11_378_179
+
+
+def test_resnet6_parameter_count():
+    # Outside the residual blocks (conv weight + bias each; instance norm has no parameters):
+    #   c7s1-64          3*64*49   + 64  =   9,472
+    #   d128            64*128*9   + 128 =  73,856
+    #   d256           128*256*9   + 256 = 295,168
+    #   u128 (transp.) 256*128*9   + 128 = 295,040
+    #   u64 (transp.)  128*64*9    + 64  =  73,792
+    #   c7s1-3          64*3*49    + 3   =   9,411
+    #                                      -------
+    #                                      756,739
+    # Each residual block = 2 * (256*256*9 + 256) = 1,180,160, and 756,739 + 9 * 1,180,160 gives the
+    # paper's 11,378,179 above. With 6 blocks: 756,739 + 6 * 1,180,160 = 7,837,699.
+    net = build_generator(GeneratorConfig(name="resnet", ngf=64, n_blocks=6))
+    assert count_parameters(net) == 756_739 + 6 * 2 * (256 * 256 * 9 + 256) == 7_837_699
+
+
+def test_resize_upsampling_has_same_parameter_count_as_transpose():
+    # Conv2d(k3) and ConvTranspose2d(k3) between the same channels hold the same weights.
+    t = ResnetGenerator(ngf=8, n_blocks=2, upsample="transpose")
+    r = ResnetGenerator(ngf=8, n_blocks=2, upsample="resize")
+    assert count_parameters(t) == count_parameters(r)
+    assert any(isinstance(m, nn.Upsample) for m in r.modules())
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in r.modules())
+
+
+def test_patchgan_parameter_count_matches_paper():
+    net = build_discriminator(DiscriminatorConfig(name="patch", ndf=64, n_layers=3, norm="instance"))
+    assert count_parameters(net) == 2_764_737
+
+
+def test_count_parameters_counts_only_trainable():
+    net = NLayerDiscriminator(ndf=4)
+    total = count_parameters(net)
+    first = net.stages[0][0]
+    first.weight.requires_grad_(False)
+    assert count_parameters(net) == total - first.weight.numel()
+
+
+# ----------------------------------------------------------------------------------------------
+# Shapes and ranges
+
+
+def test_patchgan_output_is_30x30_at_256():
+    # Spatial size does not depend on ndf, so a tiny ndf keeps this fast.
+    net = NLayerDiscriminator(ndf=4, n_layers=3)
+    with torch.no_grad():
+        out = net(torch.randn(1, 3, 256, 256))
+    assert out.shape == (1, 1, 30, 30)
+
+
+@pytest.mark.parametrize(("h", "w", "n_layers"), [(64, 96, 3), (32, 32, 2), (128, 64, 4)])
+def test_patchgan_output_shape_general(h, w, n_layers):
+    net = NLayerDiscriminator(ndf=2, n_layers=n_layers)
+    with torch.no_grad():
+        out = net(torch.randn(2, 3, h, w))
+    f = 2**n_layers
+    assert out.shape == (2, 1, h // f - 2, w // f - 2)
+
+
+def test_patchgan_channels_cap_at_8ndf():
+    net = NLayerDiscriminator(ndf=2, n_layers=5)
+    widths = [m.out_channels for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert widths == [2, 4, 8, 16, 16, 16, 1]
+
+
+def test_pixel_discriminator_keeps_spatial_size():
+    net = build_discriminator(DiscriminatorConfig(name="pixel", ndf=4))
+    with torch.no_grad():
+        out = net(torch.randn(2, 3, 17, 23))
+    assert out.shape == (2, 1, 17, 23)
+
+
+def _check_generator(net: nn.Module, size: int, batch: int = 2) -> None:
+    net.eval()
+    # A wide input range makes the [-1, 1] check mean something (Tanh must be the last layer).
+    x = torch.randn(batch, 3, size, size) * 3
+    with torch.no_grad():
+        y = net(x)
+    assert y.shape == x.shape
+    assert y.min() >= -1 and y.max() <= 1
+    assert size % net.size_multiple == 0
+
+
+@pytest.mark.parametrize("upsample", ["transpose", "resize"])
+def test_resnet_generator_shape_and_range(upsample):
+    net = build_generator(GeneratorConfig(name="resnet", ngf=4, n_blocks=2, upsample=upsample))
+    assert net.size_multiple == 4
+    _check_generator(net, 32)
+
+
+def test_resnet_generator_non_square():
+    net = ResnetGenerator(ngf=4, n_blocks=1)
+    with torch.no_grad():
+        y = net(torch.randn(1, 3, 20, 36))
+    assert y.shape == (1, 3, 20, 36)
+
+
+@pytest.mark.parametrize(("name", "size"), [("unet_128", 128), ("unet_256", 256)])
+@pytest.mark.parametrize("upsample", ["transpose", "resize"])
+def test_unet_generator_shape_and_range(name, size, upsample):
+    net = build_generator(GeneratorConfig(name=name, ngf=2, upsample=upsample))
+    assert net.size_multiple == size
+    _check_generator(net, size, batch=1)
+
+
+def test_unet_depth_and_channels():
+    # unet_128: 7 stride-2 encoder convs with widths ngf, 2ngf, 4ngf, 8ngf x 4.
+    net = UnetGenerator(num_downs=7, ngf=2)
+    down = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    up = [m for m in net.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert [m.out_channels for m in down] == [2, 4, 8, 16, 16, 16, 16]
+    assert all(m.stride == (2, 2) and m.kernel_size == (4, 4) for m in down + up)
+    assert len(up) == 7
+    assert isinstance(list(net.modules())[-1], nn.Tanh)
+    assert count_parameters(UnetGenerator(num_downs=8, ngf=2)) > count_parameters(net)
+
+
+def test_unet_dropout_only_in_inner_8ngf_decoder_levels():
+    # unet_256 has 8 levels: outermost, ngf, 2ngf, 4ngf levels, then 3 x 8ngf + innermost; dropout
+    # goes in the 3 non-innermost 8ngf levels.
+    net = build_generator(GeneratorConfig(name="unet_256", ngf=2, dropout=0.5))
+    drops = [m for m in net.modules() if isinstance(m, nn.Dropout)]
+    assert len(drops) == 3 and all(d.p == 0.5 for d in drops)
+    assert not any(isinstance(m, nn.Dropout) for m in UnetGenerator(num_downs=8, ngf=2).modules())
+
+
+def test_resnet_dropout_in_every_block():
+    net = ResnetGenerator(ngf=4, n_blocks=3, dropout=0.5)
+    assert sum(isinstance(m, nn.Dropout) for m in net.modules()) == 3
+
+
+def test_dropout_does_not_change_state_dict_keys():
+    # Dropout has no parameters; Identity in its place keeps the submodule indices identical, so
+    # a checkpoint loads regardless of the dropout setting.
+    for name in ("resnet", "unet_128"):
+        a = build_generator(GeneratorConfig(name=name, ngf=2, n_blocks=1))
+        b = build_generator(GeneratorConfig(name=name, ngf=2, n_blocks=1, dropout=0.5))
+        assert a.state_dict().keys() == b.state_dict().keys()
+
+
+def test_resnet_block_is_residual():
+    block = ResnetBlock(channels=4)
+    for m in block.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+    x = torch.randn(1, 4, 8, 8)
+    assert torch.equal(block(x), x)
+
+
+@pytest.mark.parametrize("mode", ["transpose", "resize"])
+def test_upsample_block_doubles_size(mode):
+    up = UpsampleBlock(in_channels=4, out_channels=2, mode=mode)
+    assert up(torch.randn(1, 4, 5, 7)).shape == (1, 2, 10, 14)
+
+
+# ----------------------------------------------------------------------------------------------
+# Norms and bias
+
+
+def test_norm_layer_kinds():
+    inst = norm_layer("instance", 8)
+    assert isinstance(inst, nn.InstanceNorm2d) and not inst.affine and not inst.track_running_stats
+    bn = norm_layer("batch", 8)
+    assert isinstance(bn, nn.BatchNorm2d) and bn.affine
+    assert isinstance(norm_layer("none", 8), nn.Identity)
+    with pytest.raises(ConfigError):
+        norm_layer("layer", 8)
+    assert uses_bias("instance") and uses_bias("none") and not uses_bias("batch")
+
+
+def _convs(net: nn.Module) -> list[nn.Module]:
+    return [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+
+
+@pytest.mark.parametrize("name", ["resnet", "unet_128"])
+def test_batch_norm_generator_has_no_bias_on_normalised_convs(name):
+    net = build_generator(GeneratorConfig(name=name, ngf=2, n_blocks=1, norm="batch"))
+    convs = _convs(net)
+    # Only the output conv (no norm after it, Tanh instead) keeps a bias.
+    assert sum(m.bias is not None for m in convs) == 1
+    assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    net_inst = build_generator(GeneratorConfig(name=name, ngf=2, n_blocks=1, norm="instance"))
+    assert all(m.bias is not None for m in _convs(net_inst))
+
+
+def test_batch_norm_discriminator_has_no_bias_on_normalised_convs():
+    net = NLayerDiscriminator(ndf=2, n_layers=3, norm="batch")
+    # First conv (no norm) and last conv (score map) keep their bias.
+    assert [m.bias is not None for m in _convs(net)] == [True, False, False, False, True]
+    pix = PixelDiscriminator(ndf=2, norm="batch")
+    assert [m.bias is not None for m in _convs(pix)] == [True, False, True]
+
+
+def test_norm_none_builds_without_norm_layers():
+    for net in (
+        ResnetGenerator(ngf=2, n_blocks=1, norm="none"),
+        UnetGenerator(num_downs=5, ngf=2, norm="none"),
+        NLayerDiscriminator(ndf=2, norm="none"),
+    ):
+        assert not any(isinstance(m, (nn.InstanceNorm2d, nn.BatchNorm2d)) for m in net.modules())
+        assert all(m.bias is not None for m in _convs(net))
+
+
+# ----------------------------------------------------------------------------------------------
+# Initialisation
+
+
+def test_normal_init_std():
+    conv = nn.Conv2d(256, 256, kernel_size=3)
+    init_weights(conv, "normal", 0.02)
+    assert conv.weight.std().item() == pytest.approx(0.02, rel=0.02)
+    assert conv.weight.mean().abs().item() < 1e-3
+    assert torch.count_nonzero(conv.bias) == 0
+
+
+def test_init_kinds_and_batch_norm():
+    net = nn.Sequential(nn.Conv2d(64, 64, 3), nn.BatchNorm2d(64), nn.Linear(64, 64))
+    for kind in ("normal", "xavier", "kaiming", "orthogonal"):
+        for p in net.parameters():
+            nn.init.constant_(p, 7.0)
+        assert init_weights(net, kind, 0.02) is net
+        conv, bn, lin = net
+        assert torch.count_nonzero(conv.bias) == 0 and torch.count_nonzero(lin.bias) == 0
+        assert torch.count_nonzero(bn.bias) == 0
+        assert (bn.weight - 1).abs().max() < 0.2 and bn.weight.std() > 0
+        assert not torch.any(conv.weight == 7.0)
+    # kaiming ignores the gain: std = sqrt(2 / fan_in)
+    init_weights(net, "kaiming", 0.02)
+    assert net[0].weight.std().item() == pytest.approx((2 / (64 * 9)) ** 0.5, rel=0.05)
+    # orthogonal with gain 1: rows of the flattened weight are orthonormal
+    init_weights(net, "orthogonal", 1.0)
+    w = net[2].weight
+    assert torch.allclose(w @ w.T, torch.eye(64), atol=1e-4)
+    with pytest.raises(ConfigError):
+        init_weights(net, "uniform", 0.02)
+
+
+def test_build_applies_init():
+    net = build_generator(GeneratorConfig(ngf=32, n_blocks=1), init="normal", init_gain=0.02)
+    w = net.transformer[0].block[1].weight
+    assert w.std().item() == pytest.approx(0.02, rel=0.05)
+    net = build_discriminator(DiscriminatorConfig(ndf=32), init="normal", init_gain=0.1)
+    w = net.stages[2][0].weight
+    assert w.std().item() == pytest.approx(0.1, rel=0.05)
+
+
+# ----------------------------------------------------------------------------------------------
+# Registries
+
+
+def test_registry_names():
+    assert set(GENERATORS) == {"resnet", "unet_128", "unet_256"}
+    assert set(DISCRIMINATORS) == {"patch", "pixel"}
+
+
+@pytest.mark.parametrize("name", ["resnet", "unet_128", "unet_256"])
+def test_every_generator_name_builds(name):
+    net = build_generator(GeneratorConfig(name=name, ngf=2, n_blocks=1))
+    assert isinstance(net, nn.Module) and isinstance(net.size_multiple, int)
+
+
+@pytest.mark.parametrize("name", ["patch", "pixel"])
+def test_every_discriminator_name_builds(name):
+    net = build_discriminator(DiscriminatorConfig(name=name, ndf=2))
+    assert isinstance(net, nn.Module) and callable(net.features)
+
+
+def test_unknown_names_raise():
+    with pytest.raises(KeyError, match="unknown generator"):
+        build_generator(GeneratorConfig(name="vit"))
+    with pytest.raises(KeyError, match="unknown discriminator"):
+        build_discriminator(DiscriminatorConfig(name="global"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Gradients and features
+
+
+def _assert_all_grads(net: nn.Module) -> None:
+    for name, p in net.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+
+
+@pytest.mark.parametrize(
+    "net",
+    [
+        pytest.param(lambda: ResnetGenerator(ngf=4, n_blocks=2, upsample="resize"), id="resnet"),
+        pytest.param(lambda: UnetGenerator(num_downs=5, ngf=2, norm="batch"), id="unet-batch"),
+        pytest.param(lambda: UnetGenerator(num_downs=5, ngf=2, dropout=0.5), id="unet-dropout"),
+    ],
+)
+def test_gradient_reaches_every_generator_parameter(net):
+    g = net()
+    g.train()
+    g(torch.randn(2, 3, 32, 32)).square().mean().backward()
+    _assert_all_grads(g)
+
+
+@pytest.mark.parametrize(
+    "net",
+    [
+        pytest.param(lambda: NLayerDiscriminator(ndf=4, n_layers=3), id="patch"),
+        pytest.param(lambda: NLayerDiscriminator(ndf=4, n_layers=2, norm="batch"), id="patch-batch"),
+        pytest.param(lambda: PixelDiscriminator(ndf=4), id="pixel"),
+    ],
+)
+def test_gradient_reaches_every_discriminator_parameter_and_input(net):
+    d = net()
+    x = torch.randn(2, 3, 32, 32, requires_grad=True)
+    (d(x) - 1).square().mean().backward()
+    _assert_all_grads(d)
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize(
+    ("net", "n_features"),
+    [
+        pytest.param(NLayerDiscriminator(ndf=4, n_layers=3), 5, id="patch"),
+        pytest.param(NLayerDiscriminator(ndf=4, n_layers=1), 3, id="patch-1"),
+        pytest.param(PixelDiscriminator(ndf=4), 3, id="pixel"),
+    ],
+)
+def test_features_end_with_forward_output(net, n_features):
+    net.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        feats = net.features(x)
+        out = net(x)
+    assert isinstance(feats, list) and len(feats) == n_features
+    assert torch.equal(feats[-1], out)
+    # Intermediates are multi-channel activation maps, the last is the 1-channel score map.
+    assert all(f.dim() == 4 and f.shape[0] == 2 for f in feats)
+    assert all(f.shape[1] > 1 for f in feats[:-1]) and feats[-1].shape[1] == 1
+
+
+def test_features_are_differentiable():
+    d = NLayerDiscriminator(ndf=4, n_layers=2)
+    x = torch.randn(1, 3, 32, 32, requires_grad=True)
+    sum(f.abs().mean() for f in d.features(x)).backward()
+    _assert_all_grads(d)
