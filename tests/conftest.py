@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny datasets drawn by the project itself, never downloaded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cyclegan.config import build_config
+from cyclegan.synthetic import make_unpaired_dataset
+
+# Tests use toy tensors, where intra-op threads cost more in synchronisation than they save, and
+# on a shared 2-core machine a spinning second thread can slow a step down tenfold.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataroot(tmp_path_factory):
+    """trainA/trainB/testA/testB with 12/12/4/4 images of 32x32."""
+    return make_unpaired_dataset(tmp_path_factory.mktemp("data"), n_train=12, n_test=4, size=32, seed=0)
+
+
+@pytest.fixture
+def tiny_config(tiny_dataroot):
+    def make(**overrides):
+        base = {
+            "data.dataroot": str(tiny_dataroot),
+            "data.load_size": 24,
+            "data.crop_size": 16,
+            "data.n_samples": 2,
+            "train.tensorboard": False,
+            "train.log_every": 2,
+        }
+        base.update(overrides)
+        return build_config(preset="tiny", overrides=base)
+
+    return make

@@ -1,0 +1,163 @@
+"""The training loop: LR policies, exact resume, Ctrl-C, precision switches."""
+
+import json
+import signal
+
+import pytest
+import torch
+
+from cyclegan import checkpoint as ckpt_io
+from cyclegan.config import build_config
+from cyclegan.training import (
+    TrainStep,
+    build_train_step,
+    learning_rate,
+    train,
+)
+
+
+def _lr(policy: str, epoch: int, **optim) -> float:
+    sets = [f"optim.lr_policy={policy}", "train.epochs=200"] + [f"optim.{k}={v}" for k, v in optim.items()]
+    return learning_rate(build_config(sets=sets), epoch) / 2e-4
+
+
+def test_linear_policy_is_the_papers_100_plus_100():
+    assert _lr("linear", 1) == 1.0
+    assert _lr("linear", 100) == 1.0
+    assert _lr("linear", 101) == pytest.approx(1 - 1 / 101)
+    assert _lr("linear", 200) == pytest.approx(1 / 101)
+    # unset decay_epochs = half of train.epochs, explicit value respected
+    assert _lr("linear", 151, decay_epochs=50) == pytest.approx(1 - 1 / 51)
+
+
+def test_other_policies():
+    assert _lr("constant", 173) == 1.0
+    assert _lr("cosine", 1) == pytest.approx(1.0)
+    assert _lr("cosine", 101) == pytest.approx(0.5)
+    assert _lr("step", 50, step_epochs=50, step_gamma=0.1) == pytest.approx(1.0)
+    assert _lr("step", 51, step_epochs=50, step_gamma=0.1) == pytest.approx(0.1)
+    assert _lr("step", 101, step_epochs=50, step_gamma=0.1) == pytest.approx(0.01)
+
+
+def _weights(run):
+    ckpt = ckpt_io.resolve_checkpoint(run)
+    return {name: ckpt_io.load_weights(ckpt, name) for name in ckpt_io.NETWORK_NAMES}
+
+
+def _assert_bitwise_equal(a, b):
+    for name in a:
+        assert a[name].keys() == b[name].keys()
+        for key in a[name]:
+            assert torch.equal(a[name][key], b[name][key]), f"{name}.{key} differs"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        # dropout draws from the global RNG every step; the pool swaps stored fakes
+        {"model.generator.dropout": 0.3, "loss.pool_size": 3},
+        # the gradient penalty draws interpolation weights from the global RNG
+        {"loss.gan": "wgangp", "loss.lambda_id": 0.0},
+    ],
+    ids=["lsgan-dropout-pool", "wgangp"],
+)
+def test_resume_is_bitwise_identical(tiny_config, tmp_path, extra):
+    # 12 images -> 12 iterations per epoch: N = 8 stops mid-epoch, 2N crosses an epoch boundary.
+    n = 8
+    common = {"train.epochs": 3, "train.seed": 3, **extra}
+    straight = train(tiny_config(**common, **{"train.max_steps": 2 * n}), tmp_path / "a", progress=False)
+    assert straight.step == 2 * n
+
+    first = train(tiny_config(**common, **{"train.max_steps": n}), tmp_path / "b", progress=False)
+    assert first.status == "max_steps" and first.step == n
+    second = train(tiny_config(**common, **{"train.max_steps": 2 * n}), tmp_path / "b", resume=True,
+                   progress=False)
+    assert second.step == 2 * n
+    _assert_bitwise_equal(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
+    sa = ckpt_io.load_state(ckpt_io.resolve_checkpoint(tmp_path / "a"))
+    sb = ckpt_io.load_state(ckpt_io.resolve_checkpoint(tmp_path / "b"))
+    assert (sa["step"], sa["epoch"], sa["epoch_step"]) == (sb["step"], sb["epoch"], sb["epoch_step"])
+    assert torch.equal(sa["pool_a"]["images"], sb["pool_a"]["images"])
+
+
+def test_ctrl_c_saves_then_resume_matches(tiny_config, tmp_path, monkeypatch):
+    cfg = tiny_config(**{"train.epochs": 2, "train.seed": 1})
+    straight = train(cfg, tmp_path / "a", progress=False)
+
+    original = TrainStep.__call__
+    calls = {"n": 0}
+
+    def interrupt_on_fifth(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            signal.raise_signal(signal.SIGINT)  # what a terminal's Ctrl-C delivers
+        return original(self, batch)
+
+    monkeypatch.setattr(TrainStep, "__call__", interrupt_on_fifth)
+    stopped = train(cfg, tmp_path / "b", progress=False)
+    assert stopped.status == "interrupted" and stopped.step == 5
+    monkeypatch.setattr(TrainStep, "__call__", original)
+    resumed = train(cfg, tmp_path / "b", resume=True, progress=False)
+    assert resumed.status == "finished" and resumed.step == straight.step
+    _assert_bitwise_equal(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
+    events = [json.loads(line).get("event") for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert events.count("resume") == 1 and "stop" in events
+
+
+def test_run_directory_layout_and_log(tiny_config, tmp_path):
+    run = tmp_path / "run"
+    cfg = tiny_config(**{"train.epochs": 2, "train.save_epoch_every": 1, "train.keep_epochs": 1})
+    result = train(cfg, run, progress=False)
+    assert result.status == "finished" and result.step == 24
+    assert json.loads((run / "config.json").read_text())["train"]["epochs"] == 2
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_0000.png", "epoch_0001.png",
+                                                                   "epoch_0002.png"]
+    # keep_epochs=1 pruned epoch_0001 once epoch_0002 was written
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch_0002", "latest"]
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "G_total" in r]
+    assert [r["step"] for r in steps] == list(range(2, 25, 2))
+    for key in ("epoch", "G_A_gan", "G_B_gan", "cycle_A", "cycle_B", "idt_A", "idt_B", "D_A", "D_B", "lr",
+                "img_per_s"):
+        assert key in steps[-1]
+    # linear policy, 2 epochs -> epoch 2 decays to lr * (1 - 1/2)
+    assert steps[-1]["lr"] == pytest.approx(2e-4 * 0.5)
+
+
+def test_losses_go_down_on_the_cycle_term(tiny_config, tmp_path):
+    """A smoke check that the optimisation works at all: reconstruction improves within 3 epochs."""
+    run = tmp_path / "run"
+    train(tiny_config(**{"train.epochs": 3, "optim.lr_policy": "constant", "train.log_every": 6}), run,
+          progress=False)
+    records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    cyc = [r["cycle_A"] + r["cycle_B"] for r in records if "cycle_A" in r]
+    assert cyc[-1] < cyc[0]
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_step_tracks_fp32(tiny_config, precision):
+    """One step under autocast gives losses close to fp32 (a CPU test of the GPU fast path)."""
+    batch = {
+        "A": torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8),
+        "B": torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8),
+    }
+    results = {}
+    for p in ("fp32", precision):
+        step = build_train_step(tiny_config(**{"train.precision": p, "train.device": "cpu"}), torch.device("cpu"))
+        results[p] = step(batch)
+    for key in ("G_total", "cycle_A", "D_A"):
+        assert torch.isfinite(results[precision][key])
+        assert results[precision][key].float().item() == pytest.approx(results["fp32"][key].item(), rel=0.05)
+
+
+def test_channels_last_matches_contiguous(tiny_config):
+    batch = {
+        "A": torch.randint(0, 256, (1, 3, 16, 16), dtype=torch.uint8),
+        "B": torch.randint(0, 256, (1, 3, 16, 16), dtype=torch.uint8),
+    }
+    out = {}
+    for cl in (False, True):
+        step = build_train_step(tiny_config(**{"train.channels_last": cl}), torch.device("cpu"))
+        out[cl] = step(batch)
+    for key in out[False]:
+        assert out[True][key].item() == pytest.approx(out[False][key].item(), rel=1e-4, abs=1e-5)
