@@ -1,0 +1,120 @@
+"""Checkpoints: safetensors + JSON, weights-only state, atomic replacement, clear errors."""
+
+import json
+
+import pytest
+import safetensors.torch
+import torch
+
+from cyclegan import checkpoint as ckpt_io
+from cyclegan.errors import CheckpointError
+from cyclegan.training import build_train_step, training_state
+
+
+@pytest.fixture
+def step(tiny_config):
+    return build_train_step(tiny_config(), torch.device("cpu"))
+
+
+def _save(step, dest, global_step=1):
+    return ckpt_io.save_checkpoint(
+        dest,
+        config=step.cfg,
+        networks=step.models.networks(),
+        state=training_state(step, global_step=global_step, epoch=1, epoch_step=global_step),
+        meta={"step": global_step},
+    )
+
+
+def test_layout_and_formats(step, tmp_path):
+    ckpt = _save(step, tmp_path / "checkpoints" / "latest")
+    names = sorted(p.name for p in ckpt.iterdir())
+    assert names == ["D_A.safetensors", "D_B.safetensors", "G_A.safetensors", "G_B.safetensors",
+                     "config.json", "meta.json", "state.pt"]
+    # no pickled code: the state loads with weights_only=True
+    state = torch.load(ckpt / "state.pt", weights_only=True)
+    assert state["step"] == 1 and "opt_g" in state and "rng" in state
+    assert json.loads((ckpt / "meta.json").read_text())["step"] == 1
+    weights = safetensors.torch.load_file(str(ckpt / "G_A.safetensors"))
+    assert set(weights) == set(step.models.G_A.state_dict())
+
+
+def test_generator_rebuilds_from_checkpoint_alone(step, tmp_path):
+    _save(step, tmp_path / "run" / "checkpoints" / "latest")
+    for direction, name in (("a2b", "G_A"), ("b2a", "G_B")):
+        net, cfg = ckpt_io.load_generator(tmp_path / "run", direction=direction)
+        assert cfg == step.cfg
+        x = torch.rand(1, 3, 16, 16) * 2 - 1
+        with torch.no_grad():
+            assert torch.equal(net(x), getattr(step.models, name).eval()(x))
+
+
+def test_save_replaces_atomically_and_failure_keeps_previous(step, tmp_path, monkeypatch):
+    dest = tmp_path / "checkpoints" / "latest"
+    _save(step, dest, global_step=1)
+    before = {p.name: p.read_bytes() for p in dest.iterdir()}
+
+    calls = {"n": 0}
+    real_save_file = ckpt_io.save_file
+
+    def dies_on_third_file(tensors, path):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # a kill in the middle of writing the new checkpoint
+        return real_save_file(tensors, path)
+
+    monkeypatch.setattr(ckpt_io, "save_file", dies_on_third_file)
+    with pytest.raises(KeyboardInterrupt):
+        _save(step, dest, global_step=2)
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
+    assert [p.name for p in dest.parent.iterdir()] == ["latest"]  # no temp directory left behind
+
+
+def test_kill_between_renames_falls_back_to_previous(step, tmp_path):
+    run = tmp_path / "run"
+    _save(step, run / "checkpoints" / "latest")
+    # State after os.replace(latest, latest.prev) and before the new one is renamed in.
+    (run / "checkpoints" / "latest").rename(run / "checkpoints" / "latest.prev")
+    assert ckpt_io.resolve_checkpoint(run).name == "latest.prev"
+    # The next save completes and removes the fallback.
+    _save(step, run / "checkpoints" / "latest", global_step=3)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest"]
+
+
+def test_resolve_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no such run or checkpoint"):
+        ckpt_io.resolve_checkpoint(tmp_path / "missing")
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="no checkpoint yet"):
+        ckpt_io.resolve_checkpoint(tmp_path / "run")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(CheckpointError, match="not a checkpoint directory"):
+        ckpt_io.resolve_checkpoint(tmp_path / "plain")
+
+
+def test_corrupt_files_give_clear_errors(step, tmp_path):
+    ckpt = _save(step, tmp_path / "ck")
+    (ckpt / "G_A.safetensors").write_bytes((ckpt / "G_A.safetensors").read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="G_A.safetensors: corrupt weights file"):
+        ckpt_io.load_weights(ckpt, "G_A")
+    (ckpt / "state.pt").write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="state.pt: corrupt training state"):
+        ckpt_io.load_state(ckpt)
+    (ckpt / "config.json").write_text("{ nope")
+    with pytest.raises(CheckpointError, match="config.json: unreadable"):
+        ckpt_io.load_checkpoint_config(ckpt)
+
+
+def test_mismatched_architecture_is_reported(step, tiny_config, tmp_path):
+    ckpt = _save(step, tmp_path / "ck")
+    other = build_train_step(tiny_config(**{"model.generator.ngf": 4}), torch.device("cpu"))
+    with pytest.raises(CheckpointError, match="does not match the configured network"):
+        ckpt_io.load_into(other.models.G_A, ckpt, "G_A")
+
+
+def test_compiled_and_channels_last_modules_save_plain_keys(tiny_config, tmp_path):
+    step = build_train_step(tiny_config(**{"train.channels_last": True}), torch.device("cpu"))
+    wrapped = torch.compile(step.models.G_A)  # not run: only the wrapper's key prefix matters here
+    ckpt = ckpt_io.save_checkpoint(tmp_path / "ck", config=step.cfg, networks={"G_A": wrapped})
+    keys = set(ckpt_io.load_weights(ckpt, "G_A"))
+    assert keys == set(step.models.G_A.state_dict()) and not any(k.startswith("_orig_mod") for k in keys)
