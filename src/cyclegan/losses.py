@@ -1,13 +1,16 @@
 """Losses, as plain functions that return tensors.
 
 Adversarial losses are registered by name (``loss.gan``). Each one is a pair of functions of the
-discriminator's raw outputs: ``discriminator(real_pred, fake_pred)`` and ``generator(fake_pred)``.
+discriminator's raw outputs: ``discriminator(real_pred, fake_pred)`` and ``generator(fake_pred,
+real_pred)``; ``real_pred`` is None for the generator unless the loss sets ``generator_needs_real``
+(relativistic losses compare against D(real)). A prediction is whatever the discriminator returns:
+a score map, or a tuple of heads for multi-head discriminators.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -18,9 +21,10 @@ from cyclegan.registry import Registry
 
 @dataclass(frozen=True)
 class GANLoss:
-    discriminator: Callable[[Tensor, Tensor], Tensor]  # (D(real), D(fake)) -> scalar
-    generator: Callable[[Tensor], Tensor]  # D(G(x)) -> scalar
+    discriminator: Callable[[Any, Any], Tensor]  # (D(real), D(fake)) -> scalar
+    generator: Callable[[Any, Any], Tensor]  # (D(G(x)), D(real) or None) -> scalar
     needs_gradient_penalty: bool = False
+    generator_needs_real: bool = False
 
 
 GAN_LOSSES: Registry = Registry("GAN loss")
@@ -36,7 +40,7 @@ def lsgan() -> GANLoss:
     return GANLoss(
         discriminator=lambda real, fake: 0.5 * (F.mse_loss(real, torch.ones_like(real))
                                                 + F.mse_loss(fake, torch.zeros_like(fake))),
-        generator=lambda fake: F.mse_loss(fake, torch.ones_like(fake)),
+        generator=lambda fake, real=None: F.mse_loss(fake, torch.ones_like(fake)),
     )
 
 
@@ -48,7 +52,7 @@ def vanilla() -> GANLoss:
             F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
             + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
         ),
-        generator=lambda fake: F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake)),
+        generator=lambda fake, real=None: F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake)),
     )
 
 
@@ -56,7 +60,7 @@ def vanilla() -> GANLoss:
 def hinge() -> GANLoss:
     return GANLoss(
         discriminator=lambda real, fake: 0.5 * (F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()),
-        generator=lambda fake: -fake.mean(),
+        generator=lambda fake, real=None: -fake.mean(),
     )
 
 
@@ -65,7 +69,7 @@ def wgangp() -> GANLoss:
     # WGAN-GP (Gulrajani et al. 2017): the critic's gradient penalty is added by the training step.
     return GANLoss(
         discriminator=lambda real, fake: 0.5 * (fake.mean() - real.mean()),
-        generator=lambda fake: -fake.mean(),
+        generator=lambda fake, real=None: -fake.mean(),
         needs_gradient_penalty=True,
     )
 

@@ -174,9 +174,11 @@ class TrainStep:
         with autocast(self.device, self.cfg.train.precision):
             fake_b = m.G_A(real_a)
             fake_a = m.G_B(real_b)
+            real_pred_a = m.D_A(real_a) if self.gan.generator_needs_real else None
+            real_pred_b = m.D_B(real_b) if self.gan.generator_needs_real else None
             losses = {
-                "G_A_gan": self.gan.generator(m.D_B(fake_b)),
-                "G_B_gan": self.gan.generator(m.D_A(fake_a)),
+                "G_A_gan": self.gan.generator(m.D_B(fake_b), real_pred_b),
+                "G_B_gan": self.gan.generator(m.D_A(fake_a), real_pred_a),
                 "cycle_A": cycle_loss(m.G_B(fake_b), real_a),
                 "cycle_B": cycle_loss(m.G_A(fake_a), real_b),
             }
@@ -271,10 +273,16 @@ def resolve_run_config(
     return build_config(base=base, preset=preset, config_file=config_file, overrides=overrides, sets=sets)
 
 
-def prepare_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
+def check_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Every refusal ``prepare_run_dir`` can make, without touching anything: ``train`` calls this
+    first, then checks the data, and only then lets ``prepare_run_dir`` delete an old run."""
     if resume:
         if not (out / "config.json").is_file():
             raise RunDirError(f"{out}: nothing to resume (no config.json; is this a run directory?)")
+        if not (out / "checkpoints").is_dir():
+            # resolve_checkpoint(out) would take the run dir itself (it has a config.json) for a
+            # checkpoint and fail later with a misleading "G_A.safetensors: missing".
+            raise CheckpointError(f"{out}: no checkpoint yet (checkpoints/latest is missing)")
         ckpt_io.resolve_checkpoint(out)  # raises with a clear message when there is no checkpoint
         return
     if out.exists() and not out.is_dir():
@@ -290,13 +298,23 @@ def prepare_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
                 f"{out}: holds files that are not run artefacts ({', '.join(sorted(strangers)[:3])}); "
                 "refusing to overwrite it, choose another --out"
             )
+
+
+def prepare_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
+    check_run_dir(out, resume=resume, overwrite=overwrite)
+    if resume:
+        return
+    if out.is_dir() and any(out.iterdir()):  # check_run_dir allowed it: --overwrite, run artefacts only
         for name in RUN_ARTEFACTS:
             p = out / name
             if p.is_dir():
                 shutil.rmtree(p)
             elif p.exists():
                 p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"{out}: cannot create the run directory ({e.strerror or e})") from None
 
 
 def _dotted(tree: dict, prefix: str = "") -> dict:
@@ -402,6 +420,10 @@ def restore_training_state(step: TrainStep, ckpt: Path) -> dict:
         ckpt_io.load_into(net, ckpt, name)
     state = ckpt_io.load_state(ckpt)
     try:
+        # A loadable but foreign state.pt (a list, missing counters) must be a CheckpointError too.
+        for key in ("step", "epoch", "epoch_step"):
+            if not isinstance(state[key], int):
+                raise TypeError(f"{key} is not an integer")
         step.opt_g.load_state_dict(state["opt_g"])
         step.opt_d.load_state_dict(state["opt_d"])
         if state.get("scaler"):
@@ -409,8 +431,8 @@ def restore_training_state(step: TrainStep, ckpt: Path) -> dict:
         step.pool_a.load_state_dict(state["pool_a"], device=step.device)
         step.pool_b.load_state_dict(state["pool_b"], device=step.device)
         _set_rng_state(state["rng"])
-    except (KeyError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{ckpt / 'state.pt'}: does not match this run ({e})") from None
+    except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as e:
+        raise CheckpointError(f"{ckpt / 'state.pt'}: does not match this run ({type(e).__name__}: {e})") from None
     return state
 
 
@@ -471,18 +493,21 @@ def train(
 ) -> TrainResult:
     """Train (or resume) a CycleGAN into run directory ``out``. See the module docstring."""
     out = Path(out)
-    prepare_run_dir(out, resume=resume, overwrite=overwrite)
+    # Refuse first, then check device and data, and only then clear an old run (--overwrite) or
+    # create the directory: a typo in --dataroot must not cost the user their previous run.
+    check_run_dir(out, resume=resume, overwrite=overwrite)
     tcfg = cfg.train
+    device = resolve_device(tcfg.device)
 
     # -- data: every file is checked before any training work
     files = gather_training_files(cfg.data, batch_size=tcfg.batch_size)
+    prepare_run_dir(out, resume=resume, overwrite=overwrite)
     if files.skipped:
         names = "; ".join(f"{p} ({why})" for p, why in files.skipped)
         echo(f"warning: skipped {len(files.skipped)} unreadable image(s): {names}")
     dataset = UnpairedImages(files.a, files.b, cfg.data)
     sampler = UnpairedSampler(n_a=len(files.a), n_b=len(files.b), seed=tcfg.seed)
     steps_per_epoch = sampler.epoch_size // tcfg.batch_size
-    device = resolve_device(tcfg.device)
     loader = make_loader(
         dataset,
         sampler,
