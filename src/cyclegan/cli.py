@@ -19,7 +19,9 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except CycleGANError as e:
-            click.echo(f"error: {e}", err=True)
+            # One line, always: messages may embed library text with newlines (torch.load's is 8 lines).
+            message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+            click.echo(f"error: {message}", err=True)
             ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -112,6 +114,165 @@ def demo(out, steps, device) -> None:
 
     summary = run_demo(out, steps=steps, device=device, echo=lambda m: click.echo(m, err=True))
     click.echo(summary)
+
+
+@main.command("evaluate")
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
+              help="Run directory (uses checkpoints/latest) or a checkpoint directory.")
+@click.option("--dataroot", type=click.Path(path_type=Path),
+              help="Folder with testA/ and testB/ (default: the dataroot saved in the checkpoint).")
+@click.option("--test-a", type=click.Path(path_type=Path), help="Folder of domain-A test images.")
+@click.option("--test-b", type=click.Path(path_type=Path), help="Folder of domain-B test images.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the JSON (default: <run>/eval.json).")
+@click.option("--inception-weights", type=click.Path(dir_okay=False, path_type=Path),
+              help="pt_inception-2015-12-05-6726825d.pth (default: torch hub cache). Never downloaded.")
+@click.option("--no-inception", is_flag=True, help="Only the reconstruction metrics (no FID/KID/IS).")
+@click.option("--image-size", type=int, help="Resize test images to this square size (default: crop_size).")
+@click.option("--max-images", type=int, help="Use at most N test images per domain.")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+def evaluate_cmd(checkpoint, dataroot, test_a, test_b, out, inception_weights, no_inception, image_size,
+                 max_images, batch_size, device) -> None:
+    """FID, KID, IS, GMS and cycle L1/PSNR/SSIM of a checkpoint on a test split, both directions."""
+    from cyclegan.errors import InceptionUnavailableError
+    from cyclegan.evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(
+        checkpoint, dataroot=dataroot, test_a=test_a, test_b=test_b, out=out,
+        inception_weights=inception_weights, use_inception=not no_inception, image_size=image_size,
+        max_images=max_images, batch_size=batch_size, device=device,
+        echo=lambda m: click.echo(m, err=True),
+    )
+    keys = ("fid", "kid_mean", "is_mean", "gms", "cycle_l1", "psnr", "ssim")
+    for direction in ("a2b", "b2a"):
+        scores = result[direction]
+        click.echo(f"{direction}: " + ", ".join(f"{k} {scores[k]:.4g}" for k in keys if k in scores))
+    if "gms_avg" in result["summary"]:
+        click.echo(f"avg GMS {result['summary']['gms_avg']:.5g}")
+    click.echo(f"wrote {result['out']}", err=True)
+    if result["inception_error"] and not no_inception:
+        raise InceptionUnavailableError(
+            f"{result['inception_error']} (reconstruction metrics were written to {result['out']})"
+        )
+
+
+@main.group()
+def analyze() -> None:
+    """Analyses of trained generators (see `cyclegan analyze fourier`)."""
+
+
+@analyze.command("fourier")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--checkpoint", "checkpoints", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="Run or checkpoint directory; repeat to compare generators (e.g. U-Net vs ResNet).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Figure (PNG).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Numbers (default: --out with .json).")
+@click.option("--direction", type=click.Choice(["a2b", "b2a"]), default="a2b", show_default=True)
+@click.option("--real", type=click.Path(path_type=Path),
+              help="Folder of real target-domain images: the reference spectrum.")
+@click.option("--cutoff", type=float, default=0.25, show_default=True,
+              help="High-frequency ratio cutoff in cycles/pixel (0.5 = Nyquist).")
+@click.option("--max-side", type=int, help="Downsize images whose longest side is larger.")
+@click.option("--max-show", type=int, default=4, show_default=True, help="Inputs drawn in the figure.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+def analyze_fourier_cmd(inputs, checkpoints, out, json_out, direction, real, cutoff, max_side, max_show,
+                        device) -> None:
+    """Spectra of INPUTS (images or folders) and their translations (seed 001 sec. 5.2)."""
+    from cyclegan.metrics.fourier_analysis import analyze_fourier
+    from cyclegan.training import resolve_device
+
+    result = analyze_fourier(
+        inputs, checkpoints=checkpoints, out=out, json_out=json_out, direction=direction, real=real,
+        cutoff=cutoff, max_side=max_side, max_show=max_show, device=resolve_device(device),
+        echo=lambda m: click.echo(m, err=True),
+    )
+    click.echo(f"inputs: high-frequency ratio {result['inputs']['hf_ratio_mean']:.4f}")
+    for label, entry in result["checkpoints"].items():
+        click.echo(f"{label} ({entry['generator']}): high-frequency ratio {entry['hf_ratio_mean']:.4f}")
+    if "real" in result:
+        click.echo(f"real: high-frequency ratio {result['real']['hf_ratio_mean']:.4f}")
+    click.echo(f"wrote {result['out']} and {result['json']}", err=True)
+
+
+@main.command("report")
+@click.argument("run", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="HTML file (default: <run>/report.html).")
+@click.option("--embed", is_flag=True, help="Inline every image: one portable HTML file.")
+@click.option("--smoothing", type=float, default=0.9, show_default=True, help="EMA weight of loss curves.")
+@click.option("--max-samples", type=int, default=24, show_default=True, help="Sample grids shown (0 = all).")
+def report_cmd(run, out, embed, smoothing, max_samples) -> None:
+    """One self-contained HTML page (plus PNGs) about a training run."""
+    from cyclegan.report import build_report
+
+    click.echo(build_report(run, out=out, embed=embed, smoothing=smoothing, max_samples=max_samples))
+
+
+@main.command("translate")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--checkpoint", "--model", "model", required=True,
+              help="Run folder (uses checkpoints/latest), checkpoint folder, safetensors export, .onnx "
+                   "(runs through ONNX Runtime) or TorchScript .pt.")
+@click.option("--out", help="Output folder (names mirror the inputs), or a file name for a single input; "
+                            "omit with - (stdin) to write to stdout.")
+@click.option("--direction", type=click.Choice(("a2b", "b2a")), default=None,
+              help="Generator of a run/checkpoint [default: a2b]; exported models have one direction.")
+@click.option("--recursive", is_flag=True, help="Descend into subfolders of folder inputs (and ** in globs).")
+@click.option("--suffix", default="", help="Appended to each output file name, e.g. _ghibli.")
+@click.option("--format", "fmt", type=click.Choice(("png", "jpg", "webp")), default=None,
+              help="Output image format [default: the input's if png/jpg/webp, else png].")
+@click.option("--quality", type=int, default=95, show_default=True, help="JPEG/WebP quality.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs (inputs are never overwritten).")
+@click.option("--max-side", type=int, help="Downsize so the longer side is at most N pixels first.")
+@click.option("--size", help="Force the output size: N (square) or WIDTHxHEIGHT.")
+@click.option("--tile", default="auto", show_default=True,
+              help="auto (tile only when a pass would not fit --memory-budget), off, or a tile size N.")
+@click.option("--tile-overlap", type=int, help="Pixels shared by neighbouring tiles [default: tile/4, max 128].")
+@click.option("--memory-budget", help="Memory for one forward pass, e.g. 2G [default: half of what is free].")
+@click.option("--batch-size", type=int, default=4, show_default=True, help="Same-size images (or frames) per pass.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
+@click.option("--temporal-smoothing", type=float, default=0.0, show_default=True, metavar="ALPHA",
+              help="Video: blend each output frame with the previous one (0 = off, e.g. 0.5).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def translate_cmd(ctx, inputs, model, out, direction, recursive, suffix, fmt, quality, overwrite, max_side, size,
+                  tile, tile_overlap, memory_budget, batch_size, device, precision, temporal_smoothing, quiet):
+    """Translate images, folders, globs, videos or - (stdin) at their full size."""
+    from cyclegan.translate import OutputOptions, Translator, parse_bytes, translate_paths
+
+    translator = Translator.from_checkpoint(
+        model, direction=direction, device=device, precision=precision, tile=tile, tile_overlap=tile_overlap,
+        memory_budget=parse_bytes(memory_budget) if memory_budget else None, batch_size=batch_size,
+        max_side=max_side, size=size,
+    )
+    summary = translate_paths(
+        translator, inputs, out=out, recursive=recursive,
+        options=OutputOptions(suffix=suffix, format=fmt, quality=quality, overwrite=overwrite),
+        temporal_smoothing=temporal_smoothing, progress=not quiet, echo=lambda m: click.echo(m, err=True),
+    )
+    click.echo(summary.line(), err=True)
+    if not summary.ok:
+        ctx.exit(1)
+
+
+@main.command("export")
+@click.option("--checkpoint", required=True,
+              help="Run folder (uses checkpoints/latest), checkpoint folder or safetensors export.")
+@click.option("--format", "fmt", type=click.Choice(("onnx", "torchscript", "safetensors")), default="onnx",
+              show_default=True)
+@click.option("--out", required=True, help="Output .onnx / .pt file, or folder for safetensors.")
+@click.option("--direction", type=click.Choice(("a2b", "b2a")), default="a2b", show_default=True)
+@click.option("--opset", type=int, help="ONNX opset [default: the exporter's].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing export at --out.")
+def export_cmd(checkpoint, fmt, out, direction, opset, overwrite) -> None:
+    """Export one generator (ONNX, TorchScript or plain safetensors), checked against PyTorch."""
+    from cyclegan.export import export_generator
+
+    result = export_generator(checkpoint, fmt=fmt, out=out, direction=direction, overwrite=overwrite, opset=opset)
+    click.echo(result.line())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -170,7 +170,7 @@ class UnpairedSampler(Sampler):
             yield int(order_a[pos]), int(order_b[pos]), _sample_seed(self.seed, self.epoch, pos)
 
     def __len__(self) -> int:
-        return self.epoch_size // self.world_size - self.start
+        return max(0, self.epoch_size // self.world_size - self.start)  # start past the end: empty
 
 
 class UnpairedImages(Dataset):
@@ -238,8 +238,10 @@ def gather_training_files(cfg: DataConfig, *, batch_size: int, split: str = "tra
         good, bad = check_files(files)
         skipped += bad
         if len(good) < batch_size:
+            # The skip warning is never printed when we stop here, so say why files were unusable.
+            why = f" ({len(bad)} unreadable, e.g. {bad[0][0].name}: {bad[0][1]})" if bad else ""
             raise DataError(
-                f"{folder}: domain {name} has {len(good)} usable image(s), fewer than the batch size "
+                f"{folder}: domain {name} has {len(good)} usable image(s){why}, fewer than the batch size "
                 f"{batch_size}"
             )
         found[name] = good
