@@ -161,3 +161,19 @@ def test_channels_last_matches_contiguous(tiny_config):
         out[cl] = step(batch)
     for key in out[False]:
         assert out[True][key].item() == pytest.approx(out[False][key].item(), rel=1e-4, abs=1e-5)
+
+
+def test_resume_config_drops_max_steps_and_data_paths_are_absolute(tiny_config, tmp_path, monkeypatch):
+    from cyclegan.training import resolve_run_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").mkdir()
+    cfg = resolve_run_config(tmp_path / "run", resume=False, preset="tiny",
+                             overrides={"data.dataroot": "d", "train.max_steps": 3})
+    assert cfg.data.dataroot == str(tmp_path / "d")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(cfg.to_json())
+    resumed = resolve_run_config(tmp_path / "run", resume=True)
+    assert resumed.train.max_steps == 0 and resumed.data.dataroot == str(tmp_path / "d")
+    assert resolve_run_config(tmp_path / "run", resume=True,
+                              overrides={"train.max_steps": 9}).train.max_steps == 9

@@ -44,7 +44,8 @@ def _domain_dir(root: Path, split: str, domain: str) -> Optional[Path]:
     exact = root / f"{split}{domain}"
     if exact.is_dir():
         return exact
-    styled = sorted(p for p in root.glob(f"{split}{domain}_*") if p.is_dir())
+    # Seed 000 writes the Kaggle folder both as "trainB_ghibli" and "trainB ghibli".
+    styled = sorted(p for p in root.glob(f"{split}{domain}[_ ]*") if p.is_dir())
     if len(styled) > 1:
         raise DataError(
             f"{root}: several {split}{domain}_* folders ({', '.join(p.name for p in styled)}); "

@@ -270,7 +270,18 @@ def resolve_run_config(
         if not saved.is_file():
             raise RunDirError(f"{out}: nothing to resume (no config.json; is this a run directory?)")
         base = load_config_json(saved).to_dict()
+        # --max-steps bounds one invocation (a smoke run, a time slice), not the run: a plain
+        # --resume after `--max-steps N` continues to the configured epochs.
+        base["train"]["max_steps"] = 0
+    # Data folders are stored absolute so a run resumes from any working directory.
+    overrides = {
+        key: (str(Path(value).expanduser().resolve()) if key in DATA_PATH_KEYS and value else value)
+        for key, value in (overrides or {}).items()
+    }
     return build_config(base=base, preset=preset, config_file=config_file, overrides=overrides, sets=sets)
+
+
+DATA_PATH_KEYS = ("data.dataroot", "data.data_a", "data.data_b")
 
 
 def check_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
