@@ -1,5 +1,6 @@
 """Config building: precedence, validation messages, presets, JSON round trip."""
 
+import dataclasses
 import json
 
 import pytest
@@ -38,7 +39,7 @@ def test_precedence_preset_then_file_then_flags_then_set(tmp_path):
 @pytest.mark.parametrize(
     "sets, fragment",
     [
-        (["model.generator.name=nope"], "model.generator.name: 'nope' is not allowed; choose from resnet"),
+        (["model.generator.name=nope"], "model.generator.name: 'nope' is not allowed; choose from "),
         (["train.precision=fp8"], "train.precision"),
         (["train.nope=1"], "unknown config key train.nope"),
         (["train.epochs=abc"], "train.epochs: expected an integer"),
@@ -80,7 +81,7 @@ def test_json_round_trip_rebuilds_identical_config():
 
 def test_config_is_frozen_and_replace_validates():
     cfg = build_config()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.train.epochs = 3  # type: ignore[misc]
     assert replace(cfg, **{"train.epochs": 3}).train.epochs == 3
     with pytest.raises(ConfigError):
@@ -110,3 +111,11 @@ def test_ghibli_preset_matches_seed_000():
     assert (cfg.loss.gan, cfg.loss.lambda_cyc, cfg.loss.lambda_id) == ("lsgan", 10.0, 5.0)
     assert (cfg.train.batch_size, cfg.train.epochs, cfg.train.save_latest_every) == (1, 50, 100)
     assert (cfg.data.load_size, cfg.data.crop_size) == (286, 256)
+
+
+def test_crop_size_must_suit_the_generator():
+    with pytest.raises(ConfigError, match=r"data.crop_size \(30\) must be a multiple of 4 for generator resnet"):
+        build_config(sets=["data.crop_size=30", "data.load_size=30"])
+    with pytest.raises(ConfigError, match="multiple of 128 for generator unet_128"):
+        build_config(preset="tiny", sets=["model.generator.name=unet_128"])
+    assert build_config(sets=["model.generator.name=unet_256"]).data.crop_size == 256

@@ -28,6 +28,8 @@ PREPROCESS = ("resize_and_crop", "scale_width", "scale_width_and_crop", "crop", 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 UPSAMPLE = ("transpose", "resize")
+ADAPTIVE_WEIGHTING = ("none", "uncertainty")
+NETWORK_NAMES = ("G_A", "G_B", "D_A", "D_B")
 
 
 @dataclass(frozen=True)
@@ -38,13 +40,23 @@ class GeneratorConfig:
     norm: str = "instance"
     dropout: float = 0.0  # paper's CycleGAN uses none; pix2pix-style 0.5 is an option
     upsample: str = "transpose"  # transpose (paper) | resize (nearest + conv, no checkerboard)
+    # -- attention generator only (seed 004 sec. 1.2.1)
+    se_reduction: int = 16  # squeeze-and-excitation bottleneck: channels / se_reduction
+    cbam_every: int = 2  # every k-th residual block also gets CBAM (0 = SE-only blocks)
+    self_attention: bool = True  # a self-attention layer after the residual blocks
+    # -- vector-quantised bottleneck between encoder and residual blocks (seed 004 sec. 2.2.1)
+    vq_codebook_size: int = 0  # number of codes; 0 = no quantisation
+    vq_dim: int = 64  # code dimension (1x1 convs project to and from it)
+    vq_ema_decay: float = 0.99  # EMA codebook updates; 0 = learn the codebook by gradient instead
 
 
 @dataclass(frozen=True)
 class DiscriminatorConfig:
-    name: str = "patch"  # registry key: patch | pixel
+    name: str = "patch"  # registry key: patch | pixel | dual | vanilla_cnn
     ndf: int = 64
-    n_layers: int = 3  # 3 = the 70x70 PatchGAN
+    # patch: 3 = the 70x70 PatchGAN. dual / vanilla_cnn: channel doublings, ndf -> ndf * 2**n_layers
+    # (capped at 8ndf) over n_layers + 1 stride-2 convs; 3 = seed 004's 64 -> 512, 16x16 map at 256px.
+    n_layers: int = 3
     norm: str = "instance"
 
 
@@ -69,6 +81,11 @@ class DataConfig:
     num_workers: int = 4
     pin_memory: bool = True
     n_samples: int = 4  # images per domain in the fixed sample grid
+    val_fraction: float = 0.0  # hold out this share of each training domain for --eval-every
+    # data_a / data_b may also be .npz files of uint8 [N, H, W, 3] images (seed 002, `cyclegan prep
+    # pack`); the array name inside, when the file holds several (unset: "images" or the only array).
+    npz_key_a: Optional[str] = None
+    npz_key_b: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -77,8 +94,17 @@ class LossConfig:
     lambda_gan: float = 1.0
     lambda_cyc: float = 10.0
     lambda_id: float = 5.0  # absolute weight on the identity L1 (= paper's 0.5 x lambda_cyc); 0 disables
-    lambda_gp: float = 10.0  # gradient penalty weight, used by wgangp
+    lambda_gp: float = 10.0  # gradient penalty weight, used by wgangp and when gradient_penalty is on
+    gradient_penalty: bool = False  # penalise D's gradient on interpolates with any loss.gan (seed 004 eq. 1.1)
     pool_size: int = 50  # 0 disables the image pool
+    lambda_fm: float = 0.0  # feature matching: L1 between D's features of real and generated images
+    lambda_edge: float = 0.0  # L1 between Sobel edge maps of a generator's input and output
+    lambda_color: float = 0.0  # L1 between low-resolution chroma of a generator's input and output
+    color_pool: int = 4  # average-pooling factor for the colour loss (blurs away texture, keeps hue)
+    lambda_vq: float = 0.25  # VQ commitment weight (beta of VQ-VAE); used when the generator quantises
+    # none | uncertainty: learned homoscedastic-uncertainty weights on the non-adversarial generator
+    # terms (Kendall, Gal & Cipolla, CVPR 2018); the lambdas above become their initial scales.
+    adaptive_weighting: str = "none"
 
 
 @dataclass(frozen=True)
@@ -86,11 +112,16 @@ class OptimConfig:
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
-    lr_policy: str = "linear"  # registry key: linear | cosine | step | constant
+    lr_policy: str = "linear"  # registry key: linear | cosine | cosine_restarts | step | constant
     # linear: the last N epochs decay linearly to 0; unset = half of train.epochs (paper: 100 + 100)
     decay_epochs: Optional[int] = None
     step_epochs: int = 50  # step: multiply by step_gamma every N epochs
     step_gamma: float = 0.1
+    # cosine_restarts (SGDR, Loshchilov & Hutter 2017): cycles of t_0, t_0 * t_mult, ... epochs, each
+    # annealing from lr to eta_min (seed 004: 10, 2, 1e-5)
+    t_0: int = 10
+    t_mult: int = 2
+    eta_min: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +140,14 @@ class TrainConfig:
     keep_epochs: int = 0  # keep only the last K epoch checkpoints (0 = keep all)
     sample_every: int = 1  # epochs between sample grids
     tensorboard: bool = True  # also log to <run>/tensorboard when the tensorboard package is installed
+    eval_every: int = 0  # epochs between test-split metrics (FID/KID/IS/GMS/cycle); 0 = never
+    inception_weights: Optional[str] = None  # FID Inception weights file (default: torch hub cache)
+    grad_checkpointing: bool = False  # recompute residual-block activations in backward (less memory)
+    num_threads: int = 0  # CPU intra-op threads (0 = PyTorch's default, one per core)
+    # Warm start: copy these networks' weights from an earlier run or checkpoint before the first
+    # step of a new run (seed 001 sec. 5.1's "pre-trained discriminator"); ignored on --resume.
+    init_from: Optional[str] = None
+    init_nets: str = "D_A,D_B"  # comma-separated subset of G_A, G_B, D_A, D_B
 
 
 @dataclass(frozen=True)
@@ -349,6 +388,17 @@ def validate(cfg: Config) -> None:
     _at_least("model.generator.n_blocks", g.n_blocks, 0)
     if not 0.0 <= g.dropout < 1.0:
         raise ConfigError(f"model.generator.dropout: must be in [0, 1), got {g.dropout}")
+    _at_least("model.generator.se_reduction", g.se_reduction, 1)
+    _at_least("model.generator.cbam_every", g.cbam_every, 0)
+    _at_least("model.generator.vq_codebook_size", g.vq_codebook_size, 0)
+    _at_least("model.generator.vq_dim", g.vq_dim, 1)
+    if not 0.0 <= g.vq_ema_decay < 1.0:
+        raise ConfigError(f"model.generator.vq_ema_decay: must be in [0, 1), got {g.vq_ema_decay}")
+    if g.vq_codebook_size and g.name != "attention":
+        raise ConfigError(
+            f"model.generator.vq_codebook_size: the VQ bottleneck needs model.generator.name=attention, "
+            f"not {g.name!r}"
+        )
     _choice("model.discriminator.name", d.name, DISCRIMINATORS)
     _choice("model.discriminator.norm", d.norm, NORMS)
     _at_least("model.discriminator.ndf", d.ndf, 1)
@@ -367,12 +417,22 @@ def validate(cfg: Config) -> None:
     _at_least("data.max_dataset_size", data.max_dataset_size, 0)
     _at_least("data.num_workers", data.num_workers, 0)
     _at_least("data.n_samples", data.n_samples, 1)
+    for name in ("npz_key_a", "npz_key_b"):
+        if getattr(data, name) == "":
+            raise ConfigError(f"data.{name}: empty array name (unset it to use the file's only array)")
 
     loss = cfg.loss
     _choice("loss.gan", loss.gan, GAN_LOSSES)
-    for name in ("lambda_gan", "lambda_cyc", "lambda_id", "lambda_gp"):
+    for name in ("lambda_gan", "lambda_cyc", "lambda_id", "lambda_gp", "lambda_fm", "lambda_edge",
+                 "lambda_color", "lambda_vq"):
         _at_least(f"loss.{name}", getattr(loss, name), 0.0)
     _at_least("loss.pool_size", loss.pool_size, 0)
+    _at_least("loss.color_pool", loss.color_pool, 1)
+    _choice("loss.adaptive_weighting", loss.adaptive_weighting, ADAPTIVE_WEIGHTING)
+    if loss.adaptive_weighting != "none" and not any(
+        getattr(loss, n) > 0 for n in ("lambda_cyc", "lambda_id", "lambda_edge", "lambda_color", "lambda_fm")
+    ):
+        raise ConfigError("loss.adaptive_weighting: no term to weigh (every lambda_cyc/id/edge/color/fm is 0)")
 
     opt = cfg.optim
     _choice("optim.lr_policy", opt.lr_policy, LR_POLICIES)
@@ -385,6 +445,10 @@ def validate(cfg: Config) -> None:
     if opt.decay_epochs is not None:
         _at_least("optim.decay_epochs", opt.decay_epochs, 0)
     _at_least("optim.step_epochs", opt.step_epochs, 1)
+    _at_least("optim.t_0", opt.t_0, 1)
+    _at_least("optim.t_mult", opt.t_mult, 1)
+    if not 0.0 <= opt.eta_min <= opt.lr:
+        raise ConfigError(f"optim.eta_min: must be in [0, optim.lr = {opt.lr}], got {opt.eta_min}")
 
     t = cfg.train
     _at_least("train.epochs", t.epochs, 1)
@@ -400,6 +464,34 @@ def validate(cfg: Config) -> None:
     for name in ("log_every", "save_latest_every", "save_epoch_every", "sample_every"):
         _at_least(f"train.{name}", getattr(t, name), 1)
     _at_least("train.keep_epochs", t.keep_epochs, 0)
+    nets = [n.strip() for n in t.init_nets.split(",")]
+    bad = [n for n in nets if n not in NETWORK_NAMES]
+    if bad or not t.init_nets.strip():
+        raise ConfigError(
+            f"train.init_nets: {t.init_nets!r} is not a comma-separated list of {', '.join(NETWORK_NAMES)}"
+        )
+    if t.init_from == "":
+        raise ConfigError("train.init_from: empty path (unset it to start from random weights)")
+    _at_least("train.eval_every", t.eval_every, 0)
+    _at_least("train.num_threads", t.num_threads, 0)
+    if not 0.0 <= cfg.data.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction: must be in [0, 1), got {cfg.data.val_fraction}")
+    multiple = generator_size_multiple(cfg.model.generator)
+    if cfg.data.crop_size % multiple:
+        raise ConfigError(
+            f"data.crop_size ({cfg.data.crop_size}) must be a multiple of {multiple} for generator "
+            f"{cfg.model.generator.name}"
+        )
+
+
+def generator_size_multiple(gcfg: GeneratorConfig) -> int:
+    """What H and W must be divisible by for this generator (built on the meta device: no memory)."""
+    import torch
+
+    from cyclegan.networks import GENERATORS
+
+    with torch.device("meta"):
+        return int(getattr(GENERATORS[gcfg.name](gcfg), "size_multiple", 1))
 
 
 def replace(cfg, **changes):

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from cyclegan.config import DataConfig
 from cyclegan.errors import DataError, ImageLoadError
 from cyclegan.image import IMAGE_EXTENSIONS, load_image, pil_to_uint8
+from cyclegan.npz import ArrayImages
 
 
 def find_images(folder: str | Path, *, recursive: bool = True) -> list[Path]:
@@ -141,18 +142,23 @@ class UnpairedSampler(Sampler):
     the larger domain), B drawn independently, as unaligned CycleGAN data is (paper sec. 5).
 
     The order is a pure function of (seed, epoch), so ``set_epoch(e, start=k)`` resumes exactly at
-    sample k; ``rank``/``world_size`` give each distributed process a disjoint shard.
+    this process's sample k. With ``world_size`` processes of ``batch_size`` each, global batch j is
+    positions [j*W*B, (j+1)*W*B) of the epoch order and process r takes the r-th block of B: gathered
+    in rank order, the processes' batches are exactly the single-process batch of size W*B.
     """
 
-    def __init__(self, *, n_a: int, n_b: int, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self, *, n_a: int, n_b: int, seed: int, rank: int = 0, world_size: int = 1, batch_size: int = 1
+    ):
         self.n_a, self.n_b, self.seed = n_a, n_b, seed
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self.epoch, self.start = 0, 0
 
     @property
     def epoch_size(self) -> int:
         """Samples per epoch over all processes (the larger domain, as in the paper's code)."""
-        return max(self.n_a, self.n_b) // self.world_size * self.world_size
+        block = self.world_size * self.batch_size
+        return max(self.n_a, self.n_b) // block * block
 
     def set_epoch(self, epoch: int, *, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
@@ -165,13 +171,29 @@ class UnpairedSampler(Sampler):
         order_b = rng.integers(0, self.n_b, size=n)
         return order_a, order_b
 
+    def _position(self, local: int) -> int:
+        """This process's ``local``-th sample -> its position in the epoch order."""
+        batch, within = divmod(local, self.batch_size)
+        return (batch * self.world_size + self.rank) * self.batch_size + within
+
     def __iter__(self) -> Iterator[tuple[int, int, int]]:
         order_a, order_b = self._order()
-        for pos in range(self.rank + self.start * self.world_size, len(order_a), self.world_size):
+        for local in range(self.start, len(order_a) // self.world_size):
+            pos = self._position(local)
             yield int(order_a[pos]), int(order_b[pos]), _sample_seed(self.seed, self.epoch, pos)
 
     def __len__(self) -> int:
         return max(0, self.epoch_size // self.world_size - self.start)  # start past the end: empty
+
+
+def split_validation(files: list, fraction: float, *, seed: int) -> tuple[list, list]:
+    """(train, validation): a seeded random ``fraction`` of ``files`` held out (at least one)."""
+    if fraction <= 0:
+        return list(files), []
+    rng = np.random.default_rng([seed, 7])
+    n_val = max(1, int(round(len(files) * fraction)))
+    held = set(rng.permutation(len(files))[:n_val].tolist())
+    return [f for i, f in enumerate(files) if i not in held], [f for i, f in enumerate(files) if i in held]
 
 
 class UnpairedImages(Dataset):
@@ -182,7 +204,8 @@ class UnpairedImages(Dataset):
     """
 
     def __init__(self, files_a: Sequence[Path], files_b: Sequence[Path], cfg: DataConfig):
-        self.files = {"A": list(files_a), "B": list(files_b)}
+        # An ArrayImages (a domain packed in an .npz) stays as it is: listing it would decode it all.
+        self.files = {d: f if isinstance(f, ArrayImages) else list(f) for d, f in (("A", files_a), ("B", files_b))}
         self.cfg = cfg
 
     def _load(self, domain: str, index: int, rng: Optional[random.Random]) -> torch.Tensor:
@@ -190,7 +213,8 @@ class UnpairedImages(Dataset):
         for step in range(len(files)):
             path = files[(index + step) % len(files)]
             try:
-                return pil_to_uint8(augment(load_image(path), self.cfg, rng))  # [3, S, S] uint8
+                img = path if isinstance(path, Image.Image) else load_image(path)  # .npz entries are images
+                return pil_to_uint8(augment(img, self.cfg, rng))  # [3, S, S] uint8
             except ImageLoadError as e:
                 warnings.warn(f"skipping unreadable image {e}", stacklevel=2)
         raise DataError(f"no readable images left in domain {domain}")
@@ -223,8 +247,8 @@ def check_files(files: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, str
 
 @dataclass
 class DomainFiles:
-    a: list[Path]
-    b: list[Path]
+    a: list[Path] | ArrayImages  # ArrayImages when the domain is an .npz file
+    b: list[Path] | ArrayImages
     skipped: list[tuple[Path, str]]
 
 
@@ -233,6 +257,14 @@ def gather_training_files(cfg: DataConfig, *, batch_size: int, split: str = "tra
     dir_a, dir_b = resolve_domains(cfg, split)
     found, skipped = {}, []
     for name, folder in (("A", dir_a), ("B", dir_b)):
+        if folder.suffix.lower() == ".npz":  # seed 002: a domain packed as one uint8 array
+            images = ArrayImages(folder, key=cfg.npz_key_a if name == "A" else cfg.npz_key_b,
+                                 limit=cfg.max_dataset_size)
+            if len(images) < batch_size:
+                raise DataError(f"{folder}: domain {name} has {len(images)} image(s), fewer than the batch "
+                                f"size {batch_size}")
+            found[name] = images
+            continue
         files = _usable_images(folder, cfg.max_dataset_size)
         if not files:
             raise DataError(f"{folder}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")

@@ -35,10 +35,23 @@ from cyclegan.data import (
     UnpairedSampler,
     gather_training_files,
     make_loader,
+    split_validation,
 )
-from cyclegan.errors import CheckpointError, RunDirError
+from cyclegan import distributed as dist_env
+from cyclegan.distributed import DistInfo, average_gradients, gather_batch, local_slice
+from cyclegan.errors import CheckpointError, ConfigError, DataError, RunDirError
 from cyclegan.image import make_grid, save_image_atomic, to_model_range, to_uint8
-from cyclegan.losses import GANLoss, build_gan_loss, cycle_loss, gradient_penalty, identity_loss
+from cyclegan.losses import (
+    GANLoss,
+    UncertaintyWeights,
+    build_gan_loss,
+    color_loss,
+    cycle_loss,
+    edge_loss,
+    feature_matching_loss,
+    gradient_penalty,
+    identity_loss,
+)
 from cyclegan.networks import build_discriminator, build_generator
 from cyclegan.pool import ImagePool
 from cyclegan.registry import Registry
@@ -60,6 +73,19 @@ def linear_policy(epoch: int, optim: OptimConfig, train: TrainConfig) -> float:
 @LR_POLICIES.register("cosine")
 def cosine_policy(epoch: int, optim: OptimConfig, train: TrainConfig) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * epoch / train.epochs))
+
+
+@LR_POLICIES.register("cosine_restarts")
+def cosine_restarts_policy(epoch: int, optim: OptimConfig, train: TrainConfig) -> float:
+    # SGDR (Loshchilov & Hutter, ICLR 2017), stepped once per epoch like torch's
+    # CosineAnnealingWarmRestarts: cycles of t_0, t_0 * t_mult, ... epochs, each annealing from lr to
+    # eta_min and restarting at lr (seed 004 sec. 1.1.1: T_0 10, T_mult 2, eta_min 1e-5).
+    length, position = optim.t_0, epoch
+    while position >= length:
+        position -= length
+        length *= optim.t_mult
+    floor = optim.eta_min / optim.lr
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * position / length))
 
 
 @LR_POLICIES.register("step")
@@ -132,6 +158,11 @@ def build_models(cfg: Config, device: torch.device) -> CycleGAN:
     memory_format = torch.channels_last if cfg.train.channels_last else torch.preserve_format
     for net in nets.networks().values():
         net.to(device=device, memory_format=memory_format)
+    if cfg.train.grad_checkpointing:
+        for g in (nets.G_A, nets.G_B):
+            if not hasattr(g, "checkpoint_blocks"):
+                raise ConfigError(f"train.grad_checkpointing: generator {m.generator.name} does not support it")
+            g.checkpoint_blocks = True
     return nets
 
 
@@ -160,6 +191,20 @@ class TrainStep:
     pool_b: ImagePool
     scaler: torch.amp.GradScaler
     device: torch.device
+    # Learned weights of the non-adversarial generator terms (loss.adaptive_weighting=uncertainty);
+    # their parameters are in opt_g and their values in the training state.
+    loss_weights: Optional[UncertaintyWeights] = None
+    dist: DistInfo = field(default_factory=DistInfo)
+
+    def _backward_and_step(self, total: Tensor, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        average_gradients((p for group in optimizer.param_groups for p in group["params"]), self.dist)
+        self.scaler.step(optimizer)
+
+    def _pool(self, pool: ImagePool, fakes: Tensor) -> Tensor:
+        # All processes query one pool with the global batch, so they keep identical pools.
+        return local_slice(pool.query(gather_batch(fakes, self.dist)), self.dist)
 
     def _prepare(self, batch: Tensor) -> Tensor:  # uint8 [B, 3, H, W] -> float [-1, 1] on device
         x = to_model_range(batch.to(self.device, non_blocking=True))
@@ -167,31 +212,70 @@ class TrainStep:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
+    def _generate(self, name: str, x: Tensor, aux: dict[str, list]) -> Tensor:
+        """Run generator ``name`` on x; a generator with auxiliary losses (the VQ bottleneck) returns
+        them as values, collected per generator in ``aux`` ({name: [aux dict per pass]})."""
+        net = getattr(self.compiled, name)
+        if getattr(ckpt_io.unwrap(getattr(self.models, name)), "aux_losses", False):
+            y, extra = net(x, return_aux=True)
+            aux[name].append(extra)
+            return y
+        return net(x)
+
     def generator_step(self, real_a: Tensor, real_b: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         m, loss_cfg = self.compiled, self.cfg.loss
         for d in (self.models.D_A, self.models.D_B):
             d.requires_grad_(False)  # G's step must not accumulate gradients in D
+        aux: dict[str, list] = {"G_A": [], "G_B": []}
         with autocast(self.device, self.cfg.train.precision):
-            fake_b = m.G_A(real_a)
-            fake_a = m.G_B(real_b)
+            fake_b = self._generate("G_A", real_a, aux)
+            fake_a = self._generate("G_B", real_b, aux)
             real_pred_a = m.D_A(real_a) if self.gan.generator_needs_real else None
             real_pred_b = m.D_B(real_b) if self.gan.generator_needs_real else None
             losses = {
                 "G_A_gan": self.gan.generator(m.D_B(fake_b), real_pred_b),
                 "G_B_gan": self.gan.generator(m.D_A(fake_a), real_pred_a),
-                "cycle_A": cycle_loss(m.G_B(fake_b), real_a),
-                "cycle_B": cycle_loss(m.G_A(fake_a), real_b),
+                "cycle_A": cycle_loss(self._generate("G_B", fake_b, aux), real_a),
+                "cycle_B": cycle_loss(self._generate("G_A", fake_a, aux), real_b),
             }
-            total = loss_cfg.lambda_gan * (losses["G_A_gan"] + losses["G_B_gan"]) + loss_cfg.lambda_cyc * (
-                losses["cycle_A"] + losses["cycle_B"]
-            )
+            # Non-adversarial terms, lambda-weighted; only those with lambda > 0 exist, so a learned
+            # weight never meets a term fixed at zero (its log-variance would run to -infinity).
+            terms: dict[str, Tensor] = {}
+            if loss_cfg.lambda_cyc > 0:
+                terms["cycle"] = loss_cfg.lambda_cyc * (losses["cycle_A"] + losses["cycle_B"])
             if loss_cfg.lambda_id > 0:
-                losses["idt_A"] = identity_loss(m.G_A(real_b), real_b)
-                losses["idt_B"] = identity_loss(m.G_B(real_a), real_a)
-                total = total + loss_cfg.lambda_id * (losses["idt_A"] + losses["idt_B"])
-        self.opt_g.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
-        self.scaler.step(self.opt_g)
+                losses["idt_A"] = identity_loss(self._generate("G_A", real_b, aux), real_b)
+                losses["idt_B"] = identity_loss(self._generate("G_B", real_a, aux), real_a)
+                terms["idt"] = loss_cfg.lambda_id * (losses["idt_A"] + losses["idt_B"])
+            if loss_cfg.lambda_edge > 0:  # seed 004 task 2: outlines stay where they were
+                losses["edge_A"] = edge_loss(fake_b, real_a)
+                losses["edge_B"] = edge_loss(fake_a, real_b)
+                terms["edge"] = loss_cfg.lambda_edge * (losses["edge_A"] + losses["edge_B"])
+            if loss_cfg.lambda_color > 0:  # seed 004 task 2: broad hues stay
+                losses["color_A"] = color_loss(fake_b, real_a, pool=loss_cfg.color_pool)
+                losses["color_B"] = color_loss(fake_a, real_b, pool=loss_cfg.color_pool)
+                terms["color"] = loss_cfg.lambda_color * (losses["color_A"] + losses["color_B"])
+            if loss_cfg.lambda_fm > 0:  # seed 004 "Feature loss": D's features of fake vs real target
+                d_a, d_b = self.models.D_A, self.models.D_B
+                losses["fm_A"] = feature_matching_loss(d_b.features(fake_b)[:-1], d_b.features(real_b)[:-1])
+                losses["fm_B"] = feature_matching_loss(d_a.features(fake_a)[:-1], d_a.features(real_a)[:-1])
+                terms["fm"] = loss_cfg.lambda_fm * (losses["fm_A"] + losses["fm_B"])
+            total = loss_cfg.lambda_gan * (losses["G_A_gan"] + losses["G_B_gan"])
+            if self.loss_weights is not None:
+                total = total + self.loss_weights(terms)
+                losses.update({f"weight_{k}": v for k, v in self.loss_weights.weights().items()})
+            elif terms:
+                total = total + sum(terms.values())
+            # VQ bottleneck: commitment (and, without EMA, codebook) losses of every pass of each
+            # generator, averaged over its passes; perplexity of its first pass, the translation.
+            for name, suffix in (("G_A", "A"), ("G_B", "B")):
+                if aux[name]:
+                    passes = aux[name]
+                    losses[f"vq_commit_{suffix}"] = sum(p["vq_commitment"] for p in passes) / len(passes)
+                    codebook = sum(p["vq_codebook"] for p in passes) / len(passes)
+                    total = total + loss_cfg.lambda_vq * losses[f"vq_commit_{suffix}"] + codebook
+                    losses[f"vq_perplexity_{suffix}"] = passes[0]["vq_perplexity"]
+        self._backward_and_step(total, self.opt_g)
         for d in (self.models.D_A, self.models.D_B):
             d.requires_grad_(True)
         losses["G_total"] = total
@@ -207,40 +291,71 @@ class TrainStep:
                 "D_B": self.gan.discriminator(m.D_B(real_b), m.D_B(fake_b)),
             }
             total = losses["D_A"] + losses["D_B"]
-            if self.gan.needs_gradient_penalty:
+            if self.gan.needs_gradient_penalty or self.cfg.loss.gradient_penalty:
                 losses["gp_A"] = gradient_penalty(m.D_A, real_a, fake_a)
                 losses["gp_B"] = gradient_penalty(m.D_B, real_b, fake_b)
                 total = total + self.cfg.loss.lambda_gp * (losses["gp_A"] + losses["gp_B"])
-        self.opt_d.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
-        self.scaler.step(self.opt_d)
+        self._backward_and_step(total, self.opt_d)
         return losses
 
     def __call__(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         real_a, real_b = self._prepare(batch["A"]), self._prepare(batch["B"])
         g_losses, fake_a, fake_b = self.generator_step(real_a, real_b)
-        fake_a, fake_b = self.pool_a.query(fake_a), self.pool_b.query(fake_b)
+        fake_a, fake_b = self._pool(self.pool_a, fake_a), self._pool(self.pool_b, fake_b)
         d_losses = self.discriminator_step(real_a, real_b, fake_a, fake_b)
         self.scaler.update()
         return {k: v.detach() for k, v in {**g_losses, **d_losses}.items()}
 
 
-def build_train_step(cfg: Config, device: torch.device) -> TrainStep:
+def weighted_terms(cfg: Config) -> tuple[str, ...]:
+    """Names of the generator terms that ``loss.adaptive_weighting`` weighs (those with lambda > 0)."""
+    loss = cfg.loss
+    pairs = (("cycle", loss.lambda_cyc), ("idt", loss.lambda_id), ("edge", loss.lambda_edge),
+             ("color", loss.lambda_color), ("fm", loss.lambda_fm))
+    return tuple(name for name, weight in pairs if weight > 0)
+
+
+def warm_start(models: CycleGAN, cfg: Config) -> list[str]:
+    """Copy the networks named in ``train.init_nets`` from the run or checkpoint ``train.init_from``.
+
+    Seed 001 (sec. 5.1) stabilised training on a small dataset with "a pre-trained discriminator";
+    this starts D_A/D_B (or any of the four) from an earlier run's weights. The architectures must
+    match; the optimiser state is not copied.
+    """
+    ckpt = ckpt_io.resolve_checkpoint(cfg.train.init_from)
+    names = [n.strip() for n in cfg.train.init_nets.split(",")]
+    nets = models.networks()
+    for name in names:
+        ckpt_io.load_into(nets[name], ckpt, name)
+    return names
+
+
+def build_train_step(cfg: Config, device: torch.device, *, warm_start_nets: bool = True) -> TrainStep:
+    """Networks, optimisers, pools and loss for one run; ``warm_start_nets=False`` skips
+    ``train.init_from`` (a resumed run restores every weight from its own checkpoint)."""
     models = build_models(cfg, device)
+    if warm_start_nets and cfg.train.init_from:
+        warm_start(models, cfg)
     compiled = models
     if cfg.train.compile:
         compiled = CycleGAN(**{k: torch.compile(v) for k, v in models.networks().items()})
+    loss_weights = None
+    g_params = list(models.G_A.parameters()) + list(models.G_B.parameters())
+    if cfg.loss.adaptive_weighting == "uncertainty":
+        loss_weights = UncertaintyWeights(names=weighted_terms(cfg)).to(device)
+        g_params += list(loss_weights.parameters())  # last, so G's optimiser indices are unchanged
     return TrainStep(
         cfg=cfg,
         models=models,
         compiled=compiled,
-        opt_g=_adam(list(models.G_A.parameters()) + list(models.G_B.parameters()), cfg, device),
+        opt_g=_adam(g_params, cfg, device),
         opt_d=_adam(list(models.D_A.parameters()) + list(models.D_B.parameters()), cfg, device),
         gan=build_gan_loss(cfg.loss.gan),
         pool_a=ImagePool(size=cfg.loss.pool_size, seed=cfg.train.seed + 1),
         pool_b=ImagePool(size=cfg.loss.pool_size, seed=cfg.train.seed + 2),
         scaler=torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16"),
         device=device,
+        loss_weights=loss_weights,
     )
 
 
@@ -251,7 +366,8 @@ def build_train_step(cfg: Config, device: torch.device) -> TrainStep:
 RUN_ARTEFACTS = ("config.json", "log.jsonl", "metrics.jsonl", "samples", "checkpoints", "tensorboard")
 
 # Changing these on --resume would change what the saved weights or data order mean.
-RESUME_FIXED = ("model", "train.batch_size", "train.seed", "data.max_dataset_size", "loss.gan")
+RESUME_FIXED = ("model", "train.batch_size", "train.seed", "data.max_dataset_size", "data.val_fraction",
+                "loss.gan")
 
 
 def resolve_run_config(
@@ -423,6 +539,7 @@ def training_state(step: TrainStep, *, global_step: int, epoch: int, epoch_step:
         "pool_a": step.pool_a.state_dict(),
         "pool_b": step.pool_b.state_dict(),
         "rng": _rng_state(),
+        **({"loss_weights": step.loss_weights.state_dict()} if step.loss_weights is not None else {}),
     }
 
 
@@ -441,6 +558,8 @@ def restore_training_state(step: TrainStep, ckpt: Path) -> dict:
             step.scaler.load_state_dict(state["scaler"])
         step.pool_a.load_state_dict(state["pool_a"], device=step.device)
         step.pool_b.load_state_dict(state["pool_b"], device=step.device)
+        if step.loss_weights is not None:
+            step.loss_weights.load_state_dict(state["loss_weights"])
         _set_rng_state(state["rng"])
     except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as e:
         raise CheckpointError(f"{ckpt / 'state.pt'}: does not match this run ({type(e).__name__}: {e})") from None
@@ -502,23 +621,45 @@ def train(
     progress: bool = True,
     echo: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
 ) -> TrainResult:
-    """Train (or resume) a CycleGAN into run directory ``out``. See the module docstring."""
+    """Train (or resume) a CycleGAN into run directory ``out``. See the module docstring.
+
+    Under ``torchrun`` every process runs this function on its shard of each batch; only rank 0
+    writes the run directory (log, samples, checkpoints, metrics).
+    """
     out = Path(out)
+    tcfg = cfg.train
+    info = dist_env.from_environment()
+    main = info.is_main
     # Refuse first, then check device and data, and only then clear an old run (--overwrite) or
     # create the directory: a typo in --dataroot must not cost the user their previous run.
     check_run_dir(out, resume=resume, overwrite=overwrite)
-    tcfg = cfg.train
     device = resolve_device(tcfg.device)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    if tcfg.num_threads:
+        torch.set_num_threads(tcfg.num_threads)
 
     # -- data: every file is checked before any training work
     files = gather_training_files(cfg.data, batch_size=tcfg.batch_size)
-    prepare_run_dir(out, resume=resume, overwrite=overwrite)
-    if files.skipped:
-        names = "; ".join(f"{p} ({why})" for p, why in files.skipped)
-        echo(f"warning: skipped {len(files.skipped)} unreadable image(s): {names}")
+    val_a = val_b = None
+    if cfg.data.val_fraction:
+        files.a, val_a = split_validation(files.a, cfg.data.val_fraction, seed=tcfg.seed)
+        files.b, val_b = split_validation(files.b, cfg.data.val_fraction, seed=tcfg.seed)
+    dist_env.init(info, device)
+    if main:
+        prepare_run_dir(out, resume=resume, overwrite=overwrite)
+        if files.skipped:
+            names = "; ".join(f"{p} ({why})" for p, why in files.skipped)
+            echo(f"warning: skipped {len(files.skipped)} unreadable image(s): {names}")
+    dist_env.barrier(info)
     dataset = UnpairedImages(files.a, files.b, cfg.data)
-    sampler = UnpairedSampler(n_a=len(files.a), n_b=len(files.b), seed=tcfg.seed)
-    steps_per_epoch = sampler.epoch_size // tcfg.batch_size
+    sampler = UnpairedSampler(n_a=len(files.a), n_b=len(files.b), seed=tcfg.seed, rank=info.rank,
+                              world_size=info.world_size, batch_size=tcfg.batch_size)
+    steps_per_epoch = sampler.epoch_size // (tcfg.batch_size * info.world_size)
+    if steps_per_epoch == 0:
+        raise DataError(f"an epoch has no full batch: {sampler.epoch_size} images for a global batch of "
+                        f"{tcfg.batch_size * info.world_size}")
     loader = make_loader(
         dataset,
         sampler,
@@ -529,37 +670,67 @@ def train(
     loader.worker_init_fn = _ignore_sigint if cfg.data.num_workers > 0 else None
 
     # -- model, optimisers, state
-    step_fn = build_train_step(cfg, device)
+    step_fn = build_train_step(cfg, device, warm_start_nets=not resume)
+    step_fn.dist = info
     global_step, epoch, epoch_step = 0, 1, 0
     if resume:
         ckpt = ckpt_io.resolve_checkpoint(out)
         check_resume_compatible(ckpt_io.load_checkpoint_config(ckpt), cfg, ckpt)
         state = restore_training_state(step_fn, ckpt)
         global_step, epoch, epoch_step = state["step"], state["epoch"], state["epoch_step"]
-    (out / "config.json").write_text(cfg.to_json(), encoding="utf-8")
-    (out / "samples").mkdir(exist_ok=True)
-    log = JsonlLog(out / "log.jsonl", out / "tensorboard" if tcfg.tensorboard else None)
-    log.write({"event": "resume" if resume else "start", "step": global_step, "epoch": epoch,
-               "device": str(device), "images_a": len(files.a), "images_b": len(files.b),
-               "time": time.time()})
+
+    # -- evaluation (--eval-every): built once, so real-image features are computed once
+    evaluator, best = None, None
+    if tcfg.eval_every and main:
+        from cyclegan.evaluate import TrainingEvaluator, best_from_metrics_log, is_improvement
+
+        evaluator = TrainingEvaluator(cfg, device=device, files_a=val_a, files_b=val_b,
+                                      inception_weights=tcfg.inception_weights)
+        echo(f"eval: {evaluator.note}")
+        if resume:
+            best = best_from_metrics_log(out / "metrics.jsonl", metric=evaluator.selection_metric)
+
+    log = None
+    if main:
+        (out / "config.json").write_text(cfg.to_json(), encoding="utf-8")
+        (out / "samples").mkdir(exist_ok=True)
+        log = JsonlLog(out / "log.jsonl", out / "tensorboard" if tcfg.tensorboard else None)
+        log.write({"event": "resume" if resume else "start", "step": global_step, "epoch": epoch,
+                   "device": str(device), "world_size": info.world_size, "images_a": len(files.a),
+                   "images_b": len(files.b), "time": time.time()})
+        if evaluator is not None:
+            log.write({"event": "eval_setup", **evaluator.describe()})
     fixed = dataset.fixed_batch(cfg.data.n_samples)
-    if not resume:
+    if main and not resume:
         save_image_atomic(sample_grid(step_fn, fixed), out / "samples" / "epoch_0000.png")
 
     def snapshot(name: str) -> None:
-        ckpt_io.save_checkpoint(
-            out / "checkpoints" / name,
-            config=cfg,
-            networks=step_fn.models.networks(),
-            state=training_state(step_fn, global_step=global_step, epoch=epoch, epoch_step=epoch_step),
-            meta={"step": global_step, "epoch": epoch, "epoch_step": epoch_step},
-        )
+        if main:
+            ckpt_io.save_checkpoint(
+                out / "checkpoints" / name,
+                config=cfg,
+                networks=step_fn.models.networks(),
+                state=training_state(step_fn, global_step=global_step, epoch=epoch, epoch_step=epoch_step),
+                meta={"step": global_step, "epoch": epoch, "epoch_step": epoch_step},
+            )
 
     def prune_epoch_checkpoints() -> None:
-        if tcfg.keep_epochs:
+        if main and tcfg.keep_epochs:
             old = sorted((out / "checkpoints").glob("epoch_[0-9]*"))[: -tcfg.keep_epochs]
             for p in old:
                 shutil.rmtree(p, ignore_errors=True)
+
+    def evaluate(finished_epoch: int) -> None:
+        nonlocal best
+        if evaluator is None:
+            return
+        record = evaluator(step_fn.models, step=global_step, epoch=finished_epoch)
+        log.write({"event": "eval", **record})
+        with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if is_improvement(record, best):
+            best = record["selection_value"]
+            snapshot("best")
 
     # -- logging state: losses summed on device, read back once per log_every iterations
     sums: dict[str, Tensor] = {}
@@ -571,15 +742,17 @@ def train(
         if not window_steps:
             return
         names = list(sums)
-        values = torch.stack([sums[k] for k in names]).float().div(window_steps).tolist()
+        means = dist_env.mean_over_processes(torch.stack([sums[k] for k in names]).float(), info)
+        values = means.div(window_steps).tolist()
         elapsed = time.perf_counter() - window_start
         record = {"step": global_step, "epoch": epoch, **dict(zip(names, values)),
                   "lr": step_fn.opt_g.param_groups[0]["lr"],
-                  "img_per_s": window_steps * tcfg.batch_size / max(elapsed, 1e-9)}
-        log.write(record)
+                  "img_per_s": window_steps * tcfg.batch_size * info.world_size / max(elapsed, 1e-9)}
+        if main:
+            log.write(record)
         last_log = record
         if bar is not None:
-            bar.set_postfix({k: f"{record[k]:.3f}" for k in ("G_total", "D_A", "D_B")}
+            bar.set_postfix({k: f"{record[k]:.3f}" for k in ("G_total", "D_A", "D_B") if k in record}
                             | {"img/s": f"{record['img_per_s']:.1f}"}, refresh=False)
         sums, window_steps, window_start = {}, 0, time.perf_counter()
 
@@ -587,7 +760,7 @@ def train(
     if tcfg.max_steps:
         total_steps = min(total_steps, tcfg.max_steps)
     bar = None
-    if progress:
+    if progress and main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total_steps, initial=min(global_step, total_steps), unit="it", dynamic_ncols=True,
@@ -614,38 +787,52 @@ def train(
                         if bar is not None:
                             bar.update(1)
                         # -- logging
-                        if global_step % tcfg.log_every == 0:
+                        is_log_step = global_step % tcfg.log_every == 0
+                        if is_log_step:
                             flush_log()
                         # -- snapshot
                         if global_step % tcfg.save_latest_every == 0:
                             snapshot("latest")
                         if tcfg.max_steps and global_step >= tcfg.max_steps:
                             status = "max_steps"
-                        if stop.requested:
+                        # Processes must stop at the same iteration; they agree at log steps.
+                        if stop.requested if not info.enabled else (is_log_step and _any_process(stop, info, device)):
                             status = "interrupted"
                         if status != "finished":
                             break
-                # -- end of epoch: samples, epoch checkpoint
+                # -- end of epoch: samples, epoch checkpoint, evaluation
                 if epoch_step >= steps_per_epoch:
-                    if epoch % tcfg.sample_every == 0 or epoch == tcfg.epochs:
+                    if main and (epoch % tcfg.sample_every == 0 or epoch == tcfg.epochs):
                         save_image_atomic(sample_grid(step_fn, fixed), out / "samples" / f"epoch_{epoch:04d}.png")
                     finished_epoch = epoch
                     epoch, epoch_step = epoch + 1, 0
                     if finished_epoch % tcfg.save_epoch_every == 0 or finished_epoch == tcfg.epochs:
                         snapshot(f"epoch_{finished_epoch:04d}")
                         prune_epoch_checkpoints()
-                    log.write({"event": "epoch_end", "epoch": finished_epoch, "step": global_step,
-                               "time": time.time()})
+                    if tcfg.eval_every and (finished_epoch % tcfg.eval_every == 0 or finished_epoch == tcfg.epochs):
+                        evaluate(finished_epoch)
+                    if main:
+                        log.write({"event": "epoch_end", "epoch": finished_epoch, "step": global_step,
+                                   "time": time.time()})
+                    dist_env.barrier(info)
             flush_log()
-            if status != "finished" and epoch_step:
+            if main and status != "finished" and epoch_step:
                 save_image_atomic(sample_grid(step_fn, fixed), out / "samples" / f"step_{global_step:07d}.png")
             snapshot("latest")
+            dist_env.barrier(info)
     except BaseException:
         status = "aborted"
         raise
     finally:
         if bar is not None:
             bar.close()
-        log.write({"event": "stop", "status": status, "step": global_step, "time": time.time()})
-        log.close()
+        if log is not None:
+            log.write({"event": "stop", "status": status, "step": global_step, "time": time.time()})
+            log.close()
+        dist_env.shutdown(info)
     return TrainResult(run_dir=out, step=global_step, epoch=epoch, status=status, last_log=last_log)
+
+
+def _any_process(stop: StopFlag, info: DistInfo, device: torch.device) -> bool:
+    flag = torch.tensor([1.0 if stop.requested else 0.0], device=device)
+    return bool(dist_env.mean_over_processes(flag, info).item() > 0)

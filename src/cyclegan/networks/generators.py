@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from cyclegan.networks.blocks import (
@@ -93,9 +94,20 @@ class ResnetGenerator(nn.Module):
         # [B, 4ngf, H/4, W/4] -> [B, 3, H, W]
         self.decoder = nn.Sequential(*decoder)
 
+    # Gradient checkpointing of the residual blocks (train.grad_checkpointing): their activations
+    # are recomputed in the backward pass instead of stored, trading ~30% more compute for the
+    # memory that lets 512-1024px crops train on a 24 GB card.
+    checkpoint_blocks: bool = False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # [B, 3, H, W] -> [B, 3, H, W], H and W divisible by 4
-        return self.decoder(self.transformer(self.encoder(x)))
+        h = self.encoder(x)
+        if self.checkpoint_blocks and self.training and torch.is_grad_enabled():
+            for block in self.transformer:
+                h = torch.utils.checkpoint.checkpoint(block, h, use_reentrant=False)
+        else:
+            h = self.transformer(h)
+        return self.decoder(h)
 
 
 class UnetSkipBlock(nn.Module):
