@@ -28,3 +28,26 @@ class CheckpointError(CycleGANError):
 
 class RunDirError(CycleGANError):
     """A run directory that would be overwritten, or is not a run."""
+
+
+class TranslateError(CycleGANError):
+    """An input, output path or model that translation cannot use (names the path and the reason)."""
+
+
+class ExportError(CycleGANError):
+    """An export that failed or whose exported model disagrees with PyTorch."""
+
+
+class EvaluationError(CycleGANError):
+    """Metrics, analyses or reports that cannot be computed (no test split, missing optional package)."""
+
+
+class InceptionUnavailableError(EvaluationError):
+    """The Inception feature network cannot be loaded (weights file missing or unusable, no pytorch-fid).
+
+    Reconstruction metrics need no pretrained network and are still computed when this is raised.
+    """
+
+
+class PrepError(CycleGANError):
+    """A dataset-preparation request that cannot be carried out (bad option, missing OpenCV)."""
