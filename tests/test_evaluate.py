@@ -178,7 +178,8 @@ def test_training_evaluator_hook(dataroot, tmp_path, no_hub_weights):
 
 def test_cli_analyze_fourier_compares_two_checkpoints(run, dataroot, tmp_path):
     other = tmp_path / "unet_run"
-    cfg = _config(dataroot, **{"model.generator.name": "unet_128"})
+    # A U-Net trains on crops that are a multiple of 128; analysis pads any input to that.
+    cfg = _config(dataroot, **{"model.generator.name": "unet_128", "data.load_size": 128, "data.crop_size": 128})
     save_checkpoint(other / "checkpoints" / "latest", config=cfg, networks=build_models(cfg, torch.device("cpu")).networks())
     out = tmp_path / "fig" / "fourier.png"
     res = _runner().invoke(main, ["analyze", "fourier", "--checkpoint", str(run), "--checkpoint", str(other),
