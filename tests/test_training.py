@@ -201,3 +201,37 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_config):
         grads[on] = {n: p.grad.clone() for n, p in models.G_A.named_parameters()}
     for name in grads[False]:
         torch.testing.assert_close(grads[True][name], grads[False][name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_lr_scaling_with_global_batch():
+    cfg = build_config(sets=["optim.lr_policy=constant", "train.batch_size=4", "optim.lr_scaling=sqrt"])
+    assert learning_rate(cfg, 1) == pytest.approx(2e-4 * 2)
+    assert learning_rate(cfg, 1, world_size=4) == pytest.approx(2e-4 * 4)
+    cfg = build_config(sets=["optim.lr_policy=constant", "train.batch_size=4", "optim.lr_scaling=linear"])
+    assert learning_rate(cfg, 1, world_size=2) == pytest.approx(2e-4 * 8)
+    assert learning_rate(build_config(sets=["train.batch_size=8"]), 1) == pytest.approx(2e-4)
+
+
+def test_log_records_data_time_share(tiny_config, tmp_path):
+    train(tiny_config(**{"train.max_steps": 4}), tmp_path / "r", progress=False)
+    rec = [json.loads(x) for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines() if "G_total" in x]
+    assert rec and all(0.0 <= r["data_time_share"] <= 1.0 for r in rec)
+
+
+@pytest.mark.slow
+def test_compiled_step_matches_eager(tiny_config):
+    """torch.compile of the networks (inductor, C++ codegen on CPU) gives the eager losses."""
+    batch = {
+        "A": torch.randint(0, 256, (1, 3, 16, 16), dtype=torch.uint8),
+        "B": torch.randint(0, 256, (1, 3, 16, 16), dtype=torch.uint8),
+    }
+    out = {}
+    for compiled in (False, True):
+        step = build_train_step(tiny_config(**{"train.compile": compiled}), torch.device("cpu"))
+        try:
+            out[compiled] = [step(batch) for _ in range(2)]
+        except Exception as e:  # no working C++ toolchain for inductor on this machine
+            pytest.skip(f"torch.compile does not work here: {type(e).__name__}: {str(e)[:200]}")
+    for eager, comp in zip(out[False], out[True]):
+        for key in eager:
+            assert comp[key].item() == pytest.approx(eager[key].item(), rel=1e-4, abs=1e-5), key

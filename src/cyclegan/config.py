@@ -117,6 +117,10 @@ class OptimConfig:
     decay_epochs: Optional[int] = None
     step_epochs: int = 50  # step: multiply by step_gamma every N epochs
     step_gamma: float = 0.1
+    # How lr grows with the global batch (batch_size x processes) relative to the paper's batch 1:
+    # none (the paper's code keeps 2e-4 at any batch), sqrt (the square-root rule derived for Adam
+    # by Malladi et al., NeurIPS 2022), linear (Goyal et al. 2017, derived for SGD).
+    lr_scaling: str = "none"
     # cosine_restarts (SGDR, Loshchilov & Hutter 2017): cycles of t_0, t_0 * t_mult, ... epochs, each
     # annealing from lr to eta_min (seed 004: 10, 2, 1e-5)
     t_0: int = 10
@@ -134,6 +138,9 @@ class TrainConfig:
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
+    # torch.compile mode: default | reduce-overhead (CUDA graphs: cuts per-kernel launch cost, which
+    # dominates at batch 1) | max-autotune
+    compile_mode: str = "default"
     log_every: int = 50  # iterations between log lines; logging is the only host sync
     save_latest_every: int = 100  # iterations between checkpoints/latest (seed 000)
     save_epoch_every: int = 5  # epochs between checkpoints/epoch_NNNN
@@ -473,6 +480,8 @@ def validate(cfg: Config) -> None:
     if t.init_from == "":
         raise ConfigError("train.init_from: empty path (unset it to start from random weights)")
     _at_least("train.eval_every", t.eval_every, 0)
+    _choice("train.compile_mode", t.compile_mode, ("default", "reduce-overhead", "max-autotune"))
+    _choice("optim.lr_scaling", opt.lr_scaling, ("none", "sqrt", "linear"))
     _at_least("train.num_threads", t.num_threads, 0)
     if not 0.0 <= cfg.data.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction: must be in [0, 1), got {cfg.data.val_fraction}")

@@ -98,9 +98,13 @@ def constant_policy(epoch: int, optim: OptimConfig, train: TrainConfig) -> float
     return 1.0
 
 
-def learning_rate(cfg: Config, epoch: int) -> float:
-    """The learning rate during 1-based ``epoch``."""
-    return cfg.optim.lr * LR_POLICIES[cfg.optim.lr_policy](epoch - 1, cfg.optim, cfg.train)
+BATCH_SCALING = {"none": lambda b: 1.0, "sqrt": math.sqrt, "linear": float}
+
+
+def learning_rate(cfg: Config, epoch: int, *, world_size: int = 1) -> float:
+    """The learning rate during 1-based ``epoch`` (``optim.lr`` is the rate at global batch 1)."""
+    scale = BATCH_SCALING[cfg.optim.lr_scaling](cfg.train.batch_size * world_size)
+    return scale * cfg.optim.lr * LR_POLICIES[cfg.optim.lr_policy](epoch - 1, cfg.optim, cfg.train)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -338,7 +342,9 @@ def build_train_step(cfg: Config, device: torch.device, *, warm_start_nets: bool
         warm_start(models, cfg)
     compiled = models
     if cfg.train.compile:
-        compiled = CycleGAN(**{k: torch.compile(v) for k, v in models.networks().items()})
+        compiled = CycleGAN(
+            **{k: torch.compile(v, mode=cfg.train.compile_mode) for k, v in models.networks().items()}
+        )
     loss_weights = None
     g_params = list(models.G_A.parameters()) + list(models.G_B.parameters())
     if cfg.loss.adaptive_weighting == "uncertainty":
@@ -734,11 +740,11 @@ def train(
 
     # -- logging state: losses summed on device, read back once per log_every iterations
     sums: dict[str, Tensor] = {}
-    window_steps, window_start = 0, time.perf_counter()
+    window_steps, window_start, data_time = 0, time.perf_counter(), 0.0
     last_log: dict = {}
 
     def flush_log() -> None:
-        nonlocal sums, window_steps, window_start, last_log
+        nonlocal sums, window_steps, window_start, last_log, data_time
         if not window_steps:
             return
         names = list(sums)
@@ -747,14 +753,16 @@ def train(
         elapsed = time.perf_counter() - window_start
         record = {"step": global_step, "epoch": epoch, **dict(zip(names, values)),
                   "lr": step_fn.opt_g.param_groups[0]["lr"],
-                  "img_per_s": window_steps * tcfg.batch_size * info.world_size / max(elapsed, 1e-9)}
+                  "img_per_s": window_steps * tcfg.batch_size * info.world_size / max(elapsed, 1e-9),
+                  # share of wall time spent waiting for data: > 0.1 means the loader is the bottleneck
+                  "data_time_share": min(1.0, data_time / max(elapsed, 1e-9))}
         if main:
             log.write(record)
         last_log = record
         if bar is not None:
             bar.set_postfix({k: f"{record[k]:.3f}" for k in ("G_total", "D_A", "D_B") if k in record}
                             | {"img/s": f"{record['img_per_s']:.1f}"}, refresh=False)
-        sums, window_steps, window_start = {}, 0, time.perf_counter()
+        sums, window_steps, window_start, data_time = {}, 0, time.perf_counter(), 0.0
 
     total_steps = steps_per_epoch * tcfg.epochs
     if tcfg.max_steps:
@@ -770,13 +778,20 @@ def train(
     try:
         with StopFlag() as stop:
             while epoch <= tcfg.epochs and status == "finished":
-                lr = learning_rate(cfg, epoch)
+                lr = learning_rate(cfg, epoch, world_size=info.world_size)
                 for opt in (step_fn.opt_g, step_fn.opt_d):
                     for group in opt.param_groups:
                         group["lr"] = lr
                 sampler.set_epoch(epoch, start=epoch_step * tcfg.batch_size)
                 if epoch_step < steps_per_epoch:
-                    for batch in loader:
+                    batches = iter(loader)
+                    while True:
+                        # -- data: time spent waiting for the loader (host time, no device sync)
+                        wait = time.perf_counter()
+                        batch = next(batches, None)
+                        data_time += time.perf_counter() - wait
+                        if batch is None:
+                            break
                         # -- generator step, pool, discriminator step
                         losses = step_fn(batch)
                         global_step += 1
