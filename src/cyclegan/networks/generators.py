@@ -94,6 +94,25 @@ class ResnetGenerator(nn.Module):
         # [B, 4ngf, H/4, W/4] -> [B, 3, H, W]
         self.decoder = nn.Sequential(*decoder)
 
+    def nce_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Encoder activations for PatchNCE (CUT, Park et al. 2020, appendix: "RGB pixels, the first
+        and second downsampling convolution, and the first and the fifth residual block"; with fewer
+        than five blocks, the last one). Channels: 3, 2ngf, 4ngf, 4ngf, 4ngf."""
+        feats = [x]  # [B, 3, H, W]
+        h = x
+        for layer in self.encoder:
+            h = layer(h)
+            if isinstance(layer, nn.Conv2d) and layer.stride == (2, 2):
+                feats.append(h)  # [B, 2ngf, H/2, W/2], then [B, 4ngf, H/4, W/4]
+        last = min(4, len(self.transformer) - 1)
+        for i, block in enumerate(self.transformer[: last + 1]):
+            h = block(h)
+            if i == 0:
+                feats.append(h)
+            if i == last:
+                feats.append(h)  # with one block, the same activation twice keeps five layers
+        return feats
+
     # Gradient checkpointing of the residual blocks (train.grad_checkpointing): their activations
     # are recomputed in the backward pass instead of stored, trading ~30% more compute for the
     # memory that lets 512-1024px crops train on a 24 GB card.
