@@ -13,7 +13,7 @@ FAKE = torch.tensor([[0.0, 0.5], [-0.5, 1.0]])
 
 
 def test_registry_has_every_documented_loss():
-    assert set(GAN_LOSSES) == {"lsgan", "vanilla", "hinge", "wgangp"}
+    assert set(GAN_LOSSES) == {"lsgan", "vanilla", "hinge", "wgangp", "relativistic"}
 
 
 def test_lsgan_by_hand():

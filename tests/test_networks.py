@@ -289,8 +289,8 @@ def test_build_applies_init():
 
 
 def test_registry_names():
-    assert set(GENERATORS) == {"resnet", "unet_128", "unet_256"}
-    assert set(DISCRIMINATORS) == {"patch", "pixel"}
+    assert set(GENERATORS) == {"resnet", "unet_128", "unet_256", "attention"}
+    assert set(DISCRIMINATORS) == {"patch", "pixel", "dual", "vanilla_cnn"}
 
 
 @pytest.mark.parametrize("name", ["resnet", "unet_128", "unet_256"])

@@ -61,8 +61,9 @@ def _assert_bitwise_equal(a, b):
         # seed 004's parts together: the VQ codebook (EMA buffers) and spectral-norm power-iteration
         # vectors live in the weights, the learned loss weights and their Adam moments in state.pt,
         # and warm restarts change the LR at the epoch boundary the resumed run crosses
-        {"model.generator.name": "attention", "model.generator.n_blocks": 2, "model.generator.vq_codebook_size": 8,
-         "model.generator.vq_dim": 4, "model.discriminator.name": "dual", "model.discriminator.n_layers": 2,
+        {"model.generator.name": "attention", "model.generator.n_blocks": 2,
+         "model.generator.vq_codebook_size": 8, "model.generator.vq_dim": 4,
+         "model.discriminator.name": "dual", "model.discriminator.n_layers": 2,
          "loss.gan": "relativistic", "loss.gradient_penalty": True, "loss.lambda_fm": 1.0,
          "loss.lambda_edge": 1.0, "loss.lambda_color": 1.0, "loss.adaptive_weighting": "uncertainty",
          "optim.lr_policy": "cosine_restarts", "optim.t_0": 1, "optim.eta_min": 1e-5},

@@ -95,7 +95,7 @@ class LossConfig:
     lambda_cyc: float = 10.0
     lambda_id: float = 5.0  # absolute weight on the identity L1 (= paper's 0.5 x lambda_cyc); 0 disables
     lambda_gp: float = 10.0  # gradient penalty weight, used by wgangp and when gradient_penalty is on
-    gradient_penalty: bool = False  # penalise D's gradient on interpolates with any loss.gan (seed 004 eq. 1.1)
+    gradient_penalty: bool = False  # gradient penalty with any loss.gan, not only wgangp (seed 004 eq. 1.1)
     pool_size: int = 50  # 0 disables the image pool
     lambda_fm: float = 0.0  # feature matching: L1 between D's features of real and generated images
     lambda_edge: float = 0.0  # L1 between Sobel edge maps of a generator's input and output
@@ -439,7 +439,7 @@ def validate(cfg: Config) -> None:
     if loss.adaptive_weighting != "none" and not any(
         getattr(loss, n) > 0 for n in ("lambda_cyc", "lambda_id", "lambda_edge", "lambda_color", "lambda_fm")
     ):
-        raise ConfigError("loss.adaptive_weighting: no term to weigh (every lambda_cyc/id/edge/color/fm is 0)")
+        raise ConfigError("loss.adaptive_weighting: no term to weigh (lambda_cyc/id/edge/color/fm are all 0)")
 
     opt = cfg.optim
     _choice("optim.lr_policy", opt.lr_policy, LR_POLICIES)

@@ -193,6 +193,9 @@ def split_validation(files: list, fraction: float, *, seed: int) -> tuple[list, 
     rng = np.random.default_rng([seed, 7])
     n_val = max(1, int(round(len(files) * fraction)))
     held = set(rng.permutation(len(files))[:n_val].tolist())
+    if isinstance(files, ArrayImages):  # split the .npz's rows; listing it would decode every image
+        return (files.select([i for i in range(len(files)) if i not in held]),
+                files.select(sorted(held)))
     return [f for i, f in enumerate(files) if i not in held], [f for i, f in enumerate(files) if i in held]
 
 
@@ -205,7 +208,8 @@ class UnpairedImages(Dataset):
 
     def __init__(self, files_a: Sequence[Path], files_b: Sequence[Path], cfg: DataConfig):
         # An ArrayImages (a domain packed in an .npz) stays as it is: listing it would decode it all.
-        self.files = {d: f if isinstance(f, ArrayImages) else list(f) for d, f in (("A", files_a), ("B", files_b))}
+        self.files = {d: f if isinstance(f, ArrayImages) else list(f)
+                      for d, f in (("A", files_a), ("B", files_b))}
         self.cfg = cfg
 
     def _load(self, domain: str, index: int, rng: Optional[random.Random]) -> torch.Tensor:

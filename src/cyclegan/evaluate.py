@@ -126,7 +126,8 @@ def load_test_images(
     images, skipped = [], []
     for path in chosen:
         try:
-            img = load_image(path)
+            # a --val-fraction split of an .npz domain holds decoded images, not paths
+            img = path if isinstance(path, Image.Image) else load_image(path)
         except ImageLoadError as e:
             skipped.append((str(path), e.reason))
             continue

@@ -5,12 +5,18 @@ discriminator's raw outputs: ``discriminator(real_pred, fake_pred)`` and ``gener
 real_pred)``; ``real_pred`` is None for the generator unless the loss sets ``generator_needs_real``
 (relativistic losses compare against D(real)). A prediction is whatever the discriminator returns:
 a score map, or a tuple of heads for multi-head discriminators.
+
+Besides the paper's cycle and identity L1, seed 004's extra terms live here: the relativistic
+patch + global loss, the gradient penalty (for any loss), feature matching on the discriminator's
+features, Sobel edge and pooled-chroma colour consistency, and learned uncertainty weights.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +31,9 @@ class GANLoss:
     generator: Callable[[Any, Any], Tensor]  # (D(G(x)), D(real) or None) -> scalar
     needs_gradient_penalty: bool = False
     generator_needs_real: bool = False
+    # True when the functions read (patch, global) tuples themselves; otherwise a multi-head
+    # discriminator's loss is the mean of the loss on each head (see build_gan_loss).
+    handles_heads: bool = False
 
 
 GAN_LOSSES: Registry = Registry("GAN loss")
@@ -74,8 +83,73 @@ def wgangp() -> GANLoss:
     )
 
 
+# Seed 004 eq. 1.2: the patch head is judged with MSE, the global head with BCE, in these proportions.
+RELATIVISTIC_PATCH_WEIGHT = 0.7
+RELATIVISTIC_GLOBAL_WEIGHT = 0.3
+
+
+def relativistic_side(pos: Any, neg: Any, target: float) -> Tensor:
+    """One side of seed 004's relativistic loss (eq. 1.2): how far ``pos`` scores above the average
+    of ``neg``, against ``target`` (1 = True, 0 = False).
+
+    With (patch [B, 1, h, w], global [B, 1]) tuples:
+        0.7 * MSE(pos_patch - mean(neg_patch), target)
+        + 0.3 * BCE_logits(pos_global - mean(neg_global), target)
+    With a single score map or logit (no global head) only the MSE term, at full weight, so the
+    adversarial scale matches the other losses. "mean" is over the whole batch (and positions): the
+    relativistic average discriminator of Jolicoeur-Martineau (ICLR 2019) compares each image to the
+    average score of the other kind.
+
+    The seed's mirrored fake side swaps real and fake and True for False, so its MSE target is 0;
+    RaLSGAN uses -1 there instead. We follow the seed: D then holds real patches one unit above the
+    average fake (and the fake ones at the real average) rather than pushing them apart symmetrically.
+    """
+    if isinstance(pos, (tuple, list)):
+        pos_patch, pos_global = pos
+        neg_patch, neg_global = neg
+        patch = pos_patch - neg_patch.mean()
+        glob = pos_global - neg_global.mean()
+        patch_term = F.mse_loss(patch, torch.full_like(patch, target))
+        global_term = F.binary_cross_entropy_with_logits(glob, torch.full_like(glob, target))
+        return RELATIVISTIC_PATCH_WEIGHT * patch_term + RELATIVISTIC_GLOBAL_WEIGHT * global_term
+    diff = pos - neg.mean()
+    return F.mse_loss(diff, torch.full_like(diff, target))
+
+
+@GAN_LOSSES.register("relativistic")
+def relativistic() -> GANLoss:
+    # Seed 004 sec. 1.5.1: D wants real above the average fake ("True") and fake not above the
+    # average real ("False"); G wants the mirror image. Both sides are averaged, halving D's objective
+    # as for the other losses (and as RaGAN's reference code does for G).
+    return GANLoss(
+        discriminator=lambda real, fake: 0.5 * (relativistic_side(real, fake, 1.0)
+                                                + relativistic_side(fake, real, 0.0)),
+        generator=lambda fake, real: 0.5 * (relativistic_side(fake, real, 1.0)
+                                            + relativistic_side(real, fake, 0.0)),
+        generator_needs_real=True,
+        handles_heads=True,
+    )
+
+
+def _mean_over_heads(fn: Callable[[Any, Any], Tensor]) -> Callable[[Any, Any], Tensor]:
+    """Apply a single-map loss to each head of a (patch, global) prediction and average."""
+
+    def loss(a: Any, b: Any = None) -> Tensor:
+        if isinstance(a, (tuple, list)):
+            others = b if b is not None else (None,) * len(a)
+            return sum(fn(x, y) for x, y in zip(a, others)) / len(a)
+        return fn(a, b)
+
+    return loss
+
+
 def build_gan_loss(name: str) -> GANLoss:
-    return GAN_LOSSES.get_or_raise(name)()
+    loss = GAN_LOSSES.get_or_raise(name)()
+    if loss.handles_heads:
+        return loss
+    return dataclasses.replace(
+        loss, discriminator=_mean_over_heads(loss.discriminator), generator=_mean_over_heads(loss.generator)
+    )
 
 
 def gradient_penalty(
@@ -83,12 +157,15 @@ def gradient_penalty(
 ) -> Tensor:
     """E[(||grad D(x_hat)||_2 - 1)^2] on random interpolates x_hat of real and fake (WGAN-GP, eq. 3).
 
-    real, fake: [B, C, H, W]; one mixing weight per sample.
+    real, fake: [B, C, H, W]; one mixing weight per sample. For a multi-head D the gradient is that of
+    the sum of all heads' scores. Used by wgangp, and by any loss when ``loss.gradient_penalty`` is
+    set (seed 004 eq. 1.1 adds it to its relativistic loss to keep D from learning too fast).
     """
     alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype, generator=generator)
     x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
     pred = discriminator(x_hat)
-    (grad,) = torch.autograd.grad(pred.sum(), x_hat, create_graph=True)
+    heads = pred if isinstance(pred, (tuple, list)) else (pred,)
+    (grad,) = torch.autograd.grad(sum(h.sum() for h in heads), x_hat, create_graph=True)
     return ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
 
 
@@ -100,3 +177,108 @@ def cycle_loss(reconstructed: Tensor, original: Tensor) -> Tensor:
 def identity_loss(same: Tensor, original: Tensor) -> Tensor:
     """L1 between y and G(y): keeps colours when the input already looks like the target (paper 5.2)."""
     return F.l1_loss(same, original)
+
+
+# ----------------------------------------------------------------------------------------------
+# Seed 004's extra generator terms
+
+
+def feature_matching_loss(fake_features: Sequence[Tensor], real_features: Sequence[Tensor]) -> Tensor:
+    """Mean over layers of L1(features of generated images, features of real target images).
+
+    Seed 004 "Feature loss": a perceptual loss whose features come from the discriminator being
+    trained rather than a pre-trained network. The real features are constants (detached): the term
+    moves the generator, never D. Pass ``D.features(x)[:-1]``, the intermediate activations; the last
+    element is the score map, which the adversarial loss already covers. As in the seed, the L1 is
+    taken position by position between a generated image and a real target-domain image of the
+    same batch slot, which for unpaired data pulls generated images toward target-domain feature
+    statistics rather than toward one particular picture.
+    """
+    if len(fake_features) != len(real_features) or not fake_features:
+        raise ValueError(f"feature lists differ or are empty: {len(fake_features)} vs {len(real_features)}")
+    total = sum(F.l1_loss(f, r.detach()) for f, r in zip(fake_features, real_features))
+    return total / len(fake_features)
+
+
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
+_SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
+
+
+def sobel_edges(x: Tensor, *, eps: float = 1e-6) -> Tensor:
+    """Sobel gradient magnitude of the luminance: [B, 3, H, W] -> [B, 1, H, W].
+
+    Replicate padding, so a flat border has no edge; ``eps`` inside the square root keeps the gradient
+    finite where the image is flat.
+    """
+    luma = sum(w * x[:, i : i + 1] for i, w in enumerate(_LUMA))  # [B, 1, H, W]
+    kx = torch.tensor(_SOBEL_X, device=x.device, dtype=x.dtype)
+    kernels = torch.stack([kx, kx.t()]).unsqueeze(1)  # [2, 1, 3, 3]: d/dx, d/dy
+    grad = F.conv2d(F.pad(luma, (1, 1, 1, 1), mode="replicate"), kernels)  # [B, 2, H, W]
+    return torch.sqrt(grad.pow(2).sum(1, keepdim=True) + eps)
+
+
+def edge_loss(output: Tensor, source: Tensor) -> Tensor:
+    """L1 between the Sobel edge maps of a generator's output and its input (seed 004 task 2 "Edge
+    Consistency"): the translation may repaint surfaces but should keep outlines where they were."""
+    return F.l1_loss(sobel_edges(output), sobel_edges(source))
+
+
+def chroma(x: Tensor) -> Tensor:
+    """Cb and Cr (ITU-R BT.601; the offset cancels in differences): [B, 3, H, W] -> [B, 2, H, W]."""
+    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    cb = -0.168736 * r - 0.331264 * g + 0.5 * b
+    cr = 0.5 * r - 0.418688 * g - 0.081312 * b
+    return torch.cat([cb, cr], dim=1)
+
+
+def color_loss(output: Tensor, source: Tensor, *, pool: int = 4) -> Tensor:
+    """L1 between the chroma of output and input, each average-pooled by ``pool`` (seed 004 task 2
+    "Color Consistency"). Chroma leaves brightness, shading and outlines free; pooling leaves texture
+    free, so what is held is the broad hue of each region: a brown animal stays a brown sprite."""
+    a, b = chroma(output), chroma(source)
+    if pool > 1:
+        a = F.avg_pool2d(a, pool, ceil_mode=True)
+        b = F.avg_pool2d(b, pool, ceil_mode=True)
+    return F.l1_loss(a, b)
+
+
+# ----------------------------------------------------------------------------------------------
+# Adaptive loss weighting
+
+
+def uncertainty_weighted(losses: Tensor, log_vars: Tensor) -> Tensor:
+    """sum_i exp(-s_i) * L_i + s_i, with s_i = log sigma_i^2 learned (Kendall, Gal & Cipolla, "Multi-
+    Task Learning Using Uncertainty to Weigh Losses", CVPR 2018, eq. 7 up to its factor 1/2).
+
+    For fixed L_i the optimum is s_i = log L_i: a term's weight falls as its loss grows, and the s_i
+    penalty stops every weight from collapsing to zero. losses, log_vars: [N] -> scalar.
+    """
+    return (torch.exp(-log_vars) * losses + log_vars).sum()
+
+
+class UncertaintyWeights(nn.Module):
+    """The learned s_i of ``uncertainty_weighted``, one per named generator term, starting at 0 (so
+    at first every term keeps its configured lambda). The training step adds ``log_vars`` to the
+    generator's optimiser and saves them with the training state.
+
+    Only the non-adversarial terms (cycle, identity, edge, colour, feature matching) are weighted:
+    the adversarial loss is not a likelihood of a fixed target, and a weight that shrinks as it grows
+    would let the generator switch the adversarial game off.
+    """
+
+    def __init__(self, *, names: Sequence[str]) -> None:
+        super().__init__()
+        if not names:
+            raise ValueError("adaptive weighting needs at least one loss term")
+        self.names = tuple(names)
+        self.log_vars = nn.Parameter(torch.zeros(len(self.names)))
+
+    def forward(self, terms: Mapping[str, Tensor]) -> Tensor:
+        # {name: scalar} -> scalar
+        stacked = torch.stack([terms[n].float() for n in self.names])
+        return uncertainty_weighted(stacked, self.log_vars)
+
+    def weights(self) -> dict[str, Tensor]:
+        """The current multipliers exp(-s_i), detached, for logging."""
+        w = torch.exp(-self.log_vars.detach())
+        return {name: w[i] for i, name in enumerate(self.names)}

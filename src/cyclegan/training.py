@@ -639,6 +639,8 @@ def train(
     # Refuse first, then check device and data, and only then clear an old run (--overwrite) or
     # create the directory: a typo in --dataroot must not cost the user their previous run.
     check_run_dir(out, resume=resume, overwrite=overwrite)
+    if tcfg.init_from and not resume:  # a wrong --init-from must fail before --overwrite clears a run
+        ckpt_io.resolve_checkpoint(tcfg.init_from)
     device = resolve_device(tcfg.device)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)

@@ -5,22 +5,30 @@
 that configs and the CLI accept.
 """
 
+from cyclegan.networks.attention import AttentionGenerator
 from cyclegan.networks.blocks import count_parameters, init_weights
 from cyclegan.networks.discriminators import (
     DISCRIMINATORS,
+    DualHeadDiscriminator,
     NLayerDiscriminator,
     PixelDiscriminator,
+    VanillaCNNDiscriminator,
     build_discriminator,
 )
 from cyclegan.networks.generators import GENERATORS, ResnetGenerator, UnetGenerator, build_generator
+from cyclegan.networks.vq import VectorQuantizer
 
 __all__ = [
     "DISCRIMINATORS",
     "GENERATORS",
+    "AttentionGenerator",
+    "DualHeadDiscriminator",
     "NLayerDiscriminator",
     "PixelDiscriminator",
     "ResnetGenerator",
     "UnetGenerator",
+    "VanillaCNNDiscriminator",
+    "VectorQuantizer",
     "build_discriminator",
     "build_generator",
     "count_parameters",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from cyclegan.errors import ConfigError
 
@@ -134,14 +135,18 @@ def init_weights(net: nn.Module, kind: str = "normal", gain: float = 0.02) -> nn
         raise ConfigError(f"unknown init {kind!r}; choose from kaiming, normal, orthogonal, xavier")
     for m in net.modules():
         if isinstance(m, _CONV_OR_LINEAR):
+            # Under a parametrisation (spectral norm) ``m.weight`` is recomputed on every access, so
+            # initialising it in place would be lost: initialise the stored original instead.
+            weight = (m.parametrizations.weight.original if parametrize.is_parametrized(m, "weight")
+                      else m.weight)
             if kind == "normal":
-                nn.init.normal_(m.weight, 0.0, gain)
+                nn.init.normal_(weight, 0.0, gain)
             elif kind == "xavier":
-                nn.init.xavier_normal_(m.weight, gain=gain)
+                nn.init.xavier_normal_(weight, gain=gain)
             elif kind == "kaiming":
-                nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
+                nn.init.kaiming_normal_(weight, a=0, mode="fan_in")
             else:
-                nn.init.orthogonal_(m.weight, gain=gain)
+                nn.init.orthogonal_(weight, gain=gain)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, _BATCH_NORM) and m.affine:

@@ -1,7 +1,10 @@
-"""Discriminators: the PatchGAN of pix2pix/CycleGAN and its 1x1 "pixel" variant.
+"""Discriminators: the PatchGAN of pix2pix/CycleGAN and its 1x1 "pixel" variant, seed 004's
+spectral-normalised dual-head discriminator and seed 001's plain CNN.
 
-Both output a map of real/fake scores rather than one scalar, and expose ``features(x)``: the
-activation after every LeakyReLU followed by the output map, for a feature-matching loss.
+The PatchGAN and pixel variants output a map of real/fake scores rather than one scalar; ``dual``
+returns a (patch map, global score) tuple; ``vanilla_cnn`` one logit per image. All expose
+``features(x)``: the activation after every LeakyReLU followed by the output map, for a
+feature-matching loss.
 """
 
 from __future__ import annotations
@@ -111,6 +114,126 @@ def patch_discriminator(cfg: DiscriminatorConfig) -> nn.Module:
 @DISCRIMINATORS.register("pixel")
 def pixel_discriminator(cfg: DiscriminatorConfig) -> nn.Module:
     return PixelDiscriminator(ndf=cfg.ndf, norm=cfg.norm)
+
+
+# ----------------------------------------------------------------------------------------------
+# Seed 004's dual-head discriminator and seed 001's plain CNN
+
+
+def _spectral(layer: nn.Module) -> nn.Module:
+    """Spectral normalisation (Miyato et al., ICLR 2018): the weight is divided by its largest
+    singular value, estimated by one power iteration per training forward, so each layer is
+    1-Lipschitz and D cannot sharpen its decision faster than the generator can follow."""
+    return nn.utils.parametrizations.spectral_norm(layer)
+
+
+class DualHeadDiscriminator(nn.Module):
+    """Seed 004 sec. 1.2.2: a shared trunk of stride-2 convs, each spectral-normalised and followed by
+    instance norm and LeakyReLU(0.2), with channels doubling ``n_layers`` times from ndf (64 -> 512 for
+    n_layers=3, capped at 8ndf), then two heads on the trunk's output:
+
+    - patch head, a spectral-normalised 3x3 conv to one channel: a score per local patch (PatchGAN);
+    - global head, average pooling and a spectral-normalised fully connected layer: one score per image.
+
+    Trunk: n_layers + 1 convs of 4x4, stride 2, padding 1 (the seed gives no kernel size; 4x4 s2 p1
+    halves sizes exactly, as in the PatchGAN). At 256x256 and n_layers=3 the trunk ends at
+    [B, 512, 16, 16], the seed's numbers; seed 004 task 2 removes the last downsampling for 96x96
+    sprites (n_layers=2): [B, 256, 12, 12]. The seed normalises every conv output, the first included,
+    and so do we. Spectral norm covers the fully connected layer too, as in SN-GAN.
+
+    ``forward`` returns the tuple (patch [B, 1, h, w], global [B, 1]); losses that know about two heads
+    (``relativistic``) weigh them separately, the others average over heads.
+    """
+
+    def __init__(
+        self, *, in_channels: int = 3, ndf: int = 64, n_layers: int = 3, norm: str = "instance"
+    ) -> None:
+        super().__init__()
+        bias = uses_bias(norm)
+        stages: list[nn.Module] = []
+        channels = in_channels
+        for i in range(n_layers + 1):
+            out_channels = ndf * min(2**i, 8)
+            stages.append(
+                nn.Sequential(
+                    _spectral(
+                        nn.Conv2d(channels, out_channels, kernel_size=4, stride=2, padding=1, bias=bias)
+                    ),
+                    norm_layer(norm, out_channels),
+                    nn.LeakyReLU(0.2, inplace=True),
+                )
+            )
+            channels = out_channels
+        # [B, 3, H, W] -> [B, ndf * min(2**n_layers, 8), H / 2**(n_layers+1), W / 2**(n_layers+1)]
+        self.trunk = nn.Sequential(*stages)
+        # -> [B, 1, h, w]
+        self.patch_head = _spectral(nn.Conv2d(channels, 1, kernel_size=3, padding=1))
+        # -> [B, 1]
+        self.global_head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(1), _spectral(nn.Linear(channels, 1))
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.trunk(x)
+        return self.patch_head(h), self.global_head(h)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[activation after each trunk stage, ..., patch score map]: the last element is forward's
+        patch head, as for the single-head discriminators."""
+        out = []
+        for stage in self.trunk:
+            x = stage(x)
+            out.append(x)
+        out.append(self.patch_head(x))
+        return out
+
+
+class VanillaCNNDiscriminator(_StagedDiscriminator):
+    """Seed 001 sec. 4.1's "vanilla discriminator": 3x3 convs in a row ending in a fully connected layer
+    that compresses 512 channels to one real/fake logit per image.
+
+    The seed gives only the kernel size and the last width; we use stride-2 3x3 convs (padding 1)
+    whose channels double from ndf to ndf * 2**n_layers (64 -> 512 for n_layers=3, capped at 8ndf),
+    norm and LeakyReLU(0.2) after each but the first conv (no norm on the image, as in the PatchGAN),
+    then global average pooling so the fully connected layer sees exactly those 512 channels whatever
+    the image size. [B, 3, H, W] -> [B, 1].
+    """
+
+    def __init__(
+        self, *, in_channels: int = 3, ndf: int = 64, n_layers: int = 3, norm: str = "instance"
+    ) -> None:
+        super().__init__()
+        bias = uses_bias(norm)
+        stages: list[nn.Module] = [
+            nn.Sequential(
+                nn.Conv2d(in_channels, ndf, kernel_size=3, stride=2, padding=1),
+                nn.LeakyReLU(0.2, inplace=True),
+            )
+        ]
+        channels = ndf
+        for i in range(1, n_layers + 1):
+            out_channels = ndf * min(2**i, 8)
+            stages.append(
+                nn.Sequential(
+                    nn.Conv2d(channels, out_channels, kernel_size=3, stride=2, padding=1, bias=bias),
+                    norm_layer(norm, out_channels),
+                    nn.LeakyReLU(0.2, inplace=True),
+                )
+            )
+            channels = out_channels
+        # [B, C, h, w] -> [B, C] -> [B, 1]
+        stages.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(channels, 1)))
+        self.stages = nn.Sequential(*stages)
+
+
+@DISCRIMINATORS.register("dual")
+def dual_discriminator(cfg: DiscriminatorConfig) -> nn.Module:
+    return DualHeadDiscriminator(ndf=cfg.ndf, n_layers=cfg.n_layers, norm=cfg.norm)
+
+
+@DISCRIMINATORS.register("vanilla_cnn")
+def vanilla_cnn_discriminator(cfg: DiscriminatorConfig) -> nn.Module:
+    return VanillaCNNDiscriminator(ndf=cfg.ndf, n_layers=cfg.n_layers, norm=cfg.norm)
 
 
 def build_discriminator(
