@@ -4,7 +4,8 @@ A checkpoint is a directory::
 
     config.json           the full resolved Config: rebuilds every network with no flags
     meta.json             step, epoch, time, package version (for humans and tools)
-    G_A.safetensors ...   one file per network (G_A: A->B, G_B: B->A, D_A, D_B)
+    G_A.safetensors ...   one file per network (G_A: A->B, G_B: B->A, D_A, D_B; a CUT model has
+                          G_A, D_B and F; with EMA also G_A_ema, G_B_ema)
     state.pt              optimizers, grad scaler, image pools, RNG states, step counters;
                           only tensors and plain containers, so torch.load(weights_only=True) reads it
 
@@ -168,15 +169,26 @@ def load_state(ckpt: Path, *, map_location: str | torch.device = "cpu") -> dict:
 
 
 def load_generator(
-    path: str | Path, *, direction: str = "a2b", device: str | torch.device = "cpu"
+    path: str | Path, *, direction: str = "a2b", device: str | torch.device = "cpu", ema: bool = True
 ) -> tuple[nn.Module, Config]:
-    """Rebuild one generator from a run or checkpoint directory using only its saved config."""
+    """Rebuild one generator from a run or checkpoint directory using only its saved config.
+
+    With ``ema`` (the default) a checkpoint's moving-average generator (``G_A_ema``) is used when it
+    has one; ``ema=False`` takes the trained weights.
+    """
     from cyclegan.networks import build_generator  # local: keeps checkpoint importable by networks
 
     if direction not in GENERATOR_FOR_DIRECTION:
         raise CheckpointError(f"direction {direction!r}: choose from a2b, b2a")
     ckpt = resolve_checkpoint(path)
     cfg = load_checkpoint_config(ckpt)
+    if direction == "b2a" and cfg.model.kind != "cyclegan":
+        raise CheckpointError(
+            f"{ckpt}: a {cfg.model.kind} model is one-sided and translates a2b only (it has no B -> A generator)"
+        )
     net = build_generator(cfg.model.generator, init=cfg.model.init, init_gain=cfg.model.init_gain)
-    load_into(net, ckpt, GENERATOR_FOR_DIRECTION[direction])
+    name = GENERATOR_FOR_DIRECTION[direction]
+    if ema and (Path(ckpt) / f"{name}_ema.safetensors").is_file():
+        name += "_ema"
+    load_into(net, ckpt, name)
     return net.to(device).eval(), cfg

@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 import yaml
 
+from cyclegan.diffaug import parse_policy
 from cyclegan.errors import ConfigError
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -28,6 +29,7 @@ PREPROCESS = ("resize_and_crop", "scale_width", "scale_width_and_crop", "crop", 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 UPSAMPLE = ("transpose", "resize")
+MODEL_KINDS = ("cyclegan", "cut", "fastcut")
 ADAPTIVE_WEIGHTING = ("none", "uncertainty")
 NETWORK_NAMES = ("G_A", "G_B", "D_A", "D_B")
 
@@ -62,6 +64,9 @@ class DiscriminatorConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    # cyclegan: two generators, two discriminators, cycle loss (Zhu et al. 2017). cut / fastcut: one
+    # generator A -> B, one discriminator, PatchNCE instead of the cycle (Park et al., ECCV 2020).
+    kind: str = "cyclegan"
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     init: str = "normal"
@@ -105,6 +110,13 @@ class LossConfig:
     # none | uncertainty: learned homoscedastic-uncertainty weights on the non-adversarial generator
     # terms (Kendall, Gal & Cipolla, CVPR 2018); the lambdas above become their initial scales.
     adaptive_weighting: str = "none"
+    # -- CUT / FastCUT (model.kind cut | fastcut; Park et al. 2020, sec. 3 and appendix)
+    lambda_nce: float = 1.0  # PatchNCE weight: CUT 1, FastCUT 10
+    nce_idt: bool = True  # PatchNCE identity loss on B -> G(B) (CUT yes, FastCUT no)
+    nce_temperature: float = 0.07
+    nce_patches: int = 256  # locations sampled per layer
+    nce_mlp_dim: int = 256  # width of each layer's projection MLP
+    flip_equivariance: bool = False  # FastCUT: G(flip(x)) must equal flip(G(x)) in feature space
 
 
 @dataclass(frozen=True)
@@ -155,6 +167,12 @@ class TrainConfig:
     # step of a new run (seed 001 sec. 5.1's "pre-trained discriminator"); ignored on --resume.
     init_from: Optional[str] = None
     init_nets: str = "D_A,D_B"  # comma-separated subset of G_A, G_B, D_A, D_B
+    # Exponential moving average of the generators' weights (StyleGAN-style); 0 = off. Samples,
+    # translate and evaluate use the averaged generator when a checkpoint has one.
+    ema_decay: float = 0.0
+    # DiffAugment (Zhao et al. 2020) before every discriminator call: "" or a comma-separated
+    # subset of color, translation, cutout.
+    diffaug: str = ""
 
 
 @dataclass(frozen=True)
@@ -411,6 +429,10 @@ def validate(cfg: Config) -> None:
     _at_least("model.discriminator.ndf", d.ndf, 1)
     _at_least("model.discriminator.n_layers", d.n_layers, 1)
     _choice("model.init", cfg.model.init, INITS)
+    _choice("model.kind", cfg.model.kind, MODEL_KINDS)
+    if cfg.model.kind != "cyclegan" and g.name != "resnet":
+        raise ConfigError(f"model.kind {cfg.model.kind}: PatchNCE taps the ResNet encoder; "
+                          f"model.generator.name must be resnet, got {g.name}")
 
     data = cfg.data
     _choice("data.preprocess", data.preprocess, PREPROCESS)
@@ -483,6 +505,16 @@ def validate(cfg: Config) -> None:
     _choice("train.compile_mode", t.compile_mode, ("default", "reduce-overhead", "max-autotune"))
     _choice("optim.lr_scaling", opt.lr_scaling, ("none", "sqrt", "linear"))
     _at_least("train.num_threads", t.num_threads, 0)
+    if t.ema_decay and not 0.0 < t.ema_decay < 1.0:
+        raise ConfigError(f"train.ema_decay: must be 0 (off) or in (0, 1), got {t.ema_decay}")
+    try:
+        parse_policy(t.diffaug)
+    except ValueError as e:
+        raise ConfigError(f"train.diffaug: {e}") from None
+    _at_least("loss.nce_patches", cfg.loss.nce_patches, 1)
+    _at_least("loss.nce_mlp_dim", cfg.loss.nce_mlp_dim, 1)
+    if cfg.loss.nce_temperature <= 0:
+        raise ConfigError(f"loss.nce_temperature: must be > 0, got {cfg.loss.nce_temperature}")
     if not 0.0 <= cfg.data.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction: must be in [0, 1), got {cfg.data.val_fraction}")
     multiple = generator_size_multiple(cfg.model.generator)

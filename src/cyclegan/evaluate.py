@@ -174,9 +174,10 @@ def evaluate_generators(
     the smaller set, so its std is meaningful on ~100-image test splits; KID is unbiased in the
     subset size, so this changes the spread, not the expected value.
     """
-    for name in ("G_A", "G_B"):
-        if name not in generators:
-            raise EvaluationError(f"evaluate_generators needs generators G_A and G_B, missing {name}")
+    if "G_A" not in generators:
+        raise EvaluationError("evaluate_generators needs generator G_A (and G_B for a two-sided model)")
+    # A one-sided model (CUT / FastCUT) has only G_A: a2b is scored, with no cycle reconstruction.
+    directions = {d: v for d, v in DIRECTIONS.items() if v[2] in generators}
     for d in ("A", "B"):
         if d not in images or images[d].shape[0] < 2:
             n = 0 if d not in images else images[d].shape[0]
@@ -188,14 +189,15 @@ def evaluate_generators(
                 real_features[d] = extract_features(extractor, images[d], batch_size=batch_size)
 
     result: dict = {}
-    for direction, (src, tgt, fwd, bwd) in DIRECTIONS.items():
+    for direction, (src, tgt, fwd, bwd) in directions.items():
         l1s, psnrs, ssims, fake_feats = [], [], [], []
         for real in images[src].split(batch_size):  # [b, 3, S, S] uint8
             fake = translate_uint8(generators[fwd], real, batch_size=batch_size)
-            rec = translate_uint8(generators[bwd], fake, batch_size=batch_size)
-            l1s.append(cycle_l1(real, rec))
-            psnrs.append(psnr(real, rec))
-            ssims.append(ssim(real, rec))
+            if bwd in generators:
+                rec = translate_uint8(generators[bwd], fake, batch_size=batch_size)
+                l1s.append(cycle_l1(real, rec))
+                psnrs.append(psnr(real, rec))
+                ssims.append(ssim(real, rec))
             if extractor is not None:
                 fake_feats.append(extractor(fake))
         scores: dict = {
@@ -203,10 +205,9 @@ def evaluate_generators(
             "target": tgt,
             "n_source": int(images[src].shape[0]),
             "n_target": int(images[tgt].shape[0]),
-            "cycle_l1": _mean(l1s),
-            "psnr": _mean(psnrs),
-            "ssim": _mean(ssims),
         }
+        if l1s:
+            scores.update(cycle_l1=_mean(l1s), psnr=_mean(psnrs), ssim=_mean(ssims))
         if extractor is not None:
             fake_pool = np.concatenate([f.pool for f in fake_feats])  # [N_src, D]
             real_pool = real_features[tgt].pool  # [N_tgt, D]
@@ -226,8 +227,8 @@ def evaluate_generators(
 
     summary = {}
     for key in ("fid", "kid_mean", "is_mean", "gms", "cycle_l1", "psnr", "ssim"):
-        vals = [result[d][key] for d in DIRECTIONS if key in result[d]]
-        if len(vals) == len(DIRECTIONS):
+        vals = [result[d][key] for d in directions if key in result[d]]
+        if vals and len(vals) == len(directions):
             # seed 004's "Avg GMS" is exactly this mean for gms
             summary[f"{key.removesuffix('_mean')}_avg"] = average_gms(vals) if key == "gms" else float(np.mean(vals))
     result["summary"] = summary
@@ -314,7 +315,8 @@ def evaluate_checkpoint(
     ckpt = resolve_checkpoint(checkpoint)
     dev = _resolve_device(device)
     g_a, cfg = load_generator(ckpt, direction="a2b", device=dev)
-    g_b, _ = load_generator(ckpt, direction="b2a", device=dev)
+    # One-sided models (CUT / FastCUT) have no B -> A generator: only a2b is scored.
+    g_b = load_generator(ckpt, direction="b2a", device=dev)[0] if cfg.model.kind == "cyclegan" else None
     folder_a, folder_b = _resolve_test_folders(
         cfg,
         dataroot=Path(dataroot) if dataroot else None,
@@ -335,7 +337,7 @@ def evaluate_checkpoint(
         inception_error = "Inception metrics disabled (--no-inception)"
 
     scores = evaluate_generators(
-        {"G_A": g_a, "G_B": g_b},
+        {"G_A": g_a, **({"G_B": g_b} if g_b is not None else {})},
         images={"A": images_a, "B": images_b},
         extractor=extractor,
         batch_size=batch_size,
@@ -419,7 +421,7 @@ def best_from_metrics_log(path: str | os.PathLike, *, metric: str) -> float | No
 
 def _as_generators(models: Any) -> dict[str, nn.Module]:
     if isinstance(models, Mapping):
-        return {"G_A": models["G_A"], "G_B": models["G_B"]}
+        return {k: models[k] for k in ("G_A", "G_B") if k in models}
     if isinstance(models, (tuple, list)) and len(models) == 2:
         return {"G_A": models[0], "G_B": models[1]}
     if hasattr(models, "G_A") and hasattr(models, "G_B"):

@@ -38,7 +38,9 @@ from cyclegan.data import (
     split_validation,
 )
 from cyclegan import distributed as dist_env
+from cyclegan.diffaug import diff_augment, parse_policy
 from cyclegan.distributed import DistInfo, average_gradients, gather_batch, local_slice
+from cyclegan.ema import EMA
 from cyclegan.errors import CheckpointError, ConfigError, DataError, RunDirError
 from cyclegan.image import make_grid, save_image_atomic, to_model_range, to_uint8
 from cyclegan.losses import (
@@ -199,6 +201,34 @@ class TrainStep:
     # their parameters are in opt_g and their values in the training state.
     loss_weights: Optional[UncertaintyWeights] = None
     dist: DistInfo = field(default_factory=DistInfo)
+    ema: dict[str, EMA] = field(default_factory=dict)  # generator name -> its moving average
+    augment: tuple[str, ...] = ()  # DiffAugment policy applied before every discriminator call
+
+    def _disc(self, net: nn.Module, x: Tensor):
+        """A discriminator call: real and fake images alike are augmented first (DiffAugment, sec. 3),
+        differentiably, so the generator is trained through the augmentation."""
+        return net(diff_augment(x, policy=self.augment)) if self.augment else net(x)
+
+    def _update_ema(self) -> None:
+        for name, avg in self.ema.items():
+            avg.update(getattr(self.models, name))
+
+    def generator_for_samples(self, name: str) -> nn.Module:
+        """The averaged generator when EMA is on (what translate will use), else the trained one."""
+        return self.ema[name].module if name in self.ema else getattr(self.models, name)
+
+    def eval_generators(self) -> dict[str, nn.Module]:
+        return {name: self.generator_for_samples(name) for name in ("G_A", "G_B")}
+
+    def checkpoint_networks(self) -> dict[str, nn.Module]:
+        return {**self.models.networks(), **{f"{k}_ema": v.module for k, v in self.ema.items()}}
+
+    def sample_rows(self, fixed: dict[str, Tensor]) -> list[Tensor]:
+        """Rows: real A | fake B | reconstructed A | real B | fake A | reconstructed B (seed 000 6.4)."""
+        g_a, g_b = self.generator_for_samples("G_A"), self.generator_for_samples("G_B")
+        real_a, real_b = self._prepare(fixed["A"]), self._prepare(fixed["B"])
+        fake_b, fake_a = g_a(real_a), g_b(real_b)
+        return [real_a, fake_b, g_b(fake_b), real_b, fake_a, g_a(fake_a)]
 
     def _backward_and_step(self, total: Tensor, optimizer: torch.optim.Optimizer) -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -234,11 +264,11 @@ class TrainStep:
         with autocast(self.device, self.cfg.train.precision):
             fake_b = self._generate("G_A", real_a, aux)
             fake_a = self._generate("G_B", real_b, aux)
-            real_pred_a = m.D_A(real_a) if self.gan.generator_needs_real else None
-            real_pred_b = m.D_B(real_b) if self.gan.generator_needs_real else None
+            real_pred_a = self._disc(m.D_A, real_a) if self.gan.generator_needs_real else None
+            real_pred_b = self._disc(m.D_B, real_b) if self.gan.generator_needs_real else None
             losses = {
-                "G_A_gan": self.gan.generator(m.D_B(fake_b), real_pred_b),
-                "G_B_gan": self.gan.generator(m.D_A(fake_a), real_pred_a),
+                "G_A_gan": self.gan.generator(self._disc(m.D_B, fake_b), real_pred_b),
+                "G_B_gan": self.gan.generator(self._disc(m.D_A, fake_a), real_pred_a),
                 "cycle_A": cycle_loss(self._generate("G_B", fake_b, aux), real_a),
                 "cycle_B": cycle_loss(self._generate("G_A", fake_a, aux), real_b),
             }
@@ -280,6 +310,7 @@ class TrainStep:
                     total = total + loss_cfg.lambda_vq * losses[f"vq_commit_{suffix}"] + codebook
                     losses[f"vq_perplexity_{suffix}"] = passes[0]["vq_perplexity"]
         self._backward_and_step(total, self.opt_g)
+        self._update_ema()
         for d in (self.models.D_A, self.models.D_B):
             d.requires_grad_(True)
         losses["G_total"] = total
@@ -291,8 +322,8 @@ class TrainStep:
         m = self.compiled
         with autocast(self.device, self.cfg.train.precision):
             losses = {
-                "D_A": self.gan.discriminator(m.D_A(real_a), m.D_A(fake_a)),
-                "D_B": self.gan.discriminator(m.D_B(real_b), m.D_B(fake_b)),
+                "D_A": self.gan.discriminator(self._disc(m.D_A, real_a), self._disc(m.D_A, fake_a)),
+                "D_B": self.gan.discriminator(self._disc(m.D_B, real_b), self._disc(m.D_B, fake_b)),
             }
             total = losses["D_A"] + losses["D_B"]
             if self.gan.needs_gradient_penalty or self.cfg.loss.gradient_penalty:
@@ -330,6 +361,8 @@ def warm_start(models: CycleGAN, cfg: Config) -> list[str]:
     names = [n.strip() for n in cfg.train.init_nets.split(",")]
     nets = models.networks()
     for name in names:
+        if name not in nets:
+            raise ConfigError(f"train.init_nets: a {cfg.model.kind} model has no {name} (it has {', '.join(nets)})")
         ckpt_io.load_into(nets[name], ckpt, name)
     return names
 
@@ -337,6 +370,10 @@ def warm_start(models: CycleGAN, cfg: Config) -> list[str]:
 def build_train_step(cfg: Config, device: torch.device, *, warm_start_nets: bool = True) -> TrainStep:
     """Networks, optimisers, pools and loss for one run; ``warm_start_nets=False`` skips
     ``train.init_from`` (a resumed run restores every weight from its own checkpoint)."""
+    if cfg.model.kind in ("cut", "fastcut"):
+        from cyclegan.cut import build_cut_step
+
+        return build_cut_step(cfg, device, warm_start_nets=warm_start_nets)
     models = build_models(cfg, device)
     if warm_start_nets and cfg.train.init_from:
         warm_start(models, cfg)
@@ -362,7 +399,15 @@ def build_train_step(cfg: Config, device: torch.device, *, warm_start_nets: bool
         scaler=torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16"),
         device=device,
         loss_weights=loss_weights,
+        ema=build_ema(cfg, {"G_A": models.G_A, "G_B": models.G_B}),
+        augment=parse_policy(cfg.train.diffaug),
     )
+
+
+def build_ema(cfg: Config, generators: dict[str, nn.Module]) -> dict[str, EMA]:
+    if not cfg.train.ema_decay:
+        return {}
+    return {name: EMA(net, decay=cfg.train.ema_decay) for name, net in generators.items()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -503,18 +548,14 @@ class JsonlLog:
 
 @torch.no_grad()
 def sample_grid(step: TrainStep, fixed: dict[str, Tensor]):
-    """Rows: real A | fake B | reconstructed A | real B | fake A | reconstructed B (seed 000 sec. 6.4)."""
-    models = step.models
-    models.train(False)
+    """The sample grid of ``step.sample_rows`` on the fixed images, networks in eval mode."""
+    step.models.train(False)
     try:
         with autocast(step.device, step.cfg.train.precision):
-            real_a, real_b = step._prepare(fixed["A"]), step._prepare(fixed["B"])
-            fake_b = models.G_A(real_a)
-            fake_a = models.G_B(real_b)
-            rows = [real_a, fake_b, models.G_B(fake_b), real_b, fake_a, models.G_A(fake_a)]
+            rows = step.sample_rows(fixed)
         return make_grid([to_uint8(r.float()).cpu() for r in rows])
     finally:
-        models.train(True)
+        step.models.train(True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -550,7 +591,7 @@ def training_state(step: TrainStep, *, global_step: int, epoch: int, epoch_step:
 
 
 def restore_training_state(step: TrainStep, ckpt: Path) -> dict:
-    for name, net in step.models.networks().items():
+    for name, net in step.checkpoint_networks().items():
         ckpt_io.load_into(net, ckpt, name)
     state = ckpt_io.load_state(ckpt)
     try:
@@ -717,7 +758,7 @@ def train(
             ckpt_io.save_checkpoint(
                 out / "checkpoints" / name,
                 config=cfg,
-                networks=step_fn.models.networks(),
+                networks=step_fn.checkpoint_networks(),
                 state=training_state(step_fn, global_step=global_step, epoch=epoch, epoch_step=epoch_step),
                 meta={"step": global_step, "epoch": epoch, "epoch_step": epoch_step},
             )
@@ -732,7 +773,7 @@ def train(
         nonlocal best
         if evaluator is None:
             return
-        record = evaluator(step_fn.models, step=global_step, epoch=finished_epoch)
+        record = evaluator(step_fn.eval_generators(), step=global_step, epoch=finished_epoch)
         log.write({"event": "eval", **record})
         with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
