@@ -5,12 +5,13 @@ User errors (``CycleGANError``) print as one line on stderr and exit with status
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
 
-from cyclegan.config import DEVICES, PRECISIONS
+from cyclegan.config import DEVICES, MODEL_KINDS, PRECISIONS
 from cyclegan.errors import CycleGANError
 
 
@@ -39,8 +40,10 @@ def main() -> None:
               help="Run directory (config.json, log.jsonl, samples/, checkpoints/).")
 @click.option("--dataroot", type=click.Path(path_type=Path),
               help="Folder with trainA/ and trainB/ (or trainB_<style>/), optionally testA/ testB/.")
-@click.option("--data-a", type=click.Path(path_type=Path), help="Any folder of domain-A images (recursive).")
-@click.option("--data-b", type=click.Path(path_type=Path), help="Any folder of domain-B images (recursive).")
+@click.option("--data-a", type=click.Path(path_type=Path),
+              help="Any folder of domain-A images (recursive), or an .npz from `cyclegan prep pack`.")
+@click.option("--data-b", type=click.Path(path_type=Path),
+              help="Any folder of domain-B images (recursive), or an .npz from `cyclegan prep pack`.")
 @click.option("--preset", help="Recipe name (see `cyclegan presets`).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help="YAML config file (applied after the preset).")
@@ -59,9 +62,19 @@ def main() -> None:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoints/latest.")
 @click.option("--overwrite", is_flag=True, help="Replace the artefacts of an existing run in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--init-from", type=click.Path(path_type=Path),
+              help="Start some networks from this earlier run or checkpoint (a pre-trained discriminator).")
+@click.option("--init-nets", metavar="NAMES",
+              help="Networks --init-from copies, comma-separated (default D_A,D_B).")
+@click.option("--model", "kind", type=click.Choice(MODEL_KINDS),
+              help="cyclegan (two-sided), or one-sided cut / fastcut (PatchNCE).")
+@click.option("--ema-decay", type=float, help="Keep an EMA of the generators (e.g. 0.999); 0 = off.")
+@click.option("--diffaug", metavar="POLICY", help="DiffAugment before D: e.g. color,translation,cutout.")
+@click.option("--eval-every", type=int, help="Score the test split every N epochs; keeps checkpoints/best.")
 def train(out, dataroot, data_a, data_b, preset, config_file, sets, epochs, max_steps, batch_size, lr, seed,
-          num_workers, device, precision, channels_last, compile_, resume, overwrite, quiet):
-    """Train a CycleGAN on two folders of unpaired images."""
+          num_workers, device, precision, channels_last, compile_, resume, overwrite, quiet, init_from,
+          init_nets, kind, ema_decay, diffaug, eval_every):
+    """Train a CycleGAN (or CUT / FastCUT) on two folders of unpaired images."""
     from cyclegan.training import resolve_run_config
     from cyclegan.training import train as run_training
 
@@ -79,12 +92,19 @@ def train(out, dataroot, data_a, data_b, preset, config_file, sets, epochs, max_
         "train.channels_last": channels_last,
         "train.compile": compile_,
         "optim.lr": lr,
+        "model.kind": kind,
+        "train.ema_decay": ema_decay,
+        "train.diffaug": diffaug,
+        "train.eval_every": eval_every,
+        "train.init_from": str(init_from) if init_from else None,
+        "train.init_nets": init_nets,
     }
     cfg = resolve_run_config(out, resume=resume, preset=preset, config_file=config_file,
                              overrides=overrides, sets=sets)
     result = run_training(cfg, out, resume=resume, overwrite=overwrite, progress=not quiet)
     losses = ", ".join(f"{k} {result.last_log[k]:.3f}" for k in ("G_total", "D_A", "D_B") if k in result.last_log)
-    click.echo(f"{result.status}: step {result.step}, {losses or 'no log yet'}; run in {out}", err=True)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary line, not one per process
+        click.echo(f"{result.status}: step {result.step}, {losses or 'no log yet'}; run in {out}", err=True)
     if result.status == "interrupted":
         click.echo(f"checkpoint saved; continue with: cyclegan train --out {out} --resume", err=True)
         sys.exit(130)
@@ -215,8 +235,8 @@ def report_cmd(run, out, embed, smoothing, max_samples) -> None:
 @click.option("--checkpoint", "--model", "model", required=True,
               help="Run folder (uses checkpoints/latest), checkpoint folder, safetensors export, .onnx "
                    "(runs through ONNX Runtime) or TorchScript .pt.")
-@click.option("--out", help="Output folder (names mirror the inputs), or a file name for a single input; "
-                            "omit with - (stdin) to write to stdout.")
+@click.option("--out", help="Output folder (names mirror the inputs), a file name for a single input, or - "
+                            "for one image to stdout (the default when the input is - for stdin).")
 @click.option("--direction", type=click.Choice(("a2b", "b2a")), default=None,
               help="Generator of a run/checkpoint [default: a2b]; exported models have one direction.")
 @click.option("--recursive", is_flag=True, help="Descend into subfolders of folder inputs (and ** in globs).")
@@ -273,6 +293,93 @@ def export_cmd(checkpoint, fmt, out, direction, opset, overwrite) -> None:
 
     result = export_generator(checkpoint, fmt=fmt, out=out, direction=direction, overwrite=overwrite, opset=opset)
     click.echo(result.line())
+
+
+@main.group()
+def prep() -> None:
+    """Dataset preparation: pack folders into .npz arrays, put subjects on white backgrounds."""
+
+
+@prep.command("pack")
+@click.argument("in_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The .npz to write.")
+@click.option("--size", type=int, default=64, show_default=True, help="Square side of the stored images.")
+@click.option("--fit", type=click.Choice(["crop", "stretch"]), default="crop", show_default=True,
+              help="crop: centre-crop to square then resize; stretch: resize the whole image.")
+@click.option("--compress/--no-compress", default=True, show_default=True,
+              help="Compressed (smaller, decompressed into memory) or stored (memory-mapped when training).")
+@click.option("--limit", type=int, default=0, help="Keep only the first N images (0 = all).")
+def prep_pack_cmd(in_dir, out, size, fit, compress, limit) -> None:
+    """Pack every image under IN_DIR into one uint8 [N, SIZE, SIZE, 3] .npz (seed 002's format)."""
+    from cyclegan.prep import pack_folder
+
+    result = pack_folder(in_dir, out, size=size, fit=fit, compress=compress, limit=limit)
+    for path, why in result.skipped:
+        click.echo(f"warning: skipped {path} ({why})", err=True)
+    click.echo(f"wrote {result.count} images of {size}x{size} to {result.out}")
+
+
+@prep.command("remove-background")
+@click.argument("in_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--masks", "masks_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of masks (white = subject, same relative names as IN_DIR); used instead of GrabCut.")
+@click.option("--margin", type=float, default=0.05, show_default=True,
+              help="Border fraction GrabCut takes as certain background.")
+@click.option("--iterations", type=int, default=5, show_default=True, help="GrabCut iterations.")
+@click.option("--max-side", type=int, default=400, show_default=True, help="Segment at most this resolution.")
+@click.option("--feather", type=float, default=1.0, show_default=True, help="Mask edge blur (pixels).")
+@click.option("--preview", type=click.Path(dir_okay=False, path_type=Path),
+              help="Preview grid PNG (default: OUT_DIR_preview.png next to OUT_DIR).")
+@click.option("--preview-count", type=int, default=8, show_default=True, help="Images in the preview.")
+def prep_remove_background_cmd(in_dir, out_dir, masks_dir, margin, iterations, max_side, feather, preview,
+                               preview_count) -> None:
+    """Composite the subject of every image under IN_DIR on white, into OUT_DIR (GrabCut, no downloads)."""
+    from cyclegan.prep import remove_background
+
+    if preview is None:  # beside OUT_DIR, not in it: a preview must not become a training image
+        preview = out_dir.with_name(out_dir.name + "_preview.png")
+    result = remove_background(in_dir, out_dir, masks_dir=masks_dir, margin=margin, iterations=iterations,
+                               max_side=max_side, feather=feather, preview=preview,
+                               preview_count=preview_count)
+    for path, why in result.skipped:
+        click.echo(f"warning: skipped {path} ({why})", err=True)
+    click.echo(f"wrote {result.written} images to {result.out_dir} ({result.from_masks} from masks)")
+    if result.preview is not None:
+        click.echo(f"preview: {result.preview}", err=True)
+
+
+@main.command("serve")
+@click.option("--checkpoint", "checkpoints", multiple=True, required=True, metavar="[NAME=]PATH",
+              help="Run folder, checkpoint folder or exported model; repeat for several. Named after the "
+                   "run folder unless given as NAME=PATH.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 exposes the (unauthenticated) API to the network.")
+@click.option("--port", type=int, default=8000, show_default=True, help="Port (0: any free port).")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
+@click.option("--tile", default="auto", show_default=True, help="auto, off, or a tile size in pixels.")
+@click.option("--max-upload-mb", type=float, default=20.0, show_default=True, help="Largest upload accepted.")
+@click.option("--max-megapixels", type=float, default=50.0, show_default=True,
+              help="Largest image accepted (decompression-bomb guard).")
+@click.option("--queue-size", type=int, default=8, show_default=True,
+              help="Requests that may wait for a worker; beyond that the API answers 503 + Retry-After.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Images translated at the same time.")
+@click.option("--threads", type=int, default=0, show_default=True,
+              help="CPU threads per image (0: PyTorch's default, one per core; 1 is often faster on small VMs).")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="Allow browser pages from this origin to call the API (repeatable; default: none).")
+def serve_cmd(checkpoints, host, port, device, precision, tile, max_upload_mb, max_megapixels, queue_size, workers,
+              threads, cors_origins) -> None:
+    """Web page and HTTP API: upload a photo, get it back translated."""
+    from cyclegan.serve.server import run_server
+
+    run_server(
+        checkpoints, host=host, port=port, device=device, precision=precision, tile=tile,
+        max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=int(max_megapixels * 1e6),
+        queue_size=queue_size, workers=workers, threads=threads, cors_origins=cors_origins,
+        echo=lambda m: click.echo(m, err=True),
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -55,6 +55,9 @@ def run_demo(
             "train.epochs": max(1, -(-steps // 60)),
             "train.log_every": 20,
             "train.tensorboard": False,
+            # A toy network: a second intra-op thread costs more in synchronisation than it saves,
+            # and on a busy machine it can slow every step down tenfold.
+            "train.num_threads": 1,
         },
     )
     run = out / "run"

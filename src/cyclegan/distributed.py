@@ -55,9 +55,16 @@ def init(info: DistInfo, device: torch.device) -> None:
         dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
 
 
-def shutdown(info: DistInfo) -> None:
+def shutdown(info: DistInfo, *, clean: bool = True) -> None:
+    """Tear the process group down while the interpreter is fully alive: left to interpreter exit,
+    gloo's worker threads can outlive it and abort the process (SIGABRT). After an error (``clean``
+    False) there is no final barrier: the peers may never reach it."""
     if info.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if clean:
+                dist.barrier()  # nobody destroys the group while a peer still talks to it
+        finally:
+            dist.destroy_process_group()
 
 
 def barrier(info: DistInfo) -> None:

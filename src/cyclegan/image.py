@@ -29,6 +29,7 @@ __all__ = [
     "make_grid",
     "pil_to_uint8",
     "save_image_atomic",
+    "split_rgb_alpha",
     "to_model_range",
     "to_uint8",
     "uint8_to_pil",
@@ -126,23 +127,33 @@ def _high_depth_to_l(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))
 
 
+def split_rgb_alpha(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:
+    """Any in-memory PIL image -> ("RGB" image composited on white, alpha as mode "L" or None).
+
+    The same conversion load_image_rgba applies to files (EXIF orientation is the caller's business
+    here, since an in-memory image may already be upright). Alpha is None when there is no
+    transparency or it is opaque everywhere. Raises OSError/ValueError for modes Pillow cannot convert.
+    """
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        return _high_depth_to_l(img).convert("RGB"), None
+    if _has_alpha(img):
+        rgba = img.convert("RGBA")
+        alpha = rgba.getchannel("A")
+        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+        rgb = Image.alpha_composite(background, rgba).convert("RGB")
+        # An alpha channel that is opaque everywhere carries nothing worth re-attaching.
+        if alpha.getextrema() == (255, 255):
+            return rgb, None
+        return rgb, alpha
+    return img.convert("RGB"), None
+
+
 def _decode_rgb_alpha(path: PathLike) -> tuple[Image.Image, Image.Image | None]:
     """Shared core of load_image / load_image_rgba: RGB composited on white, plus the alpha if any."""
     path = Path(path)
     img = _open_fully_decoded(path)
     try:
-        if img.mode.startswith("I;16") or img.mode in ("I", "F"):
-            return _high_depth_to_l(img).convert("RGB"), None
-        if _has_alpha(img):
-            rgba = img.convert("RGBA")
-            alpha = rgba.getchannel("A")
-            background = Image.new("RGBA", rgba.size, _WHITE + (255,))
-            rgb = Image.alpha_composite(background, rgba).convert("RGB")
-            # An alpha channel that is opaque everywhere carries nothing worth re-attaching.
-            if alpha.getextrema() == (255, 255):
-                return rgb, None
-            return rgb, alpha
-        return img.convert("RGB"), None
+        return split_rgb_alpha(img)
     except (OSError, ValueError) as exc:
         raise ImageLoadError(path, f"cannot convert image mode {img.mode!r} to RGB ({exc})") from None
 

@@ -887,7 +887,7 @@ def train(
         if log is not None:
             log.write({"event": "stop", "status": status, "step": global_step, "time": time.time()})
             log.close()
-        dist_env.shutdown(info)
+        dist_env.shutdown(info, clean=status != "aborted")
     return TrainResult(run_dir=out, step=global_step, epoch=epoch, status=status, last_log=last_log)
 
 

@@ -1,0 +1,501 @@
+"""Exported generators: write ONNX, TorchScript or plain safetensors, check them, and read any of them back.
+
+Every format holds exactly one generator (one direction) with the calling convention of the PyTorch
+module: float [B, 3, H, W] in [-1, 1] -> float [B, 3, H, W] in [-1, 1], H and W multiples of
+``size_multiple``. Nothing of the pre/post-processing (uint8 <-> [-1, 1], padding, tiling) is baked
+in, so ``translate`` runs every format through the same code path. Each format also records a small
+JSON document (``ModelInfo`` keys: format, version, direction, size_multiple, config), which is all a
+reader needs to rebuild or drive the generator without flags:
+
+    onnx         one ``.onnx`` file; dynamic batch, height and width; JSON in the model's metadata
+                 property ``cyclegan``. Checked against PyTorch with ONNX Runtime after export.
+    torchscript  one ``.pt`` file (torch.jit); JSON in the extra file ``cyclegan.json``. Checked too.
+    safetensors  a folder with ``generator.safetensors`` (JSON in its header metadata) and the full
+                 ``config.json``: the weights without any training state, for sharing a model.
+
+Outputs are written next to their destination under a temporary name and renamed into place only
+after the check passed, so a failed export leaves nothing behind and never replaces a good file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import uuid
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from cyclegan import __version__
+from cyclegan.checkpoint import GENERATOR_FOR_DIRECTION, load_generator, load_into, resolve_checkpoint
+from cyclegan.config import Config, config_from_dict
+from cyclegan.errors import CheckpointError, CycleGANError, ExportError
+
+__all__ = [
+    "EXPORT_FORMATS",
+    "PARITY_TOLERANCE",
+    "ExportResult",
+    "LoadedGenerator",
+    "ModelInfo",
+    "OnnxGenerator",
+    "export_generator",
+    "export_module",
+    "load_any_generator",
+    "parity_shapes",
+]
+
+EXPORT_FORMATS = ("onnx", "torchscript", "safetensors")
+# fp32 kernels of different libraries reorder sums; 1e-3 is 1/8 of one uint8 step in [-1, 1] units
+# (2/255 ~ 7.8e-3), so a model within it produces the same 8-bit image up to rare rounding flips.
+PARITY_TOLERANCE = 1e-3
+
+METADATA_KEY = "cyclegan"
+TORCHSCRIPT_EXTRA = "cyclegan.json"
+EXPORTED_WEIGHTS = "generator.safetensors"
+TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a reader needs besides the weights; serialised as the format's JSON metadata."""
+
+    direction: str
+    size_multiple: int
+    config: Config | None
+    format: str = "checkpoint"
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format": self.format,
+                "version": __version__,
+                "direction": self.direction,
+                "size_multiple": self.size_multiple,
+                "config": self.config.to_dict() if self.config is not None else None,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes, *, where: Path) -> ModelInfo:
+        try:
+            doc = json.loads(text)
+            config = config_from_dict(doc["config"]) if doc.get("config") is not None else None
+            return cls(
+                direction=str(doc["direction"]),
+                size_multiple=int(doc["size_multiple"]),
+                config=config,
+                format=str(doc.get("format", "?")),
+            )
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{where}: unreadable cyclegan metadata ({type(e).__name__}: {e})") from None
+        except CycleGANError as e:
+            raise CheckpointError(f"{where}: invalid config in metadata ({e})") from None
+
+
+@dataclass
+class LoadedGenerator:
+    """A generator ready to run: an ``nn.Module`` (checkpoint, safetensors, TorchScript) or an
+    ``OnnxGenerator``; ``kind`` says which file it came from."""
+
+    model: nn.Module | OnnxGenerator
+    info: ModelInfo
+    kind: str  # "checkpoint" | "safetensors" | "torchscript" | "onnx"
+    path: Path
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    format: str
+    exporter: str  # how it was produced: "dynamo" / "legacy" (ONNX), "script" / "trace", "safetensors"
+    max_abs_diff: float  # against the PyTorch generator on random inputs of shapes ``checked``
+    checked: tuple[tuple[int, ...], ...]
+
+    def line(self) -> str:
+        shapes = ", ".join("x".join(map(str, s)) for s in self.checked)
+        return (
+            f"wrote {self.path} ({self.format}, {self.exporter}); max abs diff vs PyTorch "
+            f"{self.max_abs_diff:.2e} on {shapes} (tolerance {PARITY_TOLERANCE:g})"
+        )
+
+
+# ---------------------------------------------------------------------------------------- ONNX runtime
+
+
+class OnnxGenerator:
+    """An ONNX Runtime session behind the generator calling convention (tensors in, tensors out)."""
+
+    def __init__(self, *, path: Path, device: str = "cpu") -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise CheckpointError(
+                f"{path}: running ONNX models needs onnxruntime (pip install 'cyclegan[onnx]')"
+            ) from None
+        available = ort.get_available_providers()
+        if device == "cuda":
+            if "CUDAExecutionProvider" not in available:
+                raise CheckpointError(f"{path}: --device cuda, but this onnxruntime has no CUDA provider")
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        elif device == "auto" and "CUDAExecutionProvider" in available:
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        elif device in ("auto", "cpu"):
+            providers = ["CPUExecutionProvider"]
+        else:
+            raise CheckpointError(f"{path}: ONNX Runtime cannot run on --device {device}; use cpu or cuda")
+        try:
+            self.session = ort.InferenceSession(str(path), providers=providers)
+        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for bad files
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"{path}: not a loadable ONNX model ({first})") from None
+        self.path = Path(path)
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+        self.providers = self.session.get_providers()
+
+    def metadata(self) -> dict[str, str]:
+        return dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        # [B, 3, H, W] float in [-1, 1] (any device) -> [B, 3, H, W] float32 on x's device
+        arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        (y,) = self.session.run([self.output_name], {self.input_name: arr})
+        return torch.from_numpy(y).to(x.device)
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def _single_direction(info: ModelInfo, requested: str | None, path: Path) -> None:
+    if requested is not None and requested != info.direction:
+        raise CheckpointError(
+            f"{path}: holds only the {info.direction} generator, but --direction {requested} was asked for"
+        )
+
+
+def _load_torchscript(path: Path, device: torch.device) -> tuple[nn.Module, ModelInfo]:
+    extra = {TORCHSCRIPT_EXTRA: ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated but still works
+            module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    except Exception as e:  # noqa: BLE001 - torch.jit raises RuntimeError and others for foreign files
+        raise CheckpointError(f"{path}: not a loadable TorchScript file ({type(e).__name__})") from None
+    if not extra[TORCHSCRIPT_EXTRA]:
+        raise CheckpointError(f"{path}: TorchScript file without cyclegan metadata; export it with cyclegan export")
+    return module.eval(), ModelInfo.from_json(extra[TORCHSCRIPT_EXTRA], where=path)
+
+
+def _load_safetensors_file(path: Path, device: torch.device) -> tuple[nn.Module, ModelInfo]:
+    from safetensors import SafetensorError, safe_open
+
+    from cyclegan.networks import build_generator
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: corrupt weights file ({e})") from None
+    if METADATA_KEY not in meta:
+        # A generator file taken out of a checkpoint: its config sits next to it and its name says
+        # which direction it translates.
+        directions = {v: k for k, v in GENERATOR_FOR_DIRECTION.items()}
+        directions |= {f"{v}_ema": k for k, v in GENERATOR_FOR_DIRECTION.items()}  # moving averages
+        if path.stem not in directions or not (path.parent / "config.json").is_file():
+            raise CheckpointError(
+                f"{path}: no cyclegan metadata and no config.json next to it; export it with cyclegan export"
+            )
+        from cyclegan.checkpoint import load_checkpoint_config
+
+        cfg = load_checkpoint_config(path.parent)
+        net = build_generator(cfg.model.generator)
+        info = ModelInfo(direction=directions[path.stem], size_multiple=int(net.size_multiple), config=cfg)
+    else:
+        info = ModelInfo.from_json(meta[METADATA_KEY], where=path)
+        if info.config is None:
+            raise CheckpointError(f"{path}: metadata has no config; cannot rebuild the generator")
+        net = build_generator(info.config.model.generator)
+    load_into(net, path.parent, path.stem)
+    return net.to(device).eval(), info
+
+
+def load_any_generator(
+    path: str | Path, *, direction: str | None = None, device: str | torch.device = "cpu"
+) -> LoadedGenerator:
+    """Rebuild one generator from whatever ``path`` is.
+
+    A run directory (its ``checkpoints/latest``) or checkpoint directory: ``direction`` picks G_A
+    (a2b, the default) or G_B. An exported generator (safetensors folder or file, ``.onnx``,
+    TorchScript ``.pt``) translates one fixed direction; asking for the other one is an error.
+    ``device`` is a torch device; for ONNX the strings "auto"/"cpu"/"cuda" choose the provider.
+    """
+    path = Path(path)
+    if direction is not None and direction not in GENERATOR_FOR_DIRECTION:
+        raise CheckpointError(f"direction {direction!r}: choose from a2b, b2a")
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such run, checkpoint or model file")
+    if path.is_dir():
+        if (path / EXPORTED_WEIGHTS).is_file():
+            net, info = _load_safetensors_file(path / EXPORTED_WEIGHTS, torch.device(device))
+            _single_direction(info, direction, path)
+            return LoadedGenerator(model=net, info=info, kind="safetensors", path=path)
+        ckpt = resolve_checkpoint(path)
+        net, cfg = load_generator(ckpt, direction=direction or "a2b", device=device)
+        info = ModelInfo(direction=direction or "a2b", size_multiple=int(net.size_multiple), config=cfg)
+        return LoadedGenerator(model=net, info=info, kind="checkpoint", path=ckpt)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        runner = OnnxGenerator(path=path, device=str(device))
+        meta = runner.metadata()
+        if METADATA_KEY not in meta:
+            raise CheckpointError(f"{path}: ONNX model without cyclegan metadata; export it with cyclegan export")
+        info = ModelInfo.from_json(meta[METADATA_KEY], where=path)
+        _single_direction(info, direction, path)
+        return LoadedGenerator(model=runner, info=info, kind="onnx", path=path)
+    if suffix == ".safetensors":
+        net, info = _load_safetensors_file(path, torch.device(device))
+        _single_direction(info, direction, path)
+        return LoadedGenerator(model=net, info=info, kind="safetensors", path=path)
+    if suffix in TORCHSCRIPT_SUFFIXES:
+        net, info = _load_torchscript(path, torch.device(device))
+        _single_direction(info, direction, path)
+        return LoadedGenerator(model=net, info=info, kind="torchscript", path=path)
+    raise CheckpointError(
+        f"{path}: unknown model file type {suffix or '(none)'}; expected a run or checkpoint folder, "
+        ".onnx, .safetensors or TorchScript .pt"
+    )
+
+
+# --------------------------------------------------------------------------------------------- parity
+
+
+def parity_shapes(size_multiple: int) -> tuple[tuple[int, ...], ...]:
+    """Two input shapes that differ in batch, height and width (and from the export example)."""
+    m = size_multiple
+    h = -(-64 // m) * m
+    w = -(-96 // m) * m
+    return (1, 3, h, w), (2, 3, w + m, h)
+
+
+def max_abs_diff(
+    reference: nn.Module, candidate: Callable[[Tensor], Tensor], shapes, *, seed: int = 0
+) -> float:
+    """Largest |reference(x) - candidate(x)| over uniform random x in [-1, 1] of each shape."""
+    gen = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for shape in shapes:
+        x = torch.rand(shape, generator=gen) * 2 - 1  # [B, 3, H, W]
+        with torch.inference_mode():
+            expected = reference(x).float()
+            got = candidate(x).float()
+        if got.shape != expected.shape:
+            raise ExportError(f"exported model returned shape {list(got.shape)} for {list(shape)}, "
+                              f"PyTorch {list(expected.shape)}")
+        worst = max(worst, float((got - expected).abs().max()))
+    return worst
+
+
+def _check(diff: float, path: Path, fmt: str) -> None:
+    if not diff <= PARITY_TOLERANCE:  # also catches NaN
+        raise ExportError(
+            f"{path}: {fmt} export disagrees with PyTorch (max abs diff {diff:.3g} > {PARITY_TOLERANCE:g}); "
+            "nothing was written"
+        )
+
+
+# ----------------------------------------------------------------------------------------------- writers
+
+
+def _tmp_sibling(dest: Path) -> Path:
+    # Same folder so the final os.replace is a rename; hidden, so folder scans and globs skip it.
+    return dest.with_name(f".{dest.stem}.tmp-{uuid.uuid4().hex[:8]}{dest.suffix}")
+
+
+def _onnx_export(net: nn.Module, dest: Path, *, size_multiple: int, opset: int | None) -> str:
+    """Write ``net`` to ``dest`` as ONNX with dynamic batch/height/width; returns the exporter used."""
+    m = size_multiple
+    # Batch 2 and 2 multiples per side: torch.export specialises dimensions that are 1 in the example,
+    # and instance norm refuses a 1x1 bottleneck.
+    example = torch.rand(2, 3, 2 * m, 2 * m) * 2 - 1
+    kwargs: dict[str, Any] = {"input_names": ["image"], "output_names": ["translated"]}
+    if opset is not None:
+        kwargs["opset_version"] = opset
+    errors = []
+    try:
+        batch = torch.export.Dim("batch", min=1)
+        height = torch.export.Dim("height", min=2)
+        width = torch.export.Dim("width", min=2)
+        # The dynamo exporter prints progress on stdout; keep stdout for the command's own output.
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                net, (example,), None, dynamo=True, verbose=False,
+                dynamic_shapes=({0: batch, 2: m * height, 3: m * width},), **kwargs,
+            )
+        import onnx
+
+        onnx.save(program.model_proto, str(dest))
+        return "dynamo"
+    except Exception as e:  # noqa: BLE001 - fall back to the TorchScript-based exporter below
+        errors.append(f"dynamo: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+    try:
+        axes = {0: "batch", 2: "height", 3: "width"}
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                net, (example,), str(dest), dynamo=False,
+                dynamic_axes={"image": axes, "translated": axes}, **kwargs,
+            )
+        return "legacy"
+    except Exception as e:  # noqa: BLE001
+        errors.append(f"legacy: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+    raise ExportError(f"{dest}: ONNX export failed ({'; '.join(errors)})")
+
+
+def _write_onnx(net: nn.Module, tmp: Path, info: ModelInfo, opset: int | None) -> tuple[str, float, tuple]:
+    try:
+        import onnx
+    except ImportError:
+        raise ExportError("ONNX export needs onnx and onnxruntime (pip install 'cyclegan[onnx]')") from None
+    exporter = _onnx_export(net, tmp, size_multiple=info.size_multiple, opset=opset)
+    model = onnx.load(str(tmp))
+    onnx.helper.set_model_props(model, {METADATA_KEY: info.to_json()})
+    model.doc_string = (
+        f"cyclegan {info.direction} generator: float image [batch, 3, height, width] in [-1, 1] -> same; "
+        f"height and width multiples of {info.size_multiple}"
+    )
+    onnx.save(model, str(tmp))
+    shapes = parity_shapes(info.size_multiple)
+    diff = max_abs_diff(net, OnnxGenerator(path=tmp, device="cpu"), shapes)
+    return exporter, diff, shapes
+
+
+def _write_torchscript(net: nn.Module, tmp: Path, info: ModelInfo) -> tuple[str, float, tuple]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated but still supported
+        # The trace records instance norm's size check as a constant; the parity check below runs
+        # other shapes, so a trace that did not generalise would fail there.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        try:
+            # Scripting keeps the module's control flow; tracing is the fallback for code it rejects.
+            scripted, how = torch.jit.script(net), "script"
+        except Exception:  # noqa: BLE001
+            m = info.size_multiple
+            scripted, how = torch.jit.trace(net, torch.rand(1, 3, 2 * m, 2 * m) * 2 - 1), "trace"
+        torch.jit.save(scripted, str(tmp), _extra_files={TORCHSCRIPT_EXTRA: info.to_json()})
+        loaded = torch.jit.load(str(tmp), map_location="cpu")
+    shapes = parity_shapes(info.size_multiple)
+    return how, max_abs_diff(net, loaded.eval(), shapes), shapes
+
+
+def _write_safetensors(net: nn.Module, tmp: Path, info: ModelInfo) -> tuple[str, float, tuple]:
+    from safetensors.torch import save_file
+
+    tmp.mkdir()
+    weights = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
+    save_file(weights, str(tmp / EXPORTED_WEIGHTS), metadata={METADATA_KEY: info.to_json()})
+    assert info.config is not None
+    (tmp / "config.json").write_text(info.config.to_json(), encoding="utf-8")
+    loaded, _ = _load_safetensors_file(tmp / EXPORTED_WEIGHTS, torch.device("cpu"))
+    shapes = parity_shapes(info.size_multiple)
+    return "safetensors", max_abs_diff(net, loaded, shapes), shapes
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _check_destination(dest: Path, fmt: str, source: Path | None, overwrite: bool) -> None:
+    if source is not None:
+        src, target = source.resolve(), dest.resolve()
+        if target == src or src in target.parents or target in src.parents:
+            raise ExportError(f"{dest}: would overwrite the model it is exported from; choose another --out")
+    if not dest.exists() and not dest.is_symlink():
+        return
+    if not overwrite:
+        raise ExportError(f"{dest}: already exists; pass --overwrite to replace it")
+    if fmt == "safetensors":
+        # Replacing a folder is only safe if it is one of our exports; never delete a user's folder.
+        if not dest.is_dir() or {p.name for p in dest.iterdir()} - {EXPORTED_WEIGHTS, "config.json"}:
+            raise ExportError(f"{dest}: exists and is not a cyclegan safetensors export; refusing to replace it")
+    elif dest.is_dir():
+        raise ExportError(f"{dest}: is a folder; give a file name for the {fmt} export")
+
+
+def export_generator(
+    source: str | Path,
+    *,
+    fmt: str,
+    out: str | Path,
+    direction: str = "a2b",
+    overwrite: bool = False,
+    opset: int | None = None,
+) -> ExportResult:
+    """Export one generator of ``source`` (run/checkpoint folder or an exported model) as ``fmt``.
+
+    The exported model is run on random inputs and compared with the PyTorch generator; above
+    ``PARITY_TOLERANCE`` this raises ExportError and nothing is written.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ExportError(f"--format {fmt!r}: choose from {', '.join(EXPORT_FORMATS)}")
+    loaded = load_any_generator(source, direction=direction, device="cpu")
+    if not isinstance(loaded.model, nn.Module) or loaded.kind == "torchscript":
+        raise ExportError(f"{source}: export needs the PyTorch weights (a run, checkpoint or safetensors export)")
+    return export_module(
+        loaded.model, fmt=fmt, out=out, info=loaded.info, overwrite=overwrite, opset=opset, source=loaded.path
+    )
+
+
+def export_module(
+    net: nn.Module,
+    *,
+    fmt: str,
+    out: str | Path,
+    info: ModelInfo,
+    overwrite: bool = False,
+    opset: int | None = None,
+    source: Path | None = None,
+) -> ExportResult:
+    """Export an eager generator module as ``fmt`` to ``out``, check it, and rename it into place.
+
+    ``info`` is recorded in the file (safetensors needs ``info.config`` to be rebuildable);
+    ``source``, when given, is protected from being overwritten.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ExportError(f"--format {fmt!r}: choose from {', '.join(EXPORT_FORMATS)}")
+    if fmt == "safetensors" and info.config is None:
+        raise ExportError(f"{out}: a safetensors export needs the model's config to be rebuildable")
+    dest = Path(out)
+    net = net.eval()
+    _check_destination(dest, fmt, source, overwrite)
+    info = ModelInfo(direction=info.direction, size_multiple=info.size_multiple, config=info.config, format=fmt)
+    if dest.parent != Path(""):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(dest)
+    try:
+        if fmt == "onnx":
+            exporter, diff, shapes = _write_onnx(net, tmp, info, opset)
+        elif fmt == "torchscript":
+            exporter, diff, shapes = _write_torchscript(net, tmp, info)
+        else:
+            exporter, diff, shapes = _write_safetensors(net, tmp, info)
+        _check(diff, dest, fmt)
+        if dest.is_dir():  # os.replace swaps files atomically but cannot replace a non-empty folder
+            _remove(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        _remove(tmp)
+        raise
+    return ExportResult(path=dest, format=fmt, exporter=exporter, max_abs_diff=diff, checked=tuple(shapes))

@@ -1,0 +1,120 @@
+"""``cyclegan serve``: load the models, bind the socket, run the app under uvicorn."""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import socket
+from collections.abc import Callable, Sequence
+
+from cyclegan.serve.errors import ServeError
+
+__all__ = ["bind_socket", "run_server"]
+
+
+def _require_extra() -> None:
+    # python-multipart is imported lazily by Starlette on the first upload; check it now instead.
+    # It is importable as python_multipart since 0.0.13 and as multipart before.
+    missing = [name for name, modules in (("fastapi", ["fastapi"]), ("uvicorn", ["uvicorn"]),
+                                          ("python-multipart", ["python_multipart", "multipart"]))
+               if not any(importlib.util.find_spec(m) for m in modules)]
+    if missing:
+        raise ServeError(f"serve needs {', '.join(missing)}; pip install 'cyclegan[serve]'")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (port 0: any free one), or a one-line ServeError."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise ServeError(f"--host {host}: cannot resolve ({e.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    # The protocol number matters: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say
+    # IPPROTO_TCP, and with Nagle on every keep-alive response waits ~40 ms for a delayed ACK.
+    sock = socket.socket(family, kind, proto or socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port} ({e.strerror or e}); is another server running?") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_server(
+    checkpoints: Sequence[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    device: str = "auto",
+    precision: str = "fp32",
+    tile: str = "auto",
+    max_upload_bytes: int | None = None,
+    max_pixels: int | None = None,
+    queue_size: int | None = None,
+    workers: int = 1,
+    threads: int = 0,
+    cors_origins: Sequence[str] = (),
+    echo: Callable[[str], None] = print,
+) -> None:
+    """Load ``checkpoints`` (``path`` or ``name=path``) once, then serve until Ctrl-C."""
+    _require_extra()
+    import uvicorn
+
+    from cyclegan.serve.app import (
+        DEFAULT_MAX_PIXELS,
+        DEFAULT_MAX_UPLOAD_BYTES,
+        DEFAULT_QUEUE_SIZE,
+        create_app,
+    )
+    from cyclegan.serve.models import load_models
+
+    if port < 0 or port > 65535:
+        raise ServeError(f"--port {port}: expected 0..65535")
+    if workers < 1:
+        raise ServeError(f"--workers must be >= 1, got {workers}")
+    if threads < 0:
+        raise ServeError(f"--threads must be >= 0, got {threads}")
+    if queue_size is not None and queue_size < 0:
+        raise ServeError(f"--queue-size must be >= 0, got {queue_size}")
+    if max_upload_bytes is not None and max_upload_bytes < 1:
+        raise ServeError("--max-upload-mb must be positive")
+    if max_pixels is not None and max_pixels < 1:
+        raise ServeError("--max-megapixels must be positive")
+    # Bind before loading models, so a busy port fails in a second rather than after the loading.
+    sock = bind_socket(host, port)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)  # model loading; the workers set it for themselves
+    try:
+        models = load_models(checkpoints, device=device, precision=precision, tile=tile, echo=echo)
+        app = create_app(
+            models,
+            max_upload_bytes=max_upload_bytes or DEFAULT_MAX_UPLOAD_BYTES,
+            max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+            queue_size=DEFAULT_QUEUE_SIZE if queue_size is None else queue_size,
+            workers=workers,
+            threads=threads or None,
+            cors_origins=list(cors_origins) or None,
+        )
+        bound_host, bound_port = sock.getsockname()[:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        echo(f"serving {', '.join(models)} on http://{shown}:{bound_port}  (Ctrl-C stops)")
+        if not _is_loopback(host):
+            echo(f"warning: {host} is reachable from other machines and the API has no authentication")
+        config = uvicorn.Config(app, log_level="info", access_log=False, timeout_graceful_shutdown=5)
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()

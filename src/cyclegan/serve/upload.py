@@ -1,0 +1,116 @@
+"""Uploads: read the multipart body within a byte limit, then sniff and decode it within a pixel limit.
+
+Neither the file name nor the Content-Type the client sends is trusted: the bytes decide whether
+something is an image (Pillow identifies it from its content, restricted to the formats below), and
+no part of an upload ever becomes a filesystem path.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+
+from cyclegan.serve.errors import ApiError
+
+__all__ = ["ACCEPTED_FORMATS", "FIELD", "decode_upload", "read_upload"]
+
+FIELD = "image"
+
+# The formats `cyclegan translate` reads (image.IMAGE_EXTENSIONS). Pillow would otherwise also try
+# every other plugin it has, EPS (Ghostscript) among them, on whatever bytes arrive.
+ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
+
+# Room for the multipart boundaries and part headers around the file itself.
+_MULTIPART_OVERHEAD = 64 * 1024
+
+Message = MutableMapping[str, Any]
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.3g} MB"
+
+
+def _too_large(max_bytes: int) -> ApiError:
+    return ApiError(413, f"upload too large: the limit is {_mb(max_bytes)}")
+
+
+def _limited(receive: Callable[[], Awaitable[Message]], limit: int) -> Callable[[], Awaitable[Message]]:
+    """Wrap an ASGI receive so the body is refused as soon as it passes ``limit`` bytes.
+
+    Content-Length can be absent (chunked uploads) or wrong, so counting what actually arrives is
+    the only check that bounds memory.
+    """
+    seen = 0
+
+    async def receive_limited() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message.get("type") == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _too_large(limit - _MULTIPART_OVERHEAD)
+        return message
+
+    return receive_limited
+
+
+async def read_upload(request: Request, *, max_bytes: int) -> bytes:
+    """The bytes of the multipart field ``image``, at most ``max_bytes`` of them (else 413)."""
+    body_limit = max_bytes + _MULTIPART_OVERHEAD
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > body_limit:
+        raise _too_large(max_bytes)  # refused before a byte of the body is read
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise ApiError(415, f"send the image as multipart/form-data in a field named {FIELD!r}")
+    limited = Request(request.scope, _limited(request.receive, body_limit))
+    # One file and a handful of fields: anything more is not a request this API understands.
+    async with limited.form(max_files=1, max_fields=8) as form:
+        upload = form.get(FIELD)
+        if not isinstance(upload, UploadFile):
+            raise ApiError(422, f"missing file field {FIELD!r} in the multipart form")
+        data = await upload.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise _too_large(max_bytes)
+    if not data:
+        raise ApiError(415, "the uploaded file is empty")
+    return data
+
+
+def decode_upload(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Uploaded bytes -> a fully decoded PIL image; 415 for non-images, 413 over ``max_pixels``.
+
+    The pixel count is read from the header and checked before any pixel is decoded, so a small file
+    that claims to be a huge image (a decompression bomb) costs nothing. Pillow's own global limit
+    (``Image.MAX_IMAGE_PIXELS``) is enforced as an error too, not just the warning it gives by default.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+            width, height = img.size
+            if width * height > max_pixels:
+                raise ApiError(
+                    413, f"image too large: {width}x{height} is {width * height} pixels, the limit is {max_pixels}"
+                )
+            img.load()
+    except ApiError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ApiError(413, f"image too large: over Pillow's limit of {Image.MAX_IMAGE_PIXELS} pixels "
+                            "(refusing a possible decompression bomb)") from None
+    except UnidentifiedImageError:
+        names = ", ".join(f.lower() for f in ACCEPTED_FORMATS)
+        raise ApiError(415, f"not a supported image: send {names}") from None
+    except MemoryError:
+        raise ApiError(413, "image too large: not enough memory to decode it") from None
+    except Exception as exc:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ValueError, zlib.error...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ApiError(415, f"cannot decode the image ({reason})") from None
+    return img

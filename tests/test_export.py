@@ -1,0 +1,157 @@
+"""Export: ONNX (dynamic shapes, checked with ONNX Runtime), TorchScript, plain safetensors; reading them back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from cyclegan import export as export_mod
+from cyclegan.checkpoint import save_checkpoint
+from cyclegan.cli import main
+from cyclegan.config import build_config
+from cyclegan.errors import CheckpointError, ExportError
+from cyclegan.export import PARITY_TOLERANCE, export_generator, load_any_generator
+from cyclegan.synthetic import make_scene
+from cyclegan.training import build_models
+from cyclegan.translate import Translator
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    cfg = build_config(preset="tiny", overrides={"train.device": "cpu", "train.seed": 5})
+    models = build_models(cfg, torch.device("cpu"))
+    save_checkpoint(run / "checkpoints" / "latest", config=cfg, networks=models.networks())
+    return run
+
+
+@pytest.fixture(scope="module")
+def onnx_file(run_dir, tmp_path_factory) -> Path:
+    pytest.importorskip("onnxruntime")
+    out = tmp_path_factory.mktemp("onnx") / "tiny_b2a.onnx"
+    r = CliRunner().invoke(main, ["export", "--checkpoint", str(run_dir), "--direction", "b2a",
+                                  "--format", "onnx", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "max abs diff vs PyTorch" in r.output
+    return out
+
+
+def _open(path: Path) -> Image.Image:
+    with Image.open(path) as img:
+        img.load()
+        return img
+
+
+def _photo(w: int, h: int, seed: int = 0) -> Image.Image:
+    return Image.fromarray(make_scene(np.random.default_rng(seed), max(w, h), "photo")[:h, :w])
+
+
+def _reference(run_dir: Path, direction: str) -> Translator:
+    return Translator.from_checkpoint(run_dir, direction=direction, device="cpu")
+
+
+def test_onnx_has_dynamic_batch_height_width_and_metadata(onnx_file):
+    import onnx
+
+    model = onnx.load(str(onnx_file))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param != "" for d in dims] == [True, False, True, True]  # batch, 3, height, width
+    meta = json.loads({p.key: p.value for p in model.metadata_props}["cyclegan"])
+    assert meta["direction"] == "b2a" and meta["size_multiple"] == 4
+    assert meta["config"]["model"]["generator"]["ngf"] == 8
+
+
+def test_onnx_translator_matches_pytorch(run_dir, onnx_file):
+    onnx_t = Translator.from_checkpoint(onnx_file, device="cpu")
+    assert onnx_t.direction == "b2a"
+    torch_t = _reference(run_dir, "b2a")
+    imgs = [_photo(45, 31), _photo(45, 31, seed=1), _photo(64, 20, seed=2)]  # odd sizes, batch of two
+    for a, b in zip(onnx_t(imgs), torch_t(imgs)):
+        assert a.size == b.size
+        assert np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max() <= 1
+    # Tiling runs through the same code for ONNX (per-tile statistics there, so only shape checked).
+    tiled = Translator.from_checkpoint(onnx_file, device="cpu", tile=32)
+    assert tiled(_photo(70, 50)).size == (70, 50)
+    with pytest.raises(CheckpointError, match="only the b2a generator"):
+        Translator.from_checkpoint(onnx_file, direction="a2b", device="cpu")
+
+
+def test_cli_translate_with_onnx_model(onnx_file, tmp_path):
+    _photo(33, 17).save(tmp_path / "p.png")
+    r = CliRunner().invoke(main, ["translate", "--model", str(onnx_file), str(tmp_path / "p.png"),
+                                  "--out", str(tmp_path / "out"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert _open(tmp_path / "out" / "p.png").size == (33, 17)
+    r = CliRunner().invoke(main, ["translate", "--model", str(onnx_file), str(tmp_path / "p.png"),
+                                  "--out", str(tmp_path / "out2"), "--precision", "bf16"])
+    assert r.exit_code == 1 and "fp32" in r.output
+
+
+def test_torchscript_parity(run_dir, tmp_path):
+    result = export_generator(run_dir, fmt="torchscript", out=tmp_path / "g.pt")
+    assert result.max_abs_diff <= PARITY_TOLERANCE and (tmp_path / "g.pt").is_file()
+    ts = Translator.from_checkpoint(tmp_path / "g.pt", device="cpu")
+    img = _photo(50, 27)
+    a, b = np.asarray(ts(img), dtype=int), np.asarray(_reference(run_dir, "a2b")(img), dtype=int)
+    assert np.abs(a - b).max() <= 1
+
+
+def test_safetensors_export_folder_and_file(run_dir, tmp_path):
+    out = tmp_path / "shared_model"
+    r = CliRunner().invoke(main, ["export", "--checkpoint", str(run_dir), "--format", "safetensors",
+                                  "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "generator.safetensors"]
+    img = _photo(41, 23)
+    ref = np.asarray(_reference(run_dir, "a2b")(img))
+    for source in (out, out / "generator.safetensors"):
+        got = np.asarray(Translator.from_checkpoint(source, device="cpu")(img))
+        assert np.array_equal(got, ref)
+    # Exports of exports work too (safetensors -> TorchScript), and a generator file taken straight
+    # out of a checkpoint folder is readable through the config.json next to it.
+    export_generator(out, fmt="torchscript", out=tmp_path / "again.pt")
+    loaded = load_any_generator(run_dir / "checkpoints" / "latest" / "G_B.safetensors")
+    assert loaded.info.direction == "b2a"
+
+
+def test_existing_outputs_are_not_replaced_without_overwrite(run_dir, tmp_path):
+    target = tmp_path / "g.pt"
+    target.write_bytes(b"precious")
+    with pytest.raises(ExportError, match="already exists"):
+        export_generator(run_dir, fmt="torchscript", out=target)
+    assert target.read_bytes() == b"precious"
+    export_generator(run_dir, fmt="torchscript", out=target, overwrite=True)
+    assert target.read_bytes() != b"precious"
+
+    folder = tmp_path / "documents"
+    folder.mkdir()
+    (folder / "thesis.txt").write_text("do not delete")
+    with pytest.raises(ExportError, match="not a cyclegan safetensors export"):
+        export_generator(run_dir, fmt="safetensors", out=folder, overwrite=True)
+    assert (folder / "thesis.txt").is_file()
+    with pytest.raises(ExportError, match="would overwrite"):
+        export_generator(run_dir, fmt="safetensors", out=run_dir, overwrite=True)
+
+
+def test_mismatch_fails_loudly_and_writes_nothing(run_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(export_mod, "max_abs_diff", lambda *a, **k: 0.05)
+    r = CliRunner().invoke(main, ["export", "--checkpoint", str(run_dir), "--format", "torchscript",
+                                  "--out", str(tmp_path / "bad.pt")])
+    assert r.exit_code == 1
+    assert "disagrees with PyTorch (max abs diff 0.05 > 0.001)" in r.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unusable_model_files_are_reported(tmp_path):
+    (tmp_path / "x.onnx").write_bytes(b"garbage")
+    (tmp_path / "x.bin").write_bytes(b"garbage")
+    for name, match in (("x.onnx", "not a loadable ONNX model"), ("x.bin", "unknown model file type"),
+                        ("missing", "no such run")):
+        with pytest.raises(CheckpointError, match=match):
+            load_any_generator(tmp_path / name)

@@ -1,0 +1,472 @@
+"""Translation: exact sizes, padding, tiling (equivalence and seams), alpha/grayscale, Python API, CLI, video.
+
+Every model here is a tiny randomly initialised generator made in the test; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from cyclegan.checkpoint import save_checkpoint
+from cyclegan.cli import main
+from cyclegan.config import build_config
+from cyclegan.errors import CheckpointError, TranslateError
+from cyclegan.networks import build_generator
+from cyclegan.synthetic import make_bad_files, make_odd_images, make_scene
+from cyclegan.training import build_models
+from cyclegan.translate import (
+    Translator,
+    blend_weights,
+    pad_to_multiple,
+    parse_bytes,
+    parse_size,
+    parse_tile,
+    tile_starts,
+)
+
+# ------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A run folder holding checkpoints/latest of the tiny recipe, randomly initialised."""
+    run = tmp_path_factory.mktemp("run")
+    cfg = build_config(preset="tiny", overrides={"train.device": "cpu", "train.seed": 3})
+    models = build_models(cfg, torch.device("cpu"))
+    save_checkpoint(run / "checkpoints" / "latest", config=cfg, networks=models.networks())
+    return run
+
+
+@pytest.fixture(scope="module")
+def translator(run_dir) -> Translator:
+    return Translator.from_checkpoint(run_dir, device="cpu")
+
+
+def _generator(norm: str) -> tuple[torch.nn.Module, object]:
+    # Kaiming init gives a random generator real spatial structure (the default N(0, 0.02) init of a
+    # norm-free net outputs an almost constant image, which would make any tiling test vacuous).
+    cfg = build_config(preset="tiny", sets=[f"model.generator.norm={norm}", "model.init=kaiming"])
+    torch.manual_seed(0)
+    return build_generator(cfg.model.generator, init=cfg.model.init).eval(), cfg
+
+
+def _scene(h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """A natural-looking uint8 image [1, 3, h, w] (gradients, shapes, noise)."""
+    arr = make_scene(np.random.default_rng(seed), max(h, w, 8), "photo")[:h, :w]
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None].contiguous()
+
+
+def _open(path) -> Image.Image:
+    with Image.open(path) as img:
+        img.load()
+        return img
+
+
+def _photo(w: int, h: int, seed: int = 0) -> Image.Image:
+    return Image.fromarray(make_scene(np.random.default_rng(seed), max(w, h, 8), "photo")[:h, :w])
+
+
+def _cli(*args, input=None):
+    return CliRunner().invoke(main, [str(a) for a in args], input=input)
+
+
+# ------------------------------------------------------------------------------------ pure helpers
+
+
+def test_parsers():
+    assert parse_tile("auto") == "auto" and parse_tile("OFF") == "off" and parse_tile("256") == 256
+    assert parse_size("512") == (512, 512) and parse_size("640x480") == (640, 480)
+    assert parse_bytes("2G") == 2 * 2**30 and parse_bytes("512M") == 512 * 2**20
+    for bad, fn in (("huge", parse_tile), ("8", parse_tile), ("12y", parse_size), ("lots", parse_bytes)):
+        with pytest.raises(TranslateError):
+            fn(bad)
+
+
+@pytest.mark.parametrize("h, w, m", [(333, 517, 4), (5, 3, 4), (1, 1, 4), (2, 7, 256), (64, 64, 4)])
+def test_pad_to_multiple_reflects_and_crops_back(h, w, m):
+    x = torch.rand(2, 3, h, w)
+    y, (top, left) = pad_to_multiple(x, m)
+    assert y.shape[-2] % m == 0 and y.shape[-1] % m == 0
+    assert y.shape[-2] - h < m and y.shape[-1] - w < m
+    assert torch.equal(y[..., top : top + h, left : left + w], x)
+    if h > 2 and w > 2 and left:
+        # Reflection, not zeros: the column left of the image mirrors the image's second column.
+        assert torch.equal(y[..., top : top + h, left - 1], x[..., 1])
+
+
+def test_tile_layout_covers_and_weights_sum_to_one():
+    for length, tile, overlap in ((300, 96, 24), (516, 128, 32), (96, 96, 24), (132, 64, 16), (200, 96, 32)):
+        starts = tile_starts(length, tile, overlap, 4)
+        assert starts[0] == 0 and starts[-1] + min(tile, length) == length
+        assert all(s % 4 == 0 for s in starts)
+        assert all(b - a <= tile - overlap + 3 for a, b in itertools.pairwise(starts))  # overlap kept
+        total = torch.zeros(length)
+        for s, w in zip(starts, blend_weights(starts, min(tile, length))):
+            total[s : s + len(w)] += w
+        torch.testing.assert_close(total, torch.ones(length))
+
+
+# ------------------------------------------------------------------------------------------ sizes
+
+
+@pytest.mark.parametrize("size", [(333, 517), (517, 333), (1, 1), (7, 3), (64, 48)])
+def test_output_has_input_size(translator, size):
+    out = translator(_photo(*size))
+    assert isinstance(out, Image.Image) and out.size == size and out.mode == "RGB"
+
+
+def test_max_side_and_size_resize_first(run_dir):
+    t = Translator.from_checkpoint(run_dir, device="cpu", max_side=100)
+    assert t(_photo(300, 150)).size == (100, 50)
+    assert t(_photo(60, 30)).size == (60, 30)  # never upscaled
+    forced = Translator.from_checkpoint(run_dir, device="cpu", size="64x40")
+    assert forced(_photo(300, 150)).size == (64, 40)
+
+
+# ----------------------------------------------------------------------------------------- tiling
+
+
+def _tile_edges(translator: Translator, length: int, tile: int) -> tuple[list[int], list[int]]:
+    """Tile starts along one axis, and the positions where a tile starts or ends inside the image."""
+    starts = tile_starts(length, tile, translator._overlap(tile), translator.size_multiple)
+    edges = {s for s in starts if s > 0} | {s + tile for s in starts if s + tile < length}
+    return starts, sorted(edges)
+
+
+def _exact_mask(starts: list[int], tile: int, length: int, radius: int) -> torch.Tensor:
+    """Positions where every tile covering them is at least ``radius`` from that tile's inner edges."""
+    ok = torch.ones(length, dtype=torch.bool)
+    for s in starts:
+        e = min(s + tile, length)
+        lo = s + radius if s > 0 else s
+        hi = e - radius if e < length else e
+        covered = torch.zeros(length, dtype=torch.bool)
+        covered[s:e] = True
+        core = torch.zeros(length, dtype=torch.bool)
+        core[lo:max(lo, hi)] = True
+        ok &= ~covered | core
+    return ok
+
+
+def test_tiled_equals_untiled_away_from_tile_borders_without_norm():
+    # Without normalisation an output pixel depends only on its receptive field (63 px for the tiny
+    # ResNet, radius 32), so a tile computes it exactly unless it lies within 32 px of an inner tile
+    # edge, where the tile sees its own reflection padding instead of the neighbouring pixels.
+    net, cfg = _generator("none")
+    x = _scene(200, 264)  # already multiples of 4: no image padding
+    full = Translator(model=net, device="cpu", tile="off", config=cfg).translate_tensor(x).float()
+    tiled_t = Translator(model=net, device="cpu", tile=128, tile_overlap=32, config=cfg)
+    tiled = tiled_t.translate_tensor(x).float()
+    assert tiled.shape == full.shape
+    diff = (tiled - full).abs()[0].amax(0)  # [H, W]
+
+    ys, rows = _tile_edges(tiled_t, 200, 128)
+    xs, cols = _tile_edges(tiled_t, 264, 128)
+    assert len(ys) == 2 and len(xs) == 3
+    far = _exact_mask(ys, 128, 200, 32)[:, None] & _exact_mask(xs, 128, 264, 32)[None, :]
+    assert far.sum() > 5000
+    assert diff[far].max() <= 1  # identical up to 8-bit rounding of float summation order
+    # Near the seams the blend of two slightly wrong tiles stays close to the untiled output.
+    assert diff.mean() < 0.5 and diff.max() <= 12
+
+    # No step at the seams: the tiled image's pixel-to-pixel change across every tile edge stays
+    # within 3 levels of the untiled image's change at the same place.
+    gx_t, gx_f = tiled[0, :, :, 1:] - tiled[0, :, :, :-1], full[0, :, :, 1:] - full[0, :, :, :-1]
+    gy_t, gy_f = tiled[0, :, 1:, :] - tiled[0, :, :-1, :], full[0, :, 1:, :] - full[0, :, :-1, :]
+    for c in cols:
+        assert (gx_t[:, :, c - 1] - gx_f[:, :, c - 1]).abs().max() <= 3
+    for r in rows:
+        assert (gy_t[:, r - 1, :] - gy_f[:, r - 1, :]).abs().max() <= 3
+
+
+def test_tiled_instance_norm_shares_whole_image_statistics():
+    # Instance norm normalises by image statistics, so a tile alone would get its own colour cast.
+    # The translator records the whole image's statistics and gives them to every tile; what remains
+    # is the receptive-field effect of the test above, amplified by a random (untrained) net whose
+    # instance norms blow small differences up. Hence a looser bound, and the comparison with the
+    # naive per-tile statistics shows what the sharing buys.
+    net, cfg = _generator("instance")
+    x = _scene(192, 192, seed=1)
+    full = Translator(model=net, device="cpu", tile="off", config=cfg).translate_tensor(x).float()
+    shared_t = Translator(model=net, device="cpu", tile=128, tile_overlap=64, config=cfg)
+    shared = shared_t.translate_tensor(x).float()
+    shared_t._norms = []  # what ONNX/TorchScript models get: per-tile statistics
+    naive = shared_t.translate_tensor(x).float()
+    err_shared, err_naive = (shared - full).abs().mean(), (naive - full).abs().mean()
+    assert err_shared < 1.0
+    assert err_shared * 5 < err_naive
+
+
+def test_instance_norm_seam_in_flat_region_has_no_step():
+    # A flat grey region crossing a tile border next to a busy one: per-tile statistics would shift
+    # the flat region's colour in one tile; shared statistics keep it continuous.
+    net, cfg = _generator("instance")
+    x = torch.full((1, 3, 128, 256), 120, dtype=torch.uint8)
+    x[..., :, 160:] = _scene(128, 96, seed=2)
+    t = Translator(model=net, device="cpu", tile=128, tile_overlap=32, config=cfg)  # tiles at x = 0, 64, 128
+    y = t.translate_tensor(x).float()[0]
+    full = Translator(model=net, device="cpu", tile="off", config=cfg).translate_tensor(x).float()[0]
+    t._norms = []
+    naive = t.translate_tensor(x).float()[0]
+    region = (slice(None), slice(8, 120), slice(8, 150))  # the flat area, across two tile edges
+
+    def step(img: torch.Tensor) -> torch.Tensor:
+        # Change from pixel to pixel beyond what the untiled output has there (a random transposed
+        # conv paints a fixed fine texture even on a flat input, so raw differences are not zero).
+        g, g_full = img[:, :, 1:] - img[:, :, :-1], full[:, :, 1:] - full[:, :, :-1]
+        return (g - g_full)[:, 8:120, 8:149].abs().max()
+
+    assert (y - full)[region].abs().max() <= 4
+    assert step(y) <= 3
+    assert (naive - full)[region].abs().max() > 40  # what per-tile statistics would have done
+
+
+def test_auto_tiling_under_small_memory_budget(monkeypatch):
+    net, cfg = _generator("none")
+    x = _scene(160, 200)
+    full = Translator(model=net, device="cpu", tile="off", config=cfg).translate_tensor(x)
+    small = Translator(model=net, device="cpu", tile="auto", memory_budget=96 * 96 * 4, bytes_per_pixel=4,
+                       config=cfg)
+    used = []
+    original = small._forward_tiled
+    monkeypatch.setattr(small, "_forward_tiled", lambda t, tile: used.append(tile) or original(t, tile))
+    y = small.translate_tensor(x)
+    assert used and used[0] == 96
+    assert y.shape == full.shape
+    assert (y.float() - full.float()).abs().mean() < 1.0
+
+
+# ------------------------------------------------------------------------------- Python API inputs
+
+
+def test_alpha_is_reattached(translator):
+    rgba = np.zeros((30, 41, 4), dtype=np.uint8)
+    rgba[..., :3] = 200
+    rgba[5:20, 5:30, 3] = 255
+    rgba[20:, :, 3] = 90
+    out = translator(Image.fromarray(rgba, "RGBA"))
+    assert out.mode == "RGBA" and out.size == (41, 30)
+    assert np.array_equal(np.asarray(out)[..., 3], rgba[..., 3])
+    out_np = translator(rgba)
+    assert out_np.shape == (30, 41, 4) and np.array_equal(out_np[..., 3], rgba[..., 3])
+    assert np.array_equal(out_np[..., :3], np.asarray(out)[..., :3])
+
+
+def test_grayscale_in_rgb_out(translator):
+    gray = np.tile(np.linspace(0, 255, 37, dtype=np.float32), (23, 1)).astype(np.uint8)
+    out = translator(Image.fromarray(gray, "L"))
+    assert out.mode == "RGB" and out.size == (37, 23)
+    out_np = translator(gray)
+    assert out_np.shape == (23, 37, 3) and out_np.dtype == np.uint8
+    assert np.array_equal(out_np, np.asarray(out))
+
+
+def test_numpy_and_batches(translator):
+    a, b, c = (np.asarray(_photo(40, 24, seed=s)) for s in range(3))
+    single = [translator(img) for img in (a, b, c)]
+    batch = translator([a, b, c, np.asarray(_photo(17, 33))])
+    assert isinstance(batch, list) and len(batch) == 4
+    assert batch[3].shape == (33, 17, 3)
+    for one, many in zip(single, batch):
+        assert isinstance(many, np.ndarray) and many.shape == (24, 40, 3)
+        # Batched convolutions may sum in another order: allow one level of rounding.
+        assert np.abs(one.astype(int) - many.astype(int)).max() <= 1
+    pil = translator([Image.fromarray(a), Image.fromarray(b)])
+    assert all(isinstance(p, Image.Image) for p in pil)
+    with pytest.raises(TypeError):
+        translator(a.astype(np.float32))
+
+
+def test_directions_use_different_generators(run_dir):
+    img = _photo(32, 32)
+    a2b = np.asarray(Translator.from_checkpoint(run_dir, direction="a2b", device="cpu")(img))
+    b2a = np.asarray(Translator.from_checkpoint(run_dir, direction="b2a", device="cpu")(img))
+    assert not np.array_equal(a2b, b2a)
+    with pytest.raises(CheckpointError):
+        Translator.from_checkpoint(run_dir / "nothing-here")
+
+
+# -------------------------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    src = tmp_path / "photos"
+    (src / "sub").mkdir(parents=True)
+    _photo(40, 30).save(src / "a.jpg", quality=95)
+    _photo(40, 30, seed=1).save(src / "b.png")
+    _photo(33, 21, seed=2).save(src / "sub" / "c.png")
+    return src
+
+
+def test_cli_folder_mirrors_names_and_never_overwrites(run_dir, photos, tmp_path):
+    out = tmp_path / "out"
+    r = _cli("translate", "--checkpoint", run_dir, photos, "--out", out, "--recursive", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert "translated 3, skipped 0, failed 0" in r.output
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.*")) == ["a.jpg", "b.png", "sub/c.png"]
+    assert _open(out / "sub" / "c.png").size == (33, 21)
+
+    before = (out / "b.png").read_bytes()
+    (out / "b.png").write_bytes(b"mine")  # a file the user changed must survive a rerun
+    r = _cli("translate", "--checkpoint", run_dir, photos, "--out", out, "--recursive", "--quiet")
+    assert r.exit_code == 0 and "translated 0, skipped 3, failed 0" in r.output
+    assert (out / "b.png").read_bytes() == b"mine"
+    r = _cli("translate", "--checkpoint", run_dir, photos, "--out", out, "--recursive", "--overwrite", "--quiet")
+    assert r.exit_code == 0 and "translated 3, skipped 0" in r.output
+    assert (out / "b.png").read_bytes() == before
+
+    # An output folder inside the input folder is not read back as input on the next run.
+    inner = photos / "styled"
+    for _ in range(2):
+        r = _cli("translate", "--checkpoint", run_dir, photos, "--out", inner, "--recursive", "--quiet")
+        assert r.exit_code == 0, r.output
+    assert not (inner / "styled").exists() and "skipped 3" in r.output
+
+    # Without --recursive only the top level; --suffix and --format name the outputs.
+    r = _cli("translate", "--checkpoint", run_dir, photos, "--out", tmp_path / "flat", "--suffix", "_x",
+             "--format", "webp", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == ["a_x.webp", "b_x.webp"]
+
+
+def test_cli_refuses_to_overwrite_inputs(run_dir, photos):
+    r = _cli("translate", "--checkpoint", run_dir, photos / "b.png", photos / "a.jpg", "--out", photos,
+             "--overwrite", "--quiet")
+    assert r.exit_code == 1
+    assert "would overwrite an input file" in r.output
+    assert _open(photos / "b.png").size == (40, 30)  # still the original
+
+
+def test_cli_bad_files_fail_but_good_ones_are_written(run_dir, tmp_path):
+    src = tmp_path / "mixed"
+    make_bad_files(src)
+    odd = make_odd_images(tmp_path / "odd")
+    for name in ("rgba", "gray", "exif_rotated", "png16"):
+        (src / odd[name].name).write_bytes(odd[name].read_bytes())
+    out = tmp_path / "out"
+    r = _cli("translate", "--model", run_dir, src, tmp_path / "missing.png", "--out", out, "--quiet")
+    assert r.exit_code == 1
+    assert "translated 4, skipped 0, failed 5" in r.output
+    assert "truncated.png" in r.output and "missing.png: no such file or folder" in r.output
+    assert _open(out / "exif_rotated.jpg").size == (20, 40)  # EXIF orientation applied
+    assert _open(out / "rgba.png").mode == "RGBA"  # alpha kept
+    assert _open(out / "gray.png").mode == "RGB"  # grayscale in, RGB out
+    assert not any(p.name.startswith(".") for p in out.iterdir())  # no temp files left
+
+
+def test_cli_single_file_glob_and_stdin(run_dir, photos, tmp_path):
+    r = _cli("translate", "--checkpoint", run_dir, photos / "a.jpg", "--out", tmp_path / "one.png", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert _open(tmp_path / "one.png").size == (40, 30)
+
+    r = _cli("translate", "--checkpoint", run_dir, f"{photos}/*.png", "--out", tmp_path / "g", "--quiet")
+    assert r.exit_code == 0 and sorted(p.name for p in (tmp_path / "g").iterdir()) == ["b.png"]
+
+    r = _cli("translate", "--checkpoint", run_dir, "-", "--quiet", input=(photos / "b.png").read_bytes())
+    assert r.exit_code == 0, r.output
+    assert _open(io.BytesIO(r.stdout_bytes)).size == (40, 30)
+    r = _cli("translate", "--checkpoint", run_dir, photos / "a.jpg", "--out", "-", "--format", "jpg", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert _open(io.BytesIO(r.stdout_bytes)).format == "JPEG"
+    r = _cli("translate", "--checkpoint", run_dir, "-", "--quiet", input=b"not an image")
+    assert r.exit_code == 1 and "<stdin>" in r.output
+
+
+def test_cli_reports_bad_flags_in_one_line(run_dir, photos, tmp_path):
+    r = _cli("translate", "--checkpoint", run_dir, photos, "--out", tmp_path / "o", "--tile", "huge")
+    assert r.exit_code == 1 and r.output.strip().startswith("error: --tile")
+    r = _cli("translate", "--checkpoint", tmp_path / "nope", photos, "--out", tmp_path / "o")
+    assert r.exit_code == 1 and "nope" in r.output
+
+
+# ------------------------------------------------------------------------------------------ video
+
+
+def _make_video(path: Path, *, frames: int = 8, size=(64, 48), fps: int = 12, audio: bool = True) -> None:
+    av = pytest.importorskip("av")
+    w, h = size
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=fps)
+        v.width, v.height, v.pix_fmt = w, h, "yuv420p"
+        a = c.add_stream("aac", rate=16000) if audio else None  # every stream before the first packet
+        if a is not None:
+            a.layout = "mono"
+        for i in range(frames):
+            arr = np.asarray(_photo(w, h, seed=i % 2)).copy()
+            arr[: 4 * i + 4, :, 0] = 250  # changes every frame
+            for p in v.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+        if a is not None:
+            t = np.arange(int(16000 * frames / fps)) / 16000
+            frame = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None],
+                                               format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, 0
+            for p in list(a.encode(frame)) + list(a.encode(None)):
+                c.mux(p)
+
+
+def _probe(path: Path) -> dict:
+    import av
+
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        info = {"fps": v.average_rate, "size": (v.width, v.height),
+                "audio": [s.codec_context.name for s in c.streams.audio]}
+        info["frames"] = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    return info
+
+
+def test_video_same_frames_fps_size_and_audio(run_dir, tmp_path):
+    src = tmp_path / "clip.mp4"
+    _make_video(src)
+    r = _cli("translate", "--checkpoint", run_dir, src, "--out", tmp_path / "styled.mp4", "--quiet")
+    assert r.exit_code == 0, r.output
+    got, ref = _probe(tmp_path / "styled.mp4"), _probe(src)
+    assert len(got["frames"]) == len(ref["frames"]) == 8
+    assert got["fps"] == ref["fps"] == Fraction(12)
+    assert got["size"] == (64, 48)
+    assert got["audio"] == ["aac"]
+
+    r = _cli("translate", "--checkpoint", run_dir, src, "--out", tmp_path / "smooth.mp4",
+             "--temporal-smoothing", "0.6", "--quiet")
+    assert r.exit_code == 0, r.output
+    smooth = _probe(tmp_path / "smooth.mp4")["frames"]
+    assert len(smooth) == 8
+    # Smoothing damps the change from frame to frame.
+    def motion(frames):
+        return float(np.mean([np.abs(a.astype(int) - b.astype(int)).mean() for a, b in itertools.pairwise(frames)]))
+
+    assert motion(smooth) < motion(got["frames"])
+
+
+def test_video_folder_output_and_gif(run_dir, tmp_path):
+    av = pytest.importorskip("av")
+    src = tmp_path / "clips"
+    src.mkdir()
+    _make_video(src / "a.mp4", frames=3, audio=False)
+    with av.open(str(src / "b.gif"), "w") as c:
+        v = c.add_stream("gif", rate=10)
+        v.width, v.height, v.pix_fmt = 30, 20, "rgb8"
+        for i in range(4):
+            for p in v.encode(av.VideoFrame.from_ndarray(np.full((20, 30, 3), 60 * i, np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+    (src / "broken.mp4").write_bytes(b"\x00" * 100)
+    r = _cli("translate", "--checkpoint", run_dir, src, "--out", tmp_path / "o", "--quiet")
+    assert r.exit_code == 1, r.output
+    assert "translated 2, skipped 0, failed 1" in r.output and "broken.mp4" in r.output
+    assert len(_probe(tmp_path / "o" / "b.gif")["frames"]) == 4
+    assert _probe(tmp_path / "o" / "a.mp4")["size"] == (64, 48)
