@@ -53,6 +53,7 @@ class ResnetGenerator(nn.Module):
         super().__init__()
         # Two stride-2 convs down, two 2x upsamplings back up.
         self.size_multiple: int = 2**self.n_downsampling
+        self.checkpoint_blocks: bool = False  # see _checkpointed_blocks
         bias = uses_bias(norm)
 
         # Reflection padding rather than zero padding at the 7x7 convs avoids dark borders
@@ -113,17 +114,20 @@ class ResnetGenerator(nn.Module):
                 feats.append(h)  # with one block, the same activation twice keeps five layers
         return feats
 
-    # Gradient checkpointing of the residual blocks (train.grad_checkpointing): their activations
-    # are recomputed in the backward pass instead of stored, trading ~30% more compute for the
-    # memory that lets 512-1024px crops train on a 24 GB card.
-    checkpoint_blocks: bool = False
+    @torch.jit.unused
+    def _checkpointed_blocks(self, h):  # unannotated: TorchScript cannot resolve string annotations
+        # Gradient checkpointing of the residual blocks (train.grad_checkpointing): activations are
+        # recomputed in the backward pass instead of stored, trading ~30% more compute for the
+        # memory that lets 512-1024px crops train on a 24 GB card.
+        for block in self.transformer:
+            h = torch.utils.checkpoint.checkpoint(block, h, use_reentrant=False)
+        return h
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # [B, 3, H, W] -> [B, 3, H, W], H and W divisible by 4
         h = self.encoder(x)
         if self.checkpoint_blocks and self.training and torch.is_grad_enabled():
-            for block in self.transformer:
-                h = torch.utils.checkpoint.checkpoint(block, h, use_reentrant=False)
+            h = self._checkpointed_blocks(h)
         else:
             h = self.transformer(h)
         return self.decoder(h)
