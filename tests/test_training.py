@@ -236,3 +236,10 @@ def test_compiled_step_matches_eager(tiny_config):
     for eager, comp in zip(out[False], out[True]):
         for key in eager:
             assert comp[key].item() == pytest.approx(eager[key].item(), rel=1e-4, abs=1e-5), key
+
+
+def test_wall_clock_budget_stops_and_saves(tiny_config, tmp_path):
+    # A budget of ~0 minutes: the first iteration already exceeds it.
+    result = train(tiny_config(**{"train.max_minutes": 1e-9}), tmp_path / "r", progress=False)
+    assert result.status == "time_limit" and result.step == 1
+    assert (tmp_path / "r" / "checkpoints" / "latest" / "state.pt").is_file()

@@ -51,6 +51,7 @@ def main() -> None:
               help="Any config key, e.g. --set model.generator.n_blocks=6 (repeatable).")
 @click.option("--epochs", type=int, help="Total epochs.")
 @click.option("--max-steps", type=int, help="Stop after N iterations (smoke runs).")
+@click.option("--max-minutes", type=float, help="Stop and save after this much training time.")
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float, help="Initial learning rate of both Adam optimisers.")
 @click.option("--seed", type=int)
@@ -73,7 +74,7 @@ def main() -> None:
 @click.option("--eval-every", type=int, help="Score the test split every N epochs; keeps checkpoints/best.")
 def train(out, dataroot, data_a, data_b, preset, config_file, sets, epochs, max_steps, batch_size, lr, seed,
           num_workers, device, precision, channels_last, compile_, resume, overwrite, quiet, init_from,
-          init_nets, kind, ema_decay, diffaug, eval_every):
+          init_nets, kind, ema_decay, diffaug, eval_every, max_minutes):
     """Train a CycleGAN (or CUT / FastCUT) on two folders of unpaired images."""
     from cyclegan.training import resolve_run_config
     from cyclegan.training import train as run_training
@@ -85,6 +86,7 @@ def train(out, dataroot, data_a, data_b, preset, config_file, sets, epochs, max_
         "data.num_workers": num_workers,
         "train.epochs": epochs,
         "train.max_steps": max_steps,
+        "train.max_minutes": max_minutes,
         "train.batch_size": batch_size,
         "train.seed": seed,
         "train.device": device,

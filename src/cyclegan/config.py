@@ -144,6 +144,7 @@ class OptimConfig:
 class TrainConfig:
     epochs: int = 200
     max_steps: int = 0  # stop after this many iterations (0 = no limit); for smoke runs
+    max_minutes: float = 0.0  # stop (and save) after this much wall-clock training time (0 = no limit)
     batch_size: int = 1
     seed: int = 0
     device: str = "auto"
@@ -487,6 +488,7 @@ def validate(cfg: Config) -> None:
             "with lr_policy linear"
         )
     _at_least("train.max_steps", t.max_steps, 0)
+    _at_least("train.max_minutes", t.max_minutes, 0.0)
     _at_least("train.batch_size", t.batch_size, 1)
     _choice("train.device", t.device, DEVICES)
     _choice("train.precision", t.precision, PRECISIONS)

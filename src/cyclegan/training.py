@@ -440,6 +440,7 @@ def resolve_run_config(
         # --max-steps bounds one invocation (a smoke run, a time slice), not the run: a plain
         # --resume after `--max-steps N` continues to the configured epochs.
         base["train"]["max_steps"] = 0
+        base["train"]["max_minutes"] = 0.0
     # Data folders are stored absolute so a run resumes from any working directory.
     overrides = {
         key: (str(Path(value).expanduser().resolve()) if key in DATA_PATH_KEYS and value else value)
@@ -655,7 +656,7 @@ class TrainResult:
     run_dir: Path
     step: int
     epoch: int
-    status: str  # "finished" | "max_steps" | "interrupted"
+    status: str  # "finished" | "max_steps" | "time_limit" | "interrupted" | "aborted"
     last_log: dict = field(default_factory=dict)
 
 
@@ -818,6 +819,7 @@ def train(
                    file=sys.stderr)
 
     status = "finished"
+    started = time.monotonic()
     try:
         with StopFlag() as stop:
             while epoch <= tcfg.epochs and status == "finished":
@@ -853,6 +855,10 @@ def train(
                             snapshot("latest")
                         if tcfg.max_steps and global_step >= tcfg.max_steps:
                             status = "max_steps"
+                        # Wall-clock budget: ranks may disagree on time, so they agree at log steps.
+                        elif tcfg.max_minutes and (is_log_step or not info.enabled) and _past_budget(
+                                started, tcfg.max_minutes, info, device):
+                            status = "time_limit"
                         # Processes must stop at the same iteration; they agree at log steps.
                         if stop.requested if not info.enabled else (is_log_step and _any_process(stop, info, device)):
                             status = "interrupted"
@@ -889,6 +895,11 @@ def train(
             log.close()
         dist_env.shutdown(info, clean=status != "aborted")
     return TrainResult(run_dir=out, step=global_step, epoch=epoch, status=status, last_log=last_log)
+
+
+def _past_budget(started: float, minutes: float, info: DistInfo, device: torch.device) -> bool:
+    over = torch.tensor([1.0 if time.monotonic() - started >= 60.0 * minutes else 0.0], device=device)
+    return bool(dist_env.mean_over_processes(over, info).item() > 0)
 
 
 def _any_process(stop: StopFlag, info: DistInfo, device: torch.device) -> bool:
