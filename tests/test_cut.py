@@ -99,3 +99,21 @@ def test_each_new_preset_trains_resumes_translates_and_evaluates(tiny_dataroot, 
     result = evaluate_checkpoint(run, extractor=RandomFeatureExtractor(), device="cpu", out=tmp_path / "eval.json")
     assert "fid" in result["a2b"]
     assert ("b2a" in result) is (preset == "ghibli-small-data")  # CUT / FastCUT are one-sided
+
+
+def test_translate_uses_ema_unless_told_not_to(tiny_config, tmp_path):
+    import numpy as np
+
+    from cyclegan.translate import Translator
+
+    train(tiny_config(**{"train.ema_decay": 0.5, "train.max_steps": 4}), tmp_path / "r", progress=False)
+    photo = (np.arange(16 * 16 * 3) % 251).astype(np.uint8).reshape(16, 16, 3)
+    with_ema = Translator.from_checkpoint(tmp_path / "r", device="cpu")(photo)
+    raw = Translator.from_checkpoint(tmp_path / "r", device="cpu", ema=False)(photo)
+    g_ema, _ = ckpt_io.load_generator(tmp_path / "r")
+    from cyclegan.image import to_model_range, to_uint8
+
+    with torch.no_grad():
+        direct = to_uint8(g_ema(to_model_range(torch.from_numpy(photo).permute(2, 0, 1)[None])))[0]
+    assert not np.array_equal(with_ema, raw)
+    assert np.abs(with_ema.astype(int) - direct.permute(1, 2, 0).numpy().astype(int)).max() <= 1

@@ -258,17 +258,19 @@ def report_cmd(run, out, embed, smoothing, max_samples) -> None:
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
 @click.option("--temporal-smoothing", type=float, default=0.0, show_default=True, metavar="ALPHA",
               help="Video: blend each output frame with the previous one (0 = off, e.g. 0.5).")
+@click.option("--no-ema", is_flag=True, help="Use the trained weights, not the checkpoint's EMA generator.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def translate_cmd(ctx, inputs, model, out, direction, recursive, suffix, fmt, quality, overwrite, max_side, size,
-                  tile, tile_overlap, memory_budget, batch_size, device, precision, temporal_smoothing, quiet):
+                  tile, tile_overlap, memory_budget, batch_size, device, precision, temporal_smoothing, no_ema,
+                  quiet):
     """Translate images, folders, globs, videos or - (stdin) at their full size."""
     from cyclegan.translate import OutputOptions, Translator, parse_bytes, translate_paths
 
     translator = Translator.from_checkpoint(
         model, direction=direction, device=device, precision=precision, tile=tile, tile_overlap=tile_overlap,
         memory_budget=parse_bytes(memory_budget) if memory_budget else None, batch_size=batch_size,
-        max_side=max_side, size=size,
+        max_side=max_side, size=size, ema=not no_ema,
     )
     summary = translate_paths(
         translator, inputs, out=out, recursive=recursive,
@@ -289,11 +291,13 @@ def translate_cmd(ctx, inputs, model, out, direction, recursive, suffix, fmt, qu
 @click.option("--direction", type=click.Choice(("a2b", "b2a")), default="a2b", show_default=True)
 @click.option("--opset", type=int, help="ONNX opset [default: the exporter's].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing export at --out.")
-def export_cmd(checkpoint, fmt, out, direction, opset, overwrite) -> None:
+@click.option("--no-ema", is_flag=True, help="Export the trained weights, not the checkpoint's EMA generator.")
+def export_cmd(checkpoint, fmt, out, direction, opset, overwrite, no_ema) -> None:
     """Export one generator (ONNX, TorchScript or plain safetensors), checked against PyTorch."""
     from cyclegan.export import export_generator
 
-    result = export_generator(checkpoint, fmt=fmt, out=out, direction=direction, overwrite=overwrite, opset=opset)
+    result = export_generator(checkpoint, fmt=fmt, out=out, direction=direction, overwrite=overwrite, opset=opset,
+                              ema=not no_ema)
     click.echo(result.line())
 
 

@@ -228,7 +228,7 @@ def _load_safetensors_file(path: Path, device: torch.device) -> tuple[nn.Module,
 
 
 def load_any_generator(
-    path: str | Path, *, direction: str | None = None, device: str | torch.device = "cpu"
+    path: str | Path, *, direction: str | None = None, device: str | torch.device = "cpu", ema: bool = True
 ) -> LoadedGenerator:
     """Rebuild one generator from whatever ``path`` is.
 
@@ -248,7 +248,7 @@ def load_any_generator(
             _single_direction(info, direction, path)
             return LoadedGenerator(model=net, info=info, kind="safetensors", path=path)
         ckpt = resolve_checkpoint(path)
-        net, cfg = load_generator(ckpt, direction=direction or "a2b", device=device)
+        net, cfg = load_generator(ckpt, direction=direction or "a2b", device=device, ema=ema)
         info = ModelInfo(direction=direction or "a2b", size_multiple=int(net.size_multiple), config=cfg)
         return LoadedGenerator(model=net, info=info, kind="checkpoint", path=ckpt)
     suffix = path.suffix.lower()
@@ -442,6 +442,7 @@ def export_generator(
     direction: str = "a2b",
     overwrite: bool = False,
     opset: int | None = None,
+    ema: bool = True,
 ) -> ExportResult:
     """Export one generator of ``source`` (run/checkpoint folder or an exported model) as ``fmt``.
 
@@ -450,7 +451,7 @@ def export_generator(
     """
     if fmt not in EXPORT_FORMATS:
         raise ExportError(f"--format {fmt!r}: choose from {', '.join(EXPORT_FORMATS)}")
-    loaded = load_any_generator(source, direction=direction, device="cpu")
+    loaded = load_any_generator(source, direction=direction, device="cpu", ema=ema)
     if not isinstance(loaded.model, nn.Module) or loaded.kind == "torchscript":
         raise ExportError(f"{source}: export needs the PyTorch weights (a run, checkpoint or safetensors export)")
     return export_module(

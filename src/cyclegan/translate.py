@@ -463,6 +463,7 @@ class Translator:
         device: str = "auto",
         precision: str = "fp32",
         tile: str | int = "auto",
+        ema: bool = True,
         **options,
     ) -> Translator:
         """A translator for a run folder, checkpoint folder, safetensors export, ``.onnx`` or TorchScript file.
@@ -478,7 +479,8 @@ class Translator:
             model_device: str | torch.device = device
         else:
             model_device = resolve_device(device)
-        loaded = load_any_generator(path, direction=direction, device=model_device)
+        # ema: a checkpoint's moving-average generator when it has one (train --ema-decay)
+        loaded = load_any_generator(path, direction=direction, device=model_device, ema=ema)
         return cls(
             model=loaded.model,
             size_multiple=loaded.info.size_multiple,
