@@ -368,3 +368,16 @@ def test_dataset_generation_is_fast(tmp_path):
     start = time.perf_counter()
     make_unpaired_dataset(tmp_path, n_train=32, n_test=8, size=64, seed=0)
     assert time.perf_counter() - start < 3.0  # spec says < 1 s; slack for loaded CI machines
+
+
+def test_atomic_write_failure_leaves_destination_and_no_temp(tmp_path):
+    from cyclegan.fileio import atomic_write, write_text_atomic
+
+    target = tmp_path / "out.json"
+    write_text_atomic(target, "old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as f:
+            f.write(b"half of the new")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]

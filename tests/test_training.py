@@ -231,7 +231,7 @@ def test_compiled_step_matches_eager(tiny_config):
         step = build_train_step(tiny_config(**{"train.compile": compiled}), torch.device("cpu"))
         try:
             out[compiled] = [step(batch) for _ in range(2)]
-        except Exception as e:  # no working C++ toolchain for inductor on this machine
+        except Exception as e:  # noqa: BLE001 -- no working C++ toolchain for inductor on this machine
             pytest.skip(f"torch.compile does not work here: {type(e).__name__}: {str(e)[:200]}")
     for eager, comp in zip(out[False], out[True]):
         for key in eager:

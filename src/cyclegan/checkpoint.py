@@ -20,8 +20,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Optional
 
 import torch
 from safetensors import SafetensorError
@@ -73,8 +73,8 @@ def save_checkpoint(
     *,
     config: Config,
     networks: Mapping[str, nn.Module],
-    state: Optional[dict] = None,
-    meta: Optional[dict] = None,
+    state: dict | None = None,
+    meta: dict | None = None,
 ) -> Path:
     """Write a checkpoint directory at ``dest`` atomically (see module docstring)."""
     dest = Path(dest)
@@ -164,7 +164,7 @@ def load_state(ckpt: Path, *, map_location: str | torch.device = "cpu") -> dict:
         raise CheckpointError(f"{path}: missing (this checkpoint holds weights only and cannot resume)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises several unrelated types for truncated or foreign files
+    except Exception as e:  # noqa: BLE001 -- torch raises many unrelated types for truncated or foreign files
         raise CheckpointError(f"{path}: corrupt training state ({type(e).__name__}: {e})") from None
 
 

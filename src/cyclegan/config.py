@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -75,9 +75,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataroot: Optional[str] = None  # folder with trainA/trainB (or trainB_<style>) and testA/testB
-    data_a: Optional[str] = None  # any folder of domain-A images (recursive); overrides dataroot
-    data_b: Optional[str] = None
+    dataroot: str | None = None  # folder with trainA/trainB (or trainB_<style>) and testA/testB
+    data_a: str | None = None  # any folder of domain-A images (recursive); overrides dataroot
+    data_b: str | None = None
     load_size: int = 286
     crop_size: int = 256
     preprocess: str = "resize_and_crop"
@@ -89,8 +89,8 @@ class DataConfig:
     val_fraction: float = 0.0  # hold out this share of each training domain for --eval-every
     # data_a / data_b may also be .npz files of uint8 [N, H, W, 3] images (seed 002, `cyclegan prep
     # pack`); the array name inside, when the file holds several (unset: "images" or the only array).
-    npz_key_a: Optional[str] = None
-    npz_key_b: Optional[str] = None
+    npz_key_a: str | None = None
+    npz_key_b: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ class OptimConfig:
     beta2: float = 0.999
     lr_policy: str = "linear"  # registry key: linear | cosine | cosine_restarts | step | constant
     # linear: the last N epochs decay linearly to 0; unset = half of train.epochs (paper: 100 + 100)
-    decay_epochs: Optional[int] = None
+    decay_epochs: int | None = None
     step_epochs: int = 50  # step: multiply by step_gamma every N epochs
     step_gamma: float = 0.1
     # How lr grows with the global batch (batch_size x processes) relative to the paper's batch 1:
@@ -161,12 +161,12 @@ class TrainConfig:
     sample_every: int = 1  # epochs between sample grids
     tensorboard: bool = True  # also log to <run>/tensorboard when the tensorboard package is installed
     eval_every: int = 0  # epochs between test-split metrics (FID/KID/IS/GMS/cycle); 0 = never
-    inception_weights: Optional[str] = None  # FID Inception weights file (default: torch hub cache)
+    inception_weights: str | None = None  # FID Inception weights file (default: torch hub cache)
     grad_checkpointing: bool = False  # recompute residual-block activations in backward (less memory)
     num_threads: int = 0  # CPU intra-op threads (0 = PyTorch's default, one per core)
     # Warm start: copy these networks' weights from an earlier run or checkpoint before the first
     # step of a new run (seed 001 sec. 5.1's "pre-trained discriminator"); ignored on --resume.
-    init_from: Optional[str] = None
+    init_from: str | None = None
     init_nets: str = "D_A,D_B"  # comma-separated subset of G_A, G_B, D_A, D_B
     # Exponential moving average of the generators' weights (StyleGAN-style); 0 = off. Samples,
     # translate and evaluate use the averaged generator when a checkpoint has one.
@@ -183,7 +183,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    preset: Optional[str] = None
+    preset: str | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -342,11 +342,11 @@ def preset_dict(name: str) -> dict:
 
 def build_config(
     *,
-    preset: Optional[str] = None,
-    config_file: Optional[str | Path] = None,
-    overrides: Optional[dict[str, Any]] = None,
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
     sets: tuple[str, ...] | list[str] = (),
-    base: Optional[dict] = None,
+    base: dict | None = None,
 ) -> Config:
     """Defaults <- ``base`` (e.g. a saved run's config) <- preset <- config file <- overrides <- sets.
 

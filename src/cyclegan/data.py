@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 import random
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ def find_images(folder: str | Path, *, recursive: bool = True) -> list[Path]:
     return sorted(files)
 
 
-def _domain_dir(root: Path, split: str, domain: str) -> Optional[Path]:
+def _domain_dir(root: Path, split: str, domain: str) -> Path | None:
     """``root/trainA``; for B also the Kaggle "Real to Ghibli" layout ``trainB_<style>`` (seed 000)."""
     exact = root / f"{split}{domain}"
     if exact.is_dir():
@@ -90,11 +90,11 @@ def _scale_width(img: Image.Image, width: int, min_height: int) -> Image.Image:
     w, h = img.size
     if w == width and h >= min_height:
         return img
-    new_h = max(int(round(width * h / w)), min_height)
+    new_h = max(round(width * h / w), min_height)
     return img.resize((width, new_h), Image.BICUBIC)
 
 
-def augment(img: Image.Image, cfg: DataConfig, rng: Optional[random.Random]) -> Image.Image:
+def augment(img: Image.Image, cfg: DataConfig, rng: random.Random | None) -> Image.Image:
     """Resize/crop/flip per ``cfg.preprocess``. ``rng=None`` is the deterministic eval path
     (centre crop, no flip), used for the fixed sample grid."""
     size = cfg.crop_size
@@ -120,10 +120,9 @@ def augment(img: Image.Image, cfg: DataConfig, rng: Optional[random.Random]) -> 
         if h != size:  # batches need one shape: centre-crop the height
             y = (h - size) // 2
             img = img.crop((0, y, w, y + size))
-    elif mode == "none":
+    elif mode == "none" and img.size != (size, size):
         # Still square to crop_size so images of different sizes can share a batch.
-        if img.size != (size, size):
-            img = img.resize((size, size), Image.BICUBIC)
+        img = img.resize((size, size), Image.BICUBIC)
     if rng is not None and cfg.flip and rng.random() < 0.5:
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
     return img
@@ -191,7 +190,7 @@ def split_validation(files: list, fraction: float, *, seed: int) -> tuple[list, 
     if fraction <= 0:
         return list(files), []
     rng = np.random.default_rng([seed, 7])
-    n_val = max(1, int(round(len(files) * fraction)))
+    n_val = max(1, round(len(files) * fraction))
     held = set(rng.permutation(len(files))[:n_val].tolist())
     if isinstance(files, ArrayImages):  # split the .npz's rows; listing it would decode every image
         return (files.select([i for i in range(len(files)) if i not in held]),
@@ -212,7 +211,7 @@ class UnpairedImages(Dataset):
                       for d, f in (("A", files_a), ("B", files_b))}
         self.cfg = cfg
 
-    def _load(self, domain: str, index: int, rng: Optional[random.Random]) -> torch.Tensor:
+    def _load(self, domain: str, index: int, rng: random.Random | None) -> torch.Tensor:
         files = self.files[domain]
         for step in range(len(files)):
             path = files[(index + step) % len(files)]

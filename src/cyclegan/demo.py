@@ -8,8 +8,8 @@ translates the test photos with the trained generator.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 
@@ -33,9 +33,9 @@ def _fresh_dir(base: Path) -> Path:
 
 
 def run_demo(
-    out: Optional[Path] = None,
+    out: Path | None = None,
     *,
-    steps: Optional[int] = None,
+    steps: int | None = None,
     device: str = "cpu",
     echo: Callable[[str], None] = print,
 ) -> str:

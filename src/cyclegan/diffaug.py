@@ -15,7 +15,7 @@ input, real and fake, before each discriminator call (paper, sec. 3).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F

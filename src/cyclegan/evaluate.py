@@ -25,7 +25,6 @@ import json
 import math
 import os
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -41,6 +40,7 @@ from cyclegan.checkpoint import load_generator, resolve_checkpoint
 from cyclegan.config import Config
 from cyclegan.data import find_images, resolve_domains
 from cyclegan.errors import EvaluationError, ImageLoadError, InceptionUnavailableError
+from cyclegan.fileio import write_bytes_atomic, write_text_atomic
 from cyclegan.image import load_image, pil_to_uint8
 from cyclegan.metrics.fid import fid_from_features
 from cyclegan.metrics.generate import translate_uint8
@@ -91,27 +91,6 @@ def _json_safe(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write via a temp file in the same folder + fsync + os.replace: readers see old or new, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:

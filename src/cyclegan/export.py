@@ -24,7 +24,6 @@ import io
 import json
 import os
 import shutil
-import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from cyclegan import __version__
 from cyclegan.checkpoint import GENERATOR_FOR_DIRECTION, load_generator, load_into, resolve_checkpoint
 from cyclegan.config import Config, config_from_dict
 from cyclegan.errors import CheckpointError, CycleGANError, ExportError
+from cyclegan.fileio import temp_sibling
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -314,11 +314,6 @@ def _check(diff: float, path: Path, fmt: str) -> None:
 # ----------------------------------------------------------------------------------------------- writers
 
 
-def _tmp_sibling(dest: Path) -> Path:
-    # Same folder so the final os.replace is a rename; hidden, so folder scans and globs skip it.
-    return dest.with_name(f".{dest.stem}.tmp-{uuid.uuid4().hex[:8]}{dest.suffix}")
-
-
 def _onnx_export(net: nn.Module, dest: Path, *, size_multiple: int, opset: int | None) -> str:
     """Write ``net`` to ``dest`` as ONNX with dynamic batch/height/width; returns the exporter used."""
     m = size_multiple
@@ -484,7 +479,7 @@ def export_module(
     info = ModelInfo(direction=info.direction, size_multiple=info.size_multiple, config=info.config, format=fmt)
     if dest.parent != Path(""):
         dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(dest)
+    tmp = temp_sibling(dest)
     try:
         if fmt == "onnx":
             exporter, diff, shapes = _write_onnx(net, tmp, info, opset)

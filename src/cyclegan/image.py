@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import uuid
 import warnings
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cyclegan.errors import ImageLoadError
+from cyclegan.fileio import atomic_write
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -247,30 +247,15 @@ def _format_for(path: Path) -> str:
 
 
 def save_image_atomic(img: Image.Image, path: PathLike, **save_kwargs) -> Path:
-    """Save via a temp file in the same directory and os.replace, so readers never see a partial file.
+    """Save through ``fileio.atomic_write``, so readers never see a partial file.
 
     Parent directories are created. Extra keyword arguments go to PIL's Image.save (e.g. quality=95).
     Returns the final path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = save_kwargs.pop("format", None) or _format_for(path)
-    # Same directory so os.replace is a rename on one filesystem; leading dot keeps it out of globs.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    # os.open with 0o666 lets the umask decide permissions, unlike mkstemp's fixed 0o600.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            img.save(fh, format=fmt, **save_kwargs)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_write(path) as fh:
+        img.save(fh, format=fmt, **save_kwargs)
     return path
 
 

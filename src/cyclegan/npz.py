@@ -19,7 +19,6 @@ domains, as ``np.savez_compressed(path, a, b)`` writes them).
 
 from __future__ import annotations
 
-import os
 import struct
 import zipfile
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from cyclegan.errors import DataError
+from cyclegan.fileio import atomic_write
 
 NPZ_KEY = "images"  # the array name `cyclegan prep pack` writes
 
@@ -119,18 +119,9 @@ def write_image_array(path: str | Path, images: np.ndarray, *, compress: bool = 
     """Write uint8 [N, H, W, 3] ``images`` as array ``images`` of a new .npz, atomically."""
     path = Path(path)
     _validate(path, NPZ_KEY, images)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        # A file object, not a name: numpy would append ".npz" to the temporary name.
-        with open(tmp, "wb") as f:
-            (np.savez_compressed if compress else np.savez)(f, **{NPZ_KEY: images})
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # A file object, not a name: numpy would append ".npz" to a temporary name.
+    with atomic_write(path) as f:
+        (np.savez_compressed if compress else np.savez)(f, **{NPZ_KEY: images})
     return path
 
 

@@ -10,7 +10,7 @@ features, so positives are exactly aligned.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,7 @@ class PatchSampleMLP(nn.Module):
         )
 
     def forward(
-        self, features: Sequence[Tensor], *, num_patches: int, patch_ids: Optional[Sequence[Tensor]] = None
+        self, features: Sequence[Tensor], *, num_patches: int, patch_ids: Sequence[Tensor] | None = None
     ) -> tuple[list[Tensor], list[Tensor]]:
         """features: per layer [B, C_l, H_l, W_l]. Returns per layer [B * P_l, nc] unit vectors and the
         sampled flat location indices [P_l] (pass them back in to sample the same places)."""

@@ -4,7 +4,8 @@ config validation, so a new entry is one decorated function and nothing else."""
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 F = TypeVar("F", bound=Callable)
 

@@ -21,14 +21,15 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
 
 from cyclegan import checkpoint as ckpt_io
+from cyclegan import distributed as dist_env
 from cyclegan.config import Config, OptimConfig, TrainConfig, build_config, load_config_json
 from cyclegan.data import (
     UnpairedImages,
@@ -37,11 +38,11 @@ from cyclegan.data import (
     make_loader,
     split_validation,
 )
-from cyclegan import distributed as dist_env
 from cyclegan.diffaug import diff_augment, parse_policy
 from cyclegan.distributed import DistInfo, average_gradients, gather_batch, local_slice
 from cyclegan.ema import EMA
 from cyclegan.errors import CheckpointError, ConfigError, DataError, RunDirError
+from cyclegan.fileio import write_text_atomic
 from cyclegan.image import make_grid, save_image_atomic, to_model_range, to_uint8
 from cyclegan.losses import (
     GANLoss,
@@ -199,7 +200,7 @@ class TrainStep:
     device: torch.device
     # Learned weights of the non-adversarial generator terms (loss.adaptive_weighting=uncertainty);
     # their parameters are in opt_g and their values in the training state.
-    loss_weights: Optional[UncertaintyWeights] = None
+    loss_weights: UncertaintyWeights | None = None
     dist: DistInfo = field(default_factory=DistInfo)
     ema: dict[str, EMA] = field(default_factory=dict)  # generator name -> its moving average
     augment: tuple[str, ...] = ()  # DiffAugment policy applied before every discriminator call
@@ -425,9 +426,9 @@ def resolve_run_config(
     out: Path,
     *,
     resume: bool,
-    preset: Optional[str] = None,
-    config_file: Optional[Path] = None,
-    overrides: Optional[dict] = None,
+    preset: str | None = None,
+    config_file: Path | None = None,
+    overrides: dict | None = None,
     sets=(),
 ) -> Config:
     """The config of a new run, or of a resumed one: its saved ``config.json`` plus any new flags."""
@@ -519,7 +520,7 @@ def check_resume_compatible(saved: Config, requested: Config, where: Path) -> No
 class JsonlLog:
     """Append-only JSON-lines log, plus TensorBoard scalars when available."""
 
-    def __init__(self, path: Path, tensorboard_dir: Optional[Path]):
+    def __init__(self, path: Path, tensorboard_dir: Path | None):
         self.path = path
         self.tb = None
         if tensorboard_dir is not None:
@@ -742,7 +743,7 @@ def train(
 
     log = None
     if main:
-        (out / "config.json").write_text(cfg.to_json(), encoding="utf-8")
+        write_text_atomic(out / "config.json", cfg.to_json())
         (out / "samples").mkdir(exist_ok=True)
         log = JsonlLog(out / "log.jsonl", out / "tensorboard" if tcfg.tensorboard else None)
         log.write({"event": "resume" if resume else "start", "step": global_step, "epoch": epoch,

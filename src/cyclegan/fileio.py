@@ -1,0 +1,50 @@
+"""Atomic file writes: every output (images, JSON, arrays, configs) appears whole or not at all.
+
+The data goes to a hidden temporary file in the destination's folder (so the final rename stays on
+one filesystem, and folder scans and globs skip it), is flushed to disk, and is renamed over the
+destination; on any error the temporary file is removed and the destination is untouched.
+Checkpoint directories use the same idea one level up (``checkpoint.save_checkpoint``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+
+def temp_sibling(path: Path) -> Path:
+    """A hidden, unique name next to ``path`` that keeps its suffix (some writers infer the format)."""
+    return path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:12]}{path.suffix}")
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """``with atomic_write(p) as f: f.write(...)``: ``p`` is replaced only when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(path)
+    # os.open with 0o666 lets the umask decide permissions, unlike mkstemp's fixed 0o600.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_write(path) as f:
+        f.write(data)
+    return Path(path)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"))
