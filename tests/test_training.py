@@ -243,3 +243,16 @@ def test_wall_clock_budget_stops_and_saves(tiny_config, tmp_path):
     result = train(tiny_config(**{"train.max_minutes": 1e-9}), tmp_path / "r", progress=False)
     assert result.status == "time_limit" and result.step == 1
     assert (tmp_path / "r" / "checkpoints" / "latest" / "state.pt").is_file()
+
+
+def test_eval_every_writes_metrics_and_keeps_best(tiny_config, tmp_path):
+    """--eval-every without Inception weights: reconstruction metrics pick checkpoints/best."""
+    run = tmp_path / "r"
+    train(tiny_config(**{"train.epochs": 2, "train.eval_every": 1, "train.inception_weights": str(tmp_path / "none.pth")}),
+          run, progress=False)
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert all(m["selection_metric"] == "cycle_l1_avg" and m["selection_value"] > 0 for m in metrics)
+    assert (run / "checkpoints" / "best" / "G_A.safetensors").is_file()
+    events = [json.loads(x).get("event") for x in (run / "log.jsonl").read_text().splitlines()]
+    assert events.count("eval") == 2 and "eval_setup" in events

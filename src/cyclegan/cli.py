@@ -72,9 +72,12 @@ def main() -> None:
 @click.option("--ema-decay", type=float, help="Keep an EMA of the generators (e.g. 0.999); 0 = off.")
 @click.option("--diffaug", metavar="POLICY", help="DiffAugment before D: e.g. color,translation,cutout.")
 @click.option("--eval-every", type=int, help="Score the test split every N epochs; keeps checkpoints/best.")
+@click.option("--val-fraction", type=float, help="Hold out this share of the training images for --eval-every.")
+@click.option("--inception-weights", type=click.Path(dir_okay=False),
+              help="FID Inception weights file for --eval-every (default: torch hub's cache).")
 def train(out, dataroot, data_a, data_b, preset, config_file, sets, epochs, max_steps, batch_size, lr, seed,
           num_workers, device, precision, channels_last, compile_, resume, overwrite, quiet, init_from,
-          init_nets, kind, ema_decay, diffaug, eval_every, max_minutes):
+          init_nets, kind, ema_decay, diffaug, eval_every, max_minutes, val_fraction, inception_weights):
     """Train a CycleGAN (or CUT / FastCUT) on two folders of unpaired images."""
     from cyclegan.training import resolve_run_config
     from cyclegan.training import train as run_training
@@ -98,6 +101,8 @@ def train(out, dataroot, data_a, data_b, preset, config_file, sets, epochs, max_
         "train.ema_decay": ema_decay,
         "train.diffaug": diffaug,
         "train.eval_every": eval_every,
+        "data.val_fraction": val_fraction,
+        "train.inception_weights": inception_weights,
         "train.init_from": str(init_from) if init_from else None,
         "train.init_nets": init_nets,
     }
