@@ -61,6 +61,8 @@ def run(args) -> dict:
             log = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
             speeds = [r["img_per_s"] for r in log if "img_per_s" in r]
             speeds = speeds[1:] if len(speeds) > 1 else speeds  # the first window includes warm-up
+            # Equal-size windows: the overall rate is the harmonic mean of the window rates.
+            img_per_s = len(speeds) / sum(1.0 / v for v in speeds) if speeds else None
             scores = evaluate_checkpoint(run_dir, device=device, out=Path(tmp) / f"{name}.eval.json",
                                          max_images=args.eval_images,
                                          inception_weights=args.inception_weights)
@@ -68,7 +70,7 @@ def run(args) -> dict:
             rows[name] = {
                 "iterations": result.step,
                 "train_seconds": round(elapsed, 1),
-                "img_per_s": round(sum(speeds) / len(speeds), 3) if speeds else None,
+                "img_per_s": round(img_per_s, 3) if img_per_s else None,
                 "fid_a2b": a2b.get("fid"),
                 "kid_a2b": a2b.get("kid_mean"),
                 "cycle_l1_a2b": a2b.get("cycle_l1"),

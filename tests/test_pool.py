@@ -63,3 +63,10 @@ def test_pool_does_not_touch_global_rng():
     for v in range(10):
         pool.query(_batch(v))
     assert torch.equal(torch.rand(1), expected)
+
+
+def test_channels_last_layout_is_kept():
+    pool = ImagePool(size=2, seed=0)
+    x = torch.randn(3, 3, 4, 4).contiguous(memory_format=torch.channels_last)
+    for _ in range(3):
+        assert pool.query(x).is_contiguous(memory_format=torch.channels_last)

@@ -37,7 +37,10 @@ class ImagePool:
                 self.images[idx] = image.clone()
             else:
                 out.append(image)
-        return torch.stack(out)
+        # stack returns the default layout; keep the caller's (channels_last on the fast path).
+        channels_last = images.dim() == 4 and images.is_contiguous(memory_format=torch.channels_last)
+        stacked = torch.stack(out)
+        return stacked.contiguous(memory_format=torch.channels_last) if channels_last else stacked
 
     def state_dict(self) -> dict:
         stored = torch.stack([i.cpu() for i in self.images]) if self.images else torch.empty(0)
