@@ -11,6 +11,7 @@ mid-epoch.
 from __future__ import annotations
 
 import math
+import os
 import random
 import warnings
 from collections.abc import Iterator, Sequence
@@ -292,6 +293,8 @@ def make_loader(
     num_workers: int,
     pin_memory: bool,
 ) -> DataLoader:
+    # More workers than cores only adds contention; the data stream does not depend on the count.
+    num_workers = min(num_workers, os.cpu_count() or 1)
     return DataLoader(
         dataset,
         batch_size=batch_size,

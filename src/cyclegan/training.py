@@ -718,7 +718,7 @@ def train(
         num_workers=cfg.data.num_workers,
         pin_memory=cfg.data.pin_memory and device.type == "cuda",
     )
-    loader.worker_init_fn = _ignore_sigint if cfg.data.num_workers > 0 else None
+    loader.worker_init_fn = _ignore_sigint if loader.num_workers > 0 else None
 
     # -- model, optimisers, state
     step_fn = build_train_step(cfg, device, warm_start_nets=not resume)
