@@ -34,3 +34,21 @@ def tiny_config(tiny_dataroot):
         return build_config(preset="tiny", overrides=base)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def random_run(tmp_path_factory):
+    """make(seed) -> a run folder whose checkpoints/latest holds the tiny recipe, randomly initialised."""
+    import torch as _torch
+
+    from cyclegan.checkpoint import save_checkpoint
+    from cyclegan.training import build_models
+
+    def make(seed: int):
+        run = tmp_path_factory.mktemp("run")
+        cfg = build_config(preset="tiny", overrides={"train.device": "cpu", "train.seed": seed})
+        models = build_models(cfg, _torch.device("cpu"))
+        save_checkpoint(run / "checkpoints" / "latest", config=cfg, networks=models.networks())
+        return run
+
+    return make

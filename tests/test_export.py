@@ -7,28 +7,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from cyclegan import export as export_mod
-from cyclegan.checkpoint import save_checkpoint
 from cyclegan.cli import main
-from cyclegan.config import build_config
 from cyclegan.errors import CheckpointError, ExportError
 from cyclegan.export import PARITY_TOLERANCE, export_generator, load_any_generator
 from cyclegan.synthetic import make_scene
-from cyclegan.training import build_models
 from cyclegan.translate import Translator
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("run")
-    cfg = build_config(preset="tiny", overrides={"train.device": "cpu", "train.seed": 5})
-    models = build_models(cfg, torch.device("cpu"))
-    save_checkpoint(run / "checkpoints" / "latest", config=cfg, networks=models.networks())
-    return run
+def run_dir(random_run) -> Path:
+    return random_run(5)
 
 
 @pytest.fixture(scope="module")

@@ -375,9 +375,8 @@ def test_atomic_write_failure_leaves_destination_and_no_temp(tmp_path):
 
     target = tmp_path / "out.json"
     write_text_atomic(target, "old")
-    with pytest.raises(RuntimeError):
-        with atomic_write(target) as f:
-            f.write(b"half of the new")
-            raise RuntimeError("killed mid-write")
+    with pytest.raises(RuntimeError), atomic_write(target) as f:
+        f.write(b"half of the new")
+        raise RuntimeError("killed mid-write")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]

@@ -16,13 +16,11 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from cyclegan.checkpoint import save_checkpoint
 from cyclegan.cli import main
 from cyclegan.config import build_config
 from cyclegan.errors import CheckpointError, TranslateError
 from cyclegan.networks import build_generator
 from cyclegan.synthetic import make_bad_files, make_odd_images, make_scene
-from cyclegan.training import build_models
 from cyclegan.translate import (
     Translator,
     blend_weights,
@@ -37,13 +35,9 @@ from cyclegan.translate import (
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
+def run_dir(random_run) -> Path:
     """A run folder holding checkpoints/latest of the tiny recipe, randomly initialised."""
-    run = tmp_path_factory.mktemp("run")
-    cfg = build_config(preset="tiny", overrides={"train.device": "cpu", "train.seed": 3})
-    models = build_models(cfg, torch.device("cpu"))
-    save_checkpoint(run / "checkpoints" / "latest", config=cfg, networks=models.networks())
-    return run
+    return random_run(3)
 
 
 @pytest.fixture(scope="module")

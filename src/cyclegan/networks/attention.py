@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cyclegan.networks.blocks import dropout_layer, norm_layer, uses_bias
+from cyclegan.networks.blocks import residual_body
 from cyclegan.networks.generators import GENERATORS, ResnetGenerator
 from cyclegan.networks.vq import VectorQuantizer
 
@@ -119,17 +119,7 @@ class AttentionResidualBlock(nn.Module):
         cbam: bool = False,
     ) -> None:
         super().__init__()
-        bias = uses_bias(norm)
-        self.body = nn.Sequential(
-            nn.ReflectionPad2d(1),
-            nn.Conv2d(channels, channels, kernel_size=3, bias=bias),
-            norm_layer(norm, channels),
-            nn.ReLU(inplace=True),
-            dropout_layer(dropout),
-            nn.ReflectionPad2d(1),
-            nn.Conv2d(channels, channels, kernel_size=3, bias=bias),
-            norm_layer(norm, channels),
-        )
+        self.body = residual_body(channels=channels, norm=norm, dropout=dropout)
         self.cbam = CBAM(channels=channels, reduction=reduction) if cbam else nn.Identity()
         self.se = SqueezeExcitation(channels=channels, reduction=reduction)
 

@@ -46,6 +46,22 @@ def dropout_layer(p: float) -> nn.Module:
     return nn.Dropout(p) if p > 0 else nn.Identity()
 
 
+def residual_body(*, channels: int, norm: str, dropout: float) -> nn.Sequential:
+    """pad, conv3x3, norm, ReLU, [dropout], pad, conv3x3, norm: the residual branch shared by the
+    ResNet generator's blocks and the attention generator's blocks. [B, C, H, W] -> same."""
+    bias = uses_bias(norm)
+    return nn.Sequential(
+        nn.ReflectionPad2d(1),
+        nn.Conv2d(channels, channels, kernel_size=3, bias=bias),
+        norm_layer(norm, channels),
+        nn.ReLU(inplace=True),
+        dropout_layer(dropout),
+        nn.ReflectionPad2d(1),
+        nn.Conv2d(channels, channels, kernel_size=3, bias=bias),
+        norm_layer(norm, channels),
+    )
+
+
 class ResnetBlock(nn.Module):
     """Residual block of the ResNet generator: x + (pad, conv3x3, norm, ReLU, [dropout], pad,
     conv3x3, norm). Reflection padding instead of zero padding avoids border artifacts (seed 000,
@@ -53,17 +69,7 @@ class ResnetBlock(nn.Module):
 
     def __init__(self, *, channels: int, norm: str = "instance", dropout: float = 0.0) -> None:
         super().__init__()
-        bias = uses_bias(norm)
-        self.block = nn.Sequential(
-            nn.ReflectionPad2d(1),
-            nn.Conv2d(channels, channels, kernel_size=3, bias=bias),
-            norm_layer(norm, channels),
-            nn.ReLU(inplace=True),
-            dropout_layer(dropout),
-            nn.ReflectionPad2d(1),
-            nn.Conv2d(channels, channels, kernel_size=3, bias=bias),
-            norm_layer(norm, channels),
-        )
+        self.block = residual_body(channels=channels, norm=norm, dropout=dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # [B, C, H, W] -> [B, C, H, W]
