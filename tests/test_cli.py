@@ -367,3 +367,8 @@ def test_overwrite_refuses_a_folder_with_other_files(run_copy, dataroot):
     result = cli("train", "--dataroot", dataroot, "--out", run_copy, *FAST, "--overwrite")
     assert_clean_error(result, "thesis.tex", "not run artefacts")
     assert snapshot(run_copy) == before
+
+
+def test_evaluate_rejects_batch_size_zero_cleanly(tmp_path):
+    res = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(tmp_path), "--batch-size", "0"])
+    assert res.exit_code != 0 and "Traceback" not in res.output and "batch-size" in res.output

@@ -28,13 +28,16 @@ def test_sampler_shards_gather_into_the_single_process_batches():
         assert single[4 * j: 4 * j + 4] == shards[0][2 * j: 2 * j + 2] + shards[1][2 * j: 2 * j + 2]
 
 
-def _torchrun(tiny_dataroot, out, sets, *extra):
+def _torchrun(tiny_dataroot, out, sets, *, resume=False):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
            "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-           "-m", "cyclegan", "train", "--quiet", "--dataroot", str(tiny_dataroot), "--out", str(out),
-           "--preset", "tiny", "--batch-size", "1", "--device", "cpu",
-           "--set", "data.load_size=24", "--set", "data.crop_size=16", "--set", "data.n_samples=2",
-           "--set", "train.tensorboard=false", *extra]
+           "-m", "cyclegan", "train", "--quiet", "--out", str(out)]
+    if resume:  # the run's own config.json; only the flags in `sets` change
+        cmd += ["--resume"]
+    else:
+        cmd += ["--dataroot", str(tiny_dataroot), "--preset", "tiny", "--batch-size", "1", "--device", "cpu",
+                "--set", "data.load_size=24", "--set", "data.crop_size=16", "--set", "data.n_samples=2",
+                "--set", "train.tensorboard=false"]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={v}"]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -52,7 +55,7 @@ def test_two_process_gloo_run_and_resume_match_single_process(tiny_config, tiny_
                    progress=False)
     assert single.step == 4
     _torchrun(tiny_dataroot, tmp_path / "ddp", {**sets, "train.max_steps": 2})
-    _torchrun(tiny_dataroot, tmp_path / "ddp", {"train.max_steps": 4}, "--resume")
+    _torchrun(tiny_dataroot, tmp_path / "ddp", {"train.max_steps": 4}, resume=True)
 
     # Compare what the networks compute, not raw parameters: a conv bias followed by instance norm
     # has a true gradient of zero, so Adam turns float rounding noise (which differs between one

@@ -8,6 +8,7 @@ import torch
 
 from cyclegan import checkpoint as ckpt_io
 from cyclegan.config import build_config
+from cyclegan.errors import CheckpointError
 from cyclegan.training import (
     TrainStep,
     build_train_step,
@@ -256,3 +257,32 @@ def test_eval_every_writes_metrics_and_keeps_best(tiny_config, tmp_path):
     assert (run / "checkpoints" / "best" / "G_A.safetensors").is_file()
     events = [json.loads(x).get("event") for x in (run / "log.jsonl").read_text().splitlines()]
     assert events.count("eval") == 2 and "eval_setup" in events
+
+
+def test_review_regressions(tiny_config, tiny_dataroot, tmp_path):
+    """Refusals come before an old run is touched; resume neither over-steps nor mixes crop sizes."""
+    from cyclegan.errors import ConfigError, DataError
+
+    run = tmp_path / "r"
+    train(tiny_config(**{"train.max_steps": 3}), run, progress=False)
+    before = sorted(p.name for p in run.iterdir())
+    # a held-out share that leaves no training batch: refused, and --overwrite deleted nothing
+    with pytest.raises(DataError, match="too few training images"):
+        train(tiny_config(**{"data.val_fraction": 0.95, "train.batch_size": 2}), run, overwrite=True, progress=False)
+    assert sorted(p.name for p in run.iterdir()) == before
+    # resuming at the step limit does not take one more step
+    assert train(tiny_config(**{"train.max_steps": 3}), run, resume=True, progress=False).step == 3
+    # the image pool holds crops of the saved size: a new crop size is refused on resume
+    with pytest.raises(CheckpointError, match="data.crop_size"):
+        train(tiny_config(**{"data.crop_size": 12, "data.load_size": 14}), run, resume=True, progress=False)
+    with pytest.raises(ConfigError, match="too deep for data.crop_size 16"):
+        tiny_config(**{"model.discriminator.n_layers": 5})
+
+
+def test_explicit_checkpoint_path_falls_back_to_prev(tiny_config, tmp_path):
+    from cyclegan import checkpoint as ckpt
+
+    train(tiny_config(**{"train.max_steps": 2}), tmp_path / "r", progress=False)
+    latest = tmp_path / "r" / "checkpoints" / "latest"
+    latest.rename(latest.with_name("latest.prev"))
+    assert ckpt.resolve_checkpoint(latest).name == "latest.prev"

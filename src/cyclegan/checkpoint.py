@@ -112,6 +112,9 @@ def save_checkpoint(
 def resolve_checkpoint(path: str | Path) -> Path:
     """A run directory (-> its ``checkpoints/latest``), or a checkpoint directory itself."""
     path = Path(path)
+    prev = path.with_name(path.name + ".prev")
+    if not path.exists() and prev.is_dir():  # killed between the two renames of save_checkpoint
+        return prev
     if not path.exists():
         raise CheckpointError(f"{path}: no such run or checkpoint")
     if path.is_dir() and (path / "checkpoints").is_dir():

@@ -157,7 +157,7 @@ def demo(out, steps, device) -> None:
 @click.option("--no-inception", is_flag=True, help="Only the reconstruction metrics (no FID/KID/IS).")
 @click.option("--image-size", type=int, help="Resize test images to this square size (default: crop_size).")
 @click.option("--max-images", type=int, help="Use at most N test images per domain.")
-@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 def evaluate_cmd(checkpoint, dataroot, test_a, test_b, out, inception_weights, no_inception, image_size,
                  max_images, batch_size, device) -> None:

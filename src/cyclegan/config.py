@@ -519,12 +519,31 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"loss.nce_temperature: must be > 0, got {cfg.loss.nce_temperature}")
     if not 0.0 <= cfg.data.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction: must be in [0, 1), got {cfg.data.val_fraction}")
+    check_discriminator_fits(cfg.model.discriminator, cfg.data.crop_size)
     multiple = generator_size_multiple(cfg.model.generator)
     if cfg.data.crop_size % multiple:
         raise ConfigError(
             f"data.crop_size ({cfg.data.crop_size}) must be a multiple of {multiple} for generator "
             f"{cfg.model.generator.name}"
         )
+
+
+def check_discriminator_fits(dcfg: DiscriminatorConfig, crop_size: int) -> None:
+    """Run the discriminator on a crop-sized input on the meta device (shapes only, no memory): a
+    network too deep for the crop fails here, before training, not at its first step."""
+    import torch
+
+    from cyclegan.networks import DISCRIMINATORS
+
+    with torch.device("meta"):
+        net = DISCRIMINATORS[dcfg.name](dcfg)
+        try:
+            net(torch.empty(1, 3, crop_size, crop_size))
+        except (RuntimeError, ValueError) as e:
+            raise ConfigError(
+                f"model.discriminator: {dcfg.name} with n_layers {dcfg.n_layers} is too deep for "
+                f"data.crop_size {crop_size} ({str(e).splitlines()[0]})"
+            ) from None
 
 
 def generator_size_multiple(gcfg: GeneratorConfig) -> int:

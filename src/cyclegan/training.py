@@ -419,7 +419,7 @@ RUN_ARTEFACTS = ("config.json", "log.jsonl", "metrics.jsonl", "samples", "checkp
 
 # Changing these on --resume would change what the saved weights or data order mean.
 RESUME_FIXED = ("model", "train.batch_size", "train.seed", "data.max_dataset_size", "data.val_fraction",
-                "loss.gan")
+                "data.crop_size", "loss.gan", "loss.pool_size")
 
 
 def resolve_run_config(
@@ -697,6 +697,15 @@ def train(
     if cfg.data.val_fraction:
         files.a, val_a = split_validation(files.a, cfg.data.val_fraction, seed=tcfg.seed)
         files.b, val_b = split_validation(files.b, cfg.data.val_fraction, seed=tcfg.seed)
+    # Every refusal comes before prepare_run_dir, which may clear an old run (--overwrite).
+    sampler = UnpairedSampler(n_a=len(files.a), n_b=len(files.b), seed=tcfg.seed, rank=info.rank,
+                              world_size=info.world_size, batch_size=tcfg.batch_size)
+    steps_per_epoch = sampler.epoch_size // (tcfg.batch_size * info.world_size)
+    if min(len(files.a), len(files.b)) == 0 or steps_per_epoch == 0:
+        raise DataError(
+            f"too few training images ({len(files.a)} A, {len(files.b)} B after data.val_fraction "
+            f"{cfg.data.val_fraction}) for a global batch of {tcfg.batch_size * info.world_size}"
+        )
     dist_env.init(info, device)
     if main:
         prepare_run_dir(out, resume=resume, overwrite=overwrite)
@@ -705,12 +714,6 @@ def train(
             echo(f"warning: skipped {len(files.skipped)} unreadable image(s): {names}")
     dist_env.barrier(info)
     dataset = UnpairedImages(files.a, files.b, cfg.data)
-    sampler = UnpairedSampler(n_a=len(files.a), n_b=len(files.b), seed=tcfg.seed, rank=info.rank,
-                              world_size=info.world_size, batch_size=tcfg.batch_size)
-    steps_per_epoch = sampler.epoch_size // (tcfg.batch_size * info.world_size)
-    if steps_per_epoch == 0:
-        raise DataError(f"an epoch has no full batch: {sampler.epoch_size} images for a global batch of "
-                        f"{tcfg.batch_size * info.world_size}")
     loader = make_loader(
         dataset,
         sampler,
@@ -820,6 +823,8 @@ def train(
                    file=sys.stderr)
 
     status = "finished"
+    if tcfg.max_steps and global_step >= tcfg.max_steps:
+        status = "max_steps"  # resumed at or past the limit: nothing to do, not one step more
     started = time.monotonic()
     try:
         with StopFlag() as stop:
