@@ -118,3 +118,15 @@ def test_translate_uses_ema_unless_told_not_to(tiny_config, tmp_path):
         direct = to_uint8(g_ema(to_model_range(torch.from_numpy(photo).permute(2, 0, 1)[None])))[0]
     assert not np.array_equal(with_ema, raw)
     assert np.abs(with_ema.astype(int) - direct.permute(1, 2, 0).numpy().astype(int)).max() <= 1
+
+
+def test_evaluate_cli_on_a_one_sided_model(tiny_config, tiny_dataroot, tmp_path):
+    from click.testing import CliRunner
+
+    from cyclegan.cli import main
+
+    train(_cut_config(tiny_config, **{"train.max_steps": 2}), tmp_path / "r", progress=False)
+    res = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(tmp_path / "r"), "--no-inception",
+                                    "--dataroot", str(tiny_dataroot), "--out", str(tmp_path / "e.json")])
+    assert res.exit_code == 0, res.output
+    assert "a2b:" in res.output and "b2a" not in res.output

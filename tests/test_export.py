@@ -147,3 +147,9 @@ def test_unusable_model_files_are_reported(tmp_path):
                         ("missing", "no such run")):
         with pytest.raises(CheckpointError, match=match):
             load_any_generator(tmp_path / name)
+
+
+def test_export_refuses_a_mismatched_extension(run_dir, tmp_path):
+    r = CliRunner().invoke(main, ["export", "--checkpoint", str(run_dir), "--format", "onnx",
+                                  "--out", str(tmp_path / "model.pt")])
+    assert r.exit_code == 1 and "must end in .onnx" in r.output and not (tmp_path / "model.pt").exists()

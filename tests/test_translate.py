@@ -464,3 +464,15 @@ def test_video_folder_output_and_gif(run_dir, tmp_path):
     assert "translated 2, skipped 0, failed 1" in r.output and "broken.mp4" in r.output
     assert len(_probe(tmp_path / "o" / "b.gif")["frames"]) == 4
     assert _probe(tmp_path / "o" / "a.mp4")["size"] == (64, 48)
+
+
+def test_out_folder_equal_to_input_folder_is_refused_clearly(translator, tmp_path):
+    from cyclegan.translate import translate_paths
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(folder / "a.png")
+    messages = []
+    summary = translate_paths(translator, [str(folder)], out=folder, echo=messages.append)
+    assert not summary.ok and any("--out is this input folder" in m for m in messages)
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png"]

@@ -173,6 +173,8 @@ def evaluate_cmd(checkpoint, dataroot, test_a, test_b, out, inception_weights, n
     )
     keys = ("fid", "kid_mean", "is_mean", "gms", "cycle_l1", "psnr", "ssim")
     for direction in ("a2b", "b2a"):
+        if direction not in result:  # one-sided models (CUT / FastCUT) have no b2a
+            continue
         scores = result[direction]
         click.echo(f"{direction}: " + ", ".join(f"{k} {scores[k]:.4g}" for k in keys if k in scores))
     if "gms_avg" in result["summary"]:

@@ -474,6 +474,10 @@ def export_module(
     if fmt == "safetensors" and info.config is None:
         raise ExportError(f"{out}: a safetensors export needs the model's config to be rebuildable")
     dest = Path(out)
+    # translate --model and Translator.from_checkpoint pick the loader by extension.
+    expected = {"onnx": (".onnx",), "torchscript": (".pt", ".pth")}.get(fmt)
+    if expected and dest.suffix.lower() not in expected:
+        raise ExportError(f"{dest}: a {fmt} export must end in {' or '.join(expected)} so it loads as {fmt}")
     net = net.eval()
     _check_destination(dest, fmt, source, overwrite)
     info = ModelInfo(direction=info.direction, size_multiple=info.size_multiple, config=info.config, format=fmt)

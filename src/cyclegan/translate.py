@@ -773,7 +773,10 @@ def _plan(
             found.append((None, Path("stdin.png")))
             continue
         p = Path(item)
-        if p.is_dir():
+        if p.is_dir() and out is not None and out.exists() and out.resolve() == p.resolve():
+            failures.append((item, "--out is this input folder; outputs would mix with (and on a rerun "
+                                   "be read as) inputs: choose another --out"))
+        elif p.is_dir():
             pattern = "**/*" if recursive else "*"
             files = sorted(
                 f for f in p.glob(pattern)
