@@ -774,8 +774,8 @@ def _plan(
             continue
         p = Path(item)
         if p.is_dir() and out is not None and out.exists() and out.resolve() == p.resolve():
-            failures.append((item, "--out is this input folder; outputs would mix with (and on a rerun "
-                                   "be read as) inputs: choose another --out"))
+            reason = "--out is this input folder; outputs would mix with (and on a rerun be read as) inputs"
+            failures.append((item, reason + ": choose another --out"))
         elif p.is_dir():
             pattern = "**/*" if recursive else "*"
             files = sorted(
