@@ -286,3 +286,17 @@ def test_explicit_checkpoint_path_falls_back_to_prev(tiny_config, tmp_path):
     latest = tmp_path / "r" / "checkpoints" / "latest"
     latest.rename(latest.with_name("latest.prev"))
     assert ckpt.resolve_checkpoint(latest).name == "latest.prev"
+
+
+def test_bf16_loss_trajectory_tracks_fp32(tiny_config, tmp_path):
+    """The CPU fast path (bf16 autocast + channels_last) follows the fp32 loss curve over a short run."""
+    curves = {}
+    for name, extra in (("fp32", {}), ("fast", {"train.precision": "bf16", "train.channels_last": True})):
+        run = tmp_path / name
+        train(tiny_config(**{"train.max_steps": 24, "train.log_every": 4, "train.seed": 7, **extra}), run,
+              progress=False)
+        recs = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if "G_total" in x]
+        curves[name] = [(r["cycle_A"] + r["cycle_B"], r["D_A"] + r["D_B"]) for r in recs]
+    assert len(curves["fp32"]) == len(curves["fast"]) == 6
+    for (cyc32, d32), (cyc16, d16) in zip(curves["fp32"], curves["fast"]):
+        assert cyc16 == pytest.approx(cyc32, rel=0.1) and d16 == pytest.approx(d32, rel=0.25, abs=0.05)
