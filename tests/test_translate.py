@@ -476,3 +476,23 @@ def test_out_folder_equal_to_input_folder_is_refused_clearly(translator, tmp_pat
     summary = translate_paths(translator, [str(folder)], out=folder, echo=messages.append)
     assert not summary.ok and any("--out is this input folder" in m for m in messages)
     assert sorted(p.name for p in folder.iterdir()) == ["a.png"]
+
+
+def test_auto_precision_picks_bf16_only_within_tolerance(monkeypatch):
+    from cyclegan import translate as tr
+    from cyclegan.config import GeneratorConfig
+    from cyclegan.networks import build_generator
+
+    net = build_generator(GeneratorConfig(ngf=4, n_blocks=1))
+    monkeypatch.setattr(tr, "native_bf16", lambda device: False)
+    assert tr.Translator(model=net, device="cpu", precision="auto").precision == "fp32"
+    monkeypatch.setattr(tr, "native_bf16", lambda device: True)
+    chosen = tr.Translator(model=net, device="cpu", precision="auto")
+    # the decision follows the probe: bf16 exactly when its drift from fp32 is inside the tolerance
+    accepted = "at most" in chosen.precision_reason
+    assert chosen.precision == ("bf16" if accepted else "fp32")
+    monkeypatch.setattr(tr, "AUTO_MAX_LEVELS", -1)  # nothing can pass: fp32
+    assert tr.Translator(model=net, device="cpu", precision="auto").precision == "fp32"
+    monkeypatch.setattr(tr, "AUTO_MAX_LEVELS", 255)
+    monkeypatch.setattr(tr, "AUTO_MEAN_LEVELS", 255.0)  # everything passes: bf16
+    assert tr.Translator(model=net, device="cpu", precision="auto").precision == "bf16"

@@ -262,7 +262,8 @@ def report_cmd(run, out, embed, smoothing, max_samples) -> None:
 @click.option("--memory-budget", help="Memory for one forward pass, e.g. 2G [default: half of what is free].")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Same-size images (or frames) per pass.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(("auto", *PRECISIONS)), default="auto", show_default=True,
+              help="auto: bf16 where the hardware has it and the output stays within 8 levels of fp32.")
 @click.option("--temporal-smoothing", type=float, default=0.0, show_default=True, metavar="ALPHA",
               help="Video: blend each output frame with the previous one (0 = off, e.g. 0.5).")
 @click.option("--no-ema", is_flag=True, help="Use the trained weights, not the checkpoint's EMA generator.")
@@ -279,6 +280,8 @@ def translate_cmd(ctx, inputs, model, out, direction, recursive, suffix, fmt, qu
         memory_budget=parse_bytes(memory_budget) if memory_budget else None, batch_size=batch_size,
         max_side=max_side, size=size, ema=not no_ema,
     )
+    if precision == "auto" and not quiet:
+        click.echo(f"precision: {translator.precision} ({translator.precision_reason})", err=True)
     summary = translate_paths(
         translator, inputs, out=out, recursive=recursive,
         options=OutputOptions(suffix=suffix, format=fmt, quality=quality, overwrite=overwrite),

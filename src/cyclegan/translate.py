@@ -323,6 +323,45 @@ def _frozen_stats(stats: dict) -> Iterator[None]:
 # ------------------------------------------------------------------------------------------- runners
 
 
+# ------------------------------------------------------------------------------ automatic precision
+
+# bf16 is accepted by precision="auto" only if, on a probe image, no output pixel moves by more than
+# AUTO_MAX_LEVELS 8-bit levels from fp32 and the mean change stays under AUTO_MEAN_LEVELS.
+AUTO_MAX_LEVELS = 8
+AUTO_MEAN_LEVELS = 1.0
+
+
+def native_bf16(device: torch.device) -> bool:
+    """bf16 arithmetic in hardware: Ampere+ GPUs; on CPUs AVX512-BF16 or AMX (emulated bf16 is slower)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu" and torch.backends.mkldnn.is_available():
+        probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+        return any(p is not None and p() for p in probes)
+    return False
+
+
+def choose_precision(module: nn.Module, device: torch.device, size_multiple: int) -> tuple[str, str]:
+    """precision="auto": ``("bf16", why)`` when the device computes bf16 natively and the model's
+    output on a probe image stays within the tolerance above, else ``("fp32", why)``."""
+    if not native_bf16(device):
+        return "fp32", f"no native bf16 on {device.type}"
+    from cyclegan.synthetic import make_scene
+
+    side = max(64, 2 * size_multiple)
+    scene = make_scene(np.random.default_rng(0), side, "photo")  # a photo-like probe, not noise
+    x = to_model_range(torch.from_numpy(scene).permute(2, 0, 1)[None].to(device))
+    outs = {}
+    for precision in ("fp32", "bf16"):
+        runner = _TorchRunner(module=module, device=device, precision=precision, channels_last=False, compile=False)
+        outs[precision] = to_uint8(runner(x)).int()
+    diff = (outs["bf16"] - outs["fp32"]).abs()
+    worst, mean = int(diff.max()), float(diff.float().mean())
+    if worst <= AUTO_MAX_LEVELS and mean <= AUTO_MEAN_LEVELS:
+        return "bf16", f"native bf16, probe differs from fp32 by at most {worst} levels (mean {mean:.2f})"
+    return "fp32", f"bf16 moved the probe by up to {worst} levels (mean {mean:.2f}), over the tolerance"
+
+
 class _TorchRunner:
     """An nn.Module (eager or TorchScript) behind float-in, float32-out, with autocast and options."""
 
@@ -410,8 +449,8 @@ class Translator:
         config: Config | None = None,
         source: str | None = None,
     ) -> None:
-        if precision not in PRECISIONS:
-            raise TranslateError(f"--precision {precision!r}: choose from {', '.join(PRECISIONS)}")
+        if precision not in (*PRECISIONS, "auto"):
+            raise TranslateError(f"--precision {precision!r}: choose from auto, {', '.join(PRECISIONS)}")
         if batch_size < 1:
             raise TranslateError(f"--batch-size must be >= 1, got {batch_size}")
         if max_side is not None and max_side < 1:
@@ -426,17 +465,21 @@ class Translator:
         self.direction = direction
         self.config = config
         self.source = source
-        self.precision = precision
+        self.precision_reason = "as requested"
         if isinstance(model, nn.Module):
             self.device = resolve_device(device)
             if size_multiple is None:
                 size_multiple = getattr(model, "size_multiple", None)
+            if precision == "auto":
+                precision, self.precision_reason = choose_precision(model, self.device, int(size_multiple or 4))
             self._runner: _TorchRunner | _CallableRunner = _TorchRunner(
                 module=model, device=self.device, precision=precision, channels_last=channels_last,
                 compile=compile,
             )
             self._norms = _input_stat_norms(model)
         else:
+            if precision == "auto":
+                precision, self.precision_reason = "fp32", "ONNX Runtime runs fp32"
             if precision != "fp32":
                 raise TranslateError(f"{source or 'this model'}: --precision {precision} needs a PyTorch model; "
                                      "ONNX Runtime runs fp32")
@@ -444,6 +487,7 @@ class Translator:
             self.device = torch.device("cpu")
             self._runner = _CallableRunner(model)
             self._norms = []
+        self.precision = precision
         if not size_multiple or int(size_multiple) < 1:
             raise TranslateError(f"{source or 'model'}: unknown size_multiple; pass size_multiple=")
         self.size_multiple = int(size_multiple)
