@@ -85,3 +85,13 @@ def test_gradient_penalty_is_differentiable_wrt_critic():
     gp = gradient_penalty(critic, torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8))
     gp.backward()
     assert critic.weight.grad is not None and torch.isfinite(critic.weight.grad).all()
+
+
+def test_gradient_penalty_is_invariant_to_the_loss_scale():
+    critic = nn.Conv2d(3, 1, 3)
+    real, fake = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    torch.manual_seed(0)
+    plain = gradient_penalty(critic, real, fake)
+    torch.manual_seed(0)
+    scaled = gradient_penalty(critic, real, fake, loss_scale=65536.0)
+    assert scaled.item() == pytest.approx(plain.item(), rel=1e-5)

@@ -153,19 +153,29 @@ def build_gan_loss(name: str) -> GANLoss:
 
 
 def gradient_penalty(
-    discriminator: nn.Module, real: Tensor, fake: Tensor, *, generator: torch.Generator | None = None
+    discriminator: nn.Module,
+    real: Tensor,
+    fake: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    loss_scale: float = 1.0,
 ) -> Tensor:
     """E[(||grad D(x_hat)||_2 - 1)^2] on random interpolates x_hat of real and fake (WGAN-GP, eq. 3).
 
     real, fake: [B, C, H, W]; one mixing weight per sample. For a multi-head D the gradient is that of
     the sum of all heads' scores. Used by wgangp, and by any loss when ``loss.gradient_penalty`` is
     set (seed 004 eq. 1.1 adds it to its relativistic loss to keep D from learning too fast).
+
+    ``loss_scale`` is fp16 training's grad-scaler scale: the input gradient is taken of the scaled
+    score and unscaled afterwards, so small fp16 gradients do not underflow (PyTorch's AMP recipe
+    for gradient penalties). It does not change the result in exact arithmetic.
     """
     alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype, generator=generator)
     x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
     pred = discriminator(x_hat)
     heads = pred if isinstance(pred, (tuple, list)) else (pred,)
-    (grad,) = torch.autograd.grad(sum(h.sum() for h in heads), x_hat, create_graph=True)
+    (grad,) = torch.autograd.grad(sum(h.sum() for h in heads) * loss_scale, x_hat, create_graph=True)
+    grad = grad / loss_scale
     return ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
 
 

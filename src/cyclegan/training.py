@@ -328,8 +328,10 @@ class TrainStep:
             }
             total = losses["D_A"] + losses["D_B"]
             if self.gan.needs_gradient_penalty or self.cfg.loss.gradient_penalty:
-                losses["gp_A"] = gradient_penalty(m.D_A, real_a, fake_a)
-                losses["gp_B"] = gradient_penalty(m.D_B, real_b, fake_b)
+                # fp16: penalise the unscaled gradient of the scaled score (one host read of the scale)
+                scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+                losses["gp_A"] = gradient_penalty(m.D_A, real_a, fake_a, loss_scale=scale)
+                losses["gp_B"] = gradient_penalty(m.D_B, real_b, fake_b, loss_scale=scale)
                 total = total + self.cfg.loss.lambda_gp * (losses["gp_A"] + losses["gp_B"])
         self._backward_and_step(total, self.opt_d)
         return losses
