@@ -153,3 +153,13 @@ def test_export_refuses_a_mismatched_extension(run_dir, tmp_path):
     r = CliRunner().invoke(main, ["export", "--checkpoint", str(run_dir), "--format", "onnx",
                                   "--out", str(tmp_path / "model.pt")])
     assert r.exit_code == 1 and "must end in .onnx" in r.output and not (tmp_path / "model.pt").exists()
+
+
+def test_onnx_export_honours_an_old_opset(run_dir, tmp_path):
+    import onnx
+
+    out = tmp_path / "m13.onnx"
+    r = CliRunner().invoke(main, ["export", "--checkpoint", str(run_dir), "--format", "onnx", "--out", str(out),
+                                  "--opset", "13"])
+    assert r.exit_code == 0, r.output
+    assert [o.version for o in onnx.load(str(out)).opset_import if o.domain in ("", "ai.onnx")] == [13]

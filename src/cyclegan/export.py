@@ -328,8 +328,10 @@ def _onnx_export(net: nn.Module, dest: Path, *, size_multiple: int, opset: int |
         batch = torch.export.Dim("batch", min=1)
         height = torch.export.Dim("height", min=2)
         width = torch.export.Dim("width", min=2)
-        # The dynamo exporter prints progress on stdout; keep stdout for the command's own output.
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        # The dynamo exporter prints progress (and, when an opset conversion fails, a traceback);
+        # keep both streams for the command's own output.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+                warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 net, (example,), None, dynamo=True, verbose=False,
@@ -337,6 +339,10 @@ def _onnx_export(net: nn.Module, dest: Path, *, size_multiple: int, opset: int |
             )
         import onnx
 
+        got = next((o.version for o in program.model_proto.opset_import if o.domain in ("", "ai.onnx")), None)
+        if opset is not None and got != opset:
+            # The dynamo exporter may not convert down to an old opset; it then keeps its own.
+            raise ExportError(f"asked for opset {opset}, the dynamo exporter produced {got}")
         onnx.save(program.model_proto, str(dest))
         return "dynamo"
     except Exception as e:  # noqa: BLE001 - fall back to the TorchScript-based exporter below
