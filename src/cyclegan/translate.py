@@ -749,6 +749,7 @@ class TranslateSummary:
         return self.failed == 0
 
     def line(self) -> str:
+        # img/s counts images and video frames alike: a video is one output but many images.
         rate = self.images / self.seconds if self.seconds > 0 else 0.0
         return (
             f"translated {self.translated}, skipped {self.skipped}, failed {self.failed} "
@@ -951,6 +952,8 @@ def translate_paths(
             fail(job.name, f"output {job.target} is a folder")
         else:
             pending.append(job)
+    if summary.skipped:
+        echo(f"note: {summary.skipped} output(s) already exist and were left as they are; --overwrite replaces them")
 
     images = [j for j in pending if not j.video and j.source is not None and j.target is not None]
     bar = None
