@@ -89,3 +89,17 @@ def test_two_process_gloo_run_and_resume_match_single_process(tiny_config, tiny_
     assert [r["step"] for r in steps_ddp] == [r["step"] for r in steps_single] == [2, 4]
     for rs, rd in zip(steps_single, steps_ddp):
         assert rd["G_total"] == pytest.approx(rs["G_total"], rel=1e-4)
+
+
+def test_resume_with_another_process_count_is_refused(tiny_config, tmp_path):
+    from cyclegan.distributed import DistInfo
+    from cyclegan.errors import CheckpointError
+    from cyclegan.training import build_train_step, restore_training_state, training_state
+
+    step = build_train_step(tiny_config(), torch.device("cpu"))
+    ckpt = ckpt_io.save_checkpoint(tmp_path / "ck", config=step.cfg, networks=step.checkpoint_networks(),
+                                   state=training_state(step, global_step=1, epoch=1, epoch_step=1))
+    restore_training_state(step, ckpt)  # same process count: fine
+    step.dist = DistInfo(rank=0, world_size=2)
+    with pytest.raises(CheckpointError, match="trained with 1 process"):
+        restore_training_state(step, ckpt)

@@ -584,6 +584,9 @@ def training_state(step: TrainStep, *, global_step: int, epoch: int, epoch_step:
         "step": global_step,
         "epoch": epoch,
         "epoch_step": epoch_step,
+        # epoch_step counts global batches: resuming with another process count would skip or
+        # repeat data, so the count is recorded and checked.
+        "world_size": step.dist.world_size,
         "opt_g": step.opt_g.state_dict(),
         "opt_d": step.opt_d.state_dict(),
         "scaler": step.scaler.state_dict(),
@@ -603,6 +606,12 @@ def restore_training_state(step: TrainStep, ckpt: Path) -> dict:
         for key in ("step", "epoch", "epoch_step"):
             if not isinstance(state[key], int):
                 raise TypeError(f"{key} is not an integer")
+        saved_world = state.get("world_size", 1)
+        if saved_world != step.dist.world_size:
+            raise CheckpointError(
+                f"{ckpt}: trained with {saved_world} process(es), resumed with {step.dist.world_size}; "
+                "resume with the same torchrun --nproc-per-node (and --nnodes)"
+            )
         step.opt_g.load_state_dict(state["opt_g"])
         step.opt_d.load_state_dict(state["opt_d"])
         if state.get("scaler"):
