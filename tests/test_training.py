@@ -17,6 +17,11 @@ from cyclegan.training import (
 )
 
 
+def _random_batch(n: int) -> dict[str, torch.Tensor]:
+    """A uint8 batch of n 16x16 images per domain, as the DataLoader delivers it."""
+    return {d: torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8) for d in ("A", "B")}
+
+
 def _lr(policy: str, epoch: int, **optim) -> float:
     sets = [f"optim.lr_policy={policy}", "train.epochs=200"] + [f"optim.{k}={v}" for k, v in optim.items()]
     return learning_rate(build_config(sets=sets), epoch) / 2e-4
@@ -147,10 +152,7 @@ def test_losses_go_down_on_the_cycle_term(tiny_config, tmp_path):
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_reduced_precision_step_tracks_fp32(tiny_config, precision):
     """One step under autocast gives losses close to fp32 (a CPU test of the GPU fast path)."""
-    batch = {
-        "A": torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8),
-        "B": torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8),
-    }
+    batch = _random_batch(2)
     results = {}
     for p in ("fp32", precision):
         step = build_train_step(tiny_config(**{"train.precision": p, "train.device": "cpu"}), torch.device("cpu"))
@@ -161,10 +163,7 @@ def test_reduced_precision_step_tracks_fp32(tiny_config, precision):
 
 
 def test_channels_last_matches_contiguous(tiny_config):
-    batch = {
-        "A": torch.randint(0, 256, (1, 3, 16, 16), dtype=torch.uint8),
-        "B": torch.randint(0, 256, (1, 3, 16, 16), dtype=torch.uint8),
-    }
+    batch = _random_batch(1)
     out = {}
     for cl in (False, True):
         step = build_train_step(tiny_config(**{"train.channels_last": cl}), torch.device("cpu"))
@@ -223,10 +222,7 @@ def test_log_records_data_time_share(tiny_config, tmp_path):
 @pytest.mark.slow
 def test_compiled_step_matches_eager(tiny_config):
     """torch.compile of the networks (inductor, C++ codegen on CPU) gives the eager losses."""
-    batch = {
-        "A": torch.randint(0, 256, (1, 3, 16, 16), dtype=torch.uint8),
-        "B": torch.randint(0, 256, (1, 3, 16, 16), dtype=torch.uint8),
-    }
+    batch = _random_batch(1)
     out = {}
     for compiled in (False, True):
         step = build_train_step(tiny_config(**{"train.compile": compiled}), torch.device("cpu"))

@@ -177,7 +177,7 @@ class OnnxGenerator:
 def _single_direction(info: ModelInfo, requested: str | None, path: Path) -> None:
     if requested is not None and requested != info.direction:
         raise CheckpointError(
-            f"{path}: holds only the {info.direction} generator, but --direction {requested} was asked for"
+            f"{path}: holds only the {info.direction} generator, not {requested}"
         )
 
 

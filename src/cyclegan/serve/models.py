@@ -128,7 +128,7 @@ def load_models(
             )
         except CycleGANError as e:
             # Exported generators hold one direction by design; say so rather than fail the server.
-            echo(f"{name}: serving {first.direction} only ({str(e).split(': ', 1)[-1].split(', but')[0]})")
+            echo(f"{name}: serving {first.direction} only ({e})")
         cfg = first.config
         summary = config_summary(cfg) | {"size_multiple": first.size_multiple, "device": str(first.device),
                                          "precision": precision}
