@@ -13,6 +13,9 @@ differ only in how the forward pass runs:
     fp16            fp16 autocast (GPU only)
     compile         torch.compile of the generator, fp32
     onnxruntime     the model exported to ONNX (dynamic shapes) run by ONNX Runtime, fp32
+    auto            precision="auto", threads capped (what ``cyclegan translate`` does by default):
+                    the row's note says which path it chose; its setup (probe, ONNX export into
+                    an empty cache) is timed separately as ``setup_s``
 
 Each row runs in its own subprocess (fresh caches, no memory carried over, a hang or crash becomes a
 "skipped" row with the reason). ``maxdiff`` is the largest difference from the reference output in
@@ -39,10 +42,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "bench" / "results" / "translate_speed.json"
-VARIANTS = ("eager-fp32", "channels_last", "bf16", "bf16+cl", "fp16", "compile", "onnxruntime")
+VARIANTS = ("eager-fp32", "channels_last", "bf16", "bf16+cl", "fp16", "compile", "onnxruntime", "auto")
 DEFAULT_VARIANTS = {
-    "cpu": ("eager-fp32", "channels_last", "bf16", "compile", "onnxruntime"),
-    "cuda": ("eager-fp32", "channels_last", "bf16+cl", "fp16", "compile", "onnxruntime"),
+    "cpu": ("eager-fp32", "channels_last", "bf16", "compile", "onnxruntime", "auto"),
+    "cuda": ("eager-fp32", "channels_last", "bf16+cl", "fp16", "compile", "onnxruntime", "auto"),
 }
 WORKER_TIMEOUT_S = 420
 
@@ -124,7 +127,11 @@ def _worker(variant: str, device: str, sizes: list[int], repeats: int, warmup: i
     torch.manual_seed(0)
     net = build_generator(GeneratorConfig()).eval()  # ResNet-9, ngf 64, instance norm
     common = {"device": device, "tile": "off", "batch_size": 1}
-    if variant == "onnxruntime":
+    t_setup = time.perf_counter()
+    if variant == "auto":
+        os.environ["CYCLEGAN_CACHE_DIR"] = str(Path(tmp) / "cache")  # empty: any ONNX export is timed
+        translator = Translator(model=net, precision="auto", threads=0, **common)
+    elif variant == "onnxruntime":
         from cyclegan.export import OnnxGenerator
 
         model = OnnxGenerator(path=Path(tmp) / "resnet9.onnx", device=device)
@@ -144,7 +151,10 @@ def _worker(variant: str, device: str, sizes: list[int], repeats: int, warmup: i
         if device == "cuda":
             torch.cuda.synchronize()
 
-    out: dict = {"seconds": {}, "maxdiff": {}, "first_call_s": {}}
+    out: dict = {"seconds": {}, "maxdiff": {}, "first_call_s": {}, "setup_s": time.perf_counter() - t_setup}
+    if variant == "auto":
+        out["chose"] = translator.runtime.line()
+        print(f"auto chose: {out['chose']}", file=sys.stderr)
     for size in sizes:
         g = torch.Generator().manual_seed(size)
         x = torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8, generator=g)  # [1, 3, S, S]
@@ -283,7 +293,7 @@ def main() -> None:
                 "size": size, "variant": variant, "s_per_img": s,
                 "speedup_vs_ref": (ref_s / s) if ref_s else None,
                 "maxdiff_levels": r["maxdiff"][str(size)], "first_call_s": r["first_call_s"][str(size)],
-                "runs": r["seconds"][str(size)],
+                "runs": r["seconds"][str(size)], "setup_s": r.get("setup_s"), "chose": r.get("chose"),
             })
 
     print(f"\n{'size':>9}  {'variant':<14} {'s/img':>8} {'vs ref':>7} {'maxdiff':>8}  note")
@@ -293,6 +303,9 @@ def main() -> None:
             print(f"{label:>9}  {row['variant']:<14} {'-':>8} {'-':>7} {'-':>8}  skipped: {row['skipped']}")
         else:
             note = f"first call {row['first_call_s']:.1f} s" if row["variant"] == "compile" else ""
+            if row["variant"] == "auto":
+                chose = row["chose"].split(" (")[0]
+                note = f"chose {chose}; setup {row['setup_s']:.1f} s"
             print(f"{label:>9}  {row['variant']:<14} {row['s_per_img']:>8.3f} {row['speedup_vs_ref']:>6.2f}x "
                   f"{row['maxdiff_levels']:>8}  {note}")
     print(f"\nvs ref = eager-fp32 time / row time (higher is faster); maxdiff in 8-bit levels vs eager-fp32; "

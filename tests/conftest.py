@@ -13,6 +13,15 @@ from cyclegan.synthetic import make_unpaired_dataset
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """ONNX models converted by translate --precision auto go to a temporary cache, never ~/.cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CYCLEGAN_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def tiny_dataroot(tmp_path_factory):
     """trainA/trainB/testA/testB with 12/12/4/4 images of 32x32."""

@@ -479,20 +479,22 @@ def test_out_folder_equal_to_input_folder_is_refused_clearly(translator, tmp_pat
 
 
 def test_auto_precision_picks_bf16_only_within_tolerance(monkeypatch):
-    from cyclegan import translate as tr
+    from cyclegan import runtime as rt
     from cyclegan.config import GeneratorConfig
     from cyclegan.networks import build_generator
+    from cyclegan.translate import Translator
 
     net = build_generator(GeneratorConfig(ngf=4, n_blocks=1))
-    monkeypatch.setattr(tr, "native_bf16", lambda device: False)
-    assert tr.Translator(model=net, device="cpu", precision="auto").precision == "fp32"
-    monkeypatch.setattr(tr, "native_bf16", lambda device: True)
-    chosen = tr.Translator(model=net, device="cpu", precision="auto")
+    monkeypatch.setattr(rt, "onnx_available", lambda: False)  # PyTorch only here; ONNX Runtime is tested below
+    monkeypatch.setattr(rt, "native_bf16", lambda device: False)
+    assert Translator(model=net, device="cpu", precision="auto").precision == "fp32"
+    monkeypatch.setattr(rt, "native_bf16", lambda device: True)
+    chosen = Translator(model=net, device="cpu", precision="auto")
     # the decision follows the probe: bf16 exactly when its drift from fp32 is inside the tolerance
-    accepted = "at most" in chosen.precision_reason
+    accepted = "at most" in chosen.runtime.reason
     assert chosen.precision == ("bf16" if accepted else "fp32")
-    monkeypatch.setattr(tr, "AUTO_MAX_LEVELS", -1)  # nothing can pass: fp32
-    assert tr.Translator(model=net, device="cpu", precision="auto").precision == "fp32"
-    monkeypatch.setattr(tr, "AUTO_MAX_LEVELS", 255)
-    monkeypatch.setattr(tr, "AUTO_MEAN_LEVELS", 255.0)  # everything passes: bf16
-    assert tr.Translator(model=net, device="cpu", precision="auto").precision == "bf16"
+    monkeypatch.setattr(rt, "AUTO_MAX_LEVELS", -1)  # nothing can pass: fp32
+    assert Translator(model=net, device="cpu", precision="auto").precision == "fp32"
+    monkeypatch.setattr(rt, "AUTO_MAX_LEVELS", 255)
+    monkeypatch.setattr(rt, "AUTO_MEAN_LEVELS", 255.0)  # everything passes: bf16
+    assert Translator(model=net, device="cpu", precision="auto").precision == "bf16"

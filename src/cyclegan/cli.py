@@ -263,25 +263,28 @@ def report_cmd(run, out, embed, smoothing, max_samples) -> None:
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Same-size images (or frames) per pass.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(("auto", *PRECISIONS)), default="auto", show_default=True,
-              help="auto: bf16 where the hardware has it and the output stays within 8 levels of fp32.")
+              help="auto: the fastest path within tolerance of fp32: bf16 where the hardware has it and the "
+                   "output stays within 8 levels, else ONNX Runtime on CPU when installed, else fp32.")
+@click.option("--threads", type=int, default=0, show_default=True,
+              help="CPU threads (0: PyTorch's default capped at the CPUs this process may use).")
 @click.option("--temporal-smoothing", type=float, default=0.0, show_default=True, metavar="ALPHA",
               help="Video: blend each output frame with the previous one (0 = off, e.g. 0.5).")
 @click.option("--no-ema", is_flag=True, help="Use the trained weights, not the checkpoint's EMA generator.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def translate_cmd(ctx, inputs, model, out, direction, recursive, suffix, fmt, quality, overwrite, max_side, size,
-                  tile, tile_overlap, memory_budget, batch_size, device, precision, temporal_smoothing, no_ema,
-                  quiet):
+                  tile, tile_overlap, memory_budget, batch_size, device, precision, threads, temporal_smoothing,
+                  no_ema, quiet):
     """Translate images, folders, globs, videos or - (stdin) at their full size."""
     from cyclegan.translate import OutputOptions, Translator, parse_bytes, translate_paths
 
     translator = Translator.from_checkpoint(
         model, direction=direction, device=device, precision=precision, tile=tile, tile_overlap=tile_overlap,
         memory_budget=parse_bytes(memory_budget) if memory_budget else None, batch_size=batch_size,
-        max_side=max_side, size=size, ema=not no_ema,
+        max_side=max_side, size=size, ema=not no_ema, threads=threads,
     )
     if precision == "auto" and not quiet:
-        click.echo(f"precision: {translator.precision} ({translator.precision_reason})", err=True)
+        click.echo(f"runtime: {translator.runtime.line()}", err=True)
     summary = translate_paths(
         translator, inputs, out=out, recursive=recursive,
         options=OutputOptions(suffix=suffix, format=fmt, quality=quality, overwrite=overwrite),

@@ -163,7 +163,7 @@ class TrainConfig:
     eval_every: int = 0  # epochs between test-split metrics (FID/KID/IS/GMS/cycle); 0 = never
     inception_weights: str | None = None  # FID Inception weights file (default: torch hub cache)
     grad_checkpointing: bool = False  # recompute residual-block activations in backward (less memory)
-    num_threads: int = 0  # CPU intra-op threads (0 = PyTorch's default, one per core)
+    num_threads: int = 0  # CPU intra-op threads (0 = PyTorch's default capped at the CPUs this process may use)
     # Warm start: copy these networks' weights from an earlier run or checkpoint before the first
     # step of a new run (seed 001 sec. 5.1's "pre-trained discriminator"); ignored on --resume.
     init_from: str | None = None

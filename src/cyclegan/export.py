@@ -133,7 +133,8 @@ class ExportResult:
 class OnnxGenerator:
     """An ONNX Runtime session behind the generator calling convention (tensors in, tensors out)."""
 
-    def __init__(self, *, path: Path, device: str = "cpu") -> None:
+    def __init__(self, *, path: Path, device: str = "cpu", threads: int | None = None) -> None:
+        """``threads``: ONNX Runtime intra-op threads (None: its default, one per physical core)."""
         try:
             import onnxruntime as ort
         except ImportError:
@@ -152,7 +153,10 @@ class OnnxGenerator:
         else:
             raise CheckpointError(f"{path}: ONNX Runtime cannot run on --device {device}; use cpu or cuda")
         try:
-            self.session = ort.InferenceSession(str(path), providers=providers)
+            options = ort.SessionOptions()
+            if threads:
+                options.intra_op_num_threads = threads
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for bad files
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CheckpointError(f"{path}: not a loadable ONNX model ({first})") from None
@@ -228,14 +232,20 @@ def _load_safetensors_file(path: Path, device: torch.device) -> tuple[nn.Module,
 
 
 def load_any_generator(
-    path: str | Path, *, direction: str | None = None, device: str | torch.device = "cpu", ema: bool = True
+    path: str | Path,
+    *,
+    direction: str | None = None,
+    device: str | torch.device = "cpu",
+    ema: bool = True,
+    threads: int | None = None,
 ) -> LoadedGenerator:
     """Rebuild one generator from whatever ``path`` is.
 
     A run directory (its ``checkpoints/latest``) or checkpoint directory: ``direction`` picks G_A
     (a2b, the default) or G_B. An exported generator (safetensors folder or file, ``.onnx``,
     TorchScript ``.pt``) translates one fixed direction; asking for the other one is an error.
-    ``device`` is a torch device; for ONNX the strings "auto"/"cpu"/"cuda" choose the provider.
+    ``device`` is a torch device; for ONNX the strings "auto"/"cpu"/"cuda" choose the provider and
+    ``threads`` its intra-op threads.
     """
     path = Path(path)
     if direction is not None and direction not in GENERATOR_FOR_DIRECTION:
@@ -253,7 +263,7 @@ def load_any_generator(
         return LoadedGenerator(model=net, info=info, kind="checkpoint", path=ckpt)
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        runner = OnnxGenerator(path=path, device=str(device))
+        runner = OnnxGenerator(path=path, device=str(device), threads=threads)
         meta = runner.metadata()
         if METADATA_KEY not in meta:
             raise CheckpointError(f"{path}: ONNX model without cyclegan metadata; export it with cyclegan export")

@@ -58,6 +58,7 @@ from cyclegan.losses import (
 from cyclegan.networks import build_discriminator, build_generator
 from cyclegan.pool import ImagePool
 from cyclegan.registry import Registry
+from cyclegan.runtime import apply_threads
 
 # ----------------------------------------------------------------------------------------------
 # Learning-rate policies: epoch (0-based) -> multiplier of optim.lr. Pure functions of the epoch,
@@ -699,8 +700,7 @@ def train(
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
-    if tcfg.num_threads:
-        torch.set_num_threads(tcfg.num_threads)
+    apply_threads(tcfg.num_threads)  # 0: PyTorch's default, capped at the CPUs a container grants
 
     # -- data: every file is checked before any training work
     files = gather_training_files(cfg.data, batch_size=tcfg.batch_size)

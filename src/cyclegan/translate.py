@@ -50,6 +50,7 @@ from cyclegan.image import (
     to_model_range,
     to_uint8,
 )
+from cyclegan.runtime import CallableRunner, RuntimeChoice, TorchRunner, apply_threads, choose_runtime
 
 __all__ = [
     "OUTPUT_FORMATS",
@@ -320,83 +321,6 @@ def _frozen_stats(stats: dict) -> Iterator[None]:
             mod.__dict__.pop("forward", None)
 
 
-# ------------------------------------------------------------------------------------------- runners
-
-
-# ------------------------------------------------------------------------------ automatic precision
-
-# bf16 is accepted by precision="auto" only if, on a probe image, no output pixel moves by more than
-# AUTO_MAX_LEVELS 8-bit levels from fp32 and the mean change stays under AUTO_MEAN_LEVELS.
-AUTO_MAX_LEVELS = 8
-AUTO_MEAN_LEVELS = 1.0
-
-
-def native_bf16(device: torch.device) -> bool:
-    """bf16 arithmetic in hardware: Ampere+ GPUs; on CPUs AVX512-BF16 or AMX (emulated bf16 is slower)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu" and torch.backends.mkldnn.is_available():
-        probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
-        return any(p is not None and p() for p in probes)
-    return False
-
-
-def choose_precision(module: nn.Module, device: torch.device, size_multiple: int) -> tuple[str, str]:
-    """precision="auto": ``("bf16", why)`` when the device computes bf16 natively and the model's
-    output on a probe image stays within the tolerance above, else ``("fp32", why)``."""
-    if not native_bf16(device):
-        return "fp32", f"no native bf16 on {device.type}"
-    from cyclegan.synthetic import make_scene
-
-    side = max(64, 2 * size_multiple)
-    scene = make_scene(np.random.default_rng(0), side, "photo")  # a photo-like probe, not noise
-    x = to_model_range(torch.from_numpy(scene).permute(2, 0, 1)[None].to(device))
-    outs = {}
-    for precision in ("fp32", "bf16"):
-        runner = _TorchRunner(module=module, device=device, precision=precision, channels_last=False, compile=False)
-        outs[precision] = to_uint8(runner(x)).int()
-    diff = (outs["bf16"] - outs["fp32"]).abs()
-    worst, mean = int(diff.max()), float(diff.float().mean())
-    if worst <= AUTO_MAX_LEVELS and mean <= AUTO_MEAN_LEVELS:
-        return "bf16", f"native bf16, probe differs from fp32 by at most {worst} levels (mean {mean:.2f})"
-    return "fp32", f"bf16 moved the probe by up to {worst} levels (mean {mean:.2f}), over the tolerance"
-
-
-class _TorchRunner:
-    """An nn.Module (eager or TorchScript) behind float-in, float32-out, with autocast and options."""
-
-    def __init__(
-        self, *, module: nn.Module, device: torch.device, precision: str, channels_last: bool, compile: bool
-    ) -> None:
-        self.device = device
-        self.precision = precision
-        self.channels_last = channels_last
-        self.module = module.to(device).eval()
-        if channels_last:
-            self.module = self.module.to(memory_format=torch.channels_last)
-        self.compiled = torch.compile(self.module) if compile else None
-
-    def __call__(self, x: Tensor, *, eager: bool = False) -> Tensor:
-        # [B, 3, H, W] float in [-1, 1] on self.device -> [B, 3, H, W] float32
-        net = self.module if eager or self.compiled is None else self.compiled
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        ctx = torch.autocast(self.device.type, dtype=amp) if amp else contextlib.nullcontext()
-        with torch.inference_mode(), ctx:
-            y = net(x)
-        return y.float().contiguous()
-
-
-class _CallableRunner:
-    def __init__(self, fn: Callable[[Tensor], Tensor]) -> None:
-        self.fn = fn
-
-    def __call__(self, x: Tensor, *, eager: bool = False) -> Tensor:
-        with torch.inference_mode():
-            return self.fn(x).float()
-
-
 # ---------------------------------------------------------------------------------------- Translator
 
 
@@ -427,6 +351,11 @@ class Translator:
     Calling the translator with a PIL image returns a PIL image, with a numpy [H, W, 3] (or [H, W],
     [H, W, 4]) uint8 array returns a numpy array, and with a list of them returns a list; same-size
     images are batched. Alpha is kept (RGB translated, alpha re-attached); grayscale comes back RGB.
+
+    ``precision="auto"`` lets ``cyclegan.runtime.choose_runtime`` pick the fastest path within
+    tolerance of fp32 (bf16 autocast, ONNX Runtime or PyTorch fp32); ``runtime`` says which and why.
+    ``threads``: None leaves PyTorch's thread count alone, 0 caps it at the CPUs this process may use,
+    N sets it (process-wide, as ``torch.set_num_threads``).
     """
 
     def __init__(
@@ -448,6 +377,7 @@ class Translator:
         direction: str | None = None,
         config: Config | None = None,
         source: str | None = None,
+        threads: int | None = None,
     ) -> None:
         if precision not in (*PRECISIONS, "auto"):
             raise TranslateError(f"--precision {precision!r}: choose from auto, {', '.join(PRECISIONS)}")
@@ -465,29 +395,40 @@ class Translator:
         self.direction = direction
         self.config = config
         self.source = source
-        self.precision_reason = "as requested"
+        apply_threads(threads)
         if isinstance(model, nn.Module):
             self.device = resolve_device(device)
             if size_multiple is None:
                 size_multiple = getattr(model, "size_multiple", None)
+            session = None
             if precision == "auto":
-                precision, self.precision_reason = choose_precision(model, self.device, int(size_multiple or 4))
-            self._runner: _TorchRunner | _CallableRunner = _TorchRunner(
-                module=model, device=self.device, precision=precision, channels_last=channels_last,
-                compile=compile,
-            )
+                # channels_last / compile are PyTorch options, so asking for them keeps PyTorch.
+                self.runtime, session = choose_runtime(
+                    model, self.device, int(size_multiple or 4), allow_onnx=not (channels_last or compile),
+                    threads=torch.get_num_threads(),
+                )
+            else:
+                self.runtime = RuntimeChoice("torch", precision, "as requested")
+            torch_runner = TorchRunner(module=model, device=self.device, precision=self.runtime.precision,
+                                       channels_last=channels_last, compile=compile)
+            self._runner: TorchRunner | CallableRunner = CallableRunner(session) if session else torch_runner
+            # Tiles always go through PyTorch: only an eager module's instance norms can be given the
+            # whole image's statistics (module docstring), whatever runs the untiled passes.
+            self._tile_runner = torch_runner
             self._norms = _input_stat_norms(model)
         else:
-            if precision == "auto":
-                precision, self.precision_reason = "fp32", "ONNX Runtime runs fp32"
-            if precision != "fp32":
+            if precision not in ("auto", "fp32"):
                 raise TranslateError(f"{source or 'this model'}: --precision {precision} needs a PyTorch model; "
                                      "ONNX Runtime runs fp32")
             # The callable moves data itself (ONNX Runtime takes host arrays), so tensors stay on the CPU.
             self.device = torch.device("cpu")
-            self._runner = _CallableRunner(model)
+            self._runner = self._tile_runner = CallableRunner(model)
+            from cyclegan.export import OnnxGenerator
+
+            backend = "onnxruntime" if isinstance(model, OnnxGenerator) else "callable"
+            self.runtime = RuntimeChoice(backend, "fp32", "the model's own runtime")
             self._norms = []
-        self.precision = precision
+        self.precision = self.runtime.precision
         if not size_multiple or int(size_multiple) < 1:
             raise TranslateError(f"{source or 'model'}: unknown size_multiple; pass size_multiple=")
         self.size_multiple = int(size_multiple)
@@ -508,6 +449,7 @@ class Translator:
         precision: str = "fp32",
         tile: str | int = "auto",
         ema: bool = True,
+        threads: int | None = None,
         **options,
     ) -> Translator:
         """A translator for a run folder, checkpoint folder, safetensors export, ``.onnx`` or TorchScript file.
@@ -519,12 +461,15 @@ class Translator:
         """
         from cyclegan.export import load_any_generator
 
+        apply_threads(threads)  # before loading: an ONNX Runtime session fixes its threads when created
+
         if Path(path).suffix.lower() == ".onnx":
             model_device: str | torch.device = device
         else:
             model_device = resolve_device(device)
         # ema: a checkpoint's moving-average generator when it has one (train --ema-decay)
-        loaded = load_any_generator(path, direction=direction, device=model_device, ema=ema)
+        loaded = load_any_generator(path, direction=direction, device=model_device, ema=ema,
+                                    threads=torch.get_num_threads() if threads is not None else None)
         return cls(
             model=loaded.model,
             size_multiple=loaded.info.size_multiple,
@@ -540,7 +485,8 @@ class Translator:
     def __repr__(self) -> str:
         return (
             f"Translator(source={self.source!r}, direction={self.direction!r}, device={self.device}, "
-            f"precision={self.precision!r}, tile={self.tile!r}, size_multiple={self.size_multiple})"
+            f"runtime={self.runtime.backend!r}, precision={self.precision!r}, tile={self.tile!r}, "
+            f"size_multiple={self.size_multiple})"
         )
 
     # ------------------------------------------------------------------------------ public calls
@@ -693,7 +639,7 @@ class Translator:
             for k in range(0, len(coords), per_pass):
                 chunk = coords[k : k + per_pass]
                 batch = torch.cat([x[:, :, ys[i] : ys[i] + th, xs[j] : xs[j] + tw] for i, j in chunk])
-                y = self._runner(batch, eager=bool(self._norms))  # [n, 3, th, tw]
+                y = self._tile_runner(batch, eager=bool(self._norms))  # [n, 3, th, tw]
                 if out is None:
                     out = torch.zeros((1, y.shape[1], h, w), dtype=torch.float32, device=x.device)
                 for n, (i, j) in enumerate(chunk):
@@ -719,7 +665,7 @@ class Translator:
             m = self.size_multiple
             size = (max(2 * m, int(h * s) // m * m), max(2 * m, int(w * s) // m * m))
             ref = F.interpolate(x, size=size, mode="area")
-        stats = _record_stats(self._norms, lambda t: self._runner(t, eager=True), ref)
+        stats = _record_stats(self._norms, lambda t: self._tile_runner(t, eager=True), ref)
         with _frozen_stats(stats):
             yield
 

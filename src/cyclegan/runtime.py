@@ -1,0 +1,269 @@
+"""How a generator runs at inference: PyTorch (eager or compiled, any autocast) or ONNX Runtime,
+the automatic choice between them (``precision="auto"``), and the CPU thread count.
+
+``choose_runtime`` picks, for one model on one device, the fastest path whose output stays within a
+set tolerance of PyTorch fp32. The rules follow what ``bench/translate_speed.py`` measured (README,
+Performance; ResNet-9 on a 2-core AMD EPYC with avx512_bf16, 2026-11-22):
+
+1. bf16 autocast where the device computes bf16 natively and a probe image stays within
+   ``AUTO_MAX_LEVELS`` of fp32: 1.69x fp32 at 512 px, 1.43x at 1024 px on that CPU.
+2. On a CPU without that, ONNX Runtime (fp32, 1.13x-1.43x from 256 to 1024 px there) when
+   ``onnxruntime`` is installed: the module is exported once, checked against PyTorch like
+   ``cyclegan export``, and cached under ``cache_dir()`` keyed by its weights and structure.
+3. Otherwise PyTorch fp32 eager. channels_last is never chosen: it was slower on that CPU
+   (0.81x-0.95x).
+
+Thread count: PyTorch and ONNX Runtime default to one thread per physical core of the host, which
+inside a container limited to a few CPUs (cgroup quota or affinity mask) oversubscribes the
+machine; ``cap_threads`` lowers the count to what the process may use and never raises it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from cyclegan import __version__
+from cyclegan.image import to_model_range, to_uint8
+
+__all__ = [
+    "AUTO_MAX_LEVELS",
+    "AUTO_MEAN_LEVELS",
+    "RuntimeChoice",
+    "TorchRunner",
+    "cache_dir",
+    "apply_threads",
+    "cap_threads",
+    "cgroup_cpu_quota",
+    "choose_runtime",
+    "native_bf16",
+    "onnx_cached",
+    "usable_cpus",
+]
+
+# bf16 is accepted by precision="auto" only if, on a probe image, no output pixel moves by more than
+# AUTO_MAX_LEVELS 8-bit levels from fp32 and the mean change stays under AUTO_MEAN_LEVELS.
+AUTO_MAX_LEVELS = 8
+AUTO_MEAN_LEVELS = 1.0
+
+CACHE_ENV = "CYCLEGAN_CACHE_DIR"
+
+
+# ------------------------------------------------------------------------------------------- threads
+
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs granted by the cgroup CPU quota (v2 ``cpu.max`` or v1 ``cfs_quota_us``), None if unlimited."""
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    for sub in ("cpu", "cpu,cpuacct"):
+        with contextlib.suppress(OSError, ValueError):
+            quota_us = int((root / sub / "cpu.cfs_quota_us").read_text())
+            period_us = int((root / sub / "cpu.cfs_period_us").read_text())
+            return None if quota_us <= 0 else quota_us / period_us
+    return None
+
+
+def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may run on: its affinity mask, capped by the cgroup quota (rounded up)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = cgroup_cpu_quota(cgroup_root)
+    if quota is not None:
+        n = min(n, max(1, math.ceil(quota)))
+    return max(1, n)
+
+
+def cap_threads() -> int:
+    """Lower PyTorch's intra-op threads to ``usable_cpus()`` if it is above; returns the count in use."""
+    n = min(torch.get_num_threads(), usable_cpus())
+    if n < torch.get_num_threads():
+        torch.set_num_threads(n)
+    return n
+
+
+def apply_threads(threads: int | None) -> None:
+    """The ``--threads`` convention: None leaves PyTorch alone, 0 caps it (``cap_threads``), N sets N."""
+    if threads is None:
+        return
+    if threads < 0:
+        from cyclegan.errors import CycleGANError
+
+        raise CycleGANError(f"--threads must be >= 0, got {threads}")
+    if threads:
+        torch.set_num_threads(threads)
+    else:
+        cap_threads()
+
+
+# ------------------------------------------------------------------------------------------ runners
+
+
+class TorchRunner:
+    """An nn.Module (eager or TorchScript) behind float-in, float32-out, with autocast and options."""
+
+    def __init__(
+        self, *, module: nn.Module, device: torch.device, precision: str, channels_last: bool, compile: bool
+    ) -> None:
+        self.device = device
+        self.precision = precision
+        self.channels_last = channels_last
+        self.module = module.to(device).eval()
+        if channels_last:
+            self.module = self.module.to(memory_format=torch.channels_last)
+        self.compiled = torch.compile(self.module) if compile else None
+
+    def __call__(self, x: Tensor, *, eager: bool = False) -> Tensor:
+        # [B, 3, H, W] float in [-1, 1] on self.device -> [B, 3, H, W] float32
+        net = self.module if eager or self.compiled is None else self.compiled
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        ctx = torch.autocast(self.device.type, dtype=amp) if amp else contextlib.nullcontext()
+        with torch.inference_mode(), ctx:
+            y = net(x)
+        return y.float().contiguous()
+
+
+class CallableRunner:
+    """Any callable with the generator convention (e.g. an ONNX Runtime session) behind the runner API."""
+
+    def __init__(self, fn: Callable[[Tensor], Tensor]) -> None:
+        self.fn = fn
+
+    def __call__(self, x: Tensor, *, eager: bool = False) -> Tensor:
+        with torch.inference_mode():
+            return self.fn(x).float()
+
+
+# ------------------------------------------------------------------------------------- bf16 probe
+
+
+def native_bf16(device: torch.device) -> bool:
+    """bf16 arithmetic in hardware: Ampere+ GPUs; on CPUs AVX512-BF16 or AMX (emulated bf16 is slower)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu" and torch.backends.mkldnn.is_available():
+        probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+        return any(p is not None and p() for p in probes)
+    return False
+
+
+def _bf16_within_tolerance(module: nn.Module, device: torch.device, size_multiple: int) -> tuple[bool, str]:
+    from cyclegan.synthetic import make_scene
+
+    side = max(64, 2 * size_multiple)
+    scene = make_scene(np.random.default_rng(0), side, "photo")  # a photo-like probe, not noise
+    x = to_model_range(torch.from_numpy(scene).permute(2, 0, 1)[None].to(device))  # [1, 3, S, S]
+    outs = {}
+    for precision in ("fp32", "bf16"):
+        runner = TorchRunner(module=module, device=device, precision=precision, channels_last=False, compile=False)
+        outs[precision] = to_uint8(runner(x)).int()
+    diff = (outs["bf16"] - outs["fp32"]).abs()
+    worst, mean = int(diff.max()), float(diff.float().mean())
+    if worst <= AUTO_MAX_LEVELS and mean <= AUTO_MEAN_LEVELS:
+        return True, f"native bf16, probe differs from fp32 by at most {worst} levels (mean {mean:.2f})"
+    return False, f"bf16 moved the probe by up to {worst} levels (mean {mean:.2f}), over the tolerance"
+
+
+# -------------------------------------------------------------------------------- ONNX Runtime cache
+
+
+def cache_dir() -> Path:
+    """``$CYCLEGAN_CACHE_DIR``, else ``$XDG_CACHE_HOME/cyclegan``, else ``~/.cache/cyclegan``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cyclegan"
+
+
+def _module_key(module: nn.Module, size_multiple: int) -> str:
+    """A digest of everything the exported graph depends on: structure, weights, versions."""
+    h = hashlib.sha256()
+    h.update(f"{__version__}|{torch.__version__}|{size_multiple}|{module!r}".encode())
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def onnx_available() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def onnx_cached(module: nn.Module, *, size_multiple: int, threads: int | None = None):
+    """An ``OnnxGenerator`` for ``module``: loaded from the cache, or exported, checked and cached first.
+
+    Returns (generator, path, exported_now). Raises CycleGANError (or OSError) when it cannot.
+    """
+    from cyclegan.errors import CheckpointError
+    from cyclegan.export import ModelInfo, OnnxGenerator, export_module
+
+    path = cache_dir() / "onnx" / f"{_module_key(module, size_multiple)}.onnx"
+    if path.is_file():
+        with contextlib.suppress(CheckpointError):  # unreadable (e.g. truncated by a full disk): redo it
+            return OnnxGenerator(path=path, device="cpu", threads=threads), path, False
+    info = ModelInfo(direction="a2b", size_multiple=size_multiple, config=None)
+    # export_module writes under a temporary name and renames after its parity check, so a
+    # concurrent reader never sees a half-written file.
+    export_module(module.cpu().eval(), fmt="onnx", out=path, info=info, overwrite=True)
+    return OnnxGenerator(path=path, device="cpu", threads=threads), path, True
+
+
+# ------------------------------------------------------------------------------------------- choice
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """What ``choose_runtime`` picked and why (printed by ``cyclegan translate``)."""
+
+    backend: str  # "torch" | "onnxruntime"
+    precision: str  # "fp32" | "bf16"
+    reason: str
+
+    def line(self) -> str:
+        return f"{self.backend} {self.precision} ({self.reason})"
+
+
+def choose_runtime(
+    module: nn.Module, device: torch.device, size_multiple: int, *, allow_onnx: bool = True,
+    threads: int | None = None,
+) -> tuple[RuntimeChoice, Callable[[Tensor], Tensor] | None]:
+    """precision="auto": the fastest path within tolerance of fp32 for ``module`` on ``device``.
+
+    Returns the choice and, when it is ONNX Runtime, the session to run (else None: run ``module``
+    in PyTorch at ``choice.precision``). ``threads`` goes to the ONNX Runtime session.
+    """
+    if native_bf16(device):
+        ok, why = _bf16_within_tolerance(module, device, size_multiple)
+        if ok:
+            return RuntimeChoice("torch", "bf16", why), None
+    else:
+        why = f"no native bf16 on {device.type}"
+    if not allow_onnx or device.type != "cpu" or isinstance(module, torch.jit.ScriptModule):
+        return RuntimeChoice("torch", "fp32", why), None
+    if not onnx_available():
+        return RuntimeChoice("torch", "fp32", f"{why}; onnxruntime not installed"), None
+    from cyclegan.errors import CycleGANError
+
+    try:
+        session, path, exported = onnx_cached(module, size_multiple=size_multiple, threads=threads)
+    except (CycleGANError, OSError) as e:
+        return RuntimeChoice("torch", "fp32", f"{why}; ONNX Runtime not used: {e}"), None
+    how = "exported and cached" if exported else "cached"
+    return RuntimeChoice("onnxruntime", "fp32", f"{why}; ONNX Runtime is faster on CPU, {how} at {path}"), session
