@@ -372,3 +372,26 @@ def test_overwrite_refuses_a_folder_with_other_files(run_copy, dataroot):
 def test_evaluate_rejects_batch_size_zero_cleanly(tmp_path):
     res = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(tmp_path), "--batch-size", "0"])
     assert res.exit_code != 0 and "Traceback" not in res.output and "batch-size" in res.output
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["translate", "x.png", "--model", "m", "--precision", "fast"], "Invalid value for '--precision'"),
+        (["trian"], "No such command 'trian'"),
+        (["train", "--bogus"], "No such option '--bogus'"),
+        (["--bogus"], "No such option '--bogus'"),
+        (["prep", "pack"], "Missing argument 'IN_DIR'"),
+    ],
+)
+def test_flag_errors_are_one_line_with_exit_2(args, expected):
+    result = _runner().invoke(main, args)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
+    assert "--help" in lines[0]
+
+
+def test_a_group_without_a_command_shows_its_help():
+    result = _runner().invoke(main, ["analyze"])
+    assert "fourier" in result.output and "error:" not in result.output

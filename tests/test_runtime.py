@@ -171,3 +171,17 @@ def test_translate_cli_prints_the_runtime_it_chose(no_bf16, tmp_path):
     assert result.exit_code == 0, result.output
     auto, fp32 = (np.asarray(Image.open(tmp_path / f"{n}.png")).astype(int) for n in ("auto", "fp32"))
     assert np.abs(auto - fp32).max() <= 1
+
+
+def test_precision_warning_only_where_the_precision_is_emulated(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(rt, "native_bf16", lambda device: False)
+    assert "emulated" in rt.precision_warning(cpu, "bf16")
+    monkeypatch.setattr(rt, "native_bf16", lambda device: True)
+    assert rt.precision_warning(cpu, "bf16") is None
+    assert rt.precision_warning(cpu, "fp32") is None
+    monkeypatch.setattr(torch.cpu, "_is_amx_fp16_supported", lambda: False)
+    assert "much slower than fp32" in rt.precision_warning(cpu, "fp16")
+    monkeypatch.setattr(torch.cpu, "_is_amx_fp16_supported", lambda: True)
+    assert rt.precision_warning(cpu, "fp16") is None
+    assert rt.precision_warning(cuda, "fp16") is None

@@ -1,6 +1,8 @@
 """The ``cyclegan`` command line: a thin layer that turns flags into library calls.
 
-User errors (``CycleGANError``) print as one line on stderr and exit with status 1; Ctrl-C exits 130.
+User errors (``CycleGANError``) print as one line on stderr and exit with status 1; flag errors
+(unknown option, bad choice, missing argument) print as one line and exit with status 2, as click's
+own usage errors do; Ctrl-C exits 130.
 """
 
 from __future__ import annotations
@@ -15,14 +17,39 @@ from cyclegan.config import DEVICES, MODEL_KINDS, PRECISIONS
 from cyclegan.errors import CycleGANError
 
 
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+# A group called without a command: click shows its help (older click does so without raising).
+_SHOW_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _usage_error(ctx: click.Context, e: click.UsageError) -> None:
+    if isinstance(e, _SHOW_HELP):
+        raise e
+    # click prints the usage block, a hint and the error on four lines; keep the error and the hint
+    # on one, like every other error of this command.
+    where = e.ctx.command_path if e.ctx is not None else ctx.command_path
+    click.echo(f"error: {_one_line(e.format_message())} (see '{where} --help')", err=True)
+    ctx.exit(e.exit_code)
+
+
 class _Group(click.Group):
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as e:
+            _usage_error(ctx, e)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:
+            _usage_error(ctx, e)
         except CycleGANError as e:
             # One line, always: messages may embed library text with newlines (torch.load's is 8 lines).
-            message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
-            click.echo(f"error: {message}", err=True)
+            click.echo(f"error: {_one_line(str(e))}", err=True)
             ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -276,6 +303,7 @@ def translate_cmd(ctx, inputs, model, out, direction, recursive, suffix, fmt, qu
                   tile, tile_overlap, memory_budget, batch_size, device, precision, threads, temporal_smoothing,
                   no_ema, quiet):
     """Translate images, folders, globs, videos or - (stdin) at their full size."""
+    from cyclegan.runtime import precision_warning
     from cyclegan.translate import OutputOptions, Translator, parse_bytes, translate_paths
 
     translator = Translator.from_checkpoint(
@@ -285,6 +313,8 @@ def translate_cmd(ctx, inputs, model, out, direction, recursive, suffix, fmt, qu
     )
     if precision == "auto" and not quiet:
         click.echo(f"runtime: {translator.runtime.line()}", err=True)
+    if (slow := precision_warning(translator.device, translator.precision)) is not None:
+        click.echo(f"warning: {slow}", err=True)
     summary = translate_paths(
         translator, inputs, out=out, recursive=recursive,
         options=OutputOptions(suffix=suffix, format=fmt, quality=quality, overwrite=overwrite),

@@ -58,7 +58,7 @@ from cyclegan.losses import (
 from cyclegan.networks import build_discriminator, build_generator
 from cyclegan.pool import ImagePool
 from cyclegan.registry import Registry
-from cyclegan.runtime import apply_threads
+from cyclegan.runtime import apply_threads, precision_warning
 
 # ----------------------------------------------------------------------------------------------
 # Learning-rate policies: epoch (0-based) -> multiplier of optim.lr. Pure functions of the epoch,
@@ -723,6 +723,8 @@ def train(
         if files.skipped:
             names = "; ".join(f"{p} ({why})" for p, why in files.skipped)
             echo(f"warning: skipped {len(files.skipped)} unreadable image(s): {names}")
+        if (slow := precision_warning(device, tcfg.precision)) is not None:
+            echo(f"warning: {slow}")
     dist_env.barrier(info)
     dataset = UnpairedImages(files.a, files.b, cfg.data)
     loader = make_loader(
