@@ -72,8 +72,9 @@ DEFAULT_ITERS = {"cuda": 20, "cpu": 1}
 DEFAULT_REPEATS = {"cuda": 3, "cpu": 5}  # CPU: more one-step repeats, robust to other processes' load
 DEFAULT_WARMUP = {"cuda": 5, "cpu": 1}
 DEFAULT_TIMEOUT = {"cuda": 900, "cpu": 420}
-# The first compiled step compiles every graph: with bf16 each G twice (fp32 real and bf16 fake
-# inputs) and each D three times (dtype and requires_grad differ between the G and D steps).
+# The first compiled step compiles every graph (one per network with torch 2.14, as generator outputs
+# are handed on in fp32; dynamo counted 5 graphs for the 4 networks under bf16 before that); a
+# second warm-up step catches any recompilation a later guard failure would trigger.
 COMPILE_MIN_WARMUP = 2
 
 

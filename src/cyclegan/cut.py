@@ -69,7 +69,7 @@ class CUTStep(TrainStep):
             # One generator pass over A (and B for the NCE identity loss), as the paper's code does.
             real = torch.cat([real_a, real_b]) if loss_cfg.nce_idt else real_a
             flipped = loss_cfg.flip_equivariance and bool(torch.rand(()) < 0.5)
-            fake = m.G_A(real.flip(3) if flipped else real)
+            fake = m.G_A(real.flip(3) if flipped else real).float()  # one input dtype: TrainStep._generate
             fake_b = fake[:n]
 
         # -- discriminator step

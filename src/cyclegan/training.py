@@ -255,8 +255,12 @@ class TrainStep:
         if getattr(ckpt_io.unwrap(getattr(self.models, name)), "aux_losses", False):
             y, extra = net(x, return_aux=True)
             aux[name].append(extra)
-            return y
-        return net(x)
+        else:
+            y = net(x)
+        # Under autocast y is bf16/fp16; handing it on as fp32 gives every network one input dtype,
+        # so torch.compile traces each once per grad mode rather than also once per dtype. Exact:
+        # autocast rounds it back to the same bf16 values at the next convolution.
+        return y.float()
 
     def generator_step(self, real_a: Tensor, real_b: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         m, loss_cfg = self.compiled, self.cfg.loss
