@@ -415,7 +415,8 @@ def prep_remove_background_cmd(in_dir, out_dir, masks_dir, margin, iterations, m
               help="Requests that may wait for a worker; beyond that the API answers 503 + Retry-After.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Images translated at the same time.")
 @click.option("--threads", type=int, default=0, show_default=True,
-              help="CPU threads per image (0: PyTorch's default, one per core; 1 is often faster on small VMs).")
+              help="CPU threads per image (0: PyTorch's default capped at the CPUs this process may use; "
+                   "1 is often faster on small VMs).")
 @click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
               help="Allow browser pages from this origin to call the API (repeatable; default: none).")
 def serve_cmd(checkpoints, host, port, device, precision, tile, max_upload_mb, max_megapixels, queue_size, workers,

@@ -94,10 +94,16 @@ def run_server(
         raise ServeError("--max-megapixels must be positive")
     # Bind before loading models, so a busy port fails in a second rather than after the loading.
     sock = bind_socket(host, port)
-    if threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(threads)  # model loading; the workers set it for themselves
+    from cyclegan.runtime import cap_threads
+
+    # Model loading runs here; the workers set the same count for themselves. 0: PyTorch's default,
+    # capped at the CPUs this process may use.
+    if threads:
+        torch.set_num_threads(threads)
+    else:
+        threads = cap_threads()
     try:
         models = load_models(checkpoints, device=device, precision=precision, tile=tile, echo=echo)
         app = create_app(
@@ -106,7 +112,7 @@ def run_server(
             max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
             queue_size=DEFAULT_QUEUE_SIZE if queue_size is None else queue_size,
             workers=workers,
-            threads=threads or None,
+            threads=threads,
             cors_origins=list(cors_origins) or None,
         )
         bound_host, bound_port = sock.getsockname()[:2]
