@@ -1,6 +1,7 @@
 """Checkpoints: safetensors + JSON, weights-only state, atomic replacement, clear errors."""
 
 import json
+import threading
 
 import pytest
 import safetensors.torch
@@ -118,3 +119,58 @@ def test_compiled_and_channels_last_modules_save_plain_keys(tiny_config, tmp_pat
     ckpt = ckpt_io.save_checkpoint(tmp_path / "ck", config=step.cfg, networks={"G_A": wrapped})
     keys = set(ckpt_io.load_weights(ckpt, "G_A"))
     assert keys == set(step.models.G_A.state_dict()) and not any(k.startswith("_orig_mod") for k in keys)
+
+
+# ------------------------------------------------------------------------------ background writer
+
+
+def test_background_save_is_a_snapshot_of_the_moment_it_was_called(step, tmp_path, monkeypatch):
+    """The next optimizer step changes weights and Adam moments in place while the write runs."""
+    batch = {k: torch.randint(0, 256, (1, 3, 16, 16), dtype=torch.uint8) for k in ("A", "B")}
+    step(batch)  # Adam state exists
+    expected_weights = {k: v.clone() for k, v in step.models.G_A.state_dict().items()}
+    expected_moment = next(iter(step.opt_g.state_dict()["state"].values()))["exp_avg"].clone()
+
+    release = threading.Event()
+    real_write = ckpt_io._write_checkpoint
+
+    def slow_write(*args, **kwargs):
+        release.wait(10)  # hold the write back until training has moved on
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(ckpt_io, "_write_checkpoint", slow_write)
+    writer = ckpt_io.CheckpointWriter()
+    dest = tmp_path / "latest"
+    writer.save(dest, config=step.cfg, networks=step.models.networks(),
+                state=training_state(step, global_step=1, epoch=1, epoch_step=1), meta={"step": 1})
+    step(batch)  # training goes on: every live tensor changes
+    assert not dest.exists()
+    release.set()
+    writer.close()
+    saved = safetensors.torch.load_file(str(dest / "G_A.safetensors"))
+    assert all(torch.equal(saved[k], v) for k, v in expected_weights.items())
+    live = step.models.G_A.state_dict()
+    assert any(not torch.equal(saved[k], live[k]) for k in saved)  # the step did change the live weights
+    state = torch.load(dest / "state.pt", weights_only=True)
+    assert torch.equal(next(iter(state["opt_g"]["state"].values()))["exp_avg"], expected_moment)
+
+
+def test_background_saves_land_in_call_order(step, tmp_path):
+    writer = ckpt_io.CheckpointWriter()
+    for n in (1, 2, 3):
+        writer.save(tmp_path / "latest", config=step.cfg, networks=step.models.networks(),
+                    state=training_state(step, global_step=n, epoch=1, epoch_step=n), meta={"step": n})
+    writer.close()
+    assert json.loads((tmp_path / "latest" / "meta.json").read_text())["step"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest"]  # no temporary or .prev left
+
+
+def test_a_failed_background_write_is_one_clear_error(step, tmp_path):
+    blocker = tmp_path / "checkpoints"
+    blocker.write_text("a file where the checkpoint folder should be")
+    writer = ckpt_io.CheckpointWriter()
+    writer.save(blocker / "latest", config=step.cfg, networks=step.models.networks())
+    with pytest.raises(CheckpointError, match=r"checkpoints/latest: could not write the checkpoint") as e:
+        writer.wait()
+    assert "\n" not in str(e.value)
+    writer.close()  # reported once

@@ -95,6 +95,23 @@ def test_resume_is_bitwise_identical(tiny_config, tmp_path, extra):
     assert torch.equal(sa["pool_a"]["images"], sb["pool_a"]["images"])
 
 
+def test_background_checkpoints_equal_synchronous_ones(tiny_config, tmp_path):
+    common = {"train.epochs": 3, "train.seed": 2, "train.save_latest_every": 2, "train.save_epoch_every": 1,
+              "train.keep_epochs": 2}
+    for mode, background in (("sync", False), ("async", True)):
+        result = train(tiny_config(**common, **{"train.async_checkpoint": background}), tmp_path / mode,
+                       progress=False)
+        assert result.status == "finished"
+        # pruning waited for the newest epoch checkpoint, so exactly the last two are kept
+        assert sorted(p.name for p in (tmp_path / mode / "checkpoints").iterdir()) == \
+            ["epoch_0002", "epoch_0003", "latest"]
+    _assert_bitwise_equal(_weights(tmp_path / "sync"), _weights(tmp_path / "async"))
+    sa = ckpt_io.load_state(ckpt_io.resolve_checkpoint(tmp_path / "sync"))
+    sb = ckpt_io.load_state(ckpt_io.resolve_checkpoint(tmp_path / "async"))
+    assert sa["step"] == sb["step"] == 36
+    assert torch.equal(sa["pool_b"]["images"], sb["pool_b"]["images"])
+
+
 def test_ctrl_c_saves_then_resume_matches(tiny_config, tmp_path, monkeypatch):
     cfg = tiny_config(**{"train.epochs": 2, "train.seed": 1})
     straight = train(cfg, tmp_path / "a", progress=False)

@@ -21,6 +21,8 @@ import os
 import shutil
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -68,6 +70,18 @@ def _weights(net: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous().clone() for k, v in unwrap(net).state_dict().items()}
 
 
+def host_copy(obj):
+    """``obj`` with every tensor copied to the CPU (containers rebuilt): a snapshot that later
+    in-place updates (optimizer steps) cannot change."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(host_copy(v) for v in obj)
+    return obj
+
+
 def save_checkpoint(
     dest: Path,
     *,
@@ -77,7 +91,13 @@ def save_checkpoint(
     meta: dict | None = None,
 ) -> Path:
     """Write a checkpoint directory at ``dest`` atomically (see module docstring)."""
-    dest = Path(dest)
+    weights = {name: _weights(net) for name, net in networks.items()}
+    return _write_checkpoint(Path(dest), config=config, weights=weights, state=state, meta=meta)
+
+
+def _write_checkpoint(
+    dest: Path, *, config: Config, weights: Mapping[str, dict], state: dict | None, meta: dict | None
+) -> Path:
     parent = dest.parent
     parent.mkdir(parents=True, exist_ok=True)
     for stale in parent.glob(f".{dest.name}.tmp-*"):  # left by a process killed mid-write
@@ -87,10 +107,10 @@ def save_checkpoint(
     try:
         (tmp / "config.json").write_text(config.to_json(), encoding="utf-8")
         info = {"version": __version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **(meta or {})}
-        info["networks"] = sorted(networks)
+        info["networks"] = sorted(weights)
         (tmp / "meta.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
-        for name, net in networks.items():
-            save_file(_weights(net), str(tmp / f"{name}.safetensors"))
+        for name, tensors in weights.items():
+            save_file(tensors, str(tmp / f"{name}.safetensors"))
         if state is not None:
             torch.save(state, tmp / "state.pt")
         for f in tmp.iterdir():
@@ -107,6 +127,62 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
+
+
+class CheckpointWriter:
+    """Checkpoints written on a background thread, so training goes on while the files are written.
+
+    ``save`` copies every tensor to the host first (the optimizer state is updated in place by the
+    next step, so the copy is the snapshot); that copy is all the training loop waits for. The
+    write itself (serialisation, fsync, the atomic rename of ``save_checkpoint``) runs on one
+    writer thread. At most one write is pending: a ``save`` while the previous one is still being
+    written waits for it, so checkpoints land in call order and at most one extra copy is held.
+    A failed write raises CheckpointError from the next ``save``, ``wait`` or ``close``.
+    ``background=False`` writes in the caller's thread (the same files, for debugging).
+    """
+
+    def __init__(self, *, background: bool = True) -> None:
+        self.background = background
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint") if background else None
+        self._pending: Future | None = None
+
+    def save(
+        self,
+        dest: Path,
+        *,
+        config: Config,
+        networks: Mapping[str, nn.Module],
+        state: dict | None = None,
+        meta: dict | None = None,
+    ) -> None:
+        self.wait()
+        weights = {name: _weights(net) for name, net in networks.items()}
+        job = partial(_write_checkpoint, Path(dest), config=config, weights=weights,
+                      state=host_copy(state), meta=dict(meta or {}))
+        if self._pool is None:
+            self._run(job, Path(dest))
+        else:
+            self._pending = self._pool.submit(self._run, job, Path(dest))
+
+    @staticmethod
+    def _run(job, dest: Path) -> None:
+        try:
+            job()
+        except OSError as e:  # disk full, permissions: one line naming the checkpoint
+            raise CheckpointError(f"{dest}: could not write the checkpoint ({e.strerror or e})") from None
+
+    def wait(self) -> None:
+        """Block until the pending write is on disk; raise its error, once."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -158,6 +158,9 @@ class TrainConfig:
     save_latest_every: int = 100  # iterations between checkpoints/latest (seed 000)
     save_epoch_every: int = 5  # epochs between checkpoints/epoch_NNNN
     keep_epochs: int = 0  # keep only the last K epoch checkpoints (0 = keep all)
+    # Write checkpoints on a background thread: the loop waits only for the copy to host memory
+    # (a synchronous write of the paper's 324 MB checkpoint took 0.6 s on the dev VM).
+    async_checkpoint: bool = True
     sample_every: int = 1  # epochs between sample grids
     tensorboard: bool = True  # also log to <run>/tensorboard when the tensorboard package is installed
     eval_every: int = 0  # epochs between test-split metrics (FID/KID/IS/GMS/cycle); 0 = never

@@ -775,9 +775,11 @@ def train(
     if main and not resume:
         save_image_atomic(sample_grid(step_fn, fixed), out / "samples" / "epoch_0000.png")
 
+    writer = ckpt_io.CheckpointWriter(background=tcfg.async_checkpoint)
+
     def snapshot(name: str) -> None:
         if main:
-            ckpt_io.save_checkpoint(
+            writer.save(
                 out / "checkpoints" / name,
                 config=cfg,
                 networks=step_fn.checkpoint_networks(),
@@ -787,6 +789,7 @@ def train(
 
     def prune_epoch_checkpoints() -> None:
         if main and tcfg.keep_epochs:
+            writer.wait()  # the newest epoch checkpoint must be on disk to count
             old = sorted((out / "checkpoints").glob("epoch_[0-9]*"))[: -tcfg.keep_epochs]
             for p in old:
                 shutil.rmtree(p, ignore_errors=True)
@@ -906,17 +909,21 @@ def train(
             if main and status != "finished" and epoch_step:
                 save_image_atomic(sample_grid(step_fn, fixed), out / "samples" / f"step_{global_step:07d}.png")
             snapshot("latest")
+            writer.wait()  # the run ends when its last checkpoint is on disk
             dist_env.barrier(info)
     except BaseException:
         status = "aborted"
         raise
     finally:
-        if bar is not None:
-            bar.close()
-        if log is not None:
-            log.write({"event": "stop", "status": status, "step": global_step, "time": time.time()})
-            log.close()
-        dist_env.shutdown(info, clean=status != "aborted")
+        try:
+            writer.close()  # raises only for a write that failed while another error was on its way
+        finally:
+            if bar is not None:
+                bar.close()
+            if log is not None:
+                log.write({"event": "stop", "status": status, "step": global_step, "time": time.time()})
+                log.close()
+            dist_env.shutdown(info, clean=status != "aborted")
     return TrainResult(run_dir=out, step=global_step, epoch=epoch, status=status, last_log=last_log)
 
 
