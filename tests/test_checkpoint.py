@@ -174,3 +174,24 @@ def test_a_failed_background_write_is_one_clear_error(step, tmp_path):
         writer.wait()
     assert "\n" not in str(e.value)
     writer.close()  # reported once
+
+
+@pytest.mark.parametrize("error", [RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos\nmore"),
+                                   OSError(28, "No space left on device")])
+def test_a_full_disk_during_a_background_write_is_one_line(step, tmp_path, monkeypatch, error):
+    """torch.save reports a full disk as RuntimeError, safetensors as SafetensorError, mkdir as OSError."""
+    def full(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(ckpt_io.torch, "save", full)
+    writer = ckpt_io.CheckpointWriter()
+    writer.save(tmp_path / "latest", config=step.cfg, networks=step.models.networks(), state={"step": 1})
+    with pytest.raises(CheckpointError, match="latest: could not write the checkpoint") as e:
+        writer.wait()
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "latest").exists() and not list(tmp_path.glob(".latest.tmp-*"))
+
+    # while another error is on its way, close() hands the write error back instead of raising it
+    writer.save(tmp_path / "latest", config=step.cfg, networks=step.models.networks(), state={"step": 2})
+    failed = writer.close(raise_errors=False)
+    assert isinstance(failed, CheckpointError)

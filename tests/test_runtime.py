@@ -22,6 +22,7 @@ def net():
 @pytest.fixture
 def no_bf16(monkeypatch):
     """A CPU without native bf16: the case where auto should reach for ONNX Runtime."""
+    pytest.importorskip("onnxruntime")  # the `onnx` extra (in `dev`)
     monkeypatch.setattr(rt, "native_bf16", lambda device: False)
 
 
@@ -130,6 +131,15 @@ def test_auto_falls_back_to_pytorch_fp32_with_the_reason(net, no_bf16, monkeypat
     unwritable = Translator(model=net, device="cpu", precision="auto")
     assert (unwritable.runtime.backend, unwritable.precision) == ("torch", "fp32")
     assert "ONNX Runtime not used" in unwritable.runtime.reason
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : something odd\nsecond line")
+
+    monkeypatch.setenv(rt.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(rt, "onnx_cached", broken)  # any failure of export or ORT: PyTorch still works
+    odd = Translator(model=net, device="cpu", precision="auto")
+    assert odd.runtime.backend == "torch" and "RuntimeError: [ONNXRuntimeError]" in odd.runtime.reason
+    assert "second line" not in odd.runtime.reason
 
     monkeypatch.setattr(rt, "onnx_available", lambda: False)
     missing = Translator(model=net, device="cpu", precision="auto")

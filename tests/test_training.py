@@ -1,6 +1,7 @@
 """The training loop: LR policies, exact resume, Ctrl-C, precision switches."""
 
 import json
+import time
 import signal
 
 import pytest
@@ -95,7 +96,14 @@ def test_resume_is_bitwise_identical(tiny_config, tmp_path, extra):
     assert torch.equal(sa["pool_a"]["images"], sb["pool_a"]["images"])
 
 
-def test_background_checkpoints_equal_synchronous_ones(tiny_config, tmp_path):
+def test_background_checkpoints_equal_synchronous_ones(tiny_config, tmp_path, monkeypatch):
+    real_write = ckpt_io._write_checkpoint
+
+    def slow_write(*args, **kwargs):  # a slow disk: pruning must wait for the newest epoch checkpoint
+        time.sleep(0.05)
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(ckpt_io, "_write_checkpoint", slow_write)
     common = {"train.epochs": 3, "train.seed": 2, "train.save_latest_every": 2, "train.save_epoch_every": 1,
               "train.keep_epochs": 2}
     for mode, background in (("sync", False), ("async", True)):

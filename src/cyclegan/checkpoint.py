@@ -16,6 +16,7 @@ the old or the new checkpoint complete, and ``resolve_checkpoint`` finds whichev
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -77,9 +78,13 @@ def host_copy(obj):
         return obj.detach().to("cpu", copy=True)
     if isinstance(obj, dict):
         return {k: host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
+        return obj._make(host_copy(v) for v in obj)
     if isinstance(obj, (list, tuple)):
         return type(obj)(host_copy(v) for v in obj)
-    return obj
+    if isinstance(obj, (int, float, str, bool, bytes, type(None), torch.dtype, torch.device)):
+        return obj
+    return copy.deepcopy(obj)  # anything else mutable must not be shared with the live state
 
 
 def save_checkpoint(
@@ -168,8 +173,10 @@ class CheckpointWriter:
     def _run(job, dest: Path) -> None:
         try:
             job()
-        except OSError as e:  # disk full, permissions: one line naming the checkpoint
-            raise CheckpointError(f"{dest}: could not write the checkpoint ({e.strerror or e})") from None
+        except Exception as e:  # noqa: BLE001 - disk full reaches us as OSError, SafetensorError or
+            # torch's RuntimeError: one line naming the checkpoint for all of them
+            first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            raise CheckpointError(f"{dest}: could not write the checkpoint ({first})") from None
 
     def wait(self) -> None:
         """Block until the pending write is on disk; raise its error, once."""
@@ -177,12 +184,19 @@ class CheckpointWriter:
         if pending is not None:
             pending.result()
 
-    def close(self) -> None:
+    def close(self, *, raise_errors: bool = True) -> CheckpointError | None:
+        """Wait for the pending write and stop the thread. With ``raise_errors=False`` (another error
+        is already on its way) a failed write is returned instead of raised, so it cannot hide that one."""
         try:
             self.wait()
+        except CheckpointError as e:
+            if raise_errors:
+                raise
+            return e
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
+        return None
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -292,7 +292,7 @@ def report_cmd(run, out, embed, smoothing, max_samples) -> None:
 @click.option("--precision", type=click.Choice(("auto", *PRECISIONS)), default="auto", show_default=True,
               help="auto: the fastest path within tolerance of fp32: bf16 where the hardware has it and the "
                    "output stays within 8 levels, else ONNX Runtime on CPU when installed, else fp32.")
-@click.option("--threads", type=int, default=0, show_default=True,
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="CPU threads (0: PyTorch's default capped at the CPUs this process may use).")
 @click.option("--temporal-smoothing", type=float, default=0.0, show_default=True, metavar="ALPHA",
               help="Video: blend each output frame with the previous one (0 = off, e.g. 0.5).")
@@ -414,8 +414,8 @@ def prep_remove_background_cmd(in_dir, out_dir, masks_dir, margin, iterations, m
 @click.option("--queue-size", type=int, default=8, show_default=True,
               help="Requests that may wait for a worker; beyond that the API answers 503 + Retry-After.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Images translated at the same time.")
-@click.option("--threads", type=int, default=0, show_default=True,
-              help="CPU threads per image (0: PyTorch's default capped at the CPUs this process may use; "
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="CPU threads per image (0: the CPUs this process may use, shared among --workers; "
                    "1 is often faster on small VMs).")
 @click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
               help="Allow browser pages from this origin to call the API (repeatable; default: none).")

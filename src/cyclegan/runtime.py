@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import math
 import os
 from collections.abc import Callable
@@ -210,6 +211,12 @@ def _module_key(module: nn.Module, size_multiple: int) -> str:
     """A digest of everything the exported graph depends on: structure, weights, versions."""
     h = hashlib.sha256()
     h.update(f"{__version__}|{torch.__version__}|{size_multiple}|{module!r}".encode())
+    # The code too: an edited forward (same version, e.g. an editable install) must not reuse a graph.
+    for cls in sorted({type(m) for m in module.modules()}, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
+        try:
+            h.update(inspect.getsource(cls).encode())
+        except (OSError, TypeError):
+            h.update(f"{cls.__module__}.{cls.__qualname__}".encode())
     for name, t in module.state_dict().items():
         t = t.detach().cpu().contiguous()
         h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
@@ -279,11 +286,10 @@ def choose_runtime(
         return RuntimeChoice("torch", "fp32", why), None
     if not onnx_available():
         return RuntimeChoice("torch", "fp32", f"{why}; onnxruntime not installed"), None
-    from cyclegan.errors import CycleGANError
-
     try:
         session, path, exported = onnx_cached(module, size_multiple=size_multiple, threads=threads)
-    except (CycleGANError, OSError) as e:
-        return RuntimeChoice("torch", "fp32", f"{why}; ONNX Runtime not used: {e}"), None
+    except Exception as e:  # noqa: BLE001 - exporter, onnx and ORT errors have many types; PyTorch still works
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+        return RuntimeChoice("torch", "fp32", f"{why}; ONNX Runtime not used: {type(e).__name__}: {first}"), None
     how = "exported and cached" if exported else "cached"
     return RuntimeChoice("onnxruntime", "fp32", f"{why}; ONNX Runtime is faster on CPU, {how} at {path}"), session

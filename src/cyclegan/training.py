@@ -916,7 +916,9 @@ def train(
         raise
     finally:
         try:
-            writer.close()  # raises only for a write that failed while another error was on its way
+            # After another error (or a second Ctrl-C) a failed write is reported, not raised in its place.
+            if (failed := writer.close(raise_errors=status != "aborted")) is not None and main:
+                echo(f"warning: {failed}")
         finally:
             if bar is not None:
                 bar.close()

@@ -107,9 +107,12 @@ def load_models(
     device: str = "auto",
     precision: str = "fp32",
     tile: str | int = "auto",
+    threads: int | None = None,
     echo: Callable[[str], None] = lambda message: None,
 ) -> dict[str, ServedModel]:
-    """Load every ``--checkpoint`` spec once, both directions where the model has both."""
+    """Load every ``--checkpoint`` spec once, both directions where the model has both.
+
+    ``threads`` also sizes ONNX Runtime sessions (``Translator.from_checkpoint``)."""
     from cyclegan.translate import Translator
 
     if not specs:
@@ -119,12 +122,13 @@ def load_models(
         name, path = parse_model_spec(spec)
         if name in models:
             raise ServeError(f"two models are named {name!r}; name them with --checkpoint NAME=PATH")
-        first = Translator.from_checkpoint(path, direction=None, device=device, precision=precision, tile=tile)
+        first = Translator.from_checkpoint(path, direction=None, device=device, precision=precision, tile=tile,
+                                           threads=threads)
         translators: dict[str, ImageTranslator] = {first.direction or "a2b": first}
         other = "b2a" if first.direction == "a2b" else "a2b"
         try:
             translators[other] = Translator.from_checkpoint(
-                path, direction=other, device=device, precision=precision, tile=tile
+                path, direction=other, device=device, precision=precision, tile=tile, threads=threads
             )
         except CycleGANError as e:
             # Exported generators hold one direction by design; say so rather than fail the server.

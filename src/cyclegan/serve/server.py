@@ -98,14 +98,14 @@ def run_server(
 
     from cyclegan.runtime import cap_threads
 
-    # Model loading runs here; the workers set the same count for themselves. 0: PyTorch's default,
-    # capped at the CPUs this process may use.
-    if threads:
-        torch.set_num_threads(threads)
-    else:
-        threads = cap_threads()
+    # Model loading runs here; the workers set the same count for themselves. 0: the CPUs this
+    # process may use (PyTorch's default, capped), shared among the workers.
+    if not threads:
+        threads = max(1, cap_threads() // workers)
+    torch.set_num_threads(threads)
     try:
-        models = load_models(checkpoints, device=device, precision=precision, tile=tile, echo=echo)
+        models = load_models(checkpoints, device=device, precision=precision, tile=tile, threads=threads,
+                             echo=echo)
         app = create_app(
             models,
             max_upload_bytes=max_upload_bytes or DEFAULT_MAX_UPLOAD_BYTES,
