@@ -7,7 +7,9 @@ learns the same thing. This script trains the paper's networks (preset ``cyclega
 logged losses, binned by images seen, against the fp32 eager batch-1 reference:
 
     dev     mean over bins of |bin mean - reference bin mean|, divided by the mean |reference|,
-            for the GAN, cycle, identity and discriminator losses (each the mean of both domains)
+            for the GAN, cycle, identity and discriminator losses (each the mean of both domains);
+            "late" columns over the second half of the bins only, past the first descent (which
+            takes more images at batch > 1, having fewer optimiser steps per image)
     noise   the same deviation for the reference run with another seed (``fp32-seed1``): how far two
             equally valid runs drift apart. GAN training is chaotic, so a fast path is "within
             noise" when its deviation is not much larger than this (ratio = dev / noise)
@@ -93,10 +95,13 @@ def run_setting(name: str, args, runs: Path) -> dict:
     for key, value in {**common, **over}.items():
         cmd += ["--set", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        return {"setting": name, "failed": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
-    train_s = time.perf_counter() - t0
+    if args.reuse and _finished(run, steps):
+        train_s = float("nan")  # trained by an earlier invocation
+    else:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            return {"setting": name, "failed": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
+        train_s = time.perf_counter() - t0
     curve = []
     for line in (run / "log.jsonl").read_text().splitlines():
         rec = json.loads(line)
@@ -104,7 +109,7 @@ def run_setting(name: str, args, runs: Path) -> dict:
             curve.append({"images": rec["step"] * batch,
                           **{g: sum(rec[k] for k in keys) / len(keys) for g, keys in GROUPS.items()}})
     ev_json = run / "eval.json"
-    ev = subprocess.run([sys.executable, "-m", "cyclegan", "evaluate", "--checkpoint", str(run), "--dataroot",
+    ev = subprocess.CompletedProcess([], 0) if args.reuse and ev_json.is_file() else subprocess.run([sys.executable, "-m", "cyclegan", "evaluate", "--checkpoint", str(run), "--dataroot",
                          str(args.dataroot), "--no-inception", "--image-size", str(args.size), "--device",
                          args.device, "--out", str(ev_json)], capture_output=True, text=True, check=False)
     cycle = None
@@ -113,6 +118,15 @@ def run_setting(name: str, args, runs: Path) -> dict:
         cycle = {d: doc[d]["cycle_l1"] for d in ("a2b", "b2a") if d in doc}
     return {"setting": name, "batch": batch, "steps": steps, "train_s": train_s, "curve": curve,
             "test_cycle_l1": cycle}
+
+
+def _finished(run: Path, steps: int) -> bool:
+    """A run left by an earlier invocation that reached ``steps`` (for --reuse)."""
+    try:
+        lines = (run / "log.jsonl").read_text().splitlines()
+        return any(json.loads(x).get("event") == "stop" and json.loads(x).get("step") == steps for x in lines)
+    except (OSError, ValueError):
+        return False
 
 
 def binned(curve: list[dict], bin_images: int) -> dict[int, dict[str, float]]:
@@ -125,10 +139,14 @@ def binned(curve: list[dict], bin_images: int) -> dict[int, dict[str, float]]:
     return {b: {g: statistics.fmean(v) for g, v in groups.items()} for b, groups in bins.items()}
 
 
-def deviation(curve: list[dict], reference: list[dict], bin_images: int) -> dict[str, float]:
-    """Per group: mean |bin mean - reference bin mean| over shared bins / mean |reference bin mean|."""
+def deviation(curve: list[dict], reference: list[dict], bin_images: int, *, late: bool = False) -> dict[str, float]:
+    """Per group: mean |bin mean - reference bin mean| over shared bins / mean |reference bin mean|;
+    ``late``: over the second half of the bins only (past the first descent, which takes more
+    images at batch > 1 because there are fewer optimiser steps per image)."""
     a, r = binned(curve, bin_images), binned(reference, bin_images)
     shared = sorted(set(a) & set(r))
+    if late:
+        shared = shared[len(shared) // 2 :]
     out = {}
     for g in GROUPS:
         diff = statistics.fmean(abs(a[b][g] - r[b][g]) for b in shared) if shared else float("nan")
@@ -148,8 +166,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="Settings trained at once.")
     parser.add_argument("--threads", type=int, default=0, help="train.num_threads per run (0: default, capped).")
     parser.add_argument("--runs", type=Path, default=None, help="Keep the runs here (default: a temp folder).")
+    parser.add_argument("--reuse", action="store_true",
+                        help="With --runs: keep settings already trained there to the same length.")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
+    if args.reuse and args.runs is None:
+        parser.error("--reuse needs --runs")
     if not (args.dataroot / "trainA").is_dir():
         raise SystemExit(f"{args.dataroot}: no trainA/ folder; pass --dataroot")
     names = [s for s in args.settings.split(",") if s]
@@ -171,13 +193,15 @@ def main() -> None:
                       flush=True)
 
     ref = results["fp32"]["curve"]
-    noise = deviation(results["fp32-seed1"]["curve"], ref, args.bin) if "curve" in results["fp32-seed1"] else {}
+    seed1 = results["fp32-seed1"].get("curve")
+    noise = deviation(seed1, ref, args.bin) if seed1 else {}
+    late_noise = deviation(seed1, ref, args.bin, late=True) if seed1 else {}
     groups = list(GROUPS)
     print(f"\n# {args.images} images per domain at {args.size}x{args.size} on {args.device}, bins of "
           f"{args.bin} images; dev = mean |bin mean - fp32 bin mean| / mean |fp32|, (x noise) = dev / "
           f"dev of fp32-seed1\n")
     header = f"{'setting':<16} {'batch':>5} " + " ".join(f"{g + ' dev':>17}" for g in groups) + \
-        f" {'cycle L1 a2b/b2a':>17} {'train s':>8}"
+        f" {'late cycle dev':>17} {'late D dev':>17} {'cycle L1 a2b/b2a':>17} {'train s':>8}"
     print(header)
     rows = []
     for n in names:
@@ -187,16 +211,20 @@ def main() -> None:
             rows.append(r)
             continue
         dev = deviation(r["curve"], ref, args.bin)
+        late = deviation(r["curve"], ref, args.bin, late=True)
         cells = []
-        for g in groups:
-            ratio = dev[g] / noise[g] if noise.get(g) else float("nan")
-            cells.append("-" if n == "fp32" else f"{dev[g]:.3f} ({ratio:.1f}x)")
+        for values, yardstick, keys in ((dev, noise, groups), (late, late_noise, ("cycle", "D"))):
+            for g in keys:
+                ratio = values[g] / yardstick[g] if yardstick.get(g) else float("nan")
+                cells.append("-" if n == "fp32" else f"{values[g]:.3f} ({ratio:.1f}x)")
         cyc = r["test_cycle_l1"]
         cyc_s = f"{cyc['a2b']:.3f}/{cyc['b2a']:.3f}" if cyc else "n/a"
         print(f"{n:<16} {r['batch']:>5} " + " ".join(f"{c:>17}" for c in cells) + f" {cyc_s:>17} "
-              f"{r['train_s']:>8.0f}")
+              f"{r['train_s']:>8.0f}")  # nan: reused
         rows.append({**r, "dev": dev, "dev_over_noise": {g: dev[g] / noise[g] if noise.get(g) else None
-                                                         for g in groups}})
+                                                         for g in groups},
+                     "late_dev": late, "late_dev_over_noise": {g: late[g] / late_noise[g] if late_noise.get(g)
+                                                               else None for g in groups}})
     print(f"\nfinal-bin means (fp32): " + ", ".join(
         f"{g} {v:.3f}" for g, v in binned(ref, args.bin)[max(binned(ref, args.bin))].items()))
     print(f"total {time.perf_counter() - start:.0f} s")
