@@ -34,27 +34,49 @@ def _image(seed: int, h: int = 40, w: int = 56) -> np.ndarray:
 
 
 def test_cgroup_quota_v2_and_v1(tmp_path):
-    assert rt.cgroup_cpu_quota(tmp_path) is None  # no files: unlimited
+    none = tmp_path / "no-proc-cgroup"
+    assert rt.cgroup_cpu_quota(tmp_path, none) is None  # no files: unlimited
     (tmp_path / "cpu.max").write_text("max 100000\n")
-    assert rt.cgroup_cpu_quota(tmp_path) is None
+    assert rt.cgroup_cpu_quota(tmp_path, none) is None
     (tmp_path / "cpu.max").write_text("150000 100000\n")
-    assert rt.cgroup_cpu_quota(tmp_path) == 1.5
+    assert rt.cgroup_cpu_quota(tmp_path, none) == 1.5
     v1 = tmp_path / "v1"
     (v1 / "cpu").mkdir(parents=True)
     (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
     (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
-    assert rt.cgroup_cpu_quota(v1) is None
+    assert rt.cgroup_cpu_quota(v1, none) is None
     (v1 / "cpu" / "cpu.cfs_quota_us").write_text("300000\n")
-    assert rt.cgroup_cpu_quota(v1) == 3.0
+    assert rt.cgroup_cpu_quota(v1, none) == 3.0
+
+
+def test_cgroup_quota_of_the_process_own_cgroup_and_its_parents(tmp_path):
+    """A systemd slice or a nested container: the limit sits on the process's cgroup or above it."""
+    proc = tmp_path / "proc-cgroup"
+    proc.write_text("0::/system.slice/app.service\n")
+    (tmp_path / "system.slice" / "app.service").mkdir(parents=True)
+    (tmp_path / "system.slice" / "app.service" / "cpu.max").write_text("max 100000\n")
+    assert rt.cgroup_cpu_quota(tmp_path, proc) is None
+    (tmp_path / "system.slice" / "cpu.max").write_text("250000 100000\n")  # the parent slice limits it
+    assert rt.cgroup_cpu_quota(tmp_path, proc) == 2.5
+    (tmp_path / "system.slice" / "app.service" / "cpu.max").write_text("50000 100000\n")
+    assert rt.cgroup_cpu_quota(tmp_path, proc) == 0.5  # the tightest one counts
+
+    v1 = tmp_path / "v1"
+    proc.write_text("4:memory:/x\n2:cpu,cpuacct:/docker/abc\n")
+    (v1 / "cpu,cpuacct" / "docker" / "abc").mkdir(parents=True)
+    (v1 / "cpu,cpuacct" / "docker" / "abc" / "cpu.cfs_quota_us").write_text("200000\n")
+    (v1 / "cpu,cpuacct" / "docker" / "abc" / "cpu.cfs_period_us").write_text("100000\n")
+    assert rt.cgroup_cpu_quota(v1, proc) == 2.0
 
 
 def test_usable_cpus_rounds_the_quota_up_and_never_below_one(tmp_path):
-    affinity = rt.usable_cpus(tmp_path)  # no quota files: the affinity mask alone
+    none = tmp_path / "no-proc-cgroup"
+    affinity = rt.usable_cpus(tmp_path, none)  # no quota files: the affinity mask alone
     assert affinity >= 1
     (tmp_path / "cpu.max").write_text("50000 100000\n")  # half a CPU
-    assert rt.usable_cpus(tmp_path) == 1
+    assert rt.usable_cpus(tmp_path, none) == 1
     (tmp_path / "cpu.max").write_text(f"{100000 * affinity + 1} 100000\n")  # more than the mask allows
-    assert rt.usable_cpus(tmp_path) == affinity
+    assert rt.usable_cpus(tmp_path, none) == affinity
 
 
 def test_cap_threads_lowers_but_never_raises(monkeypatch):

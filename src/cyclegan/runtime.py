@@ -64,23 +64,47 @@ CACHE_ENV = "CYCLEGAN_CACHE_DIR"
 # ------------------------------------------------------------------------------------------- threads
 
 
-def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
-    """CPUs granted by the cgroup CPU quota (v2 ``cpu.max`` or v1 ``cfs_quota_us``), None if unlimited."""
-    with contextlib.suppress(OSError, ValueError):
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    for sub in ("cpu", "cpu,cpuacct"):
+def _own_cgroups(proc_cgroup: Path) -> dict[str, str]:
+    """{controller: path} of this process (``/proc/self/cgroup``); "" is the cgroup v2 hierarchy."""
+    out: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in proc_cgroup.read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            for c in controllers.split(",") if controllers else [""]:
+                out[c] = path.strip("/")
+    return out
+
+
+def _ancestry(path: str) -> list[str]:
+    """'a/b' -> ['a/b', 'a', '']: a limit anywhere above the process's cgroup applies to it."""
+    parts = [p for p in path.split("/") if p]
+    return ["/".join(parts[:i]) for i in range(len(parts), -1, -1)]
+
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
+    """CPUs granted by the cgroup CPU quota (v2 ``cpu.max`` or v1 ``cfs_quota_us``) of this process's
+    cgroup or any parent, the smallest one; None if unlimited."""
+    own = _own_cgroups(proc_cgroup)
+    quotas = []
+    for sub in _ancestry(own.get("", "")):  # cgroup v2
         with contextlib.suppress(OSError, ValueError):
-            quota_us = int((root / sub / "cpu.cfs_quota_us").read_text())
-            period_us = int((root / sub / "cpu.cfs_period_us").read_text())
-            return None if quota_us <= 0 else quota_us / period_us
-    return None
+            quota, period = (root / sub / "cpu.max").read_text().split()[:2]
+            if quota != "max":
+                quotas.append(int(quota) / int(period))
+    for mount in ("cpu", "cpu,cpuacct"):  # cgroup v1
+        for sub in _ancestry(own.get("cpu", "")):
+            with contextlib.suppress(OSError, ValueError):
+                quota_us = int((root / mount / sub / "cpu.cfs_quota_us").read_text())
+                period_us = int((root / mount / sub / "cpu.cfs_period_us").read_text())
+                if quota_us > 0:
+                    quotas.append(quota_us / period_us)
+    return min(quotas) if quotas else None
 
 
-def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")) -> int:
     """CPUs this process may run on: its affinity mask, capped by the cgroup quota (rounded up)."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    quota = cgroup_cpu_quota(cgroup_root)
+    quota = cgroup_cpu_quota(cgroup_root, proc_cgroup)
     if quota is not None:
         n = min(n, max(1, math.ceil(quota)))
     return max(1, n)
