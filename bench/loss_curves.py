@@ -27,7 +27,7 @@ Settings (``--settings``, comma separated):
                      the LR rule for batch > 1, compared at equal images seen
 
     python bench/loss_curves.py                                  # CPU default: 64 px, 1200 images
-    python bench/loss_curves.py --device cuda --size 256 --images 20000 --settings \\
+    python bench/loss_curves.py --device cuda --size 128 --images 3000 --settings \\
         fp32,fp32-seed1,bf16+cl,compile+bf16+cl,b8-none,b8-sqrt,b8-linear
     python bench/loss_curves.py --dataroot my_data --jobs 2
 
