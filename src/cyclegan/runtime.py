@@ -6,12 +6,12 @@ set tolerance of PyTorch fp32. The rules follow what ``bench/translate_speed.py`
 Performance; ResNet-9 on a 2-core AMD EPYC with avx512_bf16, 2026-11-22):
 
 1. bf16 autocast where the device computes bf16 natively and a probe image stays within
-   ``AUTO_MAX_LEVELS`` of fp32: 1.69x fp32 at 512 px, 1.43x at 1024 px on that CPU.
-2. On a CPU without that, ONNX Runtime (fp32, 1.13x-1.43x from 256 to 1024 px there) when
-   ``onnxruntime`` is installed: the module is exported once, checked against PyTorch like
-   ``cyclegan export``, and cached under ``cache_dir()`` keyed by its weights and structure.
+   ``AUTO_MAX_LEVELS`` of fp32: 1.63x fp32 at 512 px, 1.66x at 1024 px on that CPU.
+2. Otherwise, on a CPU with ``onnxruntime`` installed, ONNX Runtime (fp32; 1.37x at 512 px, 1.66x
+   at 1024 px there): the module is exported once, checked against PyTorch as ``cyclegan export``
+   does, and cached under ``cache_dir()`` keyed by its weights, structure and code.
 3. Otherwise PyTorch fp32 eager. channels_last is never chosen: it was slower on that CPU
-   (0.81x-0.95x).
+   (0.88x-0.98x).
 
 Thread count: PyTorch and ONNX Runtime default to one thread per physical core of the host, which
 inside a container limited to a few CPUs (cgroup quota or affinity mask) oversubscribes the
@@ -41,15 +41,15 @@ __all__ = [
     "AUTO_MEAN_LEVELS",
     "RuntimeChoice",
     "TorchRunner",
-    "cache_dir",
     "apply_threads",
+    "cache_dir",
     "cap_threads",
     "cgroup_cpu_quota",
     "choose_runtime",
     "native_bf16",
     "native_fp16",
-    "precision_warning",
     "onnx_cached",
+    "precision_warning",
     "usable_cpus",
 ]
 
