@@ -217,3 +217,19 @@ def test_precision_warning_only_where_the_precision_is_emulated(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_amx_fp16_supported", lambda: True)
     assert rt.precision_warning(cpu, "fp16") is None
     assert rt.precision_warning(cuda, "fp16") is None
+
+
+def test_the_onnx_cache_drops_the_least_recently_used_models(tmp_path):
+    import os
+
+    folder = tmp_path / "onnx"
+    folder.mkdir()
+    for name in ("old", "older", "recent", "new"):
+        (folder / f"{name}.onnx").write_bytes(b"x" * 100)
+    for name, age in (("older", 400), ("old", 300), ("recent", 100)):
+        t = (folder / f"{name}.onnx").stat().st_mtime - age
+        os.utime(folder / f"{name}.onnx", (t, t))
+    rt._trim_cache(folder, keep=folder / "new.onnx", max_bytes=250)
+    assert sorted(p.name for p in folder.iterdir()) == ["new.onnx", "recent.onnx"]
+    rt._trim_cache(folder, keep=folder / "new.onnx", max_bytes=10)  # the model in use always stays
+    assert sorted(p.name for p in folder.iterdir()) == ["new.onnx"]

@@ -59,6 +59,7 @@ AUTO_MAX_LEVELS = 8
 AUTO_MEAN_LEVELS = 1.0
 
 CACHE_ENV = "CYCLEGAN_CACHE_DIR"
+CACHE_MAX_BYTES = 2**30  # ONNX models kept for precision="auto"; least recently used go first
 
 
 # ------------------------------------------------------------------------------------------- threads
@@ -268,12 +269,35 @@ def onnx_cached(module: nn.Module, *, size_multiple: int, threads: int | None = 
     path = cache_dir() / "onnx" / f"{_module_key(module, size_multiple)}.onnx"
     if path.is_file():
         with contextlib.suppress(CheckpointError):  # unreadable (e.g. truncated by a full disk): redo it
-            return OnnxGenerator(path=path, device="cpu", threads=threads), path, False
+            session = OnnxGenerator(path=path, device="cpu", threads=threads)
+            with contextlib.suppress(OSError):
+                os.utime(path)  # recently used: kept longest by _trim_cache
+            return session, path, False
     info = ModelInfo(direction="a2b", size_multiple=size_multiple, config=None)
     # export_module writes under a temporary name and renames after its parity check, so a
     # concurrent reader never sees a half-written file.
     export_module(module.cpu().eval(), fmt="onnx", out=path, info=info, overwrite=True)
+    _trim_cache(path.parent, keep=path)
     return OnnxGenerator(path=path, device="cpu", threads=threads), path, True
+
+
+def _trim_cache(folder: Path, *, keep: Path, max_bytes: int | None = None) -> None:
+    """Delete the least recently used models until the folder holds at most ``max_bytes``
+    (``CACHE_MAX_BYTES``); every new checkpoint adds one (45 MB for the paper's generator)."""
+    limit = CACHE_MAX_BYTES if max_bytes is None else max_bytes
+    entries = []
+    for p in folder.glob("*.onnx"):
+        with contextlib.suppress(OSError):
+            st = p.stat()
+            entries.append((st.st_mtime, st.st_size, p))
+    total = sum(size for _, size, _ in entries)
+    for _, size, p in sorted(entries):  # oldest first
+        if total <= limit:
+            break
+        if p != keep:
+            with contextlib.suppress(OSError):
+                p.unlink()
+                total -= size
 
 
 # ------------------------------------------------------------------------------------------- choice
