@@ -225,7 +225,7 @@ def main() -> None:
                                                          for g in groups},
                      "late_dev": late, "late_dev_over_noise": {g: late[g] / late_noise[g] if late_noise.get(g)
                                                                else None for g in groups}})
-    print(f"\nfinal-bin means (fp32): " + ", ".join(
+    print("\nfinal-bin means (fp32): " + ", ".join(
         f"{g} {v:.3f}" for g, v in binned(ref, args.bin)[max(binned(ref, args.bin))].items()))
     print(f"total {time.perf_counter() - start:.0f} s")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_speed import hardware_info, hardware_line, parse_setting, resolve_device  # noqa: E402
+from train_speed import hardware_info, hardware_line, parse_setting, resolve_device
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "bench" / "results" / "train_e2e.json"

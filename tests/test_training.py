@@ -1,8 +1,8 @@
 """The training loop: LR policies, exact resume, Ctrl-C, precision switches."""
 
 import json
-import time
 import signal
+import time
 
 import pytest
 import torch

@@ -16,12 +16,14 @@ before the contrast, which asks G to commute with horizontal flips.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 
 from cyclegan.config import Config
 from cyclegan.diffaug import parse_policy
+from cyclegan.distributed import DistInfo, global_mean
 from cyclegan.losses import build_gan_loss
 from cyclegan.networks import build_discriminator, build_generator
 from cyclegan.patchnce import PatchSampleMLP, nce_layer_channels, patch_nce_loss
@@ -106,7 +108,9 @@ class CUTStep(TrainStep):
         return [real_a, g(real_a), real_b, g(real_b)]
 
 
-def build_cut_step(cfg: Config, device: torch.device, *, warm_start_nets: bool = True) -> CUTStep:
+def build_cut_step(
+    cfg: Config, device: torch.device, *, warm_start_nets: bool = True, dist: DistInfo | None = None
+) -> CUTStep:
     torch.manual_seed(cfg.train.seed)
     m = cfg.model
     nets = CUTNets(
@@ -130,11 +134,12 @@ def build_cut_step(cfg: Config, device: torch.device, *, warm_start_nets: bool =
         compiled=compiled,
         opt_g=_adam(list(nets.G_A.parameters()) + list(nets.F.parameters()), cfg, device),
         opt_d=_adam(list(nets.D_B.parameters()), cfg, device),
-        gan=build_gan_loss(cfg.loss.gan),
+        gan=build_gan_loss(cfg.loss.gan, batch_mean=partial(global_mean, info=dist or DistInfo())),
         pool_a=ImagePool(size=0),
         pool_b=ImagePool(size=cfg.loss.pool_size, seed=cfg.train.seed + 2),
         scaler=torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16"),
         device=device,
         ema=build_ema(cfg, {"G_A": nets.G_A}),
         augment=parse_policy(cfg.train.diffaug),
+        dist=dist or DistInfo(),
     )

@@ -110,3 +110,20 @@ def mean_over_processes(x: Tensor, info: DistInfo) -> Tensor:
     x = x.clone()
     dist.all_reduce(x)
     return x / info.world_size
+
+
+def global_mean(x: Tensor, info: DistInfo) -> Tensor:
+    """The mean of ``x`` over the global batch (every process's share), differentiably.
+
+    Losses that compare against a batch average (the relativistic loss) need the average of the
+    whole global batch, as one process with that batch would compute it. The all-reduce's backward
+    sums the incoming gradients of every process, and ``average_gradients`` then divides by the
+    process count, which gives exactly the single-process gradient (every process holds an equal
+    share of the batch).
+    """
+    local = x.mean()
+    if not info.enabled:
+        return local
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(local) / info.world_size

@@ -24,6 +24,8 @@ from torch import Tensor, nn
 
 from cyclegan.registry import Registry
 
+BatchMean = Callable[[Tensor], Tensor]  # scores [B, ...] -> their mean over the (global) batch, a scalar
+
 
 @dataclass(frozen=True)
 class GANLoss:
@@ -36,6 +38,8 @@ class GANLoss:
     handles_heads: bool = False
 
 
+# Each factory takes ``batch_mean`` (see build_gan_loss); only losses that compare against a batch
+# average use it.
 GAN_LOSSES: Registry = Registry("GAN loss")
 
 
@@ -44,7 +48,7 @@ GAN_LOSSES: Registry = Registry("GAN loss")
 
 
 @GAN_LOSSES.register("lsgan")
-def lsgan() -> GANLoss:
+def lsgan(*, batch_mean: BatchMean = torch.mean) -> GANLoss:
     # Least-squares GAN (Mao et al. 2017): the paper's and seed 000's choice, more stable than BCE.
     return GANLoss(
         discriminator=lambda real, fake: 0.5 * (F.mse_loss(real, torch.ones_like(real))
@@ -54,7 +58,7 @@ def lsgan() -> GANLoss:
 
 
 @GAN_LOSSES.register("vanilla")
-def vanilla() -> GANLoss:
+def vanilla(*, batch_mean: BatchMean = torch.mean) -> GANLoss:
     # The original GAN objective as BCE on logits (seed 002's BinaryCrossentropy(from_logits=True)).
     return GANLoss(
         discriminator=lambda real, fake: 0.5 * (
@@ -66,7 +70,7 @@ def vanilla() -> GANLoss:
 
 
 @GAN_LOSSES.register("hinge")
-def hinge() -> GANLoss:
+def hinge(*, batch_mean: BatchMean = torch.mean) -> GANLoss:
     return GANLoss(
         discriminator=lambda real, fake: 0.5 * (F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()),
         generator=lambda fake, real=None: -fake.mean(),
@@ -74,7 +78,7 @@ def hinge() -> GANLoss:
 
 
 @GAN_LOSSES.register("wgangp")
-def wgangp() -> GANLoss:
+def wgangp(*, batch_mean: BatchMean = torch.mean) -> GANLoss:
     # WGAN-GP (Gulrajani et al. 2017): the critic's gradient penalty is added by the training step.
     return GANLoss(
         discriminator=lambda real, fake: 0.5 * (fake.mean() - real.mean()),
@@ -88,7 +92,7 @@ RELATIVISTIC_PATCH_WEIGHT = 0.7
 RELATIVISTIC_GLOBAL_WEIGHT = 0.3
 
 
-def relativistic_side(pos: Any, neg: Any, target: float) -> Tensor:
+def relativistic_side(pos: Any, neg: Any, target: float, *, batch_mean: BatchMean = torch.mean) -> Tensor:
     """One side of seed 004's relativistic loss (eq. 1.2): how far ``pos`` scores above the average
     of ``neg``, against ``target`` (1 = True, 0 = False).
 
@@ -98,7 +102,8 @@ def relativistic_side(pos: Any, neg: Any, target: float) -> Tensor:
     With a single score map or logit (no global head) only the MSE term, at full weight, so the
     adversarial scale matches the other losses. "mean" is over the whole batch (and positions): the
     relativistic average discriminator of Jolicoeur-Martineau (ICLR 2019) compares each image to the
-    average score of the other kind.
+    average score of the other kind. ``batch_mean`` takes that average; under several processes it
+    must span the global batch (``distributed.global_mean``), as one process would compute it.
 
     The seed's mirrored fake side swaps real and fake and True for False, so its MSE target is 0;
     RaLSGAN uses -1 there instead. We follow the seed: D then holds real patches one unit above the
@@ -107,25 +112,25 @@ def relativistic_side(pos: Any, neg: Any, target: float) -> Tensor:
     if isinstance(pos, (tuple, list)):
         pos_patch, pos_global = pos
         neg_patch, neg_global = neg
-        patch = pos_patch - neg_patch.mean()
-        glob = pos_global - neg_global.mean()
+        patch = pos_patch - batch_mean(neg_patch)
+        glob = pos_global - batch_mean(neg_global)
         patch_term = F.mse_loss(patch, torch.full_like(patch, target))
         global_term = F.binary_cross_entropy_with_logits(glob, torch.full_like(glob, target))
         return RELATIVISTIC_PATCH_WEIGHT * patch_term + RELATIVISTIC_GLOBAL_WEIGHT * global_term
-    diff = pos - neg.mean()
+    diff = pos - batch_mean(neg)
     return F.mse_loss(diff, torch.full_like(diff, target))
 
 
 @GAN_LOSSES.register("relativistic")
-def relativistic() -> GANLoss:
+def relativistic(*, batch_mean: BatchMean = torch.mean) -> GANLoss:
     # Seed 004 sec. 1.5.1: D wants real above the average fake ("True") and fake not above the
     # average real ("False"); G wants the mirror image. Both sides are averaged, halving D's objective
     # as for the other losses (and as RaGAN's reference code does for G).
     return GANLoss(
-        discriminator=lambda real, fake: 0.5 * (relativistic_side(real, fake, 1.0)
-                                                + relativistic_side(fake, real, 0.0)),
-        generator=lambda fake, real: 0.5 * (relativistic_side(fake, real, 1.0)
-                                            + relativistic_side(real, fake, 0.0)),
+        discriminator=lambda real, fake: 0.5 * (relativistic_side(real, fake, 1.0, batch_mean=batch_mean)
+                                                + relativistic_side(fake, real, 0.0, batch_mean=batch_mean)),
+        generator=lambda fake, real: 0.5 * (relativistic_side(fake, real, 1.0, batch_mean=batch_mean)
+                                            + relativistic_side(real, fake, 0.0, batch_mean=batch_mean)),
         generator_needs_real=True,
         handles_heads=True,
     )
@@ -143,8 +148,10 @@ def _mean_over_heads(fn: Callable[[Any, Any], Tensor]) -> Callable[[Any, Any], T
     return loss
 
 
-def build_gan_loss(name: str) -> GANLoss:
-    loss = GAN_LOSSES.get_or_raise(name)()
+def build_gan_loss(name: str, *, batch_mean: BatchMean = torch.mean) -> GANLoss:
+    """The GAN loss registered as ``name``; ``batch_mean`` is the batch average used by losses that
+    compare against one (relativistic): ``distributed.global_mean`` under several processes."""
+    loss = GAN_LOSSES.get_or_raise(name)(batch_mean=batch_mean)
     if loss.handles_heads:
         return loss
     return dataclasses.replace(

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -39,7 +40,7 @@ from cyclegan.data import (
     split_validation,
 )
 from cyclegan.diffaug import diff_augment, parse_policy
-from cyclegan.distributed import DistInfo, average_gradients, gather_batch, local_slice
+from cyclegan.distributed import DistInfo, average_gradients, gather_batch, global_mean, local_slice
 from cyclegan.ema import EMA
 from cyclegan.errors import CheckpointError, ConfigError, DataError, RunDirError
 from cyclegan.fileio import write_text_atomic
@@ -375,13 +376,17 @@ def warm_start(models: CycleGAN, cfg: Config) -> list[str]:
     return names
 
 
-def build_train_step(cfg: Config, device: torch.device, *, warm_start_nets: bool = True) -> TrainStep:
+def build_train_step(
+    cfg: Config, device: torch.device, *, warm_start_nets: bool = True, dist: DistInfo | None = None
+) -> TrainStep:
     """Networks, optimisers, pools and loss for one run; ``warm_start_nets=False`` skips
-    ``train.init_from`` (a resumed run restores every weight from its own checkpoint)."""
+    ``train.init_from`` (a resumed run restores every weight from its own checkpoint); ``dist``
+    describes the processes sharing each global batch (default: this one alone)."""
+    dist = dist or DistInfo()
     if cfg.model.kind in ("cut", "fastcut"):
         from cyclegan.cut import build_cut_step
 
-        return build_cut_step(cfg, device, warm_start_nets=warm_start_nets)
+        return build_cut_step(cfg, device, warm_start_nets=warm_start_nets, dist=dist)
     models = build_models(cfg, device)
     if warm_start_nets and cfg.train.init_from:
         warm_start(models, cfg)
@@ -401,7 +406,7 @@ def build_train_step(cfg: Config, device: torch.device, *, warm_start_nets: bool
         compiled=compiled,
         opt_g=_adam(g_params, cfg, device),
         opt_d=_adam(list(models.D_A.parameters()) + list(models.D_B.parameters()), cfg, device),
-        gan=build_gan_loss(cfg.loss.gan),
+        gan=build_gan_loss(cfg.loss.gan, batch_mean=partial(global_mean, info=dist)),
         pool_a=ImagePool(size=cfg.loss.pool_size, seed=cfg.train.seed + 1),
         pool_b=ImagePool(size=cfg.loss.pool_size, seed=cfg.train.seed + 2),
         scaler=torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16"),
@@ -409,6 +414,7 @@ def build_train_step(cfg: Config, device: torch.device, *, warm_start_nets: bool
         loss_weights=loss_weights,
         ema=build_ema(cfg, {"G_A": models.G_A, "G_B": models.G_B}),
         augment=parse_policy(cfg.train.diffaug),
+        dist=dist,
     )
 
 
@@ -741,8 +747,7 @@ def train(
     loader.worker_init_fn = _ignore_sigint if loader.num_workers > 0 else None
 
     # -- model, optimisers, state
-    step_fn = build_train_step(cfg, device, warm_start_nets=not resume)
-    step_fn.dist = info
+    step_fn = build_train_step(cfg, device, warm_start_nets=not resume, dist=info)
     global_step, epoch, epoch_step = 0, 1, 0
     if resume:
         ckpt = ckpt_io.resolve_checkpoint(out)
