@@ -382,3 +382,17 @@ def test_an_exported_generator_serves_its_one_direction(run_dir, tmp_path):
         assert c.get("/api/models").json()["models"][0]["directions"] == ["b2a"]
         r = _post(c, _image_bytes((33, 21)))
         assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (33, 21)
+
+
+def test_auto_precision_serves_through_onnxruntime_on_a_cpu_without_bf16(run_dir, models, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from cyclegan import runtime
+
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: False)
+    auto = load_models([str(run_dir)], device="cpu", precision="auto", threads=1)
+    assert auto["tinyrun"].summary["runtime"] == "onnxruntime"
+    data = _image_bytes((40, 24))
+    with TestClient(create_app(auto)) as fast, TestClient(create_app(models)) as reference:
+        got = np.asarray(Image.open(io.BytesIO(_post(fast, data).content)).convert("RGB")).astype(int)
+        want = np.asarray(Image.open(io.BytesIO(_post(reference, data).content)).convert("RGB")).astype(int)
+    assert got.shape == want.shape and np.abs(got - want).max() <= 1

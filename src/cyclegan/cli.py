@@ -406,7 +406,8 @@ def prep_remove_background_cmd(in_dir, out_dir, masks_dir, margin, iterations, m
               help="Address to listen on; 0.0.0.0 exposes the (unauthenticated) API to the network.")
 @click.option("--port", type=int, default=8000, show_default=True, help="Port (0: any free port).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(("auto", *PRECISIONS)), default="fp32", show_default=True,
+              help="auto: as translate's (bf16 where native and within tolerance, else ONNX Runtime on CPU).")
 @click.option("--tile", default="auto", show_default=True, help="auto, off, or a tile size in pixels.")
 @click.option("--max-upload-mb", type=float, default=20.0, show_default=True, help="Largest upload accepted.")
 @click.option("--max-megapixels", type=float, default=50.0, show_default=True,

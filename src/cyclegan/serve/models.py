@@ -135,12 +135,12 @@ def load_models(
             echo(f"{name}: serving {first.direction} only ({e})")
         cfg = first.config
         summary = config_summary(cfg) | {"size_multiple": first.size_multiple, "device": str(first.device),
-                                         "precision": precision}
+                                         "precision": first.precision, "runtime": first.runtime.backend}
         models[name] = ServedModel(
             name=name,
             translators=translators,
             image_size=cfg.data.crop_size if cfg is not None else None,
             summary=summary,
         )
-        echo(f"loaded {name}: {', '.join(models[name].directions)} on {first.device}")
+        echo(f"loaded {name}: {', '.join(models[name].directions)} on {first.device}, {first.runtime.line()}")
     return models
