@@ -119,3 +119,4 @@ def test_crop_size_must_suit_the_generator():
     with pytest.raises(ConfigError, match="multiple of 128 for generator unet_128"):
         build_config(preset="tiny", sets=["model.generator.name=unet_128"])
     assert build_config(sets=["model.generator.name=unet_256"]).data.crop_size == 256
+

@@ -33,7 +33,7 @@ from torch import nn
 
 from cyclegan import __version__
 from cyclegan.config import Config, config_from_dict
-from cyclegan.errors import CheckpointError, CycleGANError
+from cyclegan.errors import CheckpointError, CycleGANError, first_line
 
 NETWORK_NAMES = ("G_A", "G_B", "D_A", "D_B")
 GENERATOR_FOR_DIRECTION = {"a2b": "G_A", "b2a": "G_B"}
@@ -175,8 +175,7 @@ class CheckpointWriter:
             job()
         except Exception as e:  # noqa: BLE001 - disk full reaches us as OSError, SafetensorError or
             # torch's RuntimeError: one line naming the checkpoint for all of them
-            first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
-            raise CheckpointError(f"{dest}: could not write the checkpoint ({first})") from None
+            raise CheckpointError(f"{dest}: could not write the checkpoint ({first_line(e)})") from None
 
     def wait(self) -> None:
         """Block until the pending write is on disk; raise its error, once."""

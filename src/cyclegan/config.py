@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from cyclegan.diffaug import parse_policy
-from cyclegan.errors import ConfigError
+from cyclegan.errors import ConfigError, first_line
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -323,7 +323,7 @@ def _read_yaml(path: Path) -> dict:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read ({e})") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: invalid YAML ({first_line(e)})") from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):
@@ -545,7 +545,7 @@ def check_discriminator_fits(dcfg: DiscriminatorConfig, crop_size: int) -> None:
         except (RuntimeError, ValueError) as e:
             raise ConfigError(
                 f"model.discriminator: {dcfg.name} with n_layers {dcfg.n_layers} is too deep for "
-                f"data.crop_size {crop_size} ({str(e).splitlines()[0]})"
+                f"data.crop_size {crop_size} ({first_line(e)})"
             ) from None
 
 

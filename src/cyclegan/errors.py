@@ -51,3 +51,12 @@ class InceptionUnavailableError(EvaluationError):
 
 class PrepError(CycleGANError):
     """A dataset-preparation request that cannot be carried out (bad option, missing OpenCV)."""
+
+
+def first_line(error: BaseException, default: str | None = None) -> str:
+    """The first non-blank line of ``error``'s message (library messages can run to many lines), or
+    ``default`` (the exception's type name unless given) when it has none."""
+    line = next((x.strip() for x in str(error).splitlines() if x.strip()), None)
+    if line is not None:
+        return line
+    return type(error).__name__ if default is None else default

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from cyclegan import __version__
 from cyclegan.checkpoint import GENERATOR_FOR_DIRECTION, load_generator, load_into, resolve_checkpoint
 from cyclegan.config import Config, config_from_dict
-from cyclegan.errors import CheckpointError, CycleGANError, ExportError
+from cyclegan.errors import CheckpointError, CycleGANError, ExportError, first_line
 from cyclegan.fileio import temp_sibling
 
 __all__ = [
@@ -158,7 +158,7 @@ class OnnxGenerator:
                 options.intra_op_num_threads = threads
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for bad files
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise CheckpointError(f"{path}: not a loadable ONNX model ({first})") from None
         self.path = Path(path)
         self.input_name = self.session.get_inputs()[0].name
@@ -356,7 +356,7 @@ def _onnx_export(net: nn.Module, dest: Path, *, size_multiple: int, opset: int |
         onnx.save(program.model_proto, str(dest))
         return "dynamo"
     except Exception as e:  # noqa: BLE001 - fall back to the TorchScript-based exporter below
-        errors.append(f"dynamo: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+        errors.append(f"dynamo: {type(e).__name__}: {first_line(e, '')}")
     try:
         axes = {0: "batch", 2: "height", 3: "width"}
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
@@ -367,7 +367,7 @@ def _onnx_export(net: nn.Module, dest: Path, *, size_multiple: int, opset: int |
             )
         return "legacy"
     except Exception as e:  # noqa: BLE001
-        errors.append(f"legacy: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+        errors.append(f"legacy: {type(e).__name__}: {first_line(e, '')}")
     raise ExportError(f"{dest}: ONNX export failed ({'; '.join(errors)})")
 
 

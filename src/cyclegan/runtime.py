@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from cyclegan import __version__
+from cyclegan.errors import first_line
 from cyclegan.image import to_model_range, to_uint8
 
 __all__ = [
@@ -337,7 +338,7 @@ def choose_runtime(
     try:
         session, path, exported = onnx_cached(module, size_multiple=size_multiple, threads=threads)
     except Exception as e:  # noqa: BLE001 - exporter, onnx and ORT errors have many types; PyTorch still works
-        first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
-        return RuntimeChoice("torch", "fp32", f"{why}; ONNX Runtime not used: {type(e).__name__}: {first}"), None
+        reason = f"{type(e).__name__}: {first_line(e, '')}"
+        return RuntimeChoice("torch", "fp32", f"{why}; ONNX Runtime not used: {reason}"), None
     how = "exported and cached" if exported else "cached"
     return RuntimeChoice("onnxruntime", "fp32", f"{why}; ONNX Runtime is faster on CPU, {how} at {path}"), session

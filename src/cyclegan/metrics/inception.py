@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cyclegan.errors import InceptionUnavailableError
+from cyclegan.errors import InceptionUnavailableError, first_line
 
 __all__ = [
     "FID_WEIGHTS_FILENAME",
@@ -140,7 +140,7 @@ class InceptionFeatureExtractor:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - torch.load raises unrelated types for truncated or foreign files
             raise InceptionUnavailableError(
-                f"Inception weights {path}: unreadable ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+                f"Inception weights {path}: unreadable ({type(e).__name__}: {first_line(e, '')[:200]})"
             ) from None
         if not isinstance(state, dict) or "fc.weight" not in state:
             raise InceptionUnavailableError(
@@ -162,7 +162,7 @@ class InceptionFeatureExtractor:
             )
         except RuntimeError as e:  # load_state_dict(strict=True) on mismatching keys or shapes
             raise InceptionUnavailableError(
-                f"Inception weights {path}: do not fit pytorch-fid's FID Inception ({str(e).splitlines()[0]})"
+                f"Inception weights {path}: do not fit pytorch-fid's FID Inception ({first_line(e)})"
             ) from None
         finally:
             fid_inception.load_state_dict_from_url = original

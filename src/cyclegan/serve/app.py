@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from cyclegan import __version__
-from cyclegan.errors import CycleGANError
+from cyclegan.errors import CycleGANError, first_line
 from cyclegan.serve.errors import ApiError
 from cyclegan.serve.models import DIRECTIONS, ServedModel
 from cyclegan.serve.upload import ACCEPTED_FORMATS, FIELD, decode_upload, read_upload
@@ -120,7 +120,7 @@ def _run_job(job: _Job) -> _Result:
     except (CycleGANError, ValueError, TypeError) as e:
         raise ApiError(422, f"cannot translate this image ({e})") from None
     except (RuntimeError, MemoryError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        first = first_line(e, "")
         raise ApiError(500, f"translation failed ({type(e).__name__}: {first})") from None
     pil_format = OUTPUT_FORMATS[job.fmt][0]
     if pil_format == "JPEG" and out.mode != "RGB":

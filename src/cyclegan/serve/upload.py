@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
+from cyclegan.errors import first_line
 from cyclegan.serve.errors import ApiError
 
 __all__ = ["ACCEPTED_FORMATS", "FIELD", "decode_upload", "read_upload"]
@@ -111,6 +112,6 @@ def decode_upload(data: bytes, *, max_pixels: int) -> Image.Image:
     except MemoryError:
         raise ApiError(413, "image too large: not enough memory to decode it") from None
     except Exception as exc:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ValueError, zlib.error...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise ApiError(415, f"cannot decode the image ({reason})") from None
     return img
