@@ -163,7 +163,8 @@ class CheckpointWriter:
         self.wait()
         weights = {name: _weights(net) for name, net in networks.items()}
         job = partial(_write_checkpoint, Path(dest), config=config, weights=weights,
-                      state=host_copy(state), meta=dict(meta or {}))
+                      # the copy is only needed while training goes on during the write
+                      state=state if self._pool is None else host_copy(state), meta=dict(meta or {}))
         if self._pool is None:
             self._run(job, Path(dest))
         else:

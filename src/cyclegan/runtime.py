@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from cyclegan import __version__
-from cyclegan.errors import first_line
+from cyclegan.errors import CycleGANError, first_line
 from cyclegan.image import to_model_range, to_uint8
 
 __all__ = [
@@ -125,8 +125,6 @@ def apply_threads(threads: int | None) -> None:
     if threads is None:
         return
     if threads < 0:
-        from cyclegan.errors import CycleGANError
-
         raise CycleGANError(f"--threads must be >= 0, got {threads}")
     if threads:
         torch.set_num_threads(threads)
