@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import itertools
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -381,6 +383,42 @@ def test_cli_reports_bad_flags_in_one_line(run_dir, photos, tmp_path):
     assert r.exit_code == 1 and r.output.strip().startswith("error: --tile")
     r = _cli("translate", "--checkpoint", tmp_path / "nope", photos, "--out", tmp_path / "o")
     assert r.exit_code == 1 and "nope" in r.output
+
+
+def _translate_process(run_dir, *args, stdin=None, stdout=None):
+    """``python -m cyclegan translate`` in a real process: its own stdout, signals and exit status."""
+    return subprocess.run(
+        [sys.executable, "-m", "cyclegan", "translate", "--checkpoint", str(run_dir), "--quiet",
+         "--precision", "fp32", "--device", "cpu", *map(str, args)],
+        stdin=stdin, stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE,
+        timeout=120, check=False,
+    )
+
+
+def test_stdout_on_a_full_device_is_one_line_error(run_dir, photos):
+    # /dev/full accepts the open and fails every write with ENOSPC, like a full disk behind `> file`.
+    with open(photos / "b.png", "rb") as src, open("/dev/full", "wb") as full:
+        proc = _translate_process(run_dir, "-", "--out", "-", stdin=src, stdout=full)
+    err = proc.stderr.decode()
+    assert proc.returncode != 0, err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no space left on device" in errors[0].lower(), err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_stdout_closed_early_exits_quietly(run_dir, photos):
+    # `cyclegan translate - | head -c 0`: the reader is gone; like other tools, stop without a traceback.
+    with open(photos / "b.png", "rb") as src:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cyclegan", "translate", "--checkpoint", str(run_dir), "--quiet",
+             "--precision", "fp32", "--device", "cpu", "-"],
+            stdin=src, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        proc.stdout.close()  # nobody will read the image
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "Traceback" not in err.decode() and "Exception ignored" not in err.decode(), err.decode()
 
 
 # ------------------------------------------------------------------------------------------ video

@@ -974,6 +974,36 @@ def _load_stdin(stdin: BinaryIO | None) -> tuple[Image.Image, Image.Image | None
             os.unlink(tmp)
 
 
+def _discard_stdout() -> None:
+    """Point the process's stdout at the null device. Bytes still buffered for a stream that failed
+    would fail again when Python flushes at exit and print "Exception ignored ..." after our error."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _write_stdout(data: bytes, stdout: BinaryIO | None) -> None:
+    """Write the encoded image to ``stdout`` (None: the process's own).
+
+    A closed pipe (``| head``) raises BrokenPipeError, which the command line ends quietly, as other
+    tools do; any other failure (a full disk behind ``> file``) ends the command with one line: the
+    stream is unusable, so there is nothing left to do for later inputs.
+    """
+    sink = stdout if stdout is not None else sys.stdout.buffer
+    try:
+        sink.write(data)
+        sink.flush()
+    except BrokenPipeError:
+        if stdout is None:
+            _discard_stdout()
+        raise
+    except OSError as e:
+        if stdout is None:
+            _discard_stdout()
+        raise TranslateError(f"<stdout>: cannot write the translated image ({e.strerror or e})") from None
+
+
 def _translate_stream(translator, job, options, summary, fail, stdin, stdout) -> None:
     """A job reading stdin or writing stdout (or both): one image, no batching."""
     try:
@@ -989,9 +1019,7 @@ def _translate_stream(translator, job, options, summary, fail, stdin, stdout) ->
             kwargs = {"quality": options.quality}
         buf = io.BytesIO()
         _encode(img, pil_format).save(buf, format=pil_format, **kwargs)
-        sink = stdout or sys.stdout.buffer
-        sink.write(buf.getvalue())
-        sink.flush()
+        _write_stdout(buf.getvalue(), stdout)
     else:
         try:
             pil_format, kwargs = _save_kwargs(job.target, options.format, options.quality)
