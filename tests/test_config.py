@@ -2,10 +2,14 @@
 
 import dataclasses
 import json
+import re
+import typing
 
 import pytest
+from click.testing import CliRunner
 
-from cyclegan.config import Config, build_config, config_from_dict, list_presets, parse_set, replace
+from cyclegan.cli import main
+from cyclegan.config import Config, build_config, config_from_dict, list_presets, parse_set, replace, validate
 from cyclegan.errors import ConfigError
 
 
@@ -120,3 +124,92 @@ def test_crop_size_must_suit_the_generator():
         build_config(preset="tiny", sets=["model.generator.name=unet_128"])
     assert build_config(sets=["model.generator.name=unet_256"]).data.crop_size == 256
 
+
+
+# ----------------------------------------------------------------------------------------------
+# Hardening (issue 12): every float is finite, whatever the source
+
+
+def _runner() -> CliRunner:
+    # Click 8.1 mixes stderr into stdout unless asked; 8.2+ always keeps them apart (and has no flag).
+    try:
+        return CliRunner(mix_stderr=False)
+    except TypeError:
+        return CliRunner()
+
+
+def _one_error_line(result) -> str:
+    """Non-zero exit, no traceback, exactly one ``error: ...`` line on stderr; returns it."""
+    assert result.exit_code != 0, result.output
+    assert isinstance(result.exception, SystemExit), f"crashed: {result.exception!r}"
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def _float_keys(cls=Config, prefix: str = "") -> list[str]:
+    """Every float-typed field of the config, found by walking the dataclasses (so a field added
+    later is swept too)."""
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            keys += _float_keys(tp, f"{prefix}{f.name}.")
+        elif tp is float or float in typing.get_args(tp):
+            keys.append(prefix + f.name)
+    return keys
+
+
+FLOAT_KEYS = _float_keys()
+
+
+def test_the_float_sweep_sees_the_known_float_fields():
+    assert {"optim.lr", "loss.lambda_gan", "loss.lambda_cyc", "model.generator.dropout",
+            "train.max_minutes", "data.val_fraction"} <= set(FLOAT_KEYS)
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+@pytest.mark.parametrize("raw", [".nan", ".inf", "-.inf", "nan", "inf", "-inf"])
+def test_non_finite_floats_are_refused_naming_the_key(key, raw):
+    # ".inf" / ".nan" are YAML floats; "inf" / "nan" are strings that float() would still accept.
+    with pytest.raises(ConfigError) as e:
+        build_config(sets=[f"{key}={raw}"])
+    message = str(e.value)
+    assert message.startswith(f"{key}: must be a finite number, got "), message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+def test_validate_refuses_non_finite_floats_in_a_config_built_directly(key):
+    # A Config made in code (not from a dict) still goes through validate's generic sweep.
+    section_path, name = key.rsplit(".", 1)
+    cfg = Config()
+
+    def set_in(obj, path: list[str]):
+        if not path:
+            return dataclasses.replace(obj, **{name: float("nan")})
+        child = getattr(obj, path[0])
+        return dataclasses.replace(obj, **{path[0]: set_in(child, path[1:])})
+
+    bad = set_in(cfg, section_path.split("."))
+    with pytest.raises(ConfigError, match=f"^{re.escape(key)}: must be a finite number, got nan$"):
+        validate(bad)
+
+
+def test_non_finite_values_never_reach_config_json():
+    # json.dumps would write NaN / Infinity, which is not JSON.
+    with pytest.raises(ValueError):
+        dataclasses.replace(Config(), loss=dataclasses.replace(Config().loss, lambda_cyc=float("nan"))).to_json()
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_cli_lr_non_finite_is_one_line_and_creates_nothing(tmp_path, value):
+    out = tmp_path / "run"
+    result = _runner().invoke(
+        main, ["train", "--out", str(out), "--dataroot", str(tmp_path / "data"), "--lr", value],
+    )
+    line = _one_error_line(result)
+    assert "optim.lr: must be a finite number" in line, line
+    assert not out.exists()

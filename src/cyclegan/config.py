@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -192,7 +193,9 @@ class Config:
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+        # allow_nan=False: NaN / Infinity are not JSON; validate refuses them, so this never fires
+        # for a validated config, and a config that skipped validation cannot write an invalid file.
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False, allow_nan=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -235,14 +238,34 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        _check_finite(key, number)
+        return number
     if tp is str:
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return str(value)
     raise TypeError(f"unsupported config type {tp} for {key}")
+
+
+def _check_finite(key: str, number: float) -> None:
+    # inf / nan pass every range check written as a comparison (nan compares false both ways), train
+    # to NaN weights, and json.dumps writes them as the non-JSON tokens NaN / Infinity.
+    if not math.isfinite(number):
+        raise ConfigError(f"{key}: must be a finite number, got {number!r}")
+
+
+def _check_all_finite(obj, prefix: str = "") -> None:
+    """Every float field of every section, found by walking the dataclasses: a float field added
+    later is covered without touching this."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_all_finite(value, f"{prefix}{f.name}.")
+        elif isinstance(value, float):
+            _check_finite(prefix + f.name, value)
 
 
 def _from_dict(cls, data: dict, prefix: str = ""):
@@ -409,6 +432,9 @@ def validate(cfg: Config) -> None:
     from cyclegan.networks import DISCRIMINATORS, GENERATORS
     from cyclegan.training import LR_POLICIES
 
+    # First, so a non-finite value is reported under its own key, not as another key's range error
+    # (optim.lr nan used to fail as "optim.eta_min: must be in [0, nan]").
+    _check_all_finite(cfg)
     g, d = cfg.model.generator, cfg.model.discriminator
     _choice("model.generator.name", g.name, GENERATORS)
     _choice("model.generator.norm", g.norm, NORMS)
