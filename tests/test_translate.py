@@ -378,6 +378,28 @@ def test_cli_single_file_glob_and_stdin(run_dir, photos, tmp_path):
     assert r.exit_code == 1 and "<stdin>" in r.output
 
 
+def test_glob_rerun_does_not_translate_its_own_outputs(run_dir, photos):
+    def run(*args):
+        r = _cli("translate", "--checkpoint", run_dir, *args, "--quiet")
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    # --out inside the globbed folder: a recursive glob would find last run's outputs there.
+    for _ in range(2):
+        out = run(f"{photos}/**/*.png", "--recursive", "--out", photos / "styled")
+    assert "translated 0, skipped 2, failed 0" in out
+    assert sorted(p.relative_to(photos / "styled").as_posix() for p in (photos / "styled").rglob("*.png")) == [
+        "b.png", "sub/c.png"]
+
+    # --out is the globbed folder itself, told apart by a suffix: b_x.png must not become b_x_x.png.
+    for _ in range(2):
+        out = run(f"{photos}/*.png", "--out", photos, "--suffix", "_x")
+    assert "translated 0, skipped 1, failed 0" in out
+    assert sorted(p.name for p in photos.glob("*.png")) == ["b.png", "b_x.png"]
+    out = run(f"{photos}/*.png", "--out", photos, "--suffix", "_x", "--overwrite")  # replaced, not re-read
+    assert "translated 1, skipped 0, failed 0" in out and not (photos / "b_x_x.png").exists()
+
+
 def test_cli_reports_bad_flags_in_one_line(run_dir, photos, tmp_path):
     r = _cli("translate", "--checkpoint", run_dir, photos, "--out", tmp_path / "o", "--tile", "huge")
     assert r.exit_code == 1 and r.output.strip().startswith("error: --tile")

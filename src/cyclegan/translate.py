@@ -741,6 +741,18 @@ def _scannable(rel: Path, path: Path, out: Path | None) -> bool:
     return True
 
 
+def _below_out(path: Path, out: Path | None, base: Path) -> bool:
+    """Whether a glob match lies in --out while --out sits below the pattern's fixed folder ``base``:
+    then it is an earlier output (as ``_scannable`` decides for folder inputs). A pattern that names
+    --out itself (``out/*.png``) keeps its matches."""
+    if out is None or not out.is_dir():
+        return False
+    with contextlib.suppress(OSError):
+        out_r = out.resolve()
+        return base.resolve() in out_r.parents and out_r in path.resolve().parents
+    return False
+
+
 def _image_suffix(source_suffix: str, fmt: str | None) -> str:
     if fmt is not None:
         return OUTPUT_FORMATS[fmt][1]
@@ -757,6 +769,7 @@ def _plan(
     videos = _video_extensions()
     wanted = IMAGE_EXTENSIONS | videos
     found: list[tuple[Path | None, Path]] = []  # (source, name relative to --out)
+    globbed: set[Path] = set()  # sources found by a pattern rather than named
     failures: list[tuple[str, str]] = []
     single_file = len(inputs) == 1 and (inputs[0] == "-" or Path(inputs[0]).is_file())
     for item in inputs:
@@ -785,11 +798,14 @@ def _plan(
             if not matches:
                 failures.append((item, "no files match this pattern"))
             for m in matches:
+                if _below_out(m, out, base):
+                    continue
                 try:
                     rel = m.relative_to(base)
                 except ValueError:
                     rel = Path(m.name)
                 found.append((m, rel))
+                globbed.add(m)
         else:
             failures.append((item, "no such file or folder"))
 
@@ -805,22 +821,38 @@ def _plan(
         if own != options.format:
             raise TranslateError(f"--out {out} does not match --format {options.format}")
 
+    def target_of(src: Path | None, rel: Path, is_video: bool) -> Path | None:
+        if file_target:
+            return out
+        if out is None:
+            if src is not None and not (to_stdout and single_file and len(found) == 1 and not is_video):
+                raise TranslateError(
+                    "--out is required (a folder, a file name for a single input, or - for one image to stdout)"
+                )
+            return None
+        suffix = src.suffix if src is not None and is_video else _image_suffix(rel.suffix, options.format)
+        return out / rel.parent / f"{rel.stem}{options.suffix}{suffix}"
+
+    # A pattern matching this command's own outputs (``shots/*.png --out shots --suffix _x`` run twice
+    # finds b_x.png beside b.png) would translate them again on every rerun: a match that is the output
+    # of another match is left out. Only where the output's name differs from its source's by folder or
+    # suffix; a mere change of format (a.jpg -> a.png next to a user's a.png) stays a refused collision.
+    if out is not None and globbed:
+        earlier_outputs = set()
+        for src, rel in found:
+            if src is None:
+                continue
+            target = target_of(src, rel, src.suffix.lower() in videos)
+            if target is not None and (target.parent.resolve() != src.parent.resolve() or target.stem != src.stem):
+                earlier_outputs.add(target.resolve())
+        found = [(src, rel) for src, rel in found if src not in globbed or src.resolve() not in earlier_outputs]
+
     inputs_resolved = {src.resolve() for src, _ in found if src is not None}
     jobs: list[_Job] = []
     taken: dict[Path, str] = {}
     for src, rel in found:
         is_video = src is not None and src.suffix.lower() in videos
-        if file_target:
-            target: Path | None = out
-        elif out is None:
-            if src is not None and not (to_stdout and single_file and len(found) == 1 and not is_video):
-                raise TranslateError(
-                    "--out is required (a folder, a file name for a single input, or - for one image to stdout)"
-                )
-            target = None
-        else:
-            suffix = src.suffix if is_video else _image_suffix(rel.suffix, options.format)
-            target = out / rel.parent / f"{rel.stem}{options.suffix}{suffix}"
+        target = target_of(src, rel, is_video)
         name = str(src) if src is not None else "<stdin>"
         if target is not None:
             key = target.resolve()
