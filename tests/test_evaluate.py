@@ -118,6 +118,27 @@ def test_cli_evaluate_exits_nonzero_with_one_line_when_weights_missing(run, tmp_
     assert res.exit_code == 1 and res.stderr.strip().startswith("error:") and "nothing" in res.stderr
 
 
+def test_cli_evaluate_warns_about_skipped_images_and_shows_progress(run, dataroot, tmp_path):
+    import shutil
+
+    test_a = tmp_path / "testA"
+    shutil.copytree(dataroot / "testA", test_a)
+    (test_a / "broken.png").write_text("not an image\n")
+    args = ["evaluate", "--checkpoint", str(run), "--test-a", str(test_a), "--test-b", str(dataroot / "testB"),
+            "--out", str(tmp_path / "e.json"), "--no-inception", "--device", "cpu"]
+    res = _runner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, res.stderr
+    assert warnings[0].startswith("warning: skipped 1 unreadable image(s): ") and "broken.png (" in warnings[0]
+    assert "it/s" in res.stderr or "img/s" in res.stderr  # the progress bar, on stderr
+    assert "broken.png" in json.loads((tmp_path / "e.json").read_text())["data"]["skipped"][0]
+
+    res = _runner().invoke(main, [*args, "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "img/s" not in res.stderr and "it/s" not in res.stderr and "warning: skipped 1" in res.stderr
+
+
 def test_evaluate_folders_and_errors(run, dataroot, tmp_path):
     result = evaluate_checkpoint(run, test_a=dataroot / "testA", test_b=dataroot / "testB", use_inception=False,
                                  out=tmp_path / "x.json", image_size=16, max_images=3, device="cpu")

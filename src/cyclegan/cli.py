@@ -186,8 +186,9 @@ def demo(out, steps, device) -> None:
 @click.option("--max-images", type=int, help="Use at most N test images per domain.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate_cmd(checkpoint, dataroot, test_a, test_b, out, inception_weights, no_inception, image_size,
-                 max_images, batch_size, device) -> None:
+                 max_images, batch_size, device, quiet) -> None:
     """FID, KID, IS, GMS and cycle L1/PSNR/SSIM of a checkpoint on a test split, both directions."""
     from cyclegan.errors import InceptionUnavailableError
     from cyclegan.evaluate import evaluate_checkpoint
@@ -196,7 +197,7 @@ def evaluate_cmd(checkpoint, dataroot, test_a, test_b, out, inception_weights, n
         checkpoint, dataroot=dataroot, test_a=test_a, test_b=test_b, out=out,
         inception_weights=inception_weights, use_inception=not no_inception, image_size=image_size,
         max_images=max_images, batch_size=batch_size, device=device,
-        echo=lambda m: click.echo(m, err=True),
+        echo=lambda m: click.echo(m, err=True), progress=not quiet,
     )
     keys = ("fid", "kid_mean", "is_mean", "gms", "cycle_l1", "psnr", "ssim")
     for direction in ("a2b", "b2a"):

@@ -24,6 +24,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from tqdm.auto import tqdm
 
 from cyclegan import __version__
 from cyclegan.checkpoint import load_generator, resolve_checkpoint
@@ -121,9 +123,21 @@ def load_test_images(
 # ------------------------------------------------------------------------------------------- core
 
 
-def extract_features(extractor: FeatureExtractor, images: torch.Tensor, *, batch_size: int = 50) -> Features:
-    """Run ``extractor`` over uint8 [N, 3, H, W] in batches -> Features with N rows."""
-    parts = [extractor(chunk) for chunk in images.split(batch_size)]
+def extract_features(
+    extractor: FeatureExtractor,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 50,
+    on_batch: Callable[[int], None] | None = None,
+) -> Features:
+    """Run ``extractor`` over uint8 [N, 3, H, W] in batches -> Features with N rows.
+
+    ``on_batch(n)`` is called after each batch of n images (a progress bar's update)."""
+    parts = []
+    for chunk in images.split(batch_size):
+        parts.append(extractor(chunk))
+        if on_batch is not None:
+            on_batch(chunk.shape[0])
     logits = None if any(p.logits is None for p in parts) else np.concatenate([p.logits for p in parts])
     return Features(pool=np.concatenate([p.pool for p in parts]), logits=logits)
 
@@ -143,6 +157,7 @@ def evaluate_generators(
     kid_subset_size: int | None = None,
     is_splits: int = 10,
     seed: int = 0,
+    progress: bool = False,
 ) -> dict:
     """Both directions -> {"a2b": {...}, "b2a": {...}, "summary": {...}}.
 
@@ -151,7 +166,8 @@ def evaluate_generators(
     reconstruction scores are computed. ``real_features`` ("A"/"B" -> Features) skips re-featurising
     the real images (the training hook caches them). KID subsets default to min(1000, N/2) images of
     the smaller set, so its std is meaningful on ~100-image test splits; KID is unbiased in the
-    subset size, so this changes the spread, not the expected value.
+    subset size, so this changes the spread, not the expected value. ``progress`` shows a bar on
+    stderr over the images featurised and translated (a CPU evaluation can take minutes).
     """
     if "G_A" not in generators:
         raise EvaluationError("evaluate_generators needs generator G_A (and G_B for a two-sided model)")
@@ -162,11 +178,32 @@ def evaluate_generators(
             n = 0 if d not in images else images[d].shape[0]
             raise EvaluationError(f"test domain {d} has {n} usable image(s); evaluation needs at least 2")
     real_features = dict(real_features or {})
-    if extractor is not None:
-        for d in ("A", "B"):
-            if d not in real_features:
-                real_features[d] = extract_features(extractor, images[d], batch_size=batch_size)
+    to_featurise = [d for d in ("A", "B") if extractor is not None and d not in real_features]
+    total = sum(int(images[d].shape[0]) for d in to_featurise)
+    total += sum(int(images[v[0]].shape[0]) for v in directions.values())
+    bar = tqdm(total=total, unit="img", desc="evaluate", dynamic_ncols=True, file=sys.stderr,
+               disable=not progress)
+    try:
+        for d in to_featurise:
+            real_features[d] = extract_features(extractor, images[d], batch_size=batch_size, on_batch=bar.update)
+        result = _score_directions(generators, directions, images, extractor, real_features, batch_size,
+                                   kid_subsets, kid_subset_size, is_splits, seed, bar)
+    finally:
+        bar.close()
 
+    summary = {}
+    for key in ("fid", "kid_mean", "is_mean", "gms", "cycle_l1", "psnr", "ssim"):
+        vals = [result[d][key] for d in directions if key in result[d]]
+        if vals and len(vals) == len(directions):
+            # seed 004's "Avg GMS" is exactly this mean for gms
+            summary[f"{key.removesuffix('_mean')}_avg"] = average_gms(vals) if key == "gms" else float(np.mean(vals))
+    result["summary"] = summary
+    return result
+
+
+def _score_directions(generators, directions, images, extractor, real_features, batch_size, kid_subsets,
+                      kid_subset_size, is_splits, seed, bar) -> dict:
+    """evaluate_generators' per-direction scores; ``bar`` advances by each batch translated."""
     result: dict = {}
     for direction, (src, tgt, fwd, bwd) in directions.items():
         l1s, psnrs, ssims, fake_feats = [], [], [], []
@@ -179,6 +216,7 @@ def evaluate_generators(
                 ssims.append(ssim(real, rec))
             if extractor is not None:
                 fake_feats.append(extractor(fake))
+            bar.update(real.shape[0])
         scores: dict = {
             "source": src,
             "target": tgt,
@@ -203,14 +241,6 @@ def evaluate_generators(
                 scores.update(is_mean=is_mean, is_std=is_std, is_splits=splits)
                 scores["gms"] = gms(fid=scores["fid"], inception_score=is_mean)
         result[direction] = scores
-
-    summary = {}
-    for key in ("fid", "kid_mean", "is_mean", "gms", "cycle_l1", "psnr", "ssim"):
-        vals = [result[d][key] for d in directions if key in result[d]]
-        if vals and len(vals) == len(directions):
-            # seed 004's "Avg GMS" is exactly this mean for gms
-            summary[f"{key.removesuffix('_mean')}_avg"] = average_gms(vals) if key == "gms" else float(np.mean(vals))
-    result["summary"] = summary
     return result
 
 
@@ -281,6 +311,7 @@ def evaluate_checkpoint(
     is_splits: int = 10,
     seed: int = 0,
     echo: Callable[[str], None] = lambda msg: None,
+    progress: bool = False,
 ) -> dict:
     """Evaluate a run or checkpoint directory on a test split, write ``eval.json`` atomically, return it.
 
@@ -289,6 +320,8 @@ def evaluate_checkpoint(
     otherwise the Inception weights are looked up (``inception_weights`` or the torch hub cache) unless
     ``use_inception`` is False. ``out`` defaults to ``<run>/eval.json`` (``eval_<name>.json`` for a
     checkpoint other than ``latest``). The result's ``inception_error`` says why FID/KID/IS are absent.
+    Unreadable test images are left out, listed in the result and reported through ``echo``;
+    ``progress`` shows a bar on stderr.
     """
     start = time.perf_counter()
     ckpt = resolve_checkpoint(checkpoint)
@@ -305,6 +338,10 @@ def evaluate_checkpoint(
     size = image_size or cfg.data.crop_size
     images_a, skipped_a = _load_domain(folder_a, "A", size=size, max_images=max_images)
     images_b, skipped_b = _load_domain(folder_b, "B", size=size, max_images=max_images)
+    skipped = skipped_a + skipped_b
+    if skipped:
+        names = "; ".join(f"{p} ({why})" for p, why in skipped)
+        echo(f"warning: skipped {len(skipped)} unreadable image(s): {names}")
     echo(f"evaluate: {len(images_a)} test-A and {len(images_b)} test-B images at {size}x{size} on {dev}")
 
     inception_error = None
@@ -324,6 +361,7 @@ def evaluate_checkpoint(
         kid_subset_size=kid_subset_size,
         is_splits=is_splits,
         seed=seed,
+        progress=progress,
     )
     meta = {}
     try:
@@ -343,7 +381,7 @@ def evaluate_checkpoint(
             "test_b": str(folder_b),
             "image_size": size,
             "resize": "bicubic to image_size x image_size",
-            "skipped": [f"{p} ({why})" for p, why in skipped_a + skipped_b],
+            "skipped": [f"{p} ({why})" for p, why in skipped],
         },
         "features": extractor.provenance() if extractor is not None else None,
         "inception_error": inception_error,
