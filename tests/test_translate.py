@@ -505,6 +505,23 @@ def test_video_same_frames_fps_size_and_audio(run_dir, tmp_path):
     assert motion(smooth) < motion(got["frames"])
 
 
+def test_video_summary_counts_frames_not_images(run_dir, tmp_path):
+    src = tmp_path / "clip.mp4"
+    _make_video(src, frames=6, audio=False)
+    r = _cli("translate", "--checkpoint", run_dir, src, "--out", tmp_path / "styled.mp4", "--quiet")
+    assert r.exit_code == 0, r.output
+    line = r.output.strip().splitlines()[-1]
+    assert line.startswith("translated 1 video (6 frames, "), line
+    assert "frames/s)" in line and "img/s" not in line, line
+
+    _photo(24, 16).save(tmp_path / "p.png")  # images and videos together: each counted in its own unit
+    r = _cli("translate", "--checkpoint", run_dir, src, tmp_path / "p.png", "--out", tmp_path / "mixed", "--quiet")
+    assert r.exit_code == 0, r.output
+    line = r.output.strip().splitlines()[-1]
+    assert line.startswith("translated 1 image ("), line
+    assert " img/s) and 1 video (6 frames, " in line and ", skipped 0, failed 0 in " in line, line
+
+
 def test_video_folder_output_and_gif(run_dir, tmp_path):
     av = pytest.importorskip("av")
     src = tmp_path / "clips"
@@ -521,7 +538,8 @@ def test_video_folder_output_and_gif(run_dir, tmp_path):
     (src / "broken.mp4").write_bytes(b"\x00" * 100)
     r = _cli("translate", "--checkpoint", run_dir, src, "--out", tmp_path / "o", "--quiet")
     assert r.exit_code == 1, r.output
-    assert "translated 2, skipped 0, failed 1" in r.output and "broken.mp4" in r.output
+    assert "translated 2 videos (7 frames, " in r.output and "skipped 0, failed 1" in r.output
+    assert "broken.mp4" in r.output
     assert len(_probe(tmp_path / "o" / "b.gif")["frames"]) == 4
     assert _probe(tmp_path / "o" / "a.mp4")["size"] == (64, 48)
 

@@ -1,5 +1,7 @@
 """User-facing errors. The CLI prints these as one line and exits non-zero; anything else is a bug."""
 
+import errno
+
 
 class CycleGANError(Exception):
     """Base class for errors caused by the user's input (files, flags, config, checkpoints)."""
@@ -60,3 +62,49 @@ def first_line(error: BaseException, default: str | None = None) -> str:
     if line is not None:
         return line
     return type(error).__name__ if default is None else default
+
+
+# Messages libraries give for a full disk: OSError's strerror, safetensors' Rust io error, and
+# PyTorch's zip writer, which reports a short write as "[enforce fail at inline_container.cc:NNN]
+# . unexpected pos X vs Y" (a write that stopped short: the disk or the quota is full).
+_DISK_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_DISK_FULL_TEXT = ("no space left on device", "storagefull", "disk quota exceeded", "unexpected pos")
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` (or an error it was raised from) says the disk or the quota is full."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS:
+            return True
+        text = str(error).lower()
+        if any(needle in text for needle in _DISK_FULL_TEXT):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def plain_reason(error: BaseException) -> str:
+    """One line saying why a write failed, in plain words: "no space left on device" for every way
+    the libraries report a full disk, else the error's first line."""
+    if is_disk_full(error):
+        return "no space left on device"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return first_line(error)
+
+
+# Problems found while cleaning up after an error (a stop record that cannot be written, a
+# checkpoint write that failed too) must not replace that error: they ride along with it and are
+# reported after it, one line each (the CLI prints them as warnings after the error line).
+
+
+def add_followup(error: BaseException, line: str) -> None:
+    """Attach ``line`` to ``error`` to be reported after it."""
+    error.followups = [*getattr(error, "followups", ()), line]
+
+
+def followups(error: BaseException) -> list[str]:
+    """The lines attached to ``error`` by ``add_followup``, in order."""
+    return list(getattr(error, "followups", ()))

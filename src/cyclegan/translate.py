@@ -683,11 +683,19 @@ class OutputOptions:
 
 @dataclass
 class TranslateSummary:
+    """What a ``translate_paths`` call did. ``translated`` counts outputs (an image or a whole video);
+    images and video frames are counted, and timed, apart: a video is one output but many frames, so
+    one rate over both would be neither an image rate nor a frame rate."""
+
     translated: int = 0
     skipped: int = 0
     failed: int = 0
-    images: int = 0  # images plus video frames actually translated, for the throughput
+    images: int = 0  # still images translated
+    videos: int = 0
+    frames: int = 0  # frames of the translated videos
     seconds: float = 0.0
+    image_seconds: float = 0.0  # time spent on still images (loading, translating, saving)
+    video_seconds: float = 0.0  # time spent on videos (decoding, translating, encoding)
     failures: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -695,12 +703,20 @@ class TranslateSummary:
         return self.failed == 0
 
     def line(self) -> str:
-        # img/s counts images and video frames alike: a video is one output but many images.
-        rate = self.images / self.seconds if self.seconds > 0 else 0.0
-        return (
-            f"translated {self.translated}, skipped {self.skipped}, failed {self.failed} "
-            f"in {self.seconds:.1f} s ({rate:.2f} img/s)"
-        )
+        tail = f"skipped {self.skipped}, failed {self.failed} in {self.seconds:.1f} s"
+        if not self.videos:
+            rate = self.images / self.seconds if self.seconds > 0 else 0.0
+            return f"translated {self.translated}, {tail} ({rate:.2f} img/s)"
+        fps = self.frames / self.video_seconds if self.video_seconds > 0 else 0.0
+        done = f"{_count(self.videos, 'video')} ({_count(self.frames, 'frame')}, {fps:.1f} frames/s)"
+        if self.images:
+            rate = self.images / self.image_seconds if self.image_seconds > 0 else 0.0
+            done = f"{_count(self.images, 'image')} ({rate:.2f} img/s) and {done}"
+        return f"translated {done}, {tail}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 @dataclass(frozen=True)
@@ -934,6 +950,7 @@ def translate_paths(
         echo(f"note: {summary.skipped} output(s) already exist and were left as they are; --overwrite replaces them")
 
     images = [j for j in pending if not j.video and j.source is not None and j.target is not None]
+    images_start = time.perf_counter()
     bar = None
     if progress and images:
         from tqdm.auto import tqdm
@@ -950,12 +967,17 @@ def translate_paths(
     finally:
         if bar is not None:
             bar.close()
+    summary.image_seconds = time.perf_counter() - images_start
 
     for job in pending:
         if job.source is None or job.target is None:
+            t0 = time.perf_counter()
             _translate_stream(translator, job, options, summary, fail, stdin, stdout)
+            summary.image_seconds += time.perf_counter() - t0
         elif job.video:
+            t0 = time.perf_counter()
             _translate_video_job(translator, job, temporal_smoothing, progress, summary, fail)
+            summary.video_seconds += time.perf_counter() - t0
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -1082,4 +1104,5 @@ def _translate_video_job(translator, job, temporal_smoothing, progress, summary,
         fail(job.name, f"translation failed ({type(e).__name__}: {e})")
         return
     summary.translated += 1
-    summary.images += result.frames
+    summary.videos += 1
+    summary.frames += result.frames
