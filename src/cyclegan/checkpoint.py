@@ -33,7 +33,7 @@ from torch import nn
 
 from cyclegan import __version__
 from cyclegan.config import Config, config_from_dict
-from cyclegan.errors import CheckpointError, CycleGANError, first_line
+from cyclegan.errors import CheckpointError, CycleGANError, plain_reason
 
 NETWORK_NAMES = ("G_A", "G_B", "D_A", "D_B")
 GENERATOR_FOR_DIRECTION = {"a2b": "G_A", "b2a": "G_B"}
@@ -175,8 +175,8 @@ class CheckpointWriter:
         try:
             job()
         except Exception as e:  # noqa: BLE001 - disk full reaches us as OSError, SafetensorError or
-            # torch's RuntimeError: one line naming the checkpoint for all of them
-            raise CheckpointError(f"{dest}: could not write the checkpoint ({first_line(e)})") from None
+            # torch's RuntimeError: one line naming the checkpoint, in plain words, for all of them
+            raise CheckpointError(f"{dest}: could not write the checkpoint ({plain_reason(e)})") from None
 
     def wait(self) -> None:
         """Block until the pending write is on disk; raise its error, once."""

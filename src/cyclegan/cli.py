@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from cyclegan.config import DEVICES, MODEL_KINDS, PRECISIONS
-from cyclegan.errors import CycleGANError
+from cyclegan.errors import CycleGANError, followups
 
 
 def _one_line(text: str) -> str:
@@ -50,10 +50,18 @@ class _Group(click.Group):
         except CycleGANError as e:
             # One line, always: messages may embed library text with newlines (torch.load's is 8 lines).
             click.echo(f"error: {_one_line(str(e))}", err=True)
+            _echo_followups(e)
             ctx.exit(1)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             click.echo("interrupted", err=True)
+            _echo_followups(e)
             ctx.exit(130)
+
+
+def _echo_followups(error: BaseException) -> None:
+    """Problems met while cleaning up after ``error`` (a stop record on a full disk): after it, one line each."""
+    for line in followups(error):
+        click.echo(f"warning: {_one_line(line)}", err=True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

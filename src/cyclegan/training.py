@@ -42,7 +42,15 @@ from cyclegan.data import (
 from cyclegan.diffaug import diff_augment, parse_policy
 from cyclegan.distributed import DistInfo, average_gradients, gather_batch, global_mean, local_slice
 from cyclegan.ema import EMA
-from cyclegan.errors import CheckpointError, ConfigError, DataError, RunDirError
+from cyclegan.errors import (
+    CheckpointError,
+    ConfigError,
+    CycleGANError,
+    DataError,
+    RunDirError,
+    add_followup,
+    plain_reason,
+)
 from cyclegan.fileio import write_text_atomic
 from cyclegan.image import make_grid, save_image_atomic, to_model_range, to_uint8
 from cyclegan.losses import (
@@ -545,16 +553,22 @@ class JsonlLog:
                 self.tb = None
 
     def write(self, record: dict) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.tb is not None and "step" in record:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
-                    self.tb.add_scalar(k, v, record["step"])
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+            if self.tb is not None and "step" in record:
+                for k, v in record.items():
+                    if isinstance(v, (int, float)) and k not in ("step", "epoch"):
+                        self.tb.add_scalar(k, v, record["step"])
+        except OSError as e:  # a full disk: one line naming the log, not a traceback
+            raise RunDirError(f"{self.path}: could not write the training log ({plain_reason(e)})") from None
 
     def close(self) -> None:
         if self.tb is not None:
-            self.tb.close()
+            try:
+                self.tb.close()
+            except OSError as e:
+                raise RunDirError(f"{self.path.parent / 'tensorboard'}: could not write ({plain_reason(e)})") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -571,6 +585,14 @@ def sample_grid(step: TrainStep, fixed: dict[str, Tensor]):
         return make_grid([to_uint8(r.float()).cpu() for r in rows])
     finally:
         step.models.train(True)
+
+
+def save_sample(grid, path: Path) -> None:
+    """Write a sample grid; a full disk is one line naming the file, not a traceback."""
+    try:
+        save_image_atomic(grid, path)
+    except OSError as e:
+        raise RunDirError(f"{path}: could not write the sample grid ({plain_reason(e)})") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -778,7 +800,7 @@ def train(
             log.write({"event": "eval_setup", **evaluator.describe()})
     fixed = dataset.fixed_batch(cfg.data.n_samples)
     if main and not resume:
-        save_image_atomic(sample_grid(step_fn, fixed), out / "samples" / "epoch_0000.png")
+        save_sample(sample_grid(step_fn, fixed), out / "samples" / "epoch_0000.png")
 
     writer = ckpt_io.CheckpointWriter(background=tcfg.async_checkpoint)
 
@@ -805,8 +827,11 @@ def train(
             return
         record = evaluator(step_fn.eval_generators(), step=global_step, epoch=finished_epoch)
         log.write({"event": "eval", **record})
-        with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise RunDirError(f"{out / 'metrics.jsonl'}: could not write ({plain_reason(e)})") from None
         if is_improvement(record, best):
             best = record["selection_value"]
             snapshot("best")
@@ -851,6 +876,7 @@ def train(
     if tcfg.max_steps and global_step >= tcfg.max_steps:
         status = "max_steps"  # resumed at or past the limit: nothing to do, not one step more
     started = time.monotonic()
+    error: BaseException | None = None
     try:
         with StopFlag() as stop:
             while epoch <= tcfg.epochs and status == "finished":
@@ -898,7 +924,7 @@ def train(
                 # -- end of epoch: samples, epoch checkpoint, evaluation
                 if epoch_step >= steps_per_epoch:
                     if main and (epoch % tcfg.sample_every == 0 or epoch == tcfg.epochs):
-                        save_image_atomic(sample_grid(step_fn, fixed), out / "samples" / f"epoch_{epoch:04d}.png")
+                        save_sample(sample_grid(step_fn, fixed), out / "samples" / f"epoch_{epoch:04d}.png")
                     finished_epoch = epoch
                     epoch, epoch_step = epoch + 1, 0
                     if finished_epoch % tcfg.save_epoch_every == 0 or finished_epoch == tcfg.epochs:
@@ -912,25 +938,41 @@ def train(
                     dist_env.barrier(info)
             flush_log()
             if main and status != "finished" and epoch_step:
-                save_image_atomic(sample_grid(step_fn, fixed), out / "samples" / f"step_{global_step:07d}.png")
+                save_sample(sample_grid(step_fn, fixed), out / "samples" / f"step_{global_step:07d}.png")
             snapshot("latest")
             writer.wait()  # the run ends when its last checkpoint is on disk
             dist_env.barrier(info)
-    except BaseException:
-        status = "aborted"
+    except BaseException as e:
+        status, error = "aborted", e
         raise
     finally:
-        try:
-            # After another error (or a second Ctrl-C) a failed write is reported, not raised in its place.
-            if (failed := writer.close(raise_errors=status != "aborted")) is not None and main:
-                echo(f"warning: {failed}")
-        finally:
-            if bar is not None:
-                bar.close()
-            if log is not None:
+        # The first error is the one reported; anything failing while closing the run (a pending
+        # checkpoint write, the stop record on a full disk) is reported after it, never in its place.
+        if bar is not None:
+            bar.close()  # first, so every message below starts on a line of its own
+        problems: list[str] = []
+        failed = writer.close(raise_errors=False)
+        raise_failed = failed is not None and error is None
+        if raise_failed:
+            status, error = "aborted", failed
+        elif failed is not None:
+            problems.append(str(failed))
+        if log is not None:
+            try:
                 log.write({"event": "stop", "status": status, "step": global_step, "time": time.time()})
                 log.close()
-            dist_env.shutdown(info, clean=status != "aborted")
+            except RunDirError as e:
+                problems.append(f"{e} (the stop record is missing)")
+            except OSError as e:
+                problems.append(f"{log.path}: could not write the stop record ({plain_reason(e)})")
+        dist_env.shutdown(info, clean=error is None)
+        for line in problems if main else ():
+            if isinstance(error, (CycleGANError, KeyboardInterrupt)):
+                add_followup(error, line)  # the CLI prints it after the error's own line
+            else:  # no error (finished, stop record lost) or a bug whose traceback follows
+                echo(f"warning: {line}")
+        if raise_failed:
+            raise failed
     return TrainResult(run_dir=out, step=global_step, epoch=epoch, status=status, last_log=last_log)
 
 
