@@ -9,8 +9,17 @@ import pytest
 from click.testing import CliRunner
 
 from cyclegan.cli import main
-from cyclegan.config import Config, build_config, config_from_dict, list_presets, parse_set, replace, validate
-from cyclegan.errors import ConfigError
+from cyclegan.config import (
+    PRESET_DIR,
+    Config,
+    build_config,
+    config_from_dict,
+    list_presets,
+    parse_set,
+    replace,
+    validate,
+)
+from cyclegan.errors import ConfigError, short_repr
 
 
 def test_defaults_are_the_paper():
@@ -213,3 +222,109 @@ def test_cli_lr_non_finite_is_one_line_and_creates_nothing(tmp_path, value):
     line = _one_error_line(result)
     assert "optim.lr: must be a finite number" in line, line
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Hardening (issue 12): hostile YAML and huge values give short one-line errors
+
+
+def _alias_bomb(levels: int = 8) -> str:
+    """The "billion laughs" document: each level is a list of 10 aliases to the one before, so a
+    loader that follows aliases builds 10**levels strings from a few hundred bytes."""
+    # The levels hide under "description" (a key presets and config files may carry and the
+    # config ignores); the last one sits under a real key, whose type error echoes it.
+    lines = ['description:', '  - &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, levels):
+        lines.append(f"  - &l{i} [" + ",".join([f"*l{i - 1}"] * 10) + "]")
+    lines.append(f"train: {{precision: *l{levels - 1}}}")
+    return "\n".join(lines) + "\n"
+
+
+def test_yaml_alias_bomb_is_refused_before_building_anything(tmp_path):
+    f = tmp_path / "bomb.yaml"
+    f.write_text(_alias_bomb())
+    assert f.stat().st_size < 600
+    with pytest.raises(ConfigError) as e:
+        build_config(config_file=f)
+    message = str(e.value)
+    assert str(f) in message and "alias" in message, message
+    assert len(message) < 300 and "\n" not in message
+
+
+def test_any_yaml_anchor_or_alias_in_a_config_file_is_refused(tmp_path):
+    f = tmp_path / "anchors.yaml"
+    f.write_text("model:\n  generator: &g {ngf: 8}\n  discriminator: {ndf: 8}\n")
+    with pytest.raises(ConfigError, match=r"anchors.yaml: .*anchors and aliases .*not allowed.*line 2"):
+        build_config(config_file=f)
+
+
+def test_no_shipped_preset_uses_yaml_anchors():
+    for path in PRESET_DIR.glob("*.yaml"):
+        assert "&" not in path.read_text() and "*" not in path.read_text(), path
+
+
+def test_an_oversized_config_file_is_refused_without_parsing(tmp_path):
+    f = tmp_path / "big.yaml"
+    f.write_text("train: {epochs: 3}\n" + "#" * (2 << 20) + "\n")
+    with pytest.raises(ConfigError, match=r"big.yaml: .*bytes.*at most"):
+        build_config(config_file=f)
+
+
+def test_a_deeply_nested_config_file_is_one_line_error(tmp_path):
+    f = tmp_path / "deep.yaml"
+    f.write_text("train: {precision: " + "[" * 20000 + "]" * 20000 + "}\n")
+    with pytest.raises(ConfigError, match="deep.yaml: ") as e:
+        build_config(config_file=f)
+    assert len(str(e.value)) < 300
+
+
+HUGE = "x" * 1_000_000
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        [f"train.precision={HUGE}"],  # not an allowed choice
+        [f"model.generator.ngf={HUGE}"],  # not an integer
+        [f"optim.lr={HUGE}"],  # not a number
+        [f"train.compile={HUGE}"],  # not a boolean
+        [f"train.init_nets={HUGE}"],  # not a list of networks
+        [f"train.diffaug={HUGE}"],  # not a DiffAugment policy
+        [f"{HUGE}.x=1", f"{HUGE}.x.y=1"],  # not a section
+        [HUGE],  # no "="
+        [f"train.epochs=-{'1' * 5000}"],  # an integer beyond Python's str() limit of 4300 digits
+        [f"train.epochs=-{'1' * 4000}"],  # below the limit: still far too long to echo
+        ["train.precision=" + "[" * 5000 + "]" * 5000],  # nested past the recursion limit
+        ["train.precision=[" + ",".join(["x" * 100] * 1000) + "]"],
+        ["train.precision=[&a [x, x, x, x, x, x, x, x], *a, *a, *a, *a, *a, *a, *a, *a]"],
+    ],
+    ids=["choice", "int", "float", "bool", "init_nets", "diffaug", "not-a-section", "no-equals",
+         "int-over-str-limit", "long-int", "deep-nesting", "long-list", "alias"],
+)
+def test_huge_values_give_a_short_one_line_error(sets):
+    with pytest.raises(ConfigError) as e:
+        build_config(sets=sets)
+    message = str(e.value)
+    assert len(message) < 300 and "\n" not in message, message[:500]
+
+
+def test_a_huge_unknown_key_is_cut_in_the_message():
+    # This message lists the section's valid keys, so it is long by design; the key itself is cut.
+    with pytest.raises(ConfigError) as short:
+        build_config(sets=["train.nope=1"])
+    with pytest.raises(ConfigError) as huge:
+        build_config(sets=[f"train.{HUGE}=1"])
+    assert len(str(huge.value)) <= len(str(short.value)) + 80
+
+
+def test_unknown_keys_of_mixed_types_are_named():
+    # YAML allows integer keys; sorting them with strings must not crash.
+    with pytest.raises(ConfigError, match="unknown config key train.1"):
+        config_from_dict({"train": {1: 2, "zzz": 3}})
+
+
+def test_short_repr_caps_any_value():
+    assert short_repr("abc") == "'abc'"
+    assert len(short_repr("x" * 10_000)) <= 80 and "..." in short_repr("x" * 10_000)
+    assert len(short_repr([["y" * 100] * 100] * 100)) <= 80
+    assert len(short_repr(-(10**5000))) <= 80  # str() of such an int raises ValueError

@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from cyclegan.diffaug import parse_policy
-from cyclegan.errors import ConfigError, first_line
+from cyclegan.diffaug import POLICIES, parse_policy
+from cyclegan.errors import ConfigError, first_line, short_repr
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -33,6 +33,13 @@ UPSAMPLE = ("transpose", "resize")
 MODEL_KINDS = ("cyclegan", "cut", "fastcut")
 ADAPTIVE_WEIGHTING = ("none", "uncertainty")
 NETWORK_NAMES = ("G_A", "G_B", "D_A", "D_B")
+
+# Config files are read whole and parsed by pure-Python PyYAML: refuse anything far beyond a real
+# config (the shipped presets are 1-3 KB, a config with every key set about 4 KB) before parsing.
+MAX_CONFIG_BYTES = 1 << 20
+# A config is at most three mappings deep (model.generator.ngf) and no value is a collection; the
+# limit only needs to stop hostile nesting before Python's recursion limit (about 1000 frames).
+MAX_YAML_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -222,30 +229,34 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value.lower() in ("true", "yes", "1", "on")
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        raise ConfigError(f"{key}: expected true or false, got {short_repr(value)}")
     if tp is int:
         if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
+            raise ConfigError(f"{key}: expected an integer, got {short_repr(value)}")
         if isinstance(value, float) and value.is_integer():
-            return int(value)
-        try:
-            return int(str(value))
-        except ValueError:
-            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+            value = int(value)
+        elif not isinstance(value, int):
+            try:
+                value = int(str(value))
+            except ValueError:
+                raise ConfigError(f"{key}: expected an integer, got {short_repr(value)}") from None
+        # Beyond 64 bits no setting means anything (torch takes int64, seeds at most 2**64 - 1), and
+        # such a number could not even be printed in an error (str() stops at 4300 digits).
+        if value.bit_length() > 64:
+            raise ConfigError(f"{key}: {short_repr(value)} is out of range (more than 64 bits)")
+        return value
     if tp is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {short_repr(value)}")
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+            raise ConfigError(f"{key}: expected a number, got {short_repr(value)}") from None
         _check_finite(key, number)
         return number
     if tp is str:
         if isinstance(value, (dict, list)):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {short_repr(value)}")
         return str(value)
     raise TypeError(f"unsupported config type {tp} for {key}")
 
@@ -270,12 +281,13 @@ def _check_all_finite(obj, prefix: str = "") -> None:
 
 def _from_dict(cls, data: dict, prefix: str = ""):
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {short_repr(data)}")
     types_ = _field_types(cls)
-    unknown = sorted(set(data) - set(types_))
+    unknown = sorted(set(data) - set(types_), key=str)  # YAML keys may be ints as well as strings
     if unknown:
         raise ConfigError(
-            f"unknown config key {prefix}{unknown[0]}; valid keys here: {', '.join(sorted(types_))}"
+            f"unknown config key {_short_text(prefix + str(unknown[0]))}; valid keys here: "
+            f"{', '.join(sorted(types_))}"
         )
     kwargs = {}
     for name, tp in types_.items():
@@ -287,6 +299,12 @@ def _from_dict(cls, data: dict, prefix: str = ""):
         else:
             kwargs[name] = _coerce(data[name], tp, key)
     return cls(**kwargs)
+
+
+def _short_text(text: str, limit: int = 80) -> str:
+    """User-typed text (a key, a library's message quoting a value) cut for an error message, as
+    ``short_repr`` cuts values but without adding quotes."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _deep_merge(base: dict, update: dict) -> dict:
@@ -305,7 +323,7 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     for p in parts[:-1]:
         nxt = node.setdefault(p, {})
         if not isinstance(nxt, dict):
-            raise ConfigError(f"{dotted}: {p} is not a section")
+            raise ConfigError(f"{_short_text(dotted)}: {_short_text(p)} is not a section")
         node = nxt
     node[parts[-1]] = value
 
@@ -313,16 +331,68 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
 def parse_set(item: str) -> tuple[str, Any]:
     """``section.key=value`` -> (key, value); the value is parsed as YAML (so 1e-4, true, null work)."""
     if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected section.key=value")
+        raise ConfigError(f"--set {short_repr(item)}: expected section.key=value")
     key, raw = item.split("=", 1)
     key = key.strip()
     if not key:
-        raise ConfigError(f"--set {item!r}: empty key")
+        raise ConfigError(f"--set {short_repr(item)}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = _load_yaml(raw) if raw.strip() else ""
+    except (yaml.YAMLError, ValueError):
+        # Not YAML we accept (a syntax error, an alias, an int past str()'s 4300 digits): the
+        # literal text, which the key's type check then accepts or refuses.
         value = raw
     return key, value
+
+
+class _UnsafeYAMLError(yaml.YAMLError):
+    """A YAML feature a config has no use for and that costs unbounded memory or stack."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses anchors, aliases and deep nesting while composing, before any
+    object is built. Aliases let a few hundred bytes expand to 10**8 strings ("billion laughs"), and
+    the composer recurses once per nesting level."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise _UnsafeYAMLError(
+                f"YAML anchors and aliases (&name, *name) are not allowed in a config "
+                f"(line {event.start_mark.line + 1})"
+            )
+        if self._depth >= MAX_YAML_DEPTH:
+            raise _UnsafeYAMLError(
+                f"nested more than {MAX_YAML_DEPTH} levels deep (line {event.start_mark.line + 1})"
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader subclass: builds plain data only
+
+
+def _read_config_text(path: Path) -> str:
+    """The text of a config file, refusing before parsing one larger than MAX_CONFIG_BYTES."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)  # bounded even for a device or a FIFO
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: more than {MAX_CONFIG_BYTES} bytes; a config file is at most 1 MiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: cannot read ({e})") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -339,14 +409,13 @@ def list_presets() -> dict[str, dict]:
 
 
 def _read_yaml(path: Path) -> dict:
+    text = _read_config_text(Path(path))
     try:
-        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read ({e})") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({first_line(e)})") from None
+        doc = _load_yaml(text)
+    except _UnsafeYAMLError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    except (yaml.YAMLError, ValueError) as e:  # ValueError: an int past str()'s 4300-digit limit
+        raise ConfigError(f"{path}: invalid YAML ({_short_text(first_line(e))})") from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):
@@ -357,7 +426,7 @@ def _read_yaml(path: Path) -> dict:
 def preset_dict(name: str) -> dict:
     path = PRESET_DIR / f"{name}.yaml"
     if not path.is_file():
-        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(list_presets())}")
+        raise ConfigError(f"unknown preset {short_repr(name)}; choose from {', '.join(list_presets())}")
     doc = _read_yaml(path)
     return {k: v for k, v in doc.items() if k not in ("description", "source")}
 
@@ -406,23 +475,24 @@ def config_from_dict(tree: dict) -> Config:
 
 
 def load_config_json(path: str | Path) -> Config:
+    if not Path(path).exists():
+        raise ConfigError(f"{path}: not found")
+    text = _read_config_text(Path(path))
     try:
-        tree = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: not found") from None
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{path}: not a readable config ({e})") from None
+        tree = json.loads(text)
+    except (ValueError, RecursionError) as e:  # RecursionError: hostile nesting
+        raise ConfigError(f"{path}: not a readable config ({_short_text(first_line(e))})") from None
     return config_from_dict(tree)
 
 
 def _choice(key: str, value: str, allowed) -> None:
     if value not in allowed:
-        raise ConfigError(f"{key}: {value!r} is not allowed; choose from {', '.join(sorted(allowed))}")
+        raise ConfigError(f"{key}: {short_repr(value)} is not allowed; choose from {', '.join(sorted(allowed))}")
 
 
 def _at_least(key: str, value, low) -> None:
     if value < low:
-        raise ConfigError(f"{key}: must be >= {low}, got {value}")
+        raise ConfigError(f"{key}: must be >= {low}, got {short_repr(value)}")
 
 
 def validate(cfg: Config) -> None:
@@ -452,7 +522,7 @@ def validate(cfg: Config) -> None:
     if g.vq_codebook_size and g.name != "attention":
         raise ConfigError(
             f"model.generator.vq_codebook_size: the VQ bottleneck needs model.generator.name=attention, "
-            f"not {g.name!r}"
+            f"not {short_repr(g.name)}"
         )
     _choice("model.discriminator.name", d.name, DISCRIMINATORS)
     _choice("model.discriminator.norm", d.norm, NORMS)
@@ -528,7 +598,8 @@ def validate(cfg: Config) -> None:
     bad = [n for n in nets if n not in NETWORK_NAMES]
     if bad or not t.init_nets.strip():
         raise ConfigError(
-            f"train.init_nets: {t.init_nets!r} is not a comma-separated list of {', '.join(NETWORK_NAMES)}"
+            f"train.init_nets: {short_repr(t.init_nets)} is not a comma-separated list of "
+            f"{', '.join(NETWORK_NAMES)}"
         )
     if t.init_from == "":
         raise ConfigError("train.init_from: empty path (unset it to start from random weights)")
@@ -540,8 +611,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.ema_decay: must be 0 (off) or in (0, 1), got {t.ema_decay}")
     try:
         parse_policy(t.diffaug)
-    except ValueError as e:
-        raise ConfigError(f"train.diffaug: {e}") from None
+    except ValueError:
+        # Our own message rather than parse_policy's, which quotes the bad name uncut.
+        raise ConfigError(
+            f"train.diffaug: {short_repr(t.diffaug)} is not a comma-separated subset of {', '.join(POLICIES)}"
+        ) from None
     _at_least("loss.nce_patches", cfg.loss.nce_patches, 1)
     _at_least("loss.nce_mlp_dim", cfg.loss.nce_mlp_dim, 1)
     if cfg.loss.nce_temperature <= 0:

@@ -1,6 +1,7 @@
 """User-facing errors. The CLI prints these as one line and exits non-zero; anything else is a bug."""
 
 import errno
+import reprlib
 
 
 class CycleGANError(Exception):
@@ -62,6 +63,24 @@ def first_line(error: BaseException, default: str | None = None) -> str:
     if line is not None:
         return line
     return type(error).__name__ if default is None else default
+
+
+# reprlib abbreviates while it walks, so even a value with millions of items costs a few dozen
+# element reprs, never the full repr (a YAML alias bomb's once ran to 722 MB).
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 60
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 4
+_SHORT.maxlevel = 3
+
+
+def short_repr(value, limit: int = 80) -> str:
+    """``repr(value)`` cut to at most ``limit`` characters (ending in "...") for echoing user input in
+    an error message: a value pasted by mistake must not turn a one-line error into megabytes."""
+    try:
+        text = _SHORT.repr(value)
+    except ValueError:  # an int past Python's 4300-digit str() limit
+        text = f"<{type(value).__name__} too large to print>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # Messages libraries give for a full disk: OSError's strerror, safetensors' Rust io error, and
