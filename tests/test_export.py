@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +112,37 @@ def test_safetensors_export_folder_and_file(run_dir, tmp_path):
     export_generator(out, fmt="torchscript", out=tmp_path / "again.pt")
     loaded = load_any_generator(run_dir / "checkpoints" / "latest" / "G_B.safetensors")
     assert loaded.info.direction == "b2a"
+
+
+def test_exported_files_follow_the_umask(run_dir, tmp_path):
+    # safetensors' own save_file creates its file 0600 whatever the umask; exports are for sharing.
+    old = os.umask(0o022)
+    try:
+        export_generator(run_dir, fmt="safetensors", out=tmp_path / "shared")
+        export_generator(run_dir, fmt="torchscript", out=tmp_path / "g.pt")
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in tmp_path.rglob("*")}
+    assert modes == {"shared": 0o755, "shared/config.json": 0o644, "shared/generator.safetensors": 0o644,
+                     "g.pt": 0o644}, {k: oct(v) for k, v in modes.items()}
+
+
+def test_save_safetensors_atomic_follows_the_umask_and_round_trips(tmp_path):
+    import torch
+    from safetensors import safe_open
+
+    from cyclegan.fileio import save_safetensors_atomic
+
+    old = os.umask(0o027)
+    try:
+        path = save_safetensors_atomic({"w": torch.arange(6.0).view(2, 3)}, tmp_path / "x.safetensors",
+                                       metadata={"k": "v"})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata() == {"k": "v"} and torch.equal(f.get_tensor("w"), torch.arange(6.0).view(2, 3))
+    assert [p.name for p in tmp_path.iterdir()] == ["x.safetensors"]  # no temp file left
 
 
 def test_existing_outputs_are_not_replaced_without_overwrite(run_dir, tmp_path):

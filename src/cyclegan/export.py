@@ -37,7 +37,7 @@ from cyclegan import __version__
 from cyclegan.checkpoint import GENERATOR_FOR_DIRECTION, load_generator, load_into, resolve_checkpoint
 from cyclegan.config import Config, config_from_dict
 from cyclegan.errors import CheckpointError, CycleGANError, ExportError, first_line
-from cyclegan.fileio import temp_sibling
+from cyclegan.fileio import save_safetensors_atomic, temp_sibling, write_text_atomic
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -408,13 +408,12 @@ def _write_torchscript(net: nn.Module, tmp: Path, info: ModelInfo) -> tuple[str,
 
 
 def _write_safetensors(net: nn.Module, tmp: Path, info: ModelInfo) -> tuple[str, float, tuple]:
-    from safetensors.torch import save_file
-
     tmp.mkdir()
     weights = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
-    save_file(weights, str(tmp / EXPORTED_WEIGHTS), metadata={METADATA_KEY: info.to_json()})
+    # Not safetensors' save_file: it creates the file 0600, and an export is made to be shared.
+    save_safetensors_atomic(weights, tmp / EXPORTED_WEIGHTS, metadata={METADATA_KEY: info.to_json()})
     assert info.config is not None
-    (tmp / "config.json").write_text(info.config.to_json(), encoding="utf-8")
+    write_text_atomic(tmp / "config.json", info.config.to_json())
     loaded, _ = _load_safetensors_file(tmp / EXPORTED_WEIGHTS, torch.device("cpu"))
     shapes = parity_shapes(info.size_multiple)
     return "safetensors", max_abs_diff(net, loaded, shapes), shapes

@@ -4,6 +4,11 @@ The data goes to a hidden temporary file in the destination's folder (so the fin
 one filesystem, and folder scans and globs skip it), is flushed to disk, and is renamed over the
 destination; on any error the temporary file is removed and the destination is untouched.
 Checkpoint directories use the same idea one level up (``checkpoint.save_checkpoint``).
+
+Every file is created with mode 0666 less the umask, as other programs' files are (0644 under the
+usual umask 022). Library writers that pick a mode of their own go through here instead:
+``safetensors.torch.save_file`` creates its file 0600, so ``save_safetensors_atomic`` serialises in
+memory and writes the bytes through ``atomic_write``.
 """
 
 from __future__ import annotations
@@ -11,9 +16,12 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
+
+import torch
+from safetensors.torch import save as safetensors_bytes
 
 
 def temp_sibling(path: Path) -> Path:
@@ -48,3 +56,16 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def save_safetensors_atomic(
+    tensors: Mapping[str, torch.Tensor], path: str | os.PathLike, *, metadata: Mapping[str, str] | None = None
+) -> Path:
+    """``safetensors.torch.save_file`` with the umask's permissions and an atomic rename.
+
+    save_file creates the file 0600 whatever the umask, so a shared model or checkpoint would be
+    unreadable to the group and others that can read every other file next to it. The tensors
+    (contiguous, dense, on any device) are serialised in memory, one copy of their size.
+    """
+    data = safetensors_bytes(dict(tensors), metadata=dict(metadata) if metadata is not None else None)
+    return write_bytes_atomic(path, data)
