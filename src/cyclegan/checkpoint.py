@@ -100,9 +100,21 @@ def save_checkpoint(
     return _write_checkpoint(Path(dest), config=config, weights=weights, state=state, meta=meta)
 
 
+def _check_finite_weights(dest: Path, weights: Mapping[str, dict]) -> None:
+    # A diverged run must not replace a good checkpoint with NaN weights (they translate to black).
+    for name, tensors in weights.items():
+        for key, t in tensors.items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise CheckpointError(
+                    f"{dest}: refusing to write non-finite weights ({name}: tensor {key} holds non-finite "
+                    "values, NaN or inf); the previous checkpoint is kept"
+                )
+
+
 def _write_checkpoint(
     dest: Path, *, config: Config, weights: Mapping[str, dict], state: dict | None, meta: dict | None
 ) -> Path:
+    _check_finite_weights(dest, weights)
     parent = dest.parent
     parent.mkdir(parents=True, exist_ok=True)
     for stale in parent.glob(f".{dest.name}.tmp-*"):  # left by a process killed mid-write
@@ -174,6 +186,8 @@ class CheckpointWriter:
     def _run(job, dest: Path) -> None:
         try:
             job()
+        except CycleGANError:
+            raise  # already one line naming the checkpoint (non-finite weights)
         except Exception as e:  # noqa: BLE001 - disk full reaches us as OSError, SafetensorError or
             # torch's RuntimeError: one line naming the checkpoint, in plain words, for all of them
             raise CheckpointError(f"{dest}: could not write the checkpoint ({plain_reason(e)})") from None
@@ -197,6 +211,21 @@ class CheckpointWriter:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
         return None
+
+
+def read_meta(ckpt: Path) -> dict:
+    """A checkpoint's ``meta.json`` ({} when it is missing or unreadable: old or damaged checkpoints)."""
+    try:
+        meta = json.loads((Path(ckpt) / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def checkpoint_step(ckpt: Path) -> int | None:
+    """The training step a checkpoint was written at (from its meta.json), or None when unknown."""
+    step = read_meta(ckpt).get("step")
+    return step if isinstance(step, int) else None
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -33,6 +33,10 @@ class RunDirError(CycleGANError):
     """A run directory that would be overwritten, or is not a run."""
 
 
+class TrainingDivergedError(CycleGANError):
+    """A loss became NaN or infinite: the run stopped without saving the broken weights."""
+
+
 class TranslateError(CycleGANError):
     """An input, output path or model that translation cannot use (names the path and the reason)."""
 

@@ -48,6 +48,7 @@ from cyclegan.errors import (
     CycleGANError,
     DataError,
     RunDirError,
+    TrainingDivergedError,
     add_followup,
     plain_reason,
 )
@@ -701,7 +702,7 @@ class TrainResult:
     run_dir: Path
     step: int
     epoch: int
-    status: str  # "finished" | "max_steps" | "time_limit" | "interrupted" | "aborted"
+    status: str  # "finished" | "max_steps" | "time_limit" | "interrupted" | "aborted" | "diverged" (stop record)
     last_log: dict = field(default_factory=dict)
 
 
@@ -804,7 +805,21 @@ def train(
 
     writer = ckpt_io.CheckpointWriter(background=tcfg.async_checkpoint)
 
-    def snapshot(name: str) -> None:
+    # Step of the newest checkpoints/latest written (or found on resume): what a divergence keeps.
+    latest_step = ckpt_io.checkpoint_step(out / "checkpoints" / "latest") if resume else None
+
+    def snapshot(name: str, *, collective: bool = True) -> None:
+        nonlocal latest_step
+        # Never save weights from a window whose losses are not finite (one host read per save,
+        # which copies the weights to the host anyway); all processes take part unless only the
+        # main process saves (``best``).
+        if sums:
+            names = list(sums)
+            stacked = torch.stack([sums[k] for k in names]).float()
+            values = (dist_env.mean_over_processes(stacked, info) if collective else stacked).tolist()
+            check_finite(dict(zip(names, values)), first=global_step - window_steps + 1, last=global_step)
+        if name == "latest":
+            latest_step = global_step
         if main:
             writer.save(
                 out / "checkpoints" / name,
@@ -834,7 +849,20 @@ def train(
             raise RunDirError(f"{out / 'metrics.jsonl'}: could not write ({plain_reason(e)})") from None
         if is_improvement(record, best):
             best = record["selection_value"]
-            snapshot("best")
+            snapshot("best", collective=False)
+
+    def check_finite(values: dict[str, float], *, first: int, last: int) -> None:
+        """Stop when a loss of the window of steps first..last is NaN or infinite: the weights are
+        broken from then on, and saving them would replace the last good checkpoint."""
+        bad = [f"{k} {v}" for k, v in values.items() if not math.isfinite(v)]
+        if not bad:
+            return
+        kept = (f"checkpoints/latest holds step {latest_step}" if latest_step is not None
+                else "no checkpoint was written yet")
+        raise TrainingDivergedError(
+            f"training diverged: loss {', '.join(bad[:4])} over steps {first}-{last}; stopped without saving "
+            f"these weights ({kept}); try a lower --lr or --precision fp32"
+        )
 
     # -- logging state: losses summed on device, read back once per log_every iterations
     sums: dict[str, Tensor] = {}
@@ -848,6 +876,7 @@ def train(
         names = list(sums)
         means = dist_env.mean_over_processes(torch.stack([sums[k] for k in names]).float(), info)
         values = means.div(window_steps).tolist()
+        check_finite(dict(zip(names, values)), first=global_step - window_steps + 1, last=global_step)
         elapsed = time.perf_counter() - window_start
         record = {"step": global_step, "epoch": epoch, **dict(zip(names, values)),
                   "lr": step_fn.opt_g.param_groups[0]["lr"],
@@ -943,7 +972,7 @@ def train(
             writer.wait()  # the run ends when its last checkpoint is on disk
             dist_env.barrier(info)
     except BaseException as e:
-        status, error = "aborted", e
+        status, error = "diverged" if isinstance(e, TrainingDivergedError) else "aborted", e
         raise
     finally:
         # The first error is the one reported; anything failing while closing the run (a pending
