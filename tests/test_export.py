@@ -182,6 +182,51 @@ def test_unusable_model_files_are_reported(tmp_path):
             load_any_generator(tmp_path / name)
 
 
+_ALLOC_FAILURE = "[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: not enough memory"
+
+
+def _one_error_line(r, where) -> str:
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), (r.output, r.exception)
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.output
+    assert str(where) in lines[0] and "not enough memory" in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("error", [RuntimeError(_ALLOC_FAILURE), MemoryError()])
+def test_a_generator_too_large_to_build_is_one_line(run_dir, tmp_path, monkeypatch, error):
+    # A config.json asking for ngf=131072 makes the build try to allocate ~1 TB; every command that
+    # loads a model names the model and the reason on one line instead of a 50-line traceback.
+    import torch
+
+    import cyclegan.networks
+
+    shared = tmp_path / "shared"
+    export_generator(run_dir, fmt="safetensors", out=shared)
+    script = tmp_path / "g.pt"
+    export_generator(run_dir, fmt="torchscript", out=script)
+
+    def boom(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(cyclegan.networks, "build_generator", boom)
+    monkeypatch.setattr(torch.jit, "load", boom)
+    photo = tmp_path / "p.png"
+    _photo(16, 16).save(photo)
+    cli = CliRunner()
+    for model in (run_dir, shared, script):
+        _one_error_line(cli.invoke(main, ["translate", "--checkpoint", str(model), str(photo), "--out",
+                                          str(tmp_path / "o"), "--device", "cpu", "--quiet"]), model)
+    for model in (run_dir, shared):
+        _one_error_line(cli.invoke(main, ["export", "--checkpoint", str(model), "--format", "torchscript",
+                                          "--out", str(tmp_path / "again.pt")]), model)
+    _one_error_line(cli.invoke(main, ["evaluate", "--checkpoint", str(run_dir), "--no-inception",
+                                      "--device", "cpu", "--quiet"]), run_dir)
+    with pytest.raises(CheckpointError, match="not enough memory"):
+        Translator.from_checkpoint(run_dir, device="cpu")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "again.pt").exists()
+
+
 def test_export_refuses_a_mismatched_extension(run_dir, tmp_path):
     r = CliRunner().invoke(main, ["export", "--checkpoint", str(run_dir), "--format", "onnx",
                                   "--out", str(tmp_path / "model.pt")])

@@ -42,6 +42,7 @@ from cyclegan.checkpoint import load_generator, resolve_checkpoint
 from cyclegan.config import Config
 from cyclegan.data import find_images, resolve_domains
 from cyclegan.errors import EvaluationError, ImageLoadError, InceptionUnavailableError
+from cyclegan.export import model_memory_guard
 from cyclegan.fileio import write_bytes_atomic, write_text_atomic
 from cyclegan.image import load_image, pil_to_uint8
 from cyclegan.metrics.fid import fid_from_features
@@ -326,9 +327,10 @@ def evaluate_checkpoint(
     start = time.perf_counter()
     ckpt = resolve_checkpoint(checkpoint)
     dev = _resolve_device(device)
-    g_a, cfg = load_generator(ckpt, direction="a2b", device=dev)
-    # One-sided models (CUT / FastCUT) have no B -> A generator: only a2b is scored.
-    g_b = load_generator(ckpt, direction="b2a", device=dev)[0] if cfg.model.kind == "cyclegan" else None
+    with model_memory_guard(ckpt):
+        g_a, cfg = load_generator(ckpt, direction="a2b", device=dev)
+        # One-sided models (CUT / FastCUT) have no B -> A generator: only a2b is scored.
+        g_b = load_generator(ckpt, direction="b2a", device=dev)[0] if cfg.model.kind == "cyclegan" else None
     folder_a, folder_b = _resolve_test_folders(
         cfg,
         dataroot=Path(dataroot) if dataroot else None,

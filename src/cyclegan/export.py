@@ -25,7 +25,7 @@ import json
 import os
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ __all__ = [
     "export_generator",
     "export_module",
     "load_any_generator",
+    "model_memory_guard",
     "parity_shapes",
 ]
 
@@ -177,6 +178,35 @@ class OnnxGenerator:
 
 # --------------------------------------------------------------------------------------------- loading
 
+# How PyTorch (CPU allocator, CUDA caching allocator, MPS) and Python say an allocation failed.
+_ALLOCATION_FAILURES = ("not enough memory", "out of memory", "defaultcpuallocator", "failed to allocate",
+                        "cannot allocate memory", "can't allocate")
+
+
+def _allocation_failure(error: BaseException) -> bool:
+    if isinstance(error, MemoryError):
+        return True
+    return isinstance(error, RuntimeError) and any(s in str(error).lower() for s in _ALLOCATION_FAILURES)
+
+
+@contextlib.contextmanager
+def model_memory_guard(where: str | os.PathLike) -> Iterator[None]:
+    """Building or loading a generator that does not fit in memory -> one CheckpointError naming ``where``.
+
+    A config.json asking for a huge network (ngf=131072 is ~1 TB of weights) otherwise ends in a
+    50-line allocator traceback. Other errors pass through unchanged: they are bugs, not bad input.
+    """
+    try:
+        yield
+    except (RuntimeError, MemoryError) as e:
+        if not _allocation_failure(e):
+            raise
+        raise CheckpointError(
+            f"{where}: not enough memory to build its generator ({first_line(e, type(e).__name__)}); "
+            "check model.generator (ngf, n_blocks) in its config"
+        ) from None
+
+
 
 def _single_direction(info: ModelInfo, requested: str | None, path: Path) -> None:
     if requested is not None and requested != info.direction:
@@ -188,9 +218,11 @@ def _single_direction(info: ModelInfo, requested: str | None, path: Path) -> Non
 def _load_torchscript(path: Path, device: torch.device) -> tuple[nn.Module, ModelInfo]:
     extra = {TORCHSCRIPT_EXTRA: ""}
     try:
-        with warnings.catch_warnings():
+        with model_memory_guard(path), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated but still works
             module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    except CheckpointError:
+        raise
     except Exception as e:  # noqa: BLE001 - torch.jit raises RuntimeError and others for foreign files
         raise CheckpointError(f"{path}: not a loadable TorchScript file ({type(e).__name__})") from None
     if not extra[TORCHSCRIPT_EXTRA]:
@@ -252,6 +284,13 @@ def load_any_generator(
         raise CheckpointError(f"direction {direction!r}: choose from a2b, b2a")
     if not path.exists():
         raise CheckpointError(f"{path}: no such run, checkpoint or model file")
+    with model_memory_guard(path):
+        return _load_any(path, direction=direction, device=device, ema=ema, threads=threads)
+
+
+def _load_any(
+    path: Path, *, direction: str | None, device: str | torch.device, ema: bool, threads: int | None
+) -> LoadedGenerator:
     if path.is_dir():
         if (path / EXPORTED_WEIGHTS).is_file():
             net, info = _load_safetensors_file(path / EXPORTED_WEIGHTS, torch.device(device))
