@@ -7,6 +7,7 @@ import typing
 
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from cyclegan.cli import main
 from cyclegan.config import (
@@ -328,3 +329,39 @@ def test_short_repr_caps_any_value():
     assert len(short_repr("x" * 10_000)) <= 80 and "..." in short_repr("x" * 10_000)
     assert len(short_repr([["y" * 100] * 100] * 100)) <= 80
     assert len(short_repr(-(10**5000))) <= 80  # str() of such an int raises ValueError
+
+
+# ----------------------------------------------------------------------------------------------
+# Hardening (issue 12): a checkpoint whose config describes networks too large to build
+
+
+@pytest.fixture
+def giant_checkpoint(tmp_path):
+    """A checkpoint folder whose config.json asks for a ResNet generator of ngf 131072 (190 TB of
+    weights); the weights files do not matter, the config is refused first."""
+    tree = Config().to_dict()
+    tree["model"]["generator"]["ngf"] = 131072
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps(tree))
+    return ckpt
+
+
+@pytest.mark.parametrize("command", ["translate", "export", "evaluate"])
+def test_a_checkpoint_too_large_to_build_is_one_line_error(tmp_path, giant_checkpoint, command):
+    image = tmp_path / "in.png"
+    Image.new("RGB", (16, 16)).save(image)
+    for split in ("testA", "testB"):
+        (tmp_path / "data" / split).mkdir(parents=True)
+        Image.new("RGB", (16, 16)).save(tmp_path / "data" / split / "x.png")
+    args = {
+        "translate": ["translate", str(image), "--checkpoint", str(giant_checkpoint), "--out",
+                      str(tmp_path / "out")],
+        "export": ["export", "--checkpoint", str(giant_checkpoint), "--format", "safetensors", "--out",
+                   str(tmp_path / "out")],
+        "evaluate": ["evaluate", "--checkpoint", str(giant_checkpoint), "--dataroot", str(tmp_path / "data"),
+                     "--no-inception", "--out", str(tmp_path / "out" / "eval.json")],
+    }[command]
+    line = _one_error_line(_runner().invoke(main, args))
+    assert "config.json" in line and "model.generator.ngf 131072" in line and "parameters" in line, line
+    assert not (tmp_path / "out").exists()

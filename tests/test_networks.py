@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from cyclegan.config import DiscriminatorConfig, GeneratorConfig
+from cyclegan.config import DiscriminatorConfig, GeneratorConfig, build_config, estimate_parameters, replace
 from cyclegan.errors import ConfigError
 from cyclegan.networks import (
     DISCRIMINATORS,
@@ -379,3 +379,59 @@ def test_features_are_differentiable():
     x = torch.randn(1, 3, 32, 32, requires_grad=True)
     sum(f.abs().mean() for f in d.features(x)).backward()
     _assert_all_grads(d)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sizes that cannot be built (issue 12): estimated on the meta device, refused with one line
+
+
+def test_parameter_estimate_matches_the_paper_networks():
+    # Counted on the meta device (no memory), equal to the built networks' counts above.
+    counts = estimate_parameters(build_config().model)
+    assert counts == {"generator": 11_378_179, "discriminator": 2_764_737}
+
+
+def test_parameter_estimate_counts_a_gradient_free_vq_codebook():
+    # With EMA updates the codebook is a buffer, not a parameter, but it is memory all the same.
+    cfg = build_config(sets=["model.generator.name=attention", "model.generator.vq_codebook_size=1000",
+                             "model.generator.vq_dim=64"])
+    plain = estimate_parameters(replace(cfg, **{"model.generator.vq_codebook_size": 0}).model)
+    assert estimate_parameters(cfg.model)["generator"] - plain["generator"] >= 1000 * 64
+
+
+@pytest.mark.parametrize(
+    "sets, fragment",
+    [
+        (["model.generator.ngf=131072"], "model.generator.ngf 131072: the generator would have "),
+        (["model.discriminator.ndf=131072"], "model.discriminator.ndf 131072: the discriminator would have "),
+        (["model.generator.name=attention", "model.generator.vq_codebook_size=100000000"],
+         "the generator would have "),
+        # Past int64 element counts: even the meta device cannot describe it.
+        (["model.generator.ngf=1000000000000000000"], "model.generator"),
+    ],
+)
+def test_absurd_network_sizes_are_refused_before_building(sets, fragment):
+    with pytest.raises(ConfigError) as e:
+        build_config(sets=sets)
+    message = str(e.value)
+    assert fragment in message and "\n" not in message and len(message) < 300, message
+
+
+def test_the_largest_sane_generator_still_validates():
+    # ResNet-9 at ngf 512 is 727M parameters (2.9 GB): big, but a real network.
+    assert build_config(sets=["model.generator.ngf=512"]).model.generator.ngf == 512
+
+
+@pytest.mark.parametrize("error", [RuntimeError("DefaultCPUAllocator: can't allocate memory\nline 2"),
+                                   MemoryError()])
+def test_an_allocation_failure_while_building_is_a_one_line_config_error(monkeypatch, error):
+    def boom(cfg):
+        raise error
+
+    monkeypatch.setitem(GENERATORS, "resnet", boom)
+    monkeypatch.setitem(DISCRIMINATORS, "patch", boom)
+    with pytest.raises(ConfigError, match=r"^model.generator: cannot build generator resnet") as e:
+        build_generator(GeneratorConfig())
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"^model.discriminator: cannot build discriminator patch"):
+        build_discriminator(DiscriminatorConfig())

@@ -40,6 +40,17 @@ MAX_CONFIG_BYTES = 1 << 20
 # A config is at most three mappings deep (model.generator.ngf) and no value is a collection; the
 # limit only needs to stop hostile nesting before Python's recursion limit (about 1000 frames).
 MAX_YAML_DEPTH = 32
+# One network's weights (parameters and buffers) may take at most 4 GiB in fp32. The paper's networks
+# have 11.4M (ResNet-9 generator, 45 MB) and 2.8M parameters (70x70 PatchGAN); training holds four
+# networks, each with a gradient and Adam's two moments, so 4 GiB apiece is already 64 GiB of state
+# before a single activation, past one 80 GB accelerator. Beyond it a config is a typo or a damaged
+# config.json (ngf 131072 asked torch for 190 TB), refused before anything is allocated.
+MAX_NETWORK_BYTES = 4 << 30
+# Structural counts the size check itself must build on the meta device, one module each: capped so
+# the check stays instant. The paper uses 6 or 9 residual blocks; every discriminator halves the
+# input at least n_layers times, so more than 30 layers could not fit any image.
+MAX_RESIDUAL_BLOCKS = 1000
+MAX_DISCRIMINATOR_LAYERS = 30
 
 
 @dataclass(frozen=True)
@@ -495,6 +506,11 @@ def _at_least(key: str, value, low) -> None:
         raise ConfigError(f"{key}: must be >= {low}, got {short_repr(value)}")
 
 
+def _at_most(key: str, value, high) -> None:
+    if value > high:
+        raise ConfigError(f"{key}: must be <= {high}, got {short_repr(value)}")
+
+
 def validate(cfg: Config) -> None:
     """Every cross-field and range check lives here, so an invalid run fails before any work."""
     # Registries are imported here, not at module top, so this module stays importable without torch.
@@ -511,6 +527,7 @@ def validate(cfg: Config) -> None:
     _choice("model.generator.upsample", g.upsample, UPSAMPLE)
     _at_least("model.generator.ngf", g.ngf, 1)
     _at_least("model.generator.n_blocks", g.n_blocks, 0)
+    _at_most("model.generator.n_blocks", g.n_blocks, MAX_RESIDUAL_BLOCKS)
     if not 0.0 <= g.dropout < 1.0:
         raise ConfigError(f"model.generator.dropout: must be in [0, 1), got {g.dropout}")
     _at_least("model.generator.se_reduction", g.se_reduction, 1)
@@ -528,6 +545,7 @@ def validate(cfg: Config) -> None:
     _choice("model.discriminator.norm", d.norm, NORMS)
     _at_least("model.discriminator.ndf", d.ndf, 1)
     _at_least("model.discriminator.n_layers", d.n_layers, 1)
+    _at_most("model.discriminator.n_layers", d.n_layers, MAX_DISCRIMINATOR_LAYERS)
     _choice("model.init", cfg.model.init, INITS)
     _choice("model.kind", cfg.model.kind, MODEL_KINDS)
     if cfg.model.kind != "cyclegan" and g.name != "resnet":
@@ -622,8 +640,14 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"loss.nce_temperature: must be > 0, got {cfg.loss.nce_temperature}")
     if not 0.0 <= cfg.data.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction: must be in [0, 1), got {cfg.data.val_fraction}")
-    check_discriminator_fits(cfg.model.discriminator, cfg.data.crop_size)
-    multiple = generator_size_multiple(cfg.model.generator)
+    # Both networks on the meta device (shapes only, no memory): their size, then their fit to the crop.
+    gen, disc = _meta_generator(g), _meta_discriminator(d)
+    _check_network_size("generator", f"model.generator.ngf {g.ngf}", _weight_count(gen),
+                        "model.generator.ngf, n_blocks or vq_codebook_size")
+    _check_network_size("discriminator", f"model.discriminator.ndf {d.ndf}", _weight_count(disc),
+                        "model.discriminator.ndf or n_layers")
+    _check_discriminator_net_fits(disc, d, cfg.data.crop_size)
+    multiple = int(getattr(gen, "size_multiple", 1))
     if cfg.data.crop_size % multiple:
         raise ConfigError(
             f"data.crop_size ({cfg.data.crop_size}) must be a multiple of {multiple} for generator "
@@ -631,15 +655,54 @@ def validate(cfg: Config) -> None:
         )
 
 
-def check_discriminator_fits(dcfg: DiscriminatorConfig, crop_size: int) -> None:
-    """Run the discriminator on a crop-sized input on the meta device (shapes only, no memory): a
-    network too deep for the crop fails here, before training, not at its first step."""
+def _on_meta(build, key: str, what: str):
+    """``build()`` on the meta device: modules with shapes and no storage, so even a network far too
+    large to allocate is described in milliseconds."""
     import torch
 
+    with torch.device("meta"):
+        try:
+            return build()
+        except (RuntimeError, ValueError, OverflowError) as e:  # e.g. "Storage size calculation overflowed"
+            raise ConfigError(f"{key}: cannot build {what} ({_short_text(first_line(e), 120)})") from None
+
+
+def _meta_generator(gcfg: GeneratorConfig):
+    from cyclegan.networks import GENERATORS
+
+    return _on_meta(lambda: GENERATORS[gcfg.name](gcfg), "model.generator", f"generator {gcfg.name}")
+
+
+def _meta_discriminator(dcfg: DiscriminatorConfig):
     from cyclegan.networks import DISCRIMINATORS
 
+    return _on_meta(lambda: DISCRIMINATORS[dcfg.name](dcfg), "model.discriminator", f"discriminator {dcfg.name}")
+
+
+def _weight_count(net) -> int:
+    # Buffers count too: an EMA-updated VQ codebook is a buffer, and takes memory like a parameter.
+    return sum(t.numel() for t in net.parameters()) + sum(t.numel() for t in net.buffers())
+
+
+def _check_network_size(kind: str, what: str, count: int, knobs: str) -> None:
+    if count * 4 > MAX_NETWORK_BYTES:
+        raise ConfigError(
+            f"{what}: the {kind} would have {count:,} parameters ({count * 4 / 1e9:,.1f} GB in fp32), more "
+            f"than the {MAX_NETWORK_BYTES >> 30} GiB one network may take; lower {knobs}"
+        )
+
+
+def estimate_parameters(model: ModelConfig) -> dict[str, int]:
+    """Parameters and buffers of one generator and one discriminator of ``model``, counted on the meta
+    device (no memory, no initialisation): what ``validate`` compares with MAX_NETWORK_BYTES."""
+    return {"generator": _weight_count(_meta_generator(model.generator)),
+            "discriminator": _weight_count(_meta_discriminator(model.discriminator))}
+
+
+def _check_discriminator_net_fits(net, dcfg: DiscriminatorConfig, crop_size: int) -> None:
+    import torch
+
     with torch.device("meta"):
-        net = DISCRIMINATORS[dcfg.name](dcfg)
         try:
             net(torch.empty(1, 3, crop_size, crop_size))
         except (RuntimeError, ValueError) as e:
@@ -649,14 +712,15 @@ def check_discriminator_fits(dcfg: DiscriminatorConfig, crop_size: int) -> None:
             ) from None
 
 
+def check_discriminator_fits(dcfg: DiscriminatorConfig, crop_size: int) -> None:
+    """Run the discriminator on a crop-sized input on the meta device (shapes only, no memory): a
+    network too deep for the crop fails here, before training, not at its first step."""
+    _check_discriminator_net_fits(_meta_discriminator(dcfg), dcfg, crop_size)
+
+
 def generator_size_multiple(gcfg: GeneratorConfig) -> int:
     """What H and W must be divisible by for this generator (built on the meta device: no memory)."""
-    import torch
-
-    from cyclegan.networks import GENERATORS
-
-    with torch.device("meta"):
-        return int(getattr(GENERATORS[gcfg.name](gcfg), "size_multiple", 1))
+    return int(getattr(_meta_generator(gcfg), "size_multiple", 1))
 
 
 def replace(cfg, **changes):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from cyclegan.errors import ConfigError, first_line
 from cyclegan.networks.blocks import init_weights, norm_layer, uses_bias
 from cyclegan.registry import Registry
 
@@ -240,5 +241,13 @@ def build_discriminator(
     cfg: DiscriminatorConfig, *, init: str = "normal", init_gain: float = 0.02
 ) -> nn.Module:
     """Build the discriminator named by ``cfg.name`` and initialise its weights."""
-    net = DISCRIMINATORS.get_or_raise(cfg.name)(cfg)
-    return init_weights(net, init, init_gain)
+    factory = DISCRIMINATORS.get_or_raise(cfg.name)
+    try:
+        return init_weights(factory(cfg), init, init_gain)
+    except (RuntimeError, MemoryError) as e:
+        # config.validate refuses sizes past MAX_NETWORK_BYTES before this; what is left is a network
+        # within it that this machine still cannot hold: one line, not an allocator traceback.
+        raise ConfigError(
+            f"model.discriminator: cannot build discriminator {cfg.name} with ndf {cfg.ndf} "
+            f"({first_line(e, 'out of memory')})"
+        ) from None
