@@ -429,8 +429,14 @@ def prep_remove_background_cmd(in_dir, out_dir, masks_dir, margin, iterations, m
                    "1 is often faster on small VMs).")
 @click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
               help="Allow browser pages from this origin to call the API (repeatable; default: none).")
+@click.option("--header-timeout", type=float, default=10.0, show_default=True, metavar="SECONDS",
+              help="Time a client has to send a request's headers (slow-loris guard); then 408 and close.")
+@click.option("--body-timeout", type=float, default=60.0, show_default=True, metavar="SECONDS",
+              help="Time an upload has to arrive in full; then 408 and close.")
+@click.option("--max-connections", type=int, default=64, show_default=True,
+              help="Open connections at most; more are answered 503 at once and closed.")
 def serve_cmd(checkpoints, host, port, device, precision, tile, max_upload_mb, max_megapixels, queue_size, workers,
-              threads, cors_origins) -> None:
+              threads, cors_origins, header_timeout, body_timeout, max_connections) -> None:
     """Web page and HTTP API: upload a photo, get it back translated."""
     from cyclegan.serve.server import run_server
 
@@ -438,6 +444,7 @@ def serve_cmd(checkpoints, host, port, device, precision, tile, max_upload_mb, m
         checkpoints, host=host, port=port, device=device, precision=precision, tile=tile,
         max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=int(max_megapixels * 1e6),
         queue_size=queue_size, workers=workers, threads=threads, cors_origins=cors_origins,
+        header_timeout=header_timeout, body_timeout=body_timeout, max_connections=max_connections,
         echo=lambda m: click.echo(m, err=True),
     )
 

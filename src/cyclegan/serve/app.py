@@ -9,8 +9,9 @@ Endpoints::
     GET  /docs            OpenAPI (FastAPI's usual Swagger UI and /openapi.json)
 
 Every error is JSON ``{"error": message}`` (plus ``valid`` where a name was wrong), with 404 for an
-unknown model, 413 for too many bytes or pixels, 415 for anything that is not a supported image,
-422 for bad parameters and 503 with ``Retry-After`` when the inference queue is full.
+unknown model, 408 for an upload slower than ``body_timeout``, 413 for too many bytes or pixels, 415
+for anything that is not a supported image, 422 for bad parameters and 503 with ``Retry-After``
+when the inference queue is full.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from cyclegan.serve.upload import ACCEPTED_FORMATS, FIELD, decode_upload, read_u
 from cyclegan.serve.worker import InferenceQueue, QueueFull
 from cyclegan.translate import OUTPUT_FORMATS, Translator
 
-__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_QUEUE_SIZE", "create_app"]
+__all__ = ["DEFAULT_BODY_TIMEOUT", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_QUEUE_SIZE", "create_app"]
 
 log = logging.getLogger("cyclegan.serve")
 
@@ -50,6 +51,8 @@ DEFAULT_MAX_UPLOAD_BYTES = 20 * 2**20
 # 50 MP covers 48 MP phone photos; beyond it a decode alone would hold >150 MB per request.
 DEFAULT_MAX_PIXELS = 50_000_000
 DEFAULT_QUEUE_SIZE = 8
+# The whole upload must arrive within this many seconds: 20 MB at 2.8 Mbit/s, a poor mobile uplink.
+DEFAULT_BODY_TIMEOUT = 60.0
 MAX_SIDE_LIMIT = 16384
 
 _MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
@@ -152,15 +155,19 @@ def create_app(
     workers: int = 1,
     threads: int | None = None,
     cors_origins: Sequence[str] | None = None,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ) -> FastAPI:
     """The web app over already loaded ``models`` (name -> ServedModel; the first is the default).
 
     ``threads`` sets PyTorch's intra-op threads in each worker (None: PyTorch's default).
+    ``body_timeout``: seconds an upload may take to arrive (then 408).
     """
     if not models:
         raise ValueError("create_app needs at least one model")
     if max_upload_bytes < 1 or max_pixels < 1:
         raise ValueError("max_upload_bytes and max_pixels must be positive")
+    if not body_timeout > 0:
+        raise ValueError(f"body_timeout must be positive, got {body_timeout}")
     models = dict(models)
     default_model = next(iter(models))
     # OpenMP's thread count is a per-thread setting, so each worker thread sets its own.
@@ -271,6 +278,7 @@ def create_app(
         responses={
             200: {"content": {t: {} for t in _MEDIA_TYPES.values()}, "description": "The translated image."},
             404: {"description": "Unknown model (`valid` lists the names)."},
+            408: {"description": "The upload did not arrive within the server's body timeout."},
             413: {"description": "Upload over the byte limit, or image over the pixel limit."},
             415: {"description": "Not a supported image (the content is checked, not the name or type)."},
             422: {"description": "Bad parameter, e.g. a direction the model does not have."},
@@ -303,7 +311,7 @@ def create_app(
         served, chosen = _pick(model, direction)
         queue.ensure_space()  # refuse before the upload is read, not after
         try:
-            data = await read_upload(request, max_bytes=max_upload_bytes)
+            data = await read_upload(request, max_bytes=max_upload_bytes, timeout=body_timeout)
         except ClientDisconnect:
             raise ApiError(400, "the client disconnected during the upload") from None
         job = _Job(data=data, translator=served.translators[chosen], lock=locks[(served.name, chosen)],

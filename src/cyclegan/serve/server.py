@@ -6,10 +6,11 @@ import importlib.util
 import ipaddress
 import socket
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from cyclegan.serve.errors import ServeError
 
-__all__ = ["bind_socket", "run_server"]
+__all__ = ["bind_socket", "build_server", "run_server"]
 
 
 def _require_extra() -> None:
@@ -52,6 +53,25 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def build_server(app: Any, *, header_timeout: float, max_connections: int, log_level: str = "info") -> Any:
+    """A ``uvicorn.Server`` for ``app`` whose connections have a header deadline and a cap (serve.connections).
+
+    Run it with ``.run(sockets=[bind_socket(...)])``; setting ``should_exit`` stops it.
+    """
+    import uvicorn  # the serve extra
+
+    from cyclegan.serve.connections import guarded_protocol
+
+    config = uvicorn.Config(
+        app,
+        http=guarded_protocol(header_timeout=header_timeout, max_connections=max_connections),
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    return uvicorn.Server(config)
+
+
 def run_server(
     checkpoints: Sequence[str],
     *,
@@ -66,18 +86,21 @@ def run_server(
     workers: int = 1,
     threads: int = 0,
     cors_origins: Sequence[str] = (),
+    header_timeout: float | None = None,
+    body_timeout: float | None = None,
+    max_connections: int | None = None,
     echo: Callable[[str], None] = print,
 ) -> None:
     """Load ``checkpoints`` (``path`` or ``name=path``) once, then serve until Ctrl-C."""
     _require_extra()
-    import uvicorn
-
     from cyclegan.serve.app import (
+        DEFAULT_BODY_TIMEOUT,
         DEFAULT_MAX_PIXELS,
         DEFAULT_MAX_UPLOAD_BYTES,
         DEFAULT_QUEUE_SIZE,
         create_app,
     )
+    from cyclegan.serve.connections import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS
     from cyclegan.serve.models import load_models
 
     if port < 0 or port > 65535:
@@ -92,6 +115,11 @@ def run_server(
         raise ServeError("--max-upload-mb must be positive")
     if max_pixels is not None and max_pixels < 1:
         raise ServeError("--max-megapixels must be positive")
+    for flag, seconds in (("--header-timeout", header_timeout), ("--body-timeout", body_timeout)):
+        if seconds is not None and not seconds > 0:
+            raise ServeError(f"{flag} must be a positive number of seconds, got {seconds}")
+    if max_connections is not None and max_connections < 1:
+        raise ServeError(f"--max-connections must be >= 1, got {max_connections}")
     # Bind before loading models, so a busy port fails in a second rather than after the loading.
     sock = bind_socket(host, port)
     import torch
@@ -114,13 +142,18 @@ def run_server(
             workers=workers,
             threads=threads,
             cors_origins=list(cors_origins) or None,
+            body_timeout=DEFAULT_BODY_TIMEOUT if body_timeout is None else body_timeout,
         )
         bound_host, bound_port = sock.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         echo(f"serving {', '.join(models)} on http://{shown}:{bound_port}  (Ctrl-C stops)")
         if not _is_loopback(host):
             echo(f"warning: {host} is reachable from other machines and the API has no authentication")
-        config = uvicorn.Config(app, log_level="info", access_log=False, timeout_graceful_shutdown=5)
-        uvicorn.Server(config).run(sockets=[sock])
+        server = build_server(
+            app,
+            header_timeout=DEFAULT_HEADER_TIMEOUT if header_timeout is None else header_timeout,
+            max_connections=DEFAULT_MAX_CONNECTIONS if max_connections is None else max_connections,
+        )
+        server.run(sockets=[sock])
     finally:
         sock.close()

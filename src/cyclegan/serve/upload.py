@@ -7,6 +7,7 @@ no part of an upload ever becomes a filesystem path.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import warnings
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -61,8 +62,22 @@ def _limited(receive: Callable[[], Awaitable[Message]], limit: int) -> Callable[
     return receive_limited
 
 
-async def read_upload(request: Request, *, max_bytes: int) -> bytes:
-    """The bytes of the multipart field ``image``, at most ``max_bytes`` of them (else 413)."""
+async def read_upload(request: Request, *, max_bytes: int, timeout: float | None = None) -> bytes:
+    """The bytes of the multipart field ``image``, at most ``max_bytes`` of them (else 413).
+
+    The whole body must arrive within ``timeout`` seconds (else 408, and the connection is closed):
+    a client trickling its upload would otherwise hold a connection and its buffered part forever.
+    """
+    if timeout is None:
+        return await _read_upload(request, max_bytes=max_bytes)
+    try:
+        return await asyncio.wait_for(_read_upload(request, max_bytes=max_bytes), timeout)
+    except asyncio.TimeoutError:
+        raise ApiError(408, f"upload too slow: the request body must arrive within {timeout:g} s",
+                       headers={"Connection": "close"}) from None
+
+
+async def _read_upload(request: Request, *, max_bytes: int) -> bytes:
     body_limit = max_bytes + _MULTIPART_OVERHEAD
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > body_limit:
