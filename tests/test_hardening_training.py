@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 
 import pytest
 import safetensors.torch
@@ -14,7 +15,7 @@ from click.testing import CliRunner
 from cyclegan import checkpoint as ckpt_io
 from cyclegan.cli import main
 from cyclegan.errors import CheckpointError, CycleGANError, followups
-from cyclegan.training import JsonlLog, TrainStep, build_train_step, train
+from cyclegan.training import JsonlLog, TrainStep, build_train_step, train, training_state
 
 
 def _runner() -> CliRunner:
@@ -136,3 +137,103 @@ def test_a_checkpoint_with_non_finite_weights_is_never_written(tiny_config, tmp_
         ckpt_io.save_checkpoint(dest, config=step.cfg, networks=step.models.networks())
     assert "\n" not in str(e.value)
     assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
+
+
+# ------------------------------------------------------------------------------------- 3. integrity
+
+
+def _flip_bytes(path, n: int = 64) -> None:
+    """Damage n bytes in the middle of a file (a bad sector, a bit-rotted copy): its structure still parses."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + n] = bytes(b ^ 0xFF for b in data[middle:middle + n])
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def saved_run(tiny_config, tmp_path):
+    """A run folder with checkpoints/latest (weights and training state) of a one-step model."""
+    step = build_train_step(tiny_config(), torch.device("cpu"))
+    step({d: torch.randint(0, 256, (1, 3, 16, 16), dtype=torch.uint8) for d in ("A", "B")})
+    run = tmp_path / "run"
+    ckpt_io.save_checkpoint(run / "checkpoints" / "latest", config=step.cfg, networks=step.models.networks(),
+                            state=training_state(step, global_step=1, epoch=1, epoch_step=1), meta={"step": 1})
+    return run, step
+
+
+def test_flipped_bytes_in_weights_or_state_are_caught(saved_run):
+    run, _ = saved_run
+    latest = run / "checkpoints" / "latest"
+    recorded = json.loads((latest / "meta.json").read_text())["sha256"]
+    assert set(recorded) >= {"G_A.safetensors", "G_B.safetensors", "D_A.safetensors", "D_B.safetensors", "state.pt"}
+    _flip_bytes(latest / "G_A.safetensors")
+    with pytest.raises(CheckpointError, match=r"G_A\.safetensors: corrupt weights file \(.*SHA-256") as e:
+        ckpt_io.load_generator(run)
+    assert "\n" not in str(e.value)
+    ckpt_io.load_generator(run, direction="b2a")  # G_B is intact and still loads
+    _flip_bytes(latest / "state.pt")
+    with pytest.raises(CheckpointError, match=r"state\.pt: corrupt training state \(.*SHA-256"):
+        ckpt_io.load_state(latest)
+
+
+def test_a_damaged_latest_falls_back_to_its_previous_version(saved_run):
+    run, step = saved_run
+    latest = run / "checkpoints" / "latest"
+    shutil.copytree(latest, latest.with_name("latest.prev"))  # killed after the new one was renamed in
+    _flip_bytes(latest / "G_A.safetensors")
+    net, _ = ckpt_io.load_generator(run)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, step.models.G_A.state_dict()[k]), k
+
+
+def test_non_finite_weights_are_refused_at_load(saved_run):
+    run, _ = saved_run
+    latest = run / "checkpoints" / "latest"
+    weights = safetensors.torch.load_file(str(latest / "G_A.safetensors"))
+    key = min(weights)
+    weights[key].view(-1)[0] = float("nan")
+    safetensors.torch.save_file(weights, str(latest / "G_A.safetensors"))  # written by an older version
+    meta = json.loads((latest / "meta.json").read_text())
+    del meta["sha256"]["G_A.safetensors"]
+    (latest / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=rf"G_A\.safetensors: tensor {key} holds non-finite values"):
+        ckpt_io.load_generator(run)
+
+
+def test_checkpoints_without_recorded_hashes_still_load(saved_run):
+    run, _ = saved_run
+    latest = run / "checkpoints" / "latest"
+    meta = json.loads((latest / "meta.json").read_text())
+    del meta["sha256"]
+    (latest / "meta.json").write_text(json.dumps(meta))
+    ckpt_io.load_generator(run)
+    assert ckpt_io.load_state(latest)["step"] == 1
+
+
+def test_a_folder_of_weights_can_record_and_check_its_own_hashes(saved_run, tmp_path):
+    """What the safetensors export folder uses: generator.safetensors + config.json + meta.json."""
+    _, step = saved_run
+    folder = tmp_path / "export"
+    folder.mkdir()
+    safetensors.torch.save_file({k: v.contiguous() for k, v in step.models.G_A.state_dict().items()},
+                                str(folder / "generator.safetensors"))
+    (folder / "config.json").write_text(step.cfg.to_json())
+    ckpt_io.record_sha256(folder, ["generator.safetensors", "config.json"])
+    assert ckpt_io.load_weights(folder, "generator").keys() == step.models.G_A.state_dict().keys()
+    _flip_bytes(folder / "generator.safetensors")
+    with pytest.raises(CheckpointError, match=r"generator\.safetensors: corrupt weights file"):
+        ckpt_io.load_weights(folder, "generator")
+
+
+def test_resume_from_a_damaged_latest_takes_its_previous_version(tiny_config, tmp_path):
+    run = tmp_path / "r"
+    train(tiny_config(**{"train.max_steps": 2}), run, progress=False)
+    shutil.copytree(run / "checkpoints" / "latest", tmp_path / "step2")
+    train(tiny_config(**{"train.max_steps": 4}), run, resume=True, progress=False)
+    shutil.copytree(tmp_path / "step2", run / "checkpoints" / "latest.prev")  # a save killed before cleanup
+    _flip_bytes(run / "checkpoints" / "latest" / "state.pt")
+    messages = []
+    result = train(tiny_config(**{"train.max_steps": 6}), run, resume=True, progress=False, echo=messages.append)
+    assert result.step == 6
+    assert [r["step"] for r in _records(run) if r.get("event") == "resume"] == [2, 2]
+    assert any("state.pt: corrupt training state" in m and "latest.prev" in m for m in messages), messages

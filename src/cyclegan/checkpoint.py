@@ -3,7 +3,8 @@
 A checkpoint is a directory::
 
     config.json           the full resolved Config: rebuilds every network with no flags
-    meta.json             step, epoch, time, package version (for humans and tools)
+    meta.json             step, epoch, time, package version (for humans and tools), and the
+                          SHA-256 of every other file, checked whenever one is loaded
     G_A.safetensors ...   one file per network (G_A: A->B, G_B: B->A, D_A, D_B; a CUT model has
                           G_A, D_B and F; with EMA also G_A_ema, G_B_ema)
     state.pt              optimizers, grad scaler, image pools, RNG states, step counters;
@@ -12,11 +13,17 @@ A checkpoint is a directory::
 It is written into a hidden temporary directory, flushed, and renamed into place; the previous
 version is renamed to ``<name>.prev`` first and deleted last, so a kill at any instant leaves either
 the old or the new checkpoint complete, and ``resolve_checkpoint`` finds whichever exists.
+
+Loading checks each file against the SHA-256 recorded when it was written (flipped bytes on a
+disk or in a copy would otherwise load silently and translate wrongly) and refuses NaN or infinite
+weights; checkpoints from before the hashes were recorded load unchecked.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import io
 import json
 import os
 import shutil
@@ -28,12 +35,13 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 from torch import nn
 
 from cyclegan import __version__
 from cyclegan.config import Config, config_from_dict
-from cyclegan.errors import CheckpointError, CycleGANError, plain_reason
+from cyclegan.errors import CheckpointError, CorruptCheckpointError, CycleGANError, plain_reason
+from cyclegan.fileio import write_text_atomic
 
 NETWORK_NAMES = ("G_A", "G_B", "D_A", "D_B")
 GENERATOR_FOR_DIRECTION = {"a2b": "G_A", "b2a": "G_B"}
@@ -50,9 +58,37 @@ def unwrap(net: nn.Module) -> nn.Module:
             return net
 
 
-def _fsync_file(path: Path) -> None:
+SHA256_KEY = "sha256"  # meta.json: {file name: hex SHA-256 of its bytes}
+_CHUNK = 1 << 20
+
+
+def _hash_and_fsync(path: Path) -> str:
+    """SHA-256 of a file just written (read back from the page cache), then flushed to disk."""
+    digest = hashlib.sha256()
     with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
         os.fsync(f.fileno())
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def record_sha256(folder: str | Path, names) -> dict[str, str]:
+    """Record the SHA-256 of the files ``names`` of ``folder`` in its ``meta.json`` (other keys kept),
+    so that ``load_weights`` / ``load_state`` check them. For folders not written by
+    ``save_checkpoint``: the safetensors export (generator.safetensors + config.json)."""
+    folder = Path(folder)
+    meta = read_meta(folder)
+    meta[SHA256_KEY] = {**meta.get(SHA256_KEY, {}), **{name: file_sha256(folder / name) for name in names}}
+    write_text_atomic(folder / "meta.json", json.dumps(meta, indent=2))
+    return meta[SHA256_KEY]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -123,15 +159,17 @@ def _write_checkpoint(
     tmp.mkdir()
     try:
         (tmp / "config.json").write_text(config.to_json(), encoding="utf-8")
-        info = {"version": __version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **(meta or {})}
-        info["networks"] = sorted(weights)
-        (tmp / "meta.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
         for name, tensors in weights.items():
             save_file(tensors, str(tmp / f"{name}.safetensors"))
         if state is not None:
             torch.save(state, tmp / "state.pt")
-        for f in tmp.iterdir():
-            _fsync_file(f)
+        # Every file is hashed right after it was written, while it is still in the page cache.
+        hashes = {f.name: _hash_and_fsync(f) for f in sorted(tmp.iterdir())}
+        info = {"version": __version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **(meta or {})}
+        info["networks"] = sorted(weights)
+        info[SHA256_KEY] = hashes
+        (tmp / "meta.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+        _hash_and_fsync(tmp / "meta.json")
         _fsync_dir(tmp)
         prev = parent / f"{dest.name}.prev"
         if dest.exists():
@@ -258,14 +296,42 @@ def load_checkpoint_config(ckpt: Path) -> Config:
         raise CheckpointError(f"{ckpt / 'config.json'}: invalid config ({e})") from None
 
 
+def _read_checked(path: Path, what: str) -> bytes:
+    """The bytes of checkpoint file ``path``, checked against the SHA-256 its folder's meta.json
+    recorded when it was written (no record, as in older checkpoints: no check)."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{path}: unreadable ({plain_reason(e)})") from None
+    expected = read_meta(path.parent).get(SHA256_KEY, {})
+    expected = expected.get(path.name) if isinstance(expected, dict) else None
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+        raise CorruptCheckpointError(
+            f"{path}: corrupt {what} (its SHA-256 differs from the one recorded in meta.json when it was written)"
+        )
+    return data
+
+
+def _check_finite(path: Path, tensors: Mapping[str, torch.Tensor], prefix: str = "") -> None:
+    for key, t in tensors.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CorruptCheckpointError(
+                f"{path}: tensor {prefix}{key} holds non-finite values (NaN or inf): the run had diverged "
+                "when it was saved; use an earlier checkpoint"
+            )
+
+
 def load_weights(ckpt: Path, name: str) -> dict[str, torch.Tensor]:
     path = Path(ckpt) / f"{name}.safetensors"
     if not path.is_file():
         raise CheckpointError(f"{path}: missing from the checkpoint")
+    data = _read_checked(path, "weights file")
     try:
-        return load_file(str(path))
+        tensors = load(data)
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: corrupt weights file ({e})") from None
+    _check_finite(path, tensors)
+    return tensors
 
 
 def load_into(net: nn.Module, ckpt: Path, name: str) -> None:
@@ -284,10 +350,27 @@ def load_state(ckpt: Path, *, map_location: str | torch.device = "cpu") -> dict:
     path = Path(ckpt) / "state.pt"
     if not path.is_file():
         raise CheckpointError(f"{path}: missing (this checkpoint holds weights only and cannot resume)")
+    data = _read_checked(path, "training state")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 -- torch raises many unrelated types for truncated or foreign files
         raise CheckpointError(f"{path}: corrupt training state ({type(e).__name__}: {e})") from None
+    _check_finite(path, _flatten(state))
+    return state
+
+
+def _flatten(obj, prefix: str = "") -> dict:
+    """{"opt_g.state.3.exp_avg": tensor, ...} for every tensor in nested dicts and lists."""
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return {prefix.rstrip("."): obj} if isinstance(obj, torch.Tensor) else {}
+    flat = {}
+    for k, v in items:
+        flat.update(_flatten(v, f"{prefix}{k}."))
+    return flat
 
 
 def load_generator(
@@ -296,13 +379,35 @@ def load_generator(
     """Rebuild one generator from a run or checkpoint directory using only its saved config.
 
     With ``ema`` (the default) a checkpoint's moving-average generator (``G_A_ema``) is used when it
-    has one; ``ema=False`` takes the trained weights.
+    has one; ``ema=False`` takes the trained weights. A damaged checkpoint (SHA-256 mismatch,
+    non-finite weights) falls back to its ``.prev`` version where one exists.
     """
-    from cyclegan.networks import build_generator  # local: keeps checkpoint importable by networks
-
     if direction not in GENERATOR_FOR_DIRECTION:
         raise CheckpointError(f"direction {direction!r}: choose from a2b, b2a")
     ckpt = resolve_checkpoint(path)
+    try:
+        return _load_generator(ckpt, direction=direction, device=device, ema=ema)
+    except CorruptCheckpointError as e:
+        # A kill after the new version was renamed in may leave the previous one complete beside it.
+        if (prev := previous_version(ckpt)) is None:
+            raise
+        try:
+            return _load_generator(prev, direction=direction, device=device, ema=ema)
+        except CheckpointError:
+            raise e from None
+
+
+def previous_version(ckpt: Path) -> Path | None:
+    """``<name>.prev`` beside checkpoint ``ckpt`` when it exists (left by a save killed before it
+    could delete it): the fallback when ``ckpt`` turns out to be damaged."""
+    ckpt = Path(ckpt)
+    prev = ckpt.with_name(ckpt.name + ".prev")
+    return prev if not ckpt.name.endswith(".prev") and (prev / "config.json").is_file() else None
+
+
+def _load_generator(ckpt: Path, *, direction: str, device, ema: bool) -> tuple[nn.Module, Config]:
+    from cyclegan.networks import build_generator  # local: keeps checkpoint importable by networks
+
     cfg = load_checkpoint_config(ckpt)
     if direction == "b2a" and cfg.model.kind != "cyclegan":
         raise CheckpointError(

@@ -29,6 +29,10 @@ class CheckpointError(CycleGANError):
     """A missing, corrupt or incompatible checkpoint."""
 
 
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint file whose bytes differ from those written (SHA-256), or whose weights are not finite."""
+
+
 class RunDirError(CycleGANError):
     """A run directory that would be overwritten, or is not a run."""
 

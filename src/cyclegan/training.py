@@ -45,6 +45,7 @@ from cyclegan.ema import EMA
 from cyclegan.errors import (
     CheckpointError,
     ConfigError,
+    CorruptCheckpointError,
     CycleGANError,
     DataError,
     RunDirError,
@@ -775,7 +776,17 @@ def train(
     if resume:
         ckpt = ckpt_io.resolve_checkpoint(out)
         check_resume_compatible(ckpt_io.load_checkpoint_config(ckpt), cfg, ckpt)
-        state = restore_training_state(step_fn, ckpt)
+        try:
+            state = restore_training_state(step_fn, ckpt)
+        except CorruptCheckpointError as e:
+            # A save killed after renaming the new version in leaves the previous one beside it.
+            if (prev := ckpt_io.previous_version(ckpt)) is None:
+                raise
+            if main:
+                echo(f"warning: {e}; resuming from {prev} instead")
+            ckpt = prev
+            check_resume_compatible(ckpt_io.load_checkpoint_config(ckpt), cfg, ckpt)
+            state = restore_training_state(step_fn, ckpt)
         global_step, epoch, epoch_step = state["step"], state["epoch"], state["epoch_step"]
 
     # -- evaluation (--eval-every): built once, so real-image features are computed once
