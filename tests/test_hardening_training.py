@@ -6,6 +6,10 @@ from __future__ import annotations
 import errno
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import safetensors.torch
@@ -237,3 +241,33 @@ def test_resume_from_a_damaged_latest_takes_its_previous_version(tiny_config, tm
     assert result.step == 6
     assert [r["step"] for r in _records(run) if r.get("event") == "resume"] == [2, 2]
     assert any("state.pt: corrupt training state" in m and "latest.prev" in m for m in messages), messages
+
+
+# ---------------------------------------------------------------------------------------- 4. SIGTERM
+
+
+def test_sigterm_finishes_the_iteration_saves_and_exits_143(tiny_dataroot, tmp_path):
+    """What Slurm, docker stop, Kubernetes and systemd send: handled like Ctrl-C, exit 128 + 15."""
+    run = tmp_path / "r"
+    cmd = [sys.executable, "-m", "cyclegan", "train", "--dataroot", str(tiny_dataroot), "--out", str(run),
+           "--preset", "tiny", "--quiet", "--epochs", "1000", "--set", "train.log_every=1",
+           "--set", "train.save_latest_every=100000", "--set", "train.save_epoch_every=1000",
+           "--set", "train.tensorboard=false", "--set", "data.load_size=24", "--set", "data.crop_size=16",
+           "--set", "train.num_threads=1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "log.jsonl").is_file() or "G_total" not in (run / "log.jsonl").read_text():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no log line in 120 s"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, stderr
+    assert (run / "checkpoints" / "latest" / "state.pt").is_file()
+    stop = _records(run)[-1]
+    assert stop["event"] == "stop" and stop["status"] == "interrupted"
+    assert "Traceback" not in stderr and "--resume" in stderr

@@ -2,12 +2,13 @@
 
 User errors (``CycleGANError``) print as one line on stderr and exit with status 1; flag errors
 (unknown option, bad choice, missing argument) print as one line and exit with status 2, as click's
-own usage errors do; Ctrl-C exits 130.
+own usage errors do; Ctrl-C exits 130 and SIGTERM 143 (128 + the signal number).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -55,7 +56,7 @@ class _Group(click.Group):
         except KeyboardInterrupt as e:
             click.echo("interrupted", err=True)
             _echo_followups(e)
-            ctx.exit(130)
+            ctx.exit(128 + getattr(e, "signum", signal.SIGINT))  # 130 for Ctrl-C, 143 for a second SIGTERM
 
 
 def _echo_followups(error: BaseException) -> None:
@@ -89,6 +90,9 @@ def main() -> None:
 @click.option("--max-minutes", type=float, help="Stop and save after this much training time.")
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float, help="Initial learning rate of both Adam optimisers.")
+@click.option("--crop-size", type=int, help="Training crop in pixels (data.crop_size; default 256).")
+@click.option("--load-size", type=int,
+              help="Images are resized to this before the random crop (data.load_size; default 286).")
 @click.option("--seed", type=int)
 @click.option("--num-workers", type=int, help="DataLoader worker processes.")
 @click.option("--device", type=click.Choice(DEVICES))
@@ -112,7 +116,8 @@ def main() -> None:
               help="FID Inception weights file for --eval-every (default: torch hub's cache).")
 def train(out, dataroot, data_a, data_b, preset, config_file, sets, epochs, max_steps, batch_size, lr, seed,
           num_workers, device, precision, channels_last, compile_, resume, overwrite, quiet, init_from,
-          init_nets, kind, ema_decay, diffaug, eval_every, max_minutes, val_fraction, inception_weights):
+          init_nets, kind, ema_decay, diffaug, eval_every, max_minutes, val_fraction, inception_weights,
+          crop_size, load_size):
     """Train a CycleGAN (or CUT / FastCUT) on two folders of unpaired images."""
     from cyclegan.training import resolve_run_config
     from cyclegan.training import train as run_training
@@ -122,6 +127,8 @@ def train(out, dataroot, data_a, data_b, preset, config_file, sets, epochs, max_
         "data.data_a": str(data_a) if data_a else None,
         "data.data_b": str(data_b) if data_b else None,
         "data.num_workers": num_workers,
+        "data.crop_size": crop_size,
+        "data.load_size": load_size,
         "train.epochs": epochs,
         "train.max_steps": max_steps,
         "train.max_minutes": max_minutes,
@@ -148,8 +155,9 @@ def train(out, dataroot, data_a, data_b, preset, config_file, sets, epochs, max_
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary line, not one per process
         click.echo(f"{result.status}: step {result.step}, {losses or 'no log yet'}; run in {out}", err=True)
     if result.status == "interrupted":
-        click.echo(f"checkpoint saved; continue with: cyclegan train --out {out} --resume", err=True)
-        sys.exit(130)
+        if os.environ.get("RANK", "0") == "0":
+            click.echo(f"checkpoint saved; continue with: cyclegan train --out {out} --resume", err=True)
+        sys.exit(128 + (result.stop_signal or signal.SIGINT))  # 130 for Ctrl-C, 143 for SIGTERM
 
 
 @main.command()
@@ -435,8 +443,11 @@ def prep_remove_background_cmd(in_dir, out_dir, masks_dir, margin, iterations, m
               help="Time an upload has to arrive in full; then 408 and close.")
 @click.option("--max-connections", type=int, default=64, show_default=True,
               help="Open connections at most; more are answered 503 at once and closed.")
+@click.option("--max-request-memory", default="1G", show_default=True, metavar="SIZE",
+              help="Memory one translation may need, estimated before decoding; larger images get 413, "
+                   "or are downscaled when the request gives max_side.")
 def serve_cmd(checkpoints, host, port, device, precision, tile, max_upload_mb, max_megapixels, queue_size, workers,
-              threads, cors_origins, header_timeout, body_timeout, max_connections) -> None:
+              threads, cors_origins, header_timeout, body_timeout, max_connections, max_request_memory) -> None:
     """Web page and HTTP API: upload a photo, get it back translated."""
     from cyclegan.serve.server import run_server
 
@@ -445,6 +456,7 @@ def serve_cmd(checkpoints, host, port, device, precision, tile, max_upload_mb, m
         max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=int(max_megapixels * 1e6),
         queue_size=queue_size, workers=workers, threads=threads, cors_origins=cors_origins,
         header_timeout=header_timeout, body_timeout=body_timeout, max_connections=max_connections,
+        max_request_memory=max_request_memory,
         echo=lambda m: click.echo(m, err=True),
     )
 

@@ -662,36 +662,49 @@ def restore_training_state(step: TrainStep, ckpt: Path) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# Ctrl-C
+# Ctrl-C and SIGTERM
+
+# SIGTERM is how Slurm, docker stop, Kubernetes and systemd ask a job to end (SIGKILL follows after
+# a grace period): it gets what Ctrl-C gets, a checkpoint and a stop record.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class StopFlag:
-    """First Ctrl-C asks the loop to stop after the current iteration and save; a second aborts."""
+    """A first Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after the current iteration and save;
+    a second one aborts (KeyboardInterrupt carrying ``signum``)."""
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self.signum: int | None = None  # the signal that asked for the stop
+        self._previous: dict[int, object] = {}
 
     def _handle(self, signum, frame):
         if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nstopping: finishing this iteration and saving a checkpoint (Ctrl-C again to abort)",
-              file=sys.stderr, flush=True)
+            interrupt = KeyboardInterrupt()
+            interrupt.signum = signum  # the CLI exits 128 + signum
+            raise interrupt
+        self.requested, self.signum = True, signum
+        again = "Ctrl-C again" if signum == signal.SIGINT else "send it again"
+        print(f"\nstopping ({signal.Signals(signum).name}): finishing this iteration and saving a checkpoint "
+              f"({again} to abort)", file=sys.stderr, flush=True)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
 
 
-def _ignore_sigint(_worker_id: int) -> None:
-    # Ctrl-C reaches the whole process group; workers leave it to the main process, which saves.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _ignore_stop_signals(_worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group, and systemd sends SIGTERM to every process of the
+    # service: workers leave both to the main process, which saves.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -705,6 +718,9 @@ class TrainResult:
     epoch: int
     status: str  # "finished" | "max_steps" | "time_limit" | "interrupted" | "aborted" | "diverged" (stop record)
     last_log: dict = field(default_factory=dict)
+    # "interrupted": the signal that asked for the stop (SIGINT or SIGTERM; SIGINT when another
+    # process of a torchrun job received it); the CLI exits 128 + this number
+    stop_signal: int | None = None
 
 
 def train(
@@ -768,7 +784,7 @@ def train(
         num_workers=cfg.data.num_workers,
         pin_memory=cfg.data.pin_memory and device.type == "cuda",
     )
-    loader.worker_init_fn = _ignore_sigint if loader.num_workers > 0 else None
+    loader.worker_init_fn = _ignore_stop_signals if loader.num_workers > 0 else None
 
     # -- model, optimisers, state
     step_fn = build_train_step(cfg, device, warm_start_nets=not resume, dist=info)
@@ -1013,7 +1029,9 @@ def train(
                 echo(f"warning: {line}")
         if raise_failed:
             raise failed
-    return TrainResult(run_dir=out, step=global_step, epoch=epoch, status=status, last_log=last_log)
+    stop_signal = (stop.signum or signal.SIGINT) if status == "interrupted" else None
+    return TrainResult(run_dir=out, step=global_step, epoch=epoch, status=status, last_log=last_log,
+                       stop_signal=stop_signal)
 
 
 def _past_budget(started: float, minutes: float, info: DistInfo, device: torch.device) -> bool:
