@@ -365,3 +365,29 @@ def test_a_checkpoint_too_large_to_build_is_one_line_error(tmp_path, giant_check
     line = _one_error_line(_runner().invoke(main, args))
     assert "config.json" in line and "model.generator.ngf 131072" in line and "parameters" in line, line
     assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# --crop-size / --load-size (issue 12): the flags official CycleGAN users type first
+
+
+def test_train_crop_size_and_load_size_flags_set_the_config(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_train(cfg, out, **kwargs):  # stop before any data or training work
+        seen["cfg"] = cfg
+        raise ConfigError("stopped by the test")
+
+    monkeypatch.setattr("cyclegan.training.train", fake_train)
+    result = _runner().invoke(main, ["train", "--out", str(tmp_path / "run"), "--dataroot", str(tmp_path),
+                                     "--crop-size", "128", "--load-size", "143"])
+    assert "stopped by the test" in _one_error_line(result)
+    assert (seen["cfg"].data.crop_size, seen["cfg"].data.load_size) == (128, 143)
+
+
+def test_train_crop_size_flag_is_validated(tmp_path):
+    result = _runner().invoke(main, ["train", "--out", str(tmp_path / "run"), "--dataroot", str(tmp_path),
+                                     "--crop-size", "128", "--load-size", "100"])
+    assert result.exit_code == 1
+    assert "data.load_size (100) must be >= data.crop_size (128)" in _one_error_line(result)
+    assert not (tmp_path / "run").exists()

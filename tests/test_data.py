@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 
 from cyclegan.config import PREPROCESS, DataConfig
 from cyclegan.data import (
+    DomainFiles,
     UnpairedImages,
     UnpairedSampler,
     augment,
@@ -23,8 +24,10 @@ from cyclegan.data import (
     gather_training_files,
     make_loader,
     resolve_domains,
+    small_image_warning,
 )
 from cyclegan.errors import DataError
+from cyclegan.npz import ArrayImages
 from cyclegan.synthetic import make_bad_files, make_odd_images, make_unpaired_dataset
 
 # Small sizes keep every decode and resize cheap; load > crop so the crop modes really crop.
@@ -423,3 +426,90 @@ def test_gather_max_dataset_size(tmp_path):
                                   batch_size=1)
     assert len(files.a) == len(files.b) == 3
     assert files.a == find_images(tmp_path / "A")[:3]  # the first files in sorted order
+
+
+# ----------------------------------------------------------------------------------------------
+# Images smaller than the load size (issue 12): one warning line, from headers only
+
+
+def _domain(folder: Path, n: int, size) -> list[Path]:
+    return [_png(folder / f"{i:03d}.png", size=size) for i in range(n)]
+
+
+def test_small_images_warn_once_naming_the_flags(tmp_path):
+    # horse2zebra-128 with the default config: every image is upscaled 128 -> 286 and cropped to 256.
+    files = DomainFiles(_domain(tmp_path / "A", 3, (128, 128)), _domain(tmp_path / "B", 3, (128, 96)), [])
+    message = small_image_warning(files, DataConfig())
+    assert message is not None and "\n" not in message
+    for needle in ("data.load_size", "286", "128x128", "--load-size", "--crop-size"):
+        assert needle in message, (needle, message)
+
+
+def test_no_warning_when_images_are_at_least_the_load_size(tmp_path):
+    files = DomainFiles(_domain(tmp_path / "A", 3, (300, 290)), _domain(tmp_path / "B", 3, (286, 400)), [])
+    assert small_image_warning(files, DataConfig()) is None
+
+
+def test_no_warning_when_only_a_minority_is_small(tmp_path):
+    a = _domain(tmp_path / "A", 3, (300, 300)) + [_png(tmp_path / "A" / "small.png", size=(64, 64))]
+    files = DomainFiles(a, _domain(tmp_path / "B", 2, (300, 300)), [])
+    assert small_image_warning(files, DataConfig()) is None
+
+
+def test_one_small_domain_is_enough_to_warn(tmp_path):
+    files = DomainFiles(_domain(tmp_path / "A", 2, (300, 300)), _domain(tmp_path / "B", 2, (64, 64)), [])
+    message = small_image_warning(files, DataConfig())
+    assert message is not None and "B" in message
+
+
+@pytest.mark.parametrize(
+    "preprocess, size, warns",
+    [
+        ("crop", (200, 200), False),  # crop never resizes to load_size: 200 >= crop 128 is enough
+        ("crop", (100, 100), True),  # smaller than the crop: upscaled
+        ("none", (100, 100), True),  # resized to crop_size
+        ("scale_width", (200, 100), False),  # the width is scaled to crop_size
+        ("scale_width_and_crop", (150, 400), True),  # the width is scaled up to load_size
+    ],
+)
+def test_the_size_compared_follows_preprocess(tmp_path, preprocess, size, warns):
+    cfg = DataConfig(preprocess=preprocess, load_size=160, crop_size=128)
+    files = DomainFiles(_domain(tmp_path / "A", 2, size), _domain(tmp_path / "B", 2, size), [])
+    assert (small_image_warning(files, cfg) is not None) == warns
+
+
+def test_small_image_check_reads_at_most_50_headers_and_decodes_nothing(tmp_path, monkeypatch):
+    paths = _domain(tmp_path / "A", 120, (32, 32))
+    opened, loaded = [], []
+    real_open, real_load = Image.open, ImageFile.ImageFile.load
+
+    def counting_open(fp, *args, **kwargs):
+        opened.append(fp)
+        return real_open(fp, *args, **kwargs)
+
+    def counting_load(self):
+        loaded.append(self)
+        return real_load(self)
+
+    monkeypatch.setattr(Image, "open", counting_open)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counting_load)
+    message = small_image_warning(DomainFiles(paths, paths, []), DataConfig())
+    assert message is not None
+    assert 0 < len(opened) <= 2 * 50
+    assert loaded == []  # header only: no pixel data decoded
+
+
+def test_small_image_check_reads_npz_domains_from_the_array_shape(tmp_path):
+    arr = np.zeros((4, 64, 48, 3), dtype=np.uint8)  # [N, H, W, 3]
+    np.savez(tmp_path / "a.npz", images=arr)
+    images = ArrayImages(tmp_path / "a.npz")
+    message = small_image_warning(DomainFiles(images, images, []), DataConfig())
+    assert message is not None and "48x64" in message
+
+
+def test_small_image_check_skips_unreadable_headers(tmp_path):
+    bad = tmp_path / "A" / "bad.png"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"not a png")
+    files = DomainFiles([bad, *_domain(tmp_path / "A", 2, (300, 300))], _domain(tmp_path / "B", 2, (300, 300)), [])
+    assert small_image_warning(files, DataConfig()) is None

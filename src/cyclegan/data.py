@@ -285,6 +285,70 @@ def gather_training_files(cfg: DataConfig, *, batch_size: int, split: str = "tra
     return DomainFiles(found["A"], found["B"], skipped)
 
 
+# Headers read per domain by small_image_warning: enough to tell "most images" from a few odd ones,
+# and cheap on any disk (PIL's open reads the header only; no pixel is decoded).
+SIZE_SAMPLE = 50
+
+
+def _sampled_sizes(files: Sequence[Path] | ArrayImages, n: int) -> list[tuple[int, int]]:
+    """(width, height) of up to ``n`` images spread evenly over ``files``."""
+    if not len(files):
+        return []
+    if isinstance(files, ArrayImages):  # one [N, H, W, 3] array: every image has the first one's size
+        return [files[0].size]
+    step = max(1, len(files) // n)
+    sizes = []
+    for path in list(files)[::step][:n]:
+        try:
+            with Image.open(path) as img:  # lazy: parses the header, decodes nothing
+                sizes.append(img.size)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue  # unreadable files are check_files' business; this is only a hint
+    return sizes
+
+
+def small_image_warning(files: DomainFiles, cfg: DataConfig) -> str | None:
+    """One line (no "warning:" prefix) when most sampled training images of a domain are smaller than
+    the size ``cfg.preprocess`` scales them to, else None.
+
+    The defaults are the paper's 256px recipe (resize to 286, random 256 crop); on 128px images
+    (horse2zebra-128) that upscales every image 2.2x and trains at a resolution the data does not have,
+    silently. Reads at most SIZE_SAMPLE headers per domain.
+    """
+    if cfg.preprocess in ("resize_and_crop", "scale_width_and_crop"):
+        key, target = "data.load_size", cfg.load_size
+    else:  # scale_width scales to the crop size; crop and none upscale what is below it
+        key, target = "data.crop_size", cfg.crop_size
+    by_width = cfg.preprocess in ("scale_width", "scale_width_and_crop")  # only the width is scaled
+
+    small_domains = []
+    typical = []
+    for domain, domain_files in (("A", files.a), ("B", files.b)):
+        sizes = _sampled_sizes(domain_files, SIZE_SAMPLE)
+        measured = sorted(((w if by_width else min(w, h)), (w, h)) for w, h in sizes)
+        n_small = sum(1 for m, _ in measured if m < target)
+        if measured and n_small * 2 > len(measured):
+            m, (w, h) = measured[len(measured) // 2]  # the median image
+            small_domains.append(f"domain {domain}: {n_small} of {len(measured)} sampled, typically {w}x{h}")
+            typical.append(m)
+    if not small_domains:
+        return None
+    side = min(typical)
+    # A crop a little below the images' size keeps the random-crop augmentation (the paper's 256 of 286);
+    # multiples of 16 suit every shipped ResNet-family generator (U-Nets need 128 or 256 and say so).
+    crop = side * 256 // 286 // 16 * 16
+    if key == "data.load_size":
+        hint = f"e.g. --load-size {side} --crop-size {crop}" if crop >= 8 else "--load-size/--crop-size"
+    else:
+        crop = side // 16 * 16
+        hint = f"e.g. --crop-size {crop}" if crop >= 8 else "--crop-size"
+    return (
+        f"most training images are smaller than {key} {target} ({'; '.join(small_domains)}): each is "
+        f"upscaled before training at data.crop_size {cfg.crop_size}, which blurs detail and costs time; "
+        f"to train at the images' own scale pass {hint}"
+    )
+
+
 def make_loader(
     dataset: UnpairedImages,
     sampler: UnpairedSampler,
