@@ -423,6 +423,7 @@ def test_the_largest_sane_generator_still_validates():
 
 
 @pytest.mark.parametrize("error", [RuntimeError("DefaultCPUAllocator: can't allocate memory\nline 2"),
+                                   torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9 GiB"),
                                    MemoryError()])
 def test_an_allocation_failure_while_building_is_a_one_line_config_error(monkeypatch, error):
     def boom(cfg):
@@ -430,8 +431,20 @@ def test_an_allocation_failure_while_building_is_a_one_line_config_error(monkeyp
 
     monkeypatch.setitem(GENERATORS, "resnet", boom)
     monkeypatch.setitem(DISCRIMINATORS, "patch", boom)
-    with pytest.raises(ConfigError, match=r"^model.generator: cannot build generator resnet") as e:
+    with pytest.raises(ConfigError, match=r"^model.generator: not enough memory to build generator resnet "
+                                          r"with ngf 64") as e:
         build_generator(GeneratorConfig())
     assert "\n" not in str(e.value)
-    with pytest.raises(ConfigError, match=r"^model.discriminator: cannot build discriminator patch"):
+    # Still a MemoryError: a load path's memory guard (export.model_memory_guard) names the checkpoint.
+    assert isinstance(e.value, MemoryError)
+    with pytest.raises(ConfigError, match=r"^model.discriminator: not enough memory to build discriminator patch"):
         build_discriminator(DiscriminatorConfig())
+
+
+def test_other_errors_while_building_are_not_disguised_as_memory(monkeypatch):
+    def bug(cfg):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setitem(GENERATORS, "resnet", bug)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        build_generator(GeneratorConfig())

@@ -12,6 +12,12 @@ class ConfigError(CycleGANError):
     """An invalid config key or value."""
 
 
+class NetworkMemoryError(ConfigError, MemoryError):
+    """A network the config asks for that this machine cannot allocate. Also a MemoryError, so a caller
+    that guards a model load against running out of memory (export.model_memory_guard) still catches
+    it and names the checkpoint."""
+
+
 class DataError(CycleGANError):
     """A dataset folder that cannot be used (missing, empty, too few images)."""
 

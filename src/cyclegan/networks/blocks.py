@@ -7,11 +7,14 @@ LeakyReLU(0.2) in discriminators.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from cyclegan.errors import ConfigError
+from cyclegan.errors import ConfigError, NetworkMemoryError, first_line
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
@@ -159,6 +162,25 @@ def init_weights(net: nn.Module, kind: str = "normal", gain: float = 0.02) -> nn
             nn.init.normal_(m.weight, 1.0, gain)
             nn.init.zeros_(m.bias)
     return net
+
+
+# Substrings of the RuntimeErrors torch raises when an allocation fails (CPU allocator, CUDA, MPS).
+_ALLOCATION_MESSAGES = ("out of memory", "can't allocate", "cannot allocate", "failed to allocate",
+                        "not enough memory", "defaultcpuallocator")
+
+
+@contextlib.contextmanager
+def allocation_guard(key: str, what: str) -> Iterator[None]:
+    """While building ``what`` (e.g. "generator resnet with ngf 512", configured under ``key``), an
+    allocation failure becomes one NetworkMemoryError line instead of an allocator traceback; any other
+    error is a bug and passes through. ``config.validate`` refuses absurd sizes before this; what is
+    left is a network within MAX_NETWORK_BYTES that this machine still cannot hold."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as e:
+        if isinstance(e, RuntimeError) and not any(m in str(e).lower() for m in _ALLOCATION_MESSAGES):
+            raise
+        raise NetworkMemoryError(f"{key}: not enough memory to build {what} ({first_line(e)})") from None
 
 
 def count_parameters(net: nn.Module) -> int:

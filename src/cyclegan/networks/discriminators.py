@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from cyclegan.errors import ConfigError, first_line
-from cyclegan.networks.blocks import init_weights, norm_layer, uses_bias
+from cyclegan.networks.blocks import allocation_guard, init_weights, norm_layer, uses_bias
 from cyclegan.registry import Registry
 
 if TYPE_CHECKING:
@@ -242,12 +241,5 @@ def build_discriminator(
 ) -> nn.Module:
     """Build the discriminator named by ``cfg.name`` and initialise its weights."""
     factory = DISCRIMINATORS.get_or_raise(cfg.name)
-    try:
+    with allocation_guard("model.discriminator", f"discriminator {cfg.name} with ndf {cfg.ndf}"):
         return init_weights(factory(cfg), init, init_gain)
-    except (RuntimeError, MemoryError) as e:
-        # config.validate refuses sizes past MAX_NETWORK_BYTES before this; what is left is a network
-        # within it that this machine still cannot hold: one line, not an allocator traceback.
-        raise ConfigError(
-            f"model.discriminator: cannot build discriminator {cfg.name} with ndf {cfg.ndf} "
-            f"({first_line(e, 'out of memory')})"
-        ) from None

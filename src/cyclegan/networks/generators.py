@@ -12,10 +12,10 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from cyclegan.errors import ConfigError, first_line
 from cyclegan.networks.blocks import (
     ResnetBlock,
     UpsampleBlock,
+    allocation_guard,
     dropout_layer,
     init_weights,
     norm_layer,
@@ -276,12 +276,5 @@ def unet_256(cfg: GeneratorConfig) -> nn.Module:
 def build_generator(cfg: GeneratorConfig, *, init: str = "normal", init_gain: float = 0.02) -> nn.Module:
     """Build the generator named by ``cfg.name`` and initialise its weights."""
     factory = GENERATORS.get_or_raise(cfg.name)
-    try:
+    with allocation_guard("model.generator", f"generator {cfg.name} with ngf {cfg.ngf}"):
         return init_weights(factory(cfg), init, init_gain)
-    except (RuntimeError, MemoryError) as e:
-        # config.validate refuses sizes past MAX_NETWORK_BYTES before this; what is left is a network
-        # within it that this machine still cannot hold: one line, not an allocator traceback.
-        raise ConfigError(
-            f"model.generator: cannot build generator {cfg.name} with ngf {cfg.ngf} "
-            f"({first_line(e, 'out of memory')})"
-        ) from None
