@@ -271,3 +271,64 @@ def test_sigterm_finishes_the_iteration_saves_and_exits_143(tiny_dataroot, tmp_p
     stop = _records(run)[-1]
     assert stop["event"] == "stop" and stop["status"] == "interrupted"
     assert "Traceback" not in stderr and "--resume" in stderr
+
+
+# ----------------------------------------------------------------------- 5. resume from any checkpoint
+
+
+def _cli(*args):
+    return _runner().invoke(main, [str(a) for a in args])
+
+
+FAST = ("--preset", "tiny", "--quiet", "--set", "train.tensorboard=false")
+
+
+def test_resume_takes_the_newest_complete_checkpoint_of_any_kind(tiny_config, tmp_path):
+    # 12 images: 12 steps per epoch; killed (here: removed) before latest was written after epoch 1.
+    run = tmp_path / "r"
+    sets = {"train.save_latest_every": 100, "train.save_epoch_every": 1}
+    train(tiny_config(**sets, **{"train.max_steps": 12}), run, progress=False)
+    shutil.rmtree(run / "checkpoints" / "latest")
+    assert ckpt_io.resolve_checkpoint(run).name == "epoch_0001"  # translate on the run folder
+    messages = []
+    result = train(tiny_config(**sets, **{"train.max_steps": 14}), run, resume=True, progress=False,
+                   echo=messages.append)
+    assert result.step == 14
+    assert "resuming from checkpoints/epoch_0001 (step 12)" in messages
+    assert [r["step"] for r in _records(run) if r.get("event") == "resume"] == [12]
+
+
+def test_newest_checkpoint_by_step_and_latest_on_ties(tiny_config, tmp_path):
+    run = tmp_path / "r"
+    train(tiny_config(**{"train.max_steps": 24, "train.save_epoch_every": 1}), run, progress=False)
+    assert ckpt_io.resolve_checkpoint(run).name == "latest"  # same step as epoch_0002: latest wins
+    meta = json.loads((run / "checkpoints" / "latest" / "meta.json").read_text())
+    meta["step"] = 20  # as if latest were older than the newest epoch checkpoint
+    (run / "checkpoints" / "latest" / "meta.json").write_text(json.dumps(meta))
+    assert ckpt_io.resolve_checkpoint(run).name == "epoch_0002"
+    (run / "checkpoints" / "epoch_0002" / "D_B.safetensors").unlink()  # incomplete: skipped
+    assert ckpt_io.resolve_checkpoint(run).name == "latest"
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_told_to_start_again(tiny_dataroot, tmp_path):
+    run = tmp_path / "r"
+    first = _cli("train", "--dataroot", tiny_dataroot, "--out", run, *FAST, "--max-steps", 1)
+    assert first.exit_code == 0, first.output
+    shutil.rmtree(run / "checkpoints")  # killed before the first save
+    for args in (("--resume",), ("--dataroot", tiny_dataroot)):
+        result = _cli("train", "--out", run, *FAST, *args)
+        assert result.exit_code == 1
+        (line,) = [x for x in result.stderr.splitlines() if x.strip()]
+        assert "no checkpoint" in line and "--overwrite" in line and "--resume" not in line, line
+
+
+def test_the_resume_hint_needs_a_checkpoint(tiny_dataroot, tmp_path, monkeypatch):
+    from cyclegan import training
+
+    def stopped_before_saving(cfg, out, **kwargs):
+        return training.TrainResult(run_dir=out, step=0, epoch=1, status="interrupted")
+
+    monkeypatch.setattr(training, "train", stopped_before_saving)
+    result = _cli("train", "--dataroot", tiny_dataroot, "--out", tmp_path / "r", *FAST)
+    assert result.exit_code == 130
+    assert "--resume" not in result.stderr and "--overwrite" in result.stderr

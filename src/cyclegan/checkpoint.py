@@ -266,8 +266,56 @@ def checkpoint_step(ckpt: Path) -> int | None:
     return step if isinstance(step, int) else None
 
 
+def is_complete(ckpt: Path, *, resumable: bool = False) -> bool:
+    """Whether ``ckpt`` holds its config and every network its meta.json lists (and ``state.pt``
+    when ``resumable``): what a kill in the middle of copying or deleting would leave out."""
+    ckpt = Path(ckpt)
+    if not (ckpt / "config.json").is_file() or (resumable and not (ckpt / "state.pt").is_file()):
+        return False
+    networks = read_meta(ckpt).get("networks")
+    if isinstance(networks, list) and networks:
+        return all((ckpt / f"{name}.safetensors").is_file() for name in networks)
+    return any(ckpt.glob("*.safetensors"))  # older meta.json without the list
+
+
+def _recency(ckpt: Path) -> tuple[int, int]:
+    # Newest step first; on a tie (latest and the epoch checkpoint written at the same step) latest,
+    # then epoch, then best; a .prev version is older than the checkpoint it was replaced by.
+    name = ckpt.name
+    rank = 0 if name.endswith(".prev") else 3 if name == "latest" else 2 if name.startswith("epoch_") else 1
+    step = checkpoint_step(ckpt)
+    return (-1 if step is None else step, rank)
+
+
+def run_checkpoints(run: str | Path, *, resumable: bool = False) -> list[Path]:
+    """The complete checkpoints of run directory ``run`` (latest, epoch_*, best and any .prev
+    version), newest first by the step in their meta.json; ``resumable``: those with ``state.pt``."""
+    folder = Path(run) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
+             and is_complete(p, resumable=resumable)]
+    return sorted(found, key=_recency, reverse=True)
+
+
+def resume_checkpoint(run: str | Path) -> Path:
+    """The checkpoint ``--resume`` continues from: the newest complete one holding a training state."""
+    run = Path(run)
+    if found := run_checkpoints(run, resumable=True):
+        return found[0]
+    if weights_only := run_checkpoints(run):
+        name = weights_only[0].relative_to(run)
+        raise CheckpointError(
+            f"{run}: {name} holds weights only (no state.pt: epoch and best checkpoints keep no training state "
+            "unless train.epoch_checkpoint_state is on) and cannot be resumed; start a new run from its weights "
+            f"with --init-from {weights_only[0]} --init-nets G_A,G_B,D_A,D_B"
+        )
+    raise CheckpointError(f"{run}: no checkpoint yet (the run stopped before its first save): start again with "
+                          "--overwrite")
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A run directory (-> its ``checkpoints/latest``), or a checkpoint directory itself."""
+    """A run directory (-> its newest complete checkpoint of any kind), or a checkpoint directory itself."""
     path = Path(path)
     prev = path.with_name(path.name + ".prev")
     if not path.exists() and prev.is_dir():  # killed between the two renames of save_checkpoint
@@ -275,12 +323,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.exists():
         raise CheckpointError(f"{path}: no such run or checkpoint")
     if path.is_dir() and (path / "checkpoints").is_dir():
-        path = path / "checkpoints" / "latest"
-    if not path.exists():
-        prev = path.with_name(path.name + ".prev")
-        if prev.is_dir():  # killed between the two renames of save_checkpoint
-            return prev
-        raise CheckpointError(f"{path.parent.parent}: no checkpoint yet (checkpoints/latest is missing)")
+        if found := run_checkpoints(path):
+            return found[0]
+        raise CheckpointError(f"{path}: no checkpoint yet (the run stopped before its first save)")
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path}: not a checkpoint directory (no config.json)")
     return path

@@ -119,7 +119,7 @@ def train(out, dataroot, data_a, data_b, preset, config_file, sets, epochs, max_
           init_nets, kind, ema_decay, diffaug, eval_every, max_minutes, val_fraction, inception_weights,
           crop_size, load_size):
     """Train a CycleGAN (or CUT / FastCUT) on two folders of unpaired images."""
-    from cyclegan.training import resolve_run_config
+    from cyclegan.training import resolve_run_config, resume_hint
     from cyclegan.training import train as run_training
 
     overrides = {
@@ -156,7 +156,7 @@ def train(out, dataroot, data_a, data_b, preset, config_file, sets, epochs, max_
         click.echo(f"{result.status}: step {result.step}, {losses or 'no log yet'}; run in {out}", err=True)
     if result.status == "interrupted":
         if os.environ.get("RANK", "0") == "0":
-            click.echo(f"checkpoint saved; continue with: cyclegan train --out {out} --resume", err=True)
+            click.echo(resume_hint(out), err=True)
         sys.exit(128 + (result.stop_signal or signal.SIGINT))  # 130 for Ctrl-C, 143 for SIGTERM
 
 

@@ -482,16 +482,15 @@ def check_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
     if resume:
         if not (out / "config.json").is_file():
             raise RunDirError(f"{out}: nothing to resume (no config.json; is this a run directory?)")
-        if not (out / "checkpoints").is_dir():
-            # resolve_checkpoint(out) would take the run dir itself (it has a config.json) for a
-            # checkpoint and fail later with a misleading "G_A.safetensors: missing".
-            raise CheckpointError(f"{out}: no checkpoint yet (checkpoints/latest is missing)")
-        ckpt_io.resolve_checkpoint(out)  # raises with a clear message when there is no checkpoint
+        ckpt_io.resume_checkpoint(out)  # raises with a clear message when there is none
         return
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
+            if not ckpt_io.run_checkpoints(out, resumable=True):  # --resume would only fail
+                raise RunDirError(f"{out}: run directory is not empty and holds no checkpoint to resume; "
+                                  "use --overwrite to start over")
             raise RunDirError(
                 f"{out}: run directory is not empty; use --resume to continue it or --overwrite to start over"
             )
@@ -501,6 +500,13 @@ def check_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
                 f"{out}: holds files that are not run artefacts ({', '.join(sorted(strangers)[:3])}); "
                 "refusing to overwrite it, choose another --out"
             )
+
+
+def resume_hint(out: Path) -> str:
+    """What to tell the user after a stop: how to continue, or (nothing saved) how to start again."""
+    if ckpt_io.run_checkpoints(out, resumable=True):
+        return f"checkpoint saved; continue with: cyclegan train --out {out} --resume"
+    return f"no checkpoint was saved; start again with --overwrite (cyclegan train --out {out} ... --overwrite)"
 
 
 def prepare_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
@@ -790,7 +796,7 @@ def train(
     step_fn = build_train_step(cfg, device, warm_start_nets=not resume, dist=info)
     global_step, epoch, epoch_step = 0, 1, 0
     if resume:
-        ckpt = ckpt_io.resolve_checkpoint(out)
+        ckpt = ckpt_io.resume_checkpoint(out)
         check_resume_compatible(ckpt_io.load_checkpoint_config(ckpt), cfg, ckpt)
         try:
             state = restore_training_state(step_fn, ckpt)
@@ -804,6 +810,8 @@ def train(
             check_resume_compatible(ckpt_io.load_checkpoint_config(ckpt), cfg, ckpt)
             state = restore_training_state(step_fn, ckpt)
         global_step, epoch, epoch_step = state["step"], state["epoch"], state["epoch_step"]
+        if main:
+            echo(f"resuming from {ckpt.relative_to(out)} (step {global_step})")
 
     # -- evaluation (--eval-every): built once, so real-image features are computed once
     evaluator, best = None, None
