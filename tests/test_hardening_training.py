@@ -286,7 +286,7 @@ FAST = ("--preset", "tiny", "--quiet", "--set", "train.tensorboard=false")
 def test_resume_takes_the_newest_complete_checkpoint_of_any_kind(tiny_config, tmp_path):
     # 12 images: 12 steps per epoch; killed (here: removed) before latest was written after epoch 1.
     run = tmp_path / "r"
-    sets = {"train.save_latest_every": 100, "train.save_epoch_every": 1}
+    sets = {"train.save_latest_every": 100, "train.save_epoch_every": 1, "train.epoch_checkpoint_state": True}
     train(tiny_config(**sets, **{"train.max_steps": 12}), run, progress=False)
     shutil.rmtree(run / "checkpoints" / "latest")
     assert ckpt_io.resolve_checkpoint(run).name == "epoch_0001"  # translate on the run folder
@@ -332,3 +332,28 @@ def test_the_resume_hint_needs_a_checkpoint(tiny_dataroot, tmp_path, monkeypatch
     result = _cli("train", "--dataroot", tiny_dataroot, "--out", tmp_path / "r", *FAST)
     assert result.exit_code == 130
     assert "--resume" not in result.stderr and "--overwrite" in result.stderr
+
+
+# ------------------------------------------------------------------------- 6. lean epoch checkpoints
+
+
+def test_epoch_and_best_checkpoints_hold_weights_only_unless_asked(tiny_config, tmp_path):
+    common = {"train.epochs": 2, "train.save_epoch_every": 1, "train.eval_every": 1,
+              "train.inception_weights": str(tmp_path / "none.pth")}
+    lean = tmp_path / "lean"
+    train(tiny_config(**common), lean, progress=False)
+    assert (lean / "checkpoints" / "latest" / "state.pt").is_file()
+    for name in ("epoch_0001", "epoch_0002", "best"):
+        assert (lean / "checkpoints" / name / "G_A.safetensors").is_file(), name
+        assert not (lean / "checkpoints" / name / "state.pt").exists(), name
+    full = tmp_path / "full"
+    train(tiny_config(**common, **{"train.epoch_checkpoint_state": True}), full, progress=False)
+    for name in ("epoch_0001", "epoch_0002", "best"):
+        assert (full / "checkpoints" / name / "state.pt").is_file(), name
+
+    # Resume needs a training state: a weights-only checkpoint says so instead of "missing state.pt".
+    shutil.rmtree(lean / "checkpoints" / "latest")
+    with pytest.raises(CheckpointError, match=r"epoch_0002 holds weights only .* cannot be resumed") as e:
+        train(tiny_config(**common), lean, resume=True, progress=False)
+    assert "--init-from" in str(e.value)
+    assert ckpt_io.resolve_checkpoint(lean).name == "epoch_0002"  # translate can still use it

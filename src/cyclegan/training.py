@@ -856,11 +856,15 @@ def train(
         if name == "latest":
             latest_step = global_step
         if main:
+            # Resume needs the training state only in latest; epoch and best snapshots are for
+            # translating and comparing, a third of the size without it (README, "The run directory").
+            with_state = name == "latest" or tcfg.epoch_checkpoint_state
             writer.save(
                 out / "checkpoints" / name,
                 config=cfg,
                 networks=step_fn.checkpoint_networks(),
-                state=training_state(step_fn, global_step=global_step, epoch=epoch, epoch_step=epoch_step),
+                state=training_state(step_fn, global_step=global_step, epoch=epoch, epoch_step=epoch_step)
+                if with_state else None,
                 meta={"step": global_step, "epoch": epoch, "epoch_step": epoch_step},
             )
 
