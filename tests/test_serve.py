@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
+from PIL import Image, ImageFile
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient
@@ -26,6 +28,7 @@ from cyclegan.cli import main
 from cyclegan.config import build_config
 from cyclegan.serve.app import create_app
 from cyclegan.serve.errors import ServeError
+from cyclegan.serve.memory import plan_request
 from cyclegan.serve.models import ServedModel, load_models, parse_model_spec
 from cyclegan.training import build_models
 
@@ -40,6 +43,19 @@ def _image_bytes(size: tuple[int, int], *, fmt: str = "PNG", mode: str = "RGB", 
     buf = io.BytesIO()
     Image.fromarray(arr, mode).save(buf, format=fmt)
     return buf.getvalue()
+
+
+def _black_png(width: int, height: int) -> bytes:
+    """A valid RGB PNG of zeros, compressed row by row: a few KB that decode to width x height x 3 bytes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z = zlib.compressobj(9)
+    row = bytes(1 + 3 * width)  # filter byte 0, then black pixels
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def _post(client: TestClient, data: bytes, *, params: dict | None = None, name: str = "photo.png",
@@ -243,6 +259,86 @@ def test_decompression_bomb_is_413(client, monkeypatch, pixels):
     assert "decompression bomb" in _error_of(_post(client, _image_bytes((64, 64))), 413)
 
 
+# ------------------------------------------------------------------------------------------ memory per request
+
+
+@pytest.fixture
+def decodes(monkeypatch) -> list[tuple[int, int]]:
+    """The sizes of the images Pillow decodes pixels for, from now on."""
+    seen: list[tuple[int, int]] = []
+    load = ImageFile.ImageFile.load
+
+    def counting_load(self):
+        seen.append(self.size)
+        return load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counting_load)
+    return seen
+
+
+def test_a_small_png_declaring_a_huge_image_is_413_before_decoding(client, decodes):
+    # 140 KB declaring 8000x6000: under the 50 MP pixel limit, but translating it would need several
+    # GB (the issue: a 56 KB 4000x4000 PNG took the server from 0.74 to 2.99 GB).
+    bomb = _black_png(8000, 6000)
+    assert len(bomb) < 200_000
+    r = _post(client, bomb)
+    message = _error_of(r, 413)
+    assert "8000x6000" in message and "the limit is 1.00 GiB" in message
+    body = r.json()
+    assert body["limit_bytes"] == 2**30 and body["estimate_bytes"] > 2**30
+    assert f"max_side={body['fitting_max_side']}" in message
+    assert (8000, 6000) not in decodes  # refused from the header: no pixel was decoded
+
+
+def test_max_side_downscales_an_image_over_the_memory_limit_instead(models, decodes):
+    bomb = _black_png(2000, 1500)
+    limit = 128 * 2**20
+    with TestClient(create_app(models, max_request_memory=limit)) as c:
+        refused = _post(c, bomb)
+        fitting = refused.json()["fitting_max_side"]
+        assert "128 MiB" in _error_of(refused, 413) and 64 < fitting < 2000
+        assert decodes == []
+        # The client accepts a smaller result: downscaled as asked...
+        r = _post(c, bomb, params={"max_side": 64})
+        assert r.status_code == 200, r.text
+        assert Image.open(io.BytesIO(r.content)).size == (64, 48)
+        # ...and further, down to what fits, when the side asked for is still too large.
+        r = _post(c, bomb, params={"max_side": 2000})
+        assert r.status_code == 200, r.text
+        width, height = Image.open(io.BytesIO(r.content)).size
+        assert width == fitting and height == round(1500 * fitting / 2000)
+        assert (r.headers["x-image-width"], r.headers["x-image-height"]) == (str(width), str(height))
+
+
+def test_an_image_whose_decoded_pixels_alone_are_over_the_limit_is_413_even_with_max_side(models, decodes):
+    with TestClient(create_app(models, max_request_memory=32 * 2**20)) as c:
+        r = _post(c, _black_png(2000, 1500), params={"max_side": 64})
+        assert "max_side=" not in _error_of(r, 413)
+        assert r.json()["fitting_max_side"] is None
+        assert decodes == []
+        assert _post(c, _image_bytes((64, 48))).status_code == 200
+        assert c.get("/api/models").json()["limits"]["max_request_memory"] == 32 * 2**20
+
+
+def test_each_request_gets_a_tiling_budget_within_its_limit(models):
+    shared = models["tinyrun"].translators["a2b"]
+    budget, max_side = shared.memory_budget, shared.max_side
+    whole = plan_request(shared, (600, 400), limit=2**30)
+    assert whole.size == (600, 400) and whole.estimate <= 2**30
+    # A limit the whole generator pass would not fit: the request's translator tiles within it.
+    limit = 32 * 2**20
+    tiled = plan_request(shared, (600, 400), limit=limit)
+    assert tiled.estimate <= limit < whole.estimate
+    assert tiled.translator.memory_budget < 600 * 400 * shared.bytes_per_pixel  # so it tiles
+    assert (shared.memory_budget, shared.max_side) == (budget, max_side)  # the shared one is untouched
+    y, x = np.mgrid[0:400, 0:600]
+    photo_like = Image.fromarray(np.stack([x * 255 // 600, y * 255 // 400, (x + y) * 255 // 1000], -1).astype(np.uint8))
+    got = np.asarray(tiled.translator(photo_like)).astype(int)
+    want = np.asarray(shared(photo_like)).astype(int)
+    # Tiles share the image's norm statistics (translate's tiling), so a smooth image barely changes.
+    assert got.shape == want.shape and np.abs(got - want).mean() < 4
+
+
 # ------------------------------------------------------------------------------------------ bad requests
 
 
@@ -356,6 +452,12 @@ def test_cli_serve_reports_a_missing_checkpoint_in_one_line(tmp_path):
     result = CliRunner().invoke(main, ["serve", "--checkpoint", str(tmp_path / "nope"), "--port", "0"])
     assert result.exit_code == 1
     assert result.output.startswith("error: ") and result.output.count("\n") == 1
+
+
+def test_cli_serve_checks_the_memory_limit_in_one_line(tmp_path):
+    result = CliRunner().invoke(main, ["serve", "--checkpoint", str(tmp_path), "--max-request-memory", "10K"])
+    assert result.exit_code == 1
+    assert result.output == "error: --max-request-memory '10K': expected a size of at least 64M, such as 1G or 512M\n"
 
 
 def test_cli_serve_reports_a_busy_port(run_dir):

@@ -84,7 +84,7 @@ def _png() -> bytes:
 def _wait_for_connections(server, n: int) -> None:
     deadline = time.monotonic() + WAIT
     while len(server.server_state.connections) != n:
-        assert time.monotonic() < deadline, f"{len(server.server_state.connections)} connections open, expected {n}"
+        assert time.monotonic() < deadline, f"{len(server.server_state.connections)} open, expected {n}"
         time.sleep(0.01)
 
 

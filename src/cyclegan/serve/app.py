@@ -9,7 +9,8 @@ Endpoints::
     GET  /docs            OpenAPI (FastAPI's usual Swagger UI and /openapi.json)
 
 Every error is JSON ``{"error": message}`` (plus ``valid`` where a name was wrong), with 404 for an
-unknown model, 408 for an upload slower than ``body_timeout``, 413 for too many bytes or pixels, 415
+unknown model, 408 for an upload slower than ``body_timeout``, 413 for too many bytes or pixels or
+more memory than ``max_request_memory``, 415
 for anything that is not a supported image, 422 for bad parameters and 503 with ``Retry-After``
 when the inference queue is full.
 """
@@ -17,7 +18,6 @@ when the inference queue is full.
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import logging
 import threading
@@ -38,12 +38,14 @@ from starlette.requests import ClientDisconnect
 from cyclegan import __version__
 from cyclegan.errors import CycleGANError, first_line
 from cyclegan.serve.errors import ApiError
+from cyclegan.serve.memory import DEFAULT_MAX_REQUEST_MEMORY, plan_request
 from cyclegan.serve.models import DIRECTIONS, ServedModel
-from cyclegan.serve.upload import ACCEPTED_FORMATS, FIELD, decode_upload, read_upload
+from cyclegan.serve.upload import ACCEPTED_FORMATS, FIELD, load_upload, open_upload, read_upload
 from cyclegan.serve.worker import InferenceQueue, QueueFull
-from cyclegan.translate import OUTPUT_FORMATS, Translator
+from cyclegan.translate import OUTPUT_FORMATS
 
-__all__ = ["DEFAULT_BODY_TIMEOUT", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_QUEUE_SIZE", "create_app"]
+__all__ = ["DEFAULT_BODY_TIMEOUT", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_QUEUE_SIZE",
+           "create_app"]
 
 log = logging.getLogger("cyclegan.serve")
 
@@ -86,6 +88,7 @@ class _Job:
     fmt: str
     quality: int
     max_pixels: int
+    max_request_memory: int
 
 
 @dataclass(frozen=True)
@@ -96,25 +99,14 @@ class _Result:
     seconds: float
 
 
-def _for_request(translator: Any, max_side: int | None) -> Any:
-    """The translator with this request's max_side, without touching the shared one.
-
-    A shallow copy shares the loaded network and differs only in the resize setting, so the resize
-    still happens on the one translate path (RGB and alpha alike).
-    """
-    if max_side is None or not isinstance(translator, Translator):
-        return translator
-    if translator.max_side is not None and translator.max_side <= max_side:
-        return translator
-    per_request = copy.copy(translator)
-    per_request.max_side = max_side
-    return per_request
-
-
 def _run_job(job: _Job) -> _Result:
     start = time.perf_counter()
-    image = decode_upload(job.data, max_pixels=job.max_pixels)
-    translator = _for_request(job.translator, job.max_side)
+    image = open_upload(job.data, max_pixels=job.max_pixels)  # the header only: nothing decoded yet
+    # Refused (413) or downscaled here, before the pixels are decoded, when over the memory limit.
+    plan = plan_request(job.translator, image.size, limit=job.max_request_memory, max_side=job.max_side,
+                        upload_bytes=len(job.data))
+    image = load_upload(image)
+    translator = plan.translator
     try:
         # One image at a time per network: tiled translation patches the network's norm layers
         # in place for the duration of an image.
@@ -156,11 +148,14 @@ def create_app(
     threads: int | None = None,
     cors_origins: Sequence[str] | None = None,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    max_request_memory: int = DEFAULT_MAX_REQUEST_MEMORY,
 ) -> FastAPI:
     """The web app over already loaded ``models`` (name -> ServedModel; the first is the default).
 
     ``threads`` sets PyTorch's intra-op threads in each worker (None: PyTorch's default).
-    ``body_timeout``: seconds an upload may take to arrive (then 408).
+    ``body_timeout``: seconds an upload may take to arrive (then 408). ``max_request_memory``: the
+    bytes one translation may need, estimated from the image header before decoding (serve.memory);
+    over it a request is refused with 413, or downscaled when it gave ``max_side``.
     """
     if not models:
         raise ValueError("create_app needs at least one model")
@@ -168,6 +163,8 @@ def create_app(
         raise ValueError("max_upload_bytes and max_pixels must be positive")
     if not body_timeout > 0:
         raise ValueError(f"body_timeout must be positive, got {body_timeout}")
+    if max_request_memory < 1:
+        raise ValueError(f"max_request_memory must be positive, got {max_request_memory}")
     models = dict(models)
     default_model = next(iter(models))
     # OpenMP's thread count is a per-thread setting, so each worker thread sets its own.
@@ -253,6 +250,7 @@ def create_app(
             "limits": {
                 "max_upload_bytes": max_upload_bytes,
                 "max_pixels": max_pixels,
+                "max_request_memory": max_request_memory,
                 "max_side": MAX_SIDE_LIMIT,
                 "accepted": [f.lower() for f in ACCEPTED_FORMATS],
                 "formats": list(OUTPUT_FORMATS),
@@ -279,7 +277,9 @@ def create_app(
             200: {"content": {t: {} for t in _MEDIA_TYPES.values()}, "description": "The translated image."},
             404: {"description": "Unknown model (`valid` lists the names)."},
             408: {"description": "The upload did not arrive within the server's body timeout."},
-            413: {"description": "Upload over the byte limit, or image over the pixel limit."},
+            413: {"description": "Upload over the byte limit, image over the pixel limit, or translating it "
+                                 "would need more than the memory limit per request (`limit_bytes`, "
+                                 "`estimate_bytes`, and `fitting_max_side`: the largest max_side that fits)."},
             415: {"description": "Not a supported image (the content is checked, not the name or type)."},
             422: {"description": "Bad parameter, e.g. a direction the model does not have."},
             503: {"description": "Queue full; retry after `Retry-After` seconds."},
@@ -305,7 +305,8 @@ def create_app(
         direction: str | None = Query(None, description="a2b or b2a (default: the model's first direction)."),
         format: Literal["png", "jpg", "webp"] = Query("png", description="Output image format."),
         max_side: int | None = Query(None, ge=1, le=MAX_SIDE_LIMIT,
-                                     description="Downscale first so the longer side is at most this."),
+                                     description="Downscale first so the longer side is at most this (and "
+                                                 "further if the server's memory limit needs it)."),
         quality: int = Query(92, ge=1, le=100, description="JPEG / WebP quality."),
     ) -> Response:
         served, chosen = _pick(model, direction)
@@ -315,7 +316,8 @@ def create_app(
         except ClientDisconnect:
             raise ApiError(400, "the client disconnected during the upload") from None
         job = _Job(data=data, translator=served.translators[chosen], lock=locks[(served.name, chosen)],
-                   max_side=max_side, fmt=format, quality=quality, max_pixels=max_pixels)
+                   max_side=max_side, fmt=format, quality=quality, max_pixels=max_pixels,
+                   max_request_memory=max_request_memory)
         result: _Result = await queue.submit(lambda: _run_job(job))
         return Response(
             result.body,

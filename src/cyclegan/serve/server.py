@@ -8,7 +8,9 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from cyclegan.errors import TranslateError
 from cyclegan.serve.errors import ServeError
+from cyclegan.translate import parse_bytes
 
 __all__ = ["bind_socket", "build_server", "run_server"]
 
@@ -30,6 +32,15 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _parse_request_memory(value: str | int) -> int:
+    try:
+        return parse_bytes(value)
+    except TranslateError:
+        # parse_bytes names translate's --memory-budget in its message; the rule is the same here.
+        raise ServeError(f"--max-request-memory {value!r}: expected a size of at least 64M, such as 1G "
+                         "or 512M") from None
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -89,9 +100,13 @@ def run_server(
     header_timeout: float | None = None,
     body_timeout: float | None = None,
     max_connections: int | None = None,
+    max_request_memory: str | int | None = None,
     echo: Callable[[str], None] = print,
 ) -> None:
-    """Load ``checkpoints`` (``path`` or ``name=path``) once, then serve until Ctrl-C."""
+    """Load ``checkpoints`` (``path`` or ``name=path``) once, then serve until Ctrl-C.
+
+    ``max_request_memory`` is a size such as ``1G`` or ``512M``, or a number of bytes.
+    """
     _require_extra()
     from cyclegan.serve.app import (
         DEFAULT_BODY_TIMEOUT,
@@ -101,6 +116,7 @@ def run_server(
         create_app,
     )
     from cyclegan.serve.connections import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS
+    from cyclegan.serve.memory import DEFAULT_MAX_REQUEST_MEMORY
     from cyclegan.serve.models import load_models
 
     if port < 0 or port > 65535:
@@ -120,6 +136,8 @@ def run_server(
             raise ServeError(f"{flag} must be a positive number of seconds, got {seconds}")
     if max_connections is not None and max_connections < 1:
         raise ServeError(f"--max-connections must be >= 1, got {max_connections}")
+    request_memory = (DEFAULT_MAX_REQUEST_MEMORY if max_request_memory is None
+                      else _parse_request_memory(max_request_memory))
     # Bind before loading models, so a busy port fails in a second rather than after the loading.
     sock = bind_socket(host, port)
     import torch
@@ -143,6 +161,7 @@ def run_server(
             threads=threads,
             cors_origins=list(cors_origins) or None,
             body_timeout=DEFAULT_BODY_TIMEOUT if body_timeout is None else body_timeout,
+            max_request_memory=request_memory,
         )
         bound_host, bound_port = sock.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host

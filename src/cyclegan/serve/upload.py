@@ -8,9 +8,10 @@ no part of an upload ever becomes a filesystem path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import warnings
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
@@ -20,7 +21,7 @@ from starlette.requests import Request
 from cyclegan.errors import first_line
 from cyclegan.serve.errors import ApiError
 
-__all__ = ["ACCEPTED_FORMATS", "FIELD", "decode_upload", "read_upload"]
+__all__ = ["ACCEPTED_FORMATS", "FIELD", "load_upload", "open_upload", "read_upload"]
 
 FIELD = "image"
 
@@ -99,23 +100,13 @@ async def _read_upload(request: Request, *, max_bytes: int) -> bytes:
     return data
 
 
-def decode_upload(data: bytes, *, max_pixels: int) -> Image.Image:
-    """Uploaded bytes -> a fully decoded PIL image; 415 for non-images, 413 over ``max_pixels``.
-
-    The pixel count is read from the header and checked before any pixel is decoded, so a small file
-    that claims to be a huge image (a decompression bomb) costs nothing. Pillow's own global limit
-    (``Image.MAX_IMAGE_PIXELS``) is enforced as an error too, not just the warning it gives by default.
-    """
+@contextlib.contextmanager
+def _decoding() -> Iterator[None]:
+    """Turn whatever Pillow raises while identifying or decoding an upload into a 413 or 415."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-            width, height = img.size
-            if width * height > max_pixels:
-                raise ApiError(
-                    413, f"image too large: {width}x{height} is {width * height} pixels, the limit is {max_pixels}"
-                )
-            img.load()
+            yield
     except ApiError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -129,4 +120,28 @@ def decode_upload(data: bytes, *, max_pixels: int) -> Image.Image:
     except Exception as exc:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ValueError, zlib.error...
         reason = first_line(exc)
         raise ApiError(415, f"cannot decode the image ({reason})") from None
+
+
+def open_upload(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Uploaded bytes -> a PIL image whose header is read and checked but whose pixels are not decoded.
+
+    415 for non-images, 413 over ``max_pixels``: the size comes from the header, so a small file that
+    claims to be a huge image (a decompression bomb) costs nothing here. Pillow's own global limit
+    (``Image.MAX_IMAGE_PIXELS``) is enforced as an error too, not just the warning it gives by default.
+    ``load_upload`` decodes it.
+    """
+    with _decoding():
+        img = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        width, height = img.size
+        if width * height > max_pixels:
+            raise ApiError(
+                413, f"image too large: {width}x{height} is {width * height} pixels, the limit is {max_pixels}"
+            )
+    return img
+
+
+def load_upload(img: Image.Image) -> Image.Image:
+    """Decode the pixels of an ``open_upload`` image (415 when they turn out to be broken)."""
+    with _decoding():
+        img.load()
     return img
