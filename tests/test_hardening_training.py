@@ -357,3 +357,45 @@ def test_epoch_and_best_checkpoints_hold_weights_only_unless_asked(tiny_config, 
         train(tiny_config(**common), lean, resume=True, progress=False)
     assert "--init-from" in str(e.value)
     assert ckpt_io.resolve_checkpoint(lean).name == "epoch_0002"  # translate can still use it
+
+
+# ------------------------------------------------------------------- 8. messages after a progress bar
+
+
+def test_errors_and_warnings_start_on_their_own_line_after_the_progress_bar(tiny_dataroot, tmp_path,
+                                                                            monkeypatch):
+    """A pending checkpoint write fails (full disk) while another error stops the run: the progress
+    bar is closed before anything is printed, so no message lands on the bar's line."""
+    from cyclegan.errors import DataError
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt_io.torch, "save", full)
+    real_write = ckpt_io._write_checkpoint
+
+    def slow_write(*args, **kwargs):  # the write is still pending when the error comes
+        time.sleep(0.3)
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(ckpt_io, "_write_checkpoint", slow_write)
+    original = TrainStep.__call__
+    calls = {"n": 0}
+
+    def failing_step(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise DataError("trainA/broken.png: cannot be decoded")
+        return original(self, batch)
+
+    monkeypatch.setattr(TrainStep, "__call__", failing_step)
+    result = _cli("train", "--dataroot", tiny_dataroot, "--out", tmp_path / "r", "--preset", "tiny",
+                  "--set", "train.tensorboard=false", "--set", "train.save_latest_every=2",
+                  "--set", "data.load_size=24", "--set", "data.crop_size=16")
+    assert result.exit_code == 1
+    assert "it/s" in result.stderr or "it]" in result.stderr  # the bar was drawn
+    messages = [line for line in result.stderr.split("\n") if "error:" in line or "warning:" in line]
+    assert len(messages) == 2, result.stderr
+    for line in messages:
+        assert line.startswith(("error: ", "warning: ")), repr(line)
+    assert "broken.png" in messages[0] and "no space left on device" in messages[1]
