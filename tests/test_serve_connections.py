@@ -162,6 +162,10 @@ def test_connections_over_the_cap_get_503_and_the_server_recovers():
                 with s:
                     status, body = _status_and_json(_read_until_closed(s))
                     assert status == 503 and "3 connections" in body["error"]
+            # A client that sends its request (here a 300 KB upload) before reading still gets the 503.
+            r = httpx.post(f"http://127.0.0.1:{port}/api/translate", timeout=WAIT,
+                           files={"image": ("a.png", bytes(300_000), "image/png")})
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"
             assert len(server.server_state.connections) == 3  # the refused ones were never counted
         finally:
             for s in idle:

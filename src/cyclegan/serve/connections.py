@@ -11,7 +11,7 @@ connection for as long as it likes; a few hundred of them exhaust the process's 
   keep-alive connection is just closed, as uvicorn's own keep-alive timeout does). The request body
   is bounded by the app itself (``read_upload``'s body timeout), where a JSON 408 can be answered.
 - **connection cap**: a connection opened while ``max_connections`` are already open is answered
-  503 with ``Retry-After`` at once and closed, without reading anything from it. uvicorn's own
+  503 with ``Retry-After`` at once and closed, without parsing anything from it. uvicorn's own
   ``limit_concurrency`` answers 503 only once a request has arrived, so it keeps every excess
   connection (and its descriptor) open until then.
 
@@ -31,6 +31,10 @@ __all__ = ["DEFAULT_HEADER_TIMEOUT", "DEFAULT_MAX_CONNECTIONS", "GuardedH11Proto
 
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_MAX_CONNECTIONS = 64
+# After a refusal the write side is shut and what the client still sends is read and dropped for up
+# to this long, so its request does not meet a closed socket: a reset would destroy the response
+# before the client read it (the staged close of RFC 9112 sec. 9.6).
+_LINGER_SECONDS = 1.0
 
 
 def _raw_response(status: int, reason: str, message: str, extra_headers: str = "") -> bytes:
@@ -52,28 +56,32 @@ class GuardedH11Protocol(H11Protocol):
 
     _header_timer: asyncio.TimerHandle | None = None
     _partial = False  # bytes of the next request have arrived since the deadline was set
-    _refused = False
+    _closing: asyncio.TimerHandle | None = None  # set once a refusal has been written
+    _counted = False  # in uvicorn's set of open connections
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         # The set holds the open connections of the whole server (uvicorn's ServerState).
         if len(self.connections) >= self.max_connections:
-            self._refused = True
             self.transport = transport
             message = f"server busy: {self.max_connections} connections are open; retry in a moment"
-            transport.write(_raw_response(503, "Service Unavailable", message, "retry-after: 1\r\n"))
-            transport.close()  # after the buffered response is written
+            self._refuse(_raw_response(503, "Service Unavailable", message, "retry-after: 1\r\n"))
             return
         super().connection_made(transport)
+        self._counted = True
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        if not self._refused:
+        if self._closing is not None:
+            self._closing.cancel()
+        if self._counted:
             super().connection_lost(exc)
+        else:
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
-            return
+        if self._closing is not None:
+            return  # refused: read and dropped (_LINGER_SECONDS)
         before = self.cycle
         super().data_received(data)
         # uvicorn starts a new request/response cycle exactly when a request's headers are complete.
@@ -102,12 +110,20 @@ class GuardedH11Protocol(H11Protocol):
 
     def _header_timeout_expired(self) -> None:
         self._header_timer = None
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._closing is not None:
             return
         if self._partial:
             message = f"request headers not received within {self.header_timeout:g} s"
-            self.transport.write(_raw_response(408, "Request Timeout", message))
-        self.transport.close()
+            self._refuse(_raw_response(408, "Request Timeout", message))
+        else:
+            self.transport.close()  # idle: nothing to answer, as uvicorn's keep-alive timeout does
+
+    def _refuse(self, response: bytes) -> None:
+        """Write ``response``, shut the write side, drop what still arrives, close within _LINGER_SECONDS."""
+        self.transport.write(response)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._closing = self.loop.call_later(_LINGER_SECONDS, self.transport.close)
 
 
 def guarded_protocol(*, header_timeout: float, max_connections: int) -> type[GuardedH11Protocol]:
