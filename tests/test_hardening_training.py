@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -271,6 +272,40 @@ def test_sigterm_finishes_the_iteration_saves_and_exits_143(tiny_dataroot, tmp_p
     stop = _records(run)[-1]
     assert stop["event"] == "stop" and stop["status"] == "interrupted"
     assert "Traceback" not in stderr and "--resume" in stderr
+
+
+def test_sigterm_to_torchrun_stops_every_process_at_the_same_step_and_saves(tiny_dataroot, tmp_path):
+    """torchrun forwards SIGTERM to its workers; they agree on the stop at the next log step."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = tmp_path / "r"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(port), "-m", "cyclegan", "train", "--quiet", "--out", str(run),
+           "--dataroot", str(tiny_dataroot), "--preset", "tiny", "--batch-size", "1", "--device", "cpu",
+           "--epochs", "1000", "--set", "data.load_size=24", "--set", "data.crop_size=16",
+           "--set", "train.tensorboard=false", "--set", "train.log_every=2",
+           "--set", "train.save_latest_every=100000", "--set", "train.save_epoch_every=1000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 180
+        while not (run / "log.jsonl").is_file() or "G_total" not in (run / "log.jsonl").read_text():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no log line in 180 s"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stop = _records(run)[-1]
+    assert stop["event"] == "stop" and stop["status"] == "interrupted", stderr[-3000:]
+    state = torch.load(run / "checkpoints" / "latest" / "state.pt", weights_only=True)
+    assert state["step"] == stop["step"] and state["world_size"] == 2
+    assert stderr.count("checkpoint saved; continue with") == 1  # one hint, from rank 0
 
 
 # ----------------------------------------------------------------------- 5. resume from any checkpoint
