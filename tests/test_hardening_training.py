@@ -357,6 +357,17 @@ def test_a_run_killed_before_its_first_checkpoint_is_told_to_start_again(tiny_da
         assert "no checkpoint" in line and "--overwrite" in line and "--resume" not in line, line
 
 
+def test_translating_a_run_without_a_complete_checkpoint_says_so(tiny_config, tmp_path):
+    run = tmp_path / "r"
+    train(tiny_config(**{"train.max_steps": 1}), run, progress=False)
+    (run / "checkpoints" / "latest" / "G_B.safetensors").unlink()  # a copy that lost a file
+    with pytest.raises(CheckpointError, match=r"no complete checkpoint .*latest \(G_B\.safetensors missing\)"):
+        ckpt_io.load_generator(run)
+    shutil.rmtree(run / "checkpoints")  # killed before the first save: the run folder is no checkpoint
+    with pytest.raises(CheckpointError, match="no checkpoint yet"):
+        ckpt_io.load_generator(run)
+
+
 def test_the_resume_hint_needs_a_checkpoint(tiny_dataroot, tmp_path, monkeypatch):
     from cyclegan import training
 

@@ -266,16 +266,32 @@ def checkpoint_step(ckpt: Path) -> int | None:
     return step if isinstance(step, int) else None
 
 
-def is_complete(ckpt: Path, *, resumable: bool = False) -> bool:
-    """Whether ``ckpt`` holds its config and every network its meta.json lists (and ``state.pt``
-    when ``resumable``): what a kill in the middle of copying or deleting would leave out."""
+def missing_files(ckpt: Path, *, resumable: bool = False) -> list[str]:
+    """The files checkpoint ``ckpt`` lacks: its config, a network its meta.json lists, ``state.pt``
+    when ``resumable`` (what a kill in the middle of copying or deleting would leave out)."""
     ckpt = Path(ckpt)
-    if not (ckpt / "config.json").is_file() or (resumable and not (ckpt / "state.pt").is_file()):
-        return False
+    wanted = ["config.json"] + (["state.pt"] if resumable else [])
     networks = read_meta(ckpt).get("networks")
     if isinstance(networks, list) and networks:
-        return all((ckpt / f"{name}.safetensors").is_file() for name in networks)
-    return any(ckpt.glob("*.safetensors"))  # older meta.json without the list
+        wanted += [f"{name}.safetensors" for name in networks]
+    elif not any(ckpt.glob("*.safetensors")):  # older meta.json without the list
+        wanted.append("G_A.safetensors")
+    return [name for name in wanted if not (ckpt / name).is_file()]
+
+
+def is_complete(ckpt: Path, *, resumable: bool = False) -> bool:
+    return not missing_files(ckpt, resumable=resumable)
+
+
+def _no_checkpoint(run: Path) -> CheckpointError:
+    folder = run / "checkpoints"
+    partial = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+        if folder.is_dir() else []
+    if partial:
+        what = "; ".join(f"{p.name} ({', '.join(missing_files(p))} missing)" for p in partial[:3])
+        return CheckpointError(f"{run}: no complete checkpoint in checkpoints/: {what}")
+    return CheckpointError(f"{run}: no checkpoint yet (the run stopped before its first save): start again with "
+                           "--overwrite")
 
 
 def _recency(ckpt: Path) -> tuple[int, int]:
@@ -310,8 +326,12 @@ def resume_checkpoint(run: str | Path) -> Path:
             "unless train.epoch_checkpoint_state is on) and cannot be resumed; start a new run from its weights "
             f"with --init-from {weights_only[0]} --init-nets G_A,G_B,D_A,D_B"
         )
-    raise CheckpointError(f"{run}: no checkpoint yet (the run stopped before its first save): start again with "
-                          "--overwrite")
+    raise _no_checkpoint(run)
+
+
+def is_run_dir(path: Path) -> bool:
+    """A training run's folder (its log or checkpoints folder), as opposed to one checkpoint."""
+    return (path / "checkpoints").is_dir() or (path / "log.jsonl").is_file()
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -322,10 +342,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
         return prev
     if not path.exists():
         raise CheckpointError(f"{path}: no such run or checkpoint")
-    if path.is_dir() and (path / "checkpoints").is_dir():
+    if path.is_dir() and is_run_dir(path) and not any(path.glob("*.safetensors")):
         if found := run_checkpoints(path):
             return found[0]
-        raise CheckpointError(f"{path}: no checkpoint yet (the run stopped before its first save)")
+        raise _no_checkpoint(path)
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path}: not a checkpoint directory (no config.json)")
     return path
