@@ -62,22 +62,25 @@ SHA256_KEY = "sha256"  # meta.json: {file name: hex SHA-256 of its bytes}
 _CHUNK = 1 << 20
 
 
+def _sha256_of(f) -> str:
+    digest = hashlib.sha256()
+    while chunk := f.read(_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _hash_and_fsync(path: Path) -> str:
     """SHA-256 of a file just written (read back from the page cache), then flushed to disk."""
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
+        digest = _sha256_of(f)
         os.fsync(f.fileno())
-    return digest.hexdigest()
+    return digest
 
 
 def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
+    """The hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
     with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return _sha256_of(f)
 
 
 def record_sha256(folder: str | Path, names) -> dict[str, str]:

@@ -857,7 +857,7 @@ def train(
             latest_step = global_step
         if main:
             # Resume needs the training state only in latest; epoch and best snapshots are for
-            # translating and comparing, a third of the size without it (README, "The run directory").
+            # translating and comparing, about a quarter of the size without it (README, "The run directory").
             with_state = name == "latest" or tcfg.epoch_checkpoint_state
             writer.save(
                 out / "checkpoints" / name,
@@ -1028,11 +1028,14 @@ def train(
         if log is not None:
             try:
                 log.write({"event": "stop", "status": status, "step": global_step, "time": time.time()})
-                log.close()
             except RunDirError as e:
                 problems.append(f"{e} (the stop record is missing)")
             except OSError as e:
                 problems.append(f"{log.path}: could not write the stop record ({plain_reason(e)})")
+            try:
+                log.close()
+            except (RunDirError, OSError) as e:
+                problems.append(str(e) if isinstance(e, RunDirError) else f"{log.path}: {plain_reason(e)}")
         dist_env.shutdown(info, clean=error is None)
         for line in problems if main else ():
             if isinstance(error, (CycleGANError, KeyboardInterrupt)):
