@@ -1,6 +1,8 @@
 """Checkpoints: safetensors + JSON, weights-only state, atomic replacement, clear errors."""
 
 import json
+import os
+import stat
 import threading
 
 import pytest
@@ -40,6 +42,17 @@ def test_layout_and_formats(step, tmp_path):
     assert set(weights) == set(step.models.G_A.state_dict())
 
 
+def test_checkpoint_files_follow_the_umask(step, tmp_path):
+    # safetensors' save_file creates files 0600 whatever the umask; every other file followed it.
+    old = os.umask(0o022)
+    try:
+        ckpt = _save(step, tmp_path / "latest")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in ckpt.iterdir()}
+    assert set(modes.values()) == {0o644}, {k: oct(v) for k, v in modes.items()}
+
+
 def test_generator_rebuilds_from_checkpoint_alone(step, tmp_path):
     _save(step, tmp_path / "run" / "checkpoints" / "latest")
     for direction, name in (("a2b", "G_A"), ("b2a", "G_B")):
@@ -56,15 +69,15 @@ def test_save_replaces_atomically_and_failure_keeps_previous(step, tmp_path, mon
     before = {p.name: p.read_bytes() for p in dest.iterdir()}
 
     calls = {"n": 0}
-    real_save_file = ckpt_io.save_file
+    real_save = ckpt_io.save_safetensors_atomic
 
     def dies_on_third_file(tensors, path):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt  # a kill in the middle of writing the new checkpoint
-        return real_save_file(tensors, path)
+        return real_save(tensors, path)
 
-    monkeypatch.setattr(ckpt_io, "save_file", dies_on_third_file)
+    monkeypatch.setattr(ckpt_io, "save_safetensors_atomic", dies_on_third_file)
     with pytest.raises(KeyboardInterrupt):
         _save(step, dest, global_step=2)
     assert {p.name: p.read_bytes() for p in dest.iterdir()} == before

@@ -173,7 +173,7 @@ def test_train_with_data_a_data_b_and_bad_files_mixed_in(tmp_path, dataroot):
     out = tmp_path / "run"
     result = cli("train", "--data-a", a, "--data-b", b, "--out", out, *FAST, "--max-steps", 2)
     assert result.exit_code == 0, result.output + repr(result.exception)
-    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: skipped")]
     assert len(warnings) == 1, result.stderr
     assert f"skipped {len(bad)} unreadable" in warnings[0]
     for path in bad.values():

@@ -14,7 +14,7 @@ from PIL import Image
 
 from cyclegan import export as export_mod
 from cyclegan.cli import main
-from cyclegan.errors import CheckpointError, ExportError
+from cyclegan.errors import CheckpointError, CycleGANError, ExportError
 from cyclegan.export import PARITY_TOLERANCE, export_generator, load_any_generator
 from cyclegan.synthetic import make_scene
 from cyclegan.translate import Translator
@@ -101,7 +101,7 @@ def test_safetensors_export_folder_and_file(run_dir, tmp_path):
     r = CliRunner().invoke(main, ["export", "--checkpoint", str(run_dir), "--format", "safetensors",
                                   "--out", str(out)])
     assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "generator.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "generator.safetensors", "meta.json"]
     img = _photo(41, 23)
     ref = np.asarray(_reference(run_dir, "a2b")(img))
     for source in (out, out / "generator.safetensors"):
@@ -124,7 +124,7 @@ def test_exported_files_follow_the_umask(run_dir, tmp_path):
         os.umask(old)
     modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in tmp_path.rglob("*")}
     assert modes == {"shared": 0o755, "shared/config.json": 0o644, "shared/generator.safetensors": 0o644,
-                     "g.pt": 0o644}, {k: oct(v) for k, v in modes.items()}
+                     "shared/meta.json": 0o644, "g.pt": 0o644}, {k: oct(v) for k, v in modes.items()}
 
 
 def test_save_safetensors_atomic_follows_the_umask_and_round_trips(tmp_path):
@@ -241,3 +241,18 @@ def test_onnx_export_honours_an_old_opset(run_dir, tmp_path):
                                   "--opset", "13"])
     assert r.exit_code == 0, r.output
     assert [o.version for o in onnx.load(str(out)).opset_import if o.domain in ("", "ai.onnx")] == [13]
+
+
+def test_safetensors_export_carries_its_hashes(run_dir, tmp_path):
+    out = tmp_path / "shared"
+    export_generator(run_dir, fmt="safetensors", out=out)
+    meta = json.loads((out / "meta.json").read_text())
+    assert set(meta["sha256"]) == {"generator.safetensors", "config.json"}
+    load_any_generator(out)  # intact: loads
+    export_generator(run_dir, fmt="safetensors", out=out, overwrite=True)  # our own export: replaceable
+    weights = out / "generator.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-64:] = bytes(64)  # flip bytes inside the tensor data, not the header
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CycleGANError, match="generator.safetensors"):
+        load_any_generator(out)

@@ -144,6 +144,18 @@ def test_ctrl_c_saves_then_resume_matches(tiny_config, tmp_path, monkeypatch):
     assert events.count("resume") == 1 and "stop" in events
 
 
+def test_training_warns_once_when_images_are_smaller_than_the_load_size(tiny_config, tmp_path):
+    # The tiny dataset is 32x32; the paper's load size 286 would upscale every image ninefold.
+    lines: list[str] = []
+    cfg = tiny_config(**{"data.load_size": 286, "data.crop_size": 256, "train.max_steps": 1})
+    train(cfg, tmp_path / "run", progress=False, echo=lines.append)
+    small = [line for line in lines if "load" in line and line.startswith("warning:")]
+    assert len(small) == 1, lines
+    lines.clear()
+    train(tiny_config(**{"train.max_steps": 1}), tmp_path / "ok", progress=False, echo=lines.append)
+    assert not [line for line in lines if line.startswith("warning:")], lines
+
+
 def test_run_directory_layout_and_log(tiny_config, tmp_path):
     run = tmp_path / "run"
     cfg = tiny_config(**{"train.epochs": 2, "train.save_epoch_every": 1, "train.keep_epochs": 1})

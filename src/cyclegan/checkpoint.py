@@ -35,13 +35,13 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load, save_file
+from safetensors.torch import load
 from torch import nn
 
 from cyclegan import __version__
 from cyclegan.config import Config, config_from_dict
 from cyclegan.errors import CheckpointError, CorruptCheckpointError, CycleGANError, plain_reason
-from cyclegan.fileio import write_text_atomic
+from cyclegan.fileio import save_safetensors_atomic, write_text_atomic
 
 NETWORK_NAMES = ("G_A", "G_B", "D_A", "D_B")
 GENERATOR_FOR_DIRECTION = {"a2b": "G_A", "b2a": "G_B"}
@@ -163,7 +163,8 @@ def _write_checkpoint(
     try:
         (tmp / "config.json").write_text(config.to_json(), encoding="utf-8")
         for name, tensors in weights.items():
-            save_file(tensors, str(tmp / f"{name}.safetensors"))
+            # Not safetensors' save_file: it creates files 0600 whatever the umask (fileio's note).
+            save_safetensors_atomic(tensors, tmp / f"{name}.safetensors")
         if state is not None:
             torch.save(state, tmp / "state.pt")
         # Every file is hashed right after it was written, while it is still in the page cache.

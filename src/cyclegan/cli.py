@@ -99,7 +99,7 @@ def main() -> None:
 @click.option("--precision", type=click.Choice(PRECISIONS))
 @click.option("--channels-last/--no-channels-last", default=None)
 @click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the networks.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoints/latest.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its newest complete checkpoint (normally checkpoints/latest).")
 @click.option("--overwrite", is_flag=True, help="Replace the artefacts of an existing run in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--init-from", type=click.Path(path_type=Path),
@@ -188,7 +188,7 @@ def demo(out, steps, device) -> None:
 
 @main.command("evaluate")
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
-              help="Run directory (uses checkpoints/latest) or a checkpoint directory.")
+              help="Run directory (its newest checkpoint) or a checkpoint directory.")
 @click.option("--dataroot", type=click.Path(path_type=Path),
               help="Folder with testA/ and testB/ (default: the dataroot saved in the checkpoint).")
 @click.option("--test-a", type=click.Path(path_type=Path), help="Folder of domain-A test images.")
@@ -286,7 +286,7 @@ def report_cmd(run, out, embed, smoothing, max_samples) -> None:
 @main.command("translate")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--checkpoint", "--model", "model", required=True,
-              help="Run folder (uses checkpoints/latest), checkpoint folder, safetensors export, .onnx "
+              help="Run folder (its newest checkpoint), checkpoint folder, safetensors export, .onnx "
                    "(runs through ONNX Runtime) or TorchScript .pt.")
 @click.option("--out", help="Output folder (names mirror the inputs), a file name for a single input, or - "
                             "for one image to stdout (the default when the input is - for stdin).")
@@ -344,7 +344,7 @@ def translate_cmd(ctx, inputs, model, out, direction, recursive, suffix, fmt, qu
 
 @main.command("export")
 @click.option("--checkpoint", required=True,
-              help="Run folder (uses checkpoints/latest), checkpoint folder or safetensors export.")
+              help="Run folder (its newest checkpoint), checkpoint folder or safetensors export.")
 @click.option("--format", "fmt", type=click.Choice(("onnx", "torchscript", "safetensors")), default="onnx",
               show_default=True)
 @click.option("--out", required=True, help="Output .onnx / .pt file, or folder for safetensors.")

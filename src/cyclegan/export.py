@@ -34,7 +34,13 @@ import torch
 from torch import Tensor, nn
 
 from cyclegan import __version__
-from cyclegan.checkpoint import GENERATOR_FOR_DIRECTION, load_generator, load_into, resolve_checkpoint
+from cyclegan.checkpoint import (
+    GENERATOR_FOR_DIRECTION,
+    load_generator,
+    load_into,
+    record_sha256,
+    resolve_checkpoint,
+)
 from cyclegan.config import Config, config_from_dict
 from cyclegan.errors import CheckpointError, CycleGANError, ExportError, first_line
 from cyclegan.fileio import save_safetensors_atomic, temp_sibling, write_text_atomic
@@ -273,7 +279,7 @@ def load_any_generator(
 ) -> LoadedGenerator:
     """Rebuild one generator from whatever ``path`` is.
 
-    A run directory (its ``checkpoints/latest``) or checkpoint directory: ``direction`` picks G_A
+    A run directory (its newest checkpoint) or checkpoint directory: ``direction`` picks G_A
     (a2b, the default) or G_B. An exported generator (safetensors folder or file, ``.onnx``,
     TorchScript ``.pt``) translates one fixed direction; asking for the other one is an error.
     ``device`` is a torch device; for ONNX the strings "auto"/"cpu"/"cuda" choose the provider and
@@ -453,6 +459,8 @@ def _write_safetensors(net: nn.Module, tmp: Path, info: ModelInfo) -> tuple[str,
     save_safetensors_atomic(weights, tmp / EXPORTED_WEIGHTS, metadata={METADATA_KEY: info.to_json()})
     assert info.config is not None
     write_text_atomic(tmp / "config.json", info.config.to_json())
+    # The export carries its own hashes (meta.json), checked by load_weights like a checkpoint's.
+    record_sha256(tmp, (EXPORTED_WEIGHTS, "config.json"))
     loaded, _ = _load_safetensors_file(tmp / EXPORTED_WEIGHTS, torch.device("cpu"))
     shapes = parity_shapes(info.size_multiple)
     return "safetensors", max_abs_diff(net, loaded, shapes), shapes
@@ -477,7 +485,7 @@ def _check_destination(dest: Path, fmt: str, source: Path | None, overwrite: boo
         raise ExportError(f"{dest}: already exists; pass --overwrite to replace it")
     if fmt == "safetensors":
         # Replacing a folder is only safe if it is one of our exports; never delete a user's folder.
-        if not dest.is_dir() or {p.name for p in dest.iterdir()} - {EXPORTED_WEIGHTS, "config.json"}:
+        if not dest.is_dir() or {p.name for p in dest.iterdir()} - {EXPORTED_WEIGHTS, "config.json", "meta.json"}:
             raise ExportError(f"{dest}: exists and is not a cyclegan safetensors export; refusing to replace it")
     elif dest.is_dir():
         raise ExportError(f"{dest}: is a folder; give a file name for the {fmt} export")

@@ -37,6 +37,7 @@ from cyclegan.data import (
     UnpairedSampler,
     gather_training_files,
     make_loader,
+    small_image_warning,
     split_validation,
 )
 from cyclegan.diffaug import diff_augment, parse_policy
@@ -781,6 +782,8 @@ def train(
             echo(f"warning: skipped {len(files.skipped)} unreadable image(s): {names}")
         if (slow := precision_warning(device, tcfg.precision)) is not None:
             echo(f"warning: {slow}")
+        if not resume and (small := small_image_warning(files, cfg.data)) is not None:
+            echo(f"warning: {small}")
     dist_env.barrier(info)
     dataset = UnpairedImages(files.a, files.b, cfg.data)
     loader = make_loader(
