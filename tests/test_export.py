@@ -124,7 +124,7 @@ def test_exported_files_follow_the_umask(run_dir, tmp_path):
         os.umask(old)
     modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in tmp_path.rglob("*")}
     assert modes == {"shared": 0o755, "shared/config.json": 0o644, "shared/generator.safetensors": 0o644,
-                     "shared/meta.json": 0o644, "g.pt": 0o644}, {k: oct(v) for k, v in modes.items()}
+                     "shared/meta.json": 0o644, "g.pt": 0o644, "g.pt.sha256": 0o644}, {k: oct(v) for k, v in modes.items()}
 
 
 def test_save_safetensors_atomic_follows_the_umask_and_round_trips(tmp_path):
@@ -255,4 +255,19 @@ def test_safetensors_export_carries_its_hashes(run_dir, tmp_path):
     data[-64:] = bytes(64)  # flip bytes inside the tensor data, not the header
     weights.write_bytes(bytes(data))
     with pytest.raises(CycleGANError, match="generator.safetensors"):
+        load_any_generator(out)
+
+
+@pytest.mark.parametrize("name", ["g.onnx", "g.pt"])
+def test_single_file_exports_carry_a_checksum_beside_them(run_dir, tmp_path, name):
+    out = tmp_path / name
+    export_generator(run_dir, fmt="onnx" if name.endswith(".onnx") else "torchscript", out=out)
+    sidecar = tmp_path / f"{name}.sha256"
+    digest, listed = sidecar.read_text().split()
+    assert listed == name and len(digest) == 64
+    load_any_generator(out)
+    data = bytearray(out.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the middle of the weights
+    out.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=f"{name}.sha256"):
         load_any_generator(out)

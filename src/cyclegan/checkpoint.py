@@ -94,6 +94,35 @@ def record_sha256(folder: str | Path, names) -> dict[str, str]:
     return meta[SHA256_KEY]
 
 
+SIDECAR_SUFFIX = ".sha256"  # single-file exports: "<hex>  <name>" next to the file, as sha256sum writes it
+
+
+def sidecar_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def write_sha256_sidecar(path: str | Path) -> Path:
+    """Record a single-file model's SHA-256 next to it (``sha256sum -c`` checks it too)."""
+    path = Path(path)
+    return write_text_atomic(sidecar_path(path), f"{file_sha256(path)}  {path.name}\n")
+
+
+def verify_sha256_sidecar(path: str | Path) -> None:
+    """Check a single-file model against its ``.sha256`` sidecar, when it has one (older exports don't)."""
+    path, sidecar = Path(path), sidecar_path(path)
+    if not sidecar.is_file():
+        return
+    try:
+        expected = sidecar.read_text(encoding="utf-8").split()[0].lower()
+    except (OSError, UnicodeDecodeError, IndexError):
+        raise CorruptCheckpointError(f"{sidecar}: unreadable checksum file") from None
+    if file_sha256(path) != expected:
+        raise CorruptCheckpointError(
+            f"{path}: corrupt model file (its SHA-256 differs from the one in {sidecar.name}, written at export)"
+        )
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)

@@ -40,6 +40,9 @@ from cyclegan.checkpoint import (
     load_into,
     record_sha256,
     resolve_checkpoint,
+    sidecar_path,
+    verify_sha256_sidecar,
+    write_sha256_sidecar,
 )
 from cyclegan.config import Config, config_from_dict
 from cyclegan.errors import CheckpointError, CycleGANError, ExportError, first_line
@@ -307,6 +310,8 @@ def _load_any(
         info = ModelInfo(direction=direction or "a2b", size_multiple=int(net.size_multiple), config=cfg)
         return LoadedGenerator(model=net, info=info, kind="checkpoint", path=ckpt)
     suffix = path.suffix.lower()
+    if suffix == ".onnx" or suffix in TORCHSCRIPT_SUFFIXES:
+        verify_sha256_sidecar(path)
     if suffix == ".onnx":
         runner = OnnxGenerator(path=path, device=str(device), threads=threads)
         meta = runner.metadata()
@@ -556,8 +561,13 @@ def export_module(
         _check(diff, dest, fmt)
         if dest.is_dir():  # os.replace swaps files atomically but cannot replace a non-empty folder
             _remove(dest)
+        # A single file carries its hash beside it; the old one goes first, so a kill between the
+        # two renames leaves a file without a checksum (loaded unchecked), never a wrong checksum.
+        sidecar_path(dest).unlink(missing_ok=True)
         os.replace(tmp, dest)
     except BaseException:
         _remove(tmp)
         raise
+    if fmt != "safetensors":
+        write_sha256_sidecar(dest)
     return ExportResult(path=dest, format=fmt, exporter=exporter, max_abs_diff=diff, checked=tuple(shapes))

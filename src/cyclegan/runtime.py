@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from cyclegan import __version__
+from cyclegan.checkpoint import sidecar_path
 from cyclegan.errors import CycleGANError, first_line
 from cyclegan.image import to_model_range, to_uint8
 
@@ -296,6 +297,7 @@ def _trim_cache(folder: Path, *, keep: Path, max_bytes: int | None = None) -> No
         if p != keep:
             with contextlib.suppress(OSError):
                 p.unlink()
+                sidecar_path(p).unlink(missing_ok=True)
                 total -= size
 
 
