@@ -38,7 +38,8 @@ from cyclegan.networks import (
 )
 from cyclegan.networks.attention import CBAM, SelfAttention, SqueezeExcitation
 from cyclegan.prep import pack_folder, remove_background
-from cyclegan.training import build_train_step, learning_rate, train
+from cyclegan.schedules import learning_rate
+from cyclegan.training import build_train_step, train
 
 NEW_PRESETS = ("photo2anime-resnet", "photo2anime-unet", "celeb2cartoon64", "attention-cyclegan",
                "animal2sprite")

@@ -1,4 +1,4 @@
-"""cyclegan.runtime: thread caps, and precision="auto" choosing ONNX Runtime, its cache and fallbacks."""
+"""cyclegan.runtime: precision="auto" choosing ONNX Runtime, its cache and fallbacks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import torch
 
 from cyclegan import runtime as rt
 from cyclegan.config import GeneratorConfig
-from cyclegan.errors import CycleGANError
 from cyclegan.networks import build_generator
 from cyclegan.translate import Translator
 
@@ -28,71 +27,6 @@ def no_bf16(monkeypatch):
 
 def _image(seed: int, h: int = 40, w: int = 56) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
-# ------------------------------------------------------------------------------------------ threads
-
-
-def test_cgroup_quota_v2_and_v1(tmp_path):
-    none = tmp_path / "no-proc-cgroup"
-    assert rt.cgroup_cpu_quota(tmp_path, none) is None  # no files: unlimited
-    (tmp_path / "cpu.max").write_text("max 100000\n")
-    assert rt.cgroup_cpu_quota(tmp_path, none) is None
-    (tmp_path / "cpu.max").write_text("150000 100000\n")
-    assert rt.cgroup_cpu_quota(tmp_path, none) == 1.5
-    v1 = tmp_path / "v1"
-    (v1 / "cpu").mkdir(parents=True)
-    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
-    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
-    assert rt.cgroup_cpu_quota(v1, none) is None
-    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("300000\n")
-    assert rt.cgroup_cpu_quota(v1, none) == 3.0
-
-
-def test_cgroup_quota_of_the_process_own_cgroup_and_its_parents(tmp_path):
-    """A systemd slice or a nested container: the limit sits on the process's cgroup or above it."""
-    proc = tmp_path / "proc-cgroup"
-    proc.write_text("0::/system.slice/app.service\n")
-    (tmp_path / "system.slice" / "app.service").mkdir(parents=True)
-    (tmp_path / "system.slice" / "app.service" / "cpu.max").write_text("max 100000\n")
-    assert rt.cgroup_cpu_quota(tmp_path, proc) is None
-    (tmp_path / "system.slice" / "cpu.max").write_text("250000 100000\n")  # the parent slice limits it
-    assert rt.cgroup_cpu_quota(tmp_path, proc) == 2.5
-    (tmp_path / "system.slice" / "app.service" / "cpu.max").write_text("50000 100000\n")
-    assert rt.cgroup_cpu_quota(tmp_path, proc) == 0.5  # the tightest one counts
-
-    v1 = tmp_path / "v1"
-    proc.write_text("4:memory:/x\n2:cpu,cpuacct:/docker/abc\n")
-    (v1 / "cpu,cpuacct" / "docker" / "abc").mkdir(parents=True)
-    (v1 / "cpu,cpuacct" / "docker" / "abc" / "cpu.cfs_quota_us").write_text("200000\n")
-    (v1 / "cpu,cpuacct" / "docker" / "abc" / "cpu.cfs_period_us").write_text("100000\n")
-    assert rt.cgroup_cpu_quota(v1, proc) == 2.0
-
-
-def test_usable_cpus_rounds_the_quota_up_and_never_below_one(tmp_path):
-    none = tmp_path / "no-proc-cgroup"
-    affinity = rt.usable_cpus(tmp_path, none)  # no quota files: the affinity mask alone
-    assert affinity >= 1
-    (tmp_path / "cpu.max").write_text("50000 100000\n")  # half a CPU
-    assert rt.usable_cpus(tmp_path, none) == 1
-    (tmp_path / "cpu.max").write_text(f"{100000 * affinity + 1} 100000\n")  # more than the mask allows
-    assert rt.usable_cpus(tmp_path, none) == affinity
-
-
-def test_cap_threads_lowers_but_never_raises(monkeypatch):
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        monkeypatch.setattr(rt, "usable_cpus", lambda: 1)
-        assert rt.cap_threads() == 1 and torch.get_num_threads() == 1
-        monkeypatch.setattr(rt, "usable_cpus", lambda: 8)
-        assert rt.cap_threads() == 1 and torch.get_num_threads() == 1  # 8 allowed, but 1 stays 1
-        rt.apply_threads(2)
-        assert torch.get_num_threads() == 2
-        with pytest.raises(CycleGANError, match="--threads must be >= 0"):
-            rt.apply_threads(-1)
-    finally:
-        torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------- ONNX Runtime
@@ -203,20 +137,6 @@ def test_translate_cli_prints_the_runtime_it_chose(no_bf16, tmp_path):
     assert result.exit_code == 0, result.output
     auto, fp32 = (np.asarray(Image.open(tmp_path / f"{n}.png")).astype(int) for n in ("auto", "fp32"))
     assert np.abs(auto - fp32).max() <= 1
-
-
-def test_precision_warning_only_where_the_precision_is_emulated(monkeypatch):
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(rt, "native_bf16", lambda device: False)
-    assert "emulated" in rt.precision_warning(cpu, "bf16")
-    monkeypatch.setattr(rt, "native_bf16", lambda device: True)
-    assert rt.precision_warning(cpu, "bf16") is None
-    assert rt.precision_warning(cpu, "fp32") is None
-    monkeypatch.setattr(torch.cpu, "_is_amx_fp16_supported", lambda: False)
-    assert "much slower than fp32" in rt.precision_warning(cpu, "fp16")
-    monkeypatch.setattr(torch.cpu, "_is_amx_fp16_supported", lambda: True)
-    assert rt.precision_warning(cpu, "fp16") is None
-    assert rt.precision_warning(cuda, "fp16") is None
 
 
 def test_the_onnx_cache_drops_the_least_recently_used_models(tmp_path):

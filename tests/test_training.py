@@ -1,4 +1,4 @@
-"""The training loop: LR policies, exact resume, Ctrl-C, precision switches."""
+"""The training loop: exact resume, Ctrl-C, precision switches."""
 
 import json
 import signal
@@ -8,12 +8,10 @@ import pytest
 import torch
 
 from cyclegan import checkpoint as ckpt_io
-from cyclegan.config import build_config
 from cyclegan.errors import CheckpointError
 from cyclegan.training import (
     TrainStep,
     build_train_step,
-    learning_rate,
     train,
 )
 
@@ -21,29 +19,6 @@ from cyclegan.training import (
 def _random_batch(n: int) -> dict[str, torch.Tensor]:
     """A uint8 batch of n 16x16 images per domain, as the DataLoader delivers it."""
     return {d: torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8) for d in ("A", "B")}
-
-
-def _lr(policy: str, epoch: int, **optim) -> float:
-    sets = [f"optim.lr_policy={policy}", "train.epochs=200"] + [f"optim.{k}={v}" for k, v in optim.items()]
-    return learning_rate(build_config(sets=sets), epoch) / 2e-4
-
-
-def test_linear_policy_is_the_papers_100_plus_100():
-    assert _lr("linear", 1) == 1.0
-    assert _lr("linear", 100) == 1.0
-    assert _lr("linear", 101) == pytest.approx(1 - 1 / 101)
-    assert _lr("linear", 200) == pytest.approx(1 / 101)
-    # unset decay_epochs = half of train.epochs, explicit value respected
-    assert _lr("linear", 151, decay_epochs=50) == pytest.approx(1 - 1 / 51)
-
-
-def test_other_policies():
-    assert _lr("constant", 173) == 1.0
-    assert _lr("cosine", 1) == pytest.approx(1.0)
-    assert _lr("cosine", 101) == pytest.approx(0.5)
-    assert _lr("step", 50, step_epochs=50, step_gamma=0.1) == pytest.approx(1.0)
-    assert _lr("step", 51, step_epochs=50, step_gamma=0.1) == pytest.approx(0.1)
-    assert _lr("step", 101, step_epochs=50, step_gamma=0.1) == pytest.approx(0.01)
 
 
 def _weights(run):
@@ -239,15 +214,6 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_config):
         grads[on] = {n: p.grad.clone() for n, p in models.G_A.named_parameters()}
     for name in grads[False]:
         torch.testing.assert_close(grads[True][name], grads[False][name], rtol=1e-5, atol=1e-7, msg=name)
-
-
-def test_lr_scaling_with_global_batch():
-    cfg = build_config(sets=["optim.lr_policy=constant", "train.batch_size=4", "optim.lr_scaling=sqrt"])
-    assert learning_rate(cfg, 1) == pytest.approx(2e-4 * 2)
-    assert learning_rate(cfg, 1, world_size=4) == pytest.approx(2e-4 * 4)
-    cfg = build_config(sets=["optim.lr_policy=constant", "train.batch_size=4", "optim.lr_scaling=linear"])
-    assert learning_rate(cfg, 1, world_size=2) == pytest.approx(2e-4 * 8)
-    assert learning_rate(build_config(sets=["train.batch_size=8"]), 1) == pytest.approx(2e-4)
 
 
 def test_log_records_data_time_share(tiny_config, tmp_path):

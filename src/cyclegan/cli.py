@@ -14,7 +14,8 @@ from pathlib import Path
 
 import click
 
-from cyclegan.config import DEVICES, MODEL_KINDS, PRECISIONS
+from cyclegan.config import MODEL_KINDS
+from cyclegan.devices import DEVICES, PRECISIONS
 from cyclegan.errors import CycleGANError, followups
 
 
@@ -253,8 +254,8 @@ def analyze() -> None:
 def analyze_fourier_cmd(inputs, checkpoints, out, json_out, direction, real, cutoff, max_side, max_show,
                         device) -> None:
     """Spectra of INPUTS (images or folders) and their translations (seed 001 sec. 5.2)."""
+    from cyclegan.devices import resolve_device
     from cyclegan.metrics.fourier_analysis import analyze_fourier
-    from cyclegan.training import resolve_device
 
     result = analyze_fourier(
         inputs, checkpoints=checkpoints, out=out, json_out=json_out, direction=direction, real=real,
@@ -320,7 +321,7 @@ def translate_cmd(ctx, inputs, model, out, direction, recursive, suffix, fmt, qu
                   tile, tile_overlap, memory_budget, batch_size, device, precision, threads, temporal_smoothing,
                   no_ema, quiet):
     """Translate images, folders, globs, videos or - (stdin) at their full size."""
-    from cyclegan.runtime import precision_warning
+    from cyclegan.devices import precision_warning
     from cyclegan.translate import OutputOptions, Translator, parse_bytes, translate_paths
 
     translator = Translator.from_checkpoint(

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from cyclegan.devices import DEVICES, PRECISIONS
 from cyclegan.diffaug import POLICIES, parse_policy
 from cyclegan.errors import ConfigError, first_line, short_repr
 
@@ -27,8 +28,6 @@ PRESET_DIR = Path(__file__).parent / "presets"
 NORMS = ("instance", "batch", "none")
 INITS = ("normal", "xavier", "kaiming", "orthogonal")
 PREPROCESS = ("resize_and_crop", "scale_width", "scale_width_and_crop", "crop", "none")
-PRECISIONS = ("fp32", "bf16", "fp16")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 UPSAMPLE = ("transpose", "resize")
 MODEL_KINDS = ("cyclegan", "cut", "fastcut")
 ADAPTIVE_WEIGHTING = ("none", "uncertainty")
@@ -519,7 +518,7 @@ def validate(cfg: Config) -> None:
     # Registries are imported here, not at module top, so this module stays importable without torch.
     from cyclegan.losses import GAN_LOSSES
     from cyclegan.networks import DISCRIMINATORS, GENERATORS
-    from cyclegan.training import LR_POLICIES
+    from cyclegan.schedules import LR_POLICIES
 
     # First, so a non-finite value is reported under its own key, not as another key's range error
     # (optim.lr nan used to fail as "optim.eta_min: must be in [0, nan]").

@@ -22,13 +22,14 @@ import torch
 from torch import Tensor, nn
 
 from cyclegan.config import Config
+from cyclegan.devices import autocast
 from cyclegan.diffaug import parse_policy
 from cyclegan.distributed import DistInfo, global_mean
 from cyclegan.losses import build_gan_loss
 from cyclegan.networks import build_discriminator, build_generator
 from cyclegan.patchnce import PatchSampleMLP, nce_layer_channels, patch_nce_loss
 from cyclegan.pool import ImagePool
-from cyclegan.training import TrainStep, _adam, autocast, build_ema, warm_start
+from cyclegan.training import TrainStep, _adam, build_ema, warm_start
 
 
 @dataclass

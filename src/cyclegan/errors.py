@@ -66,6 +66,10 @@ class InceptionUnavailableError(EvaluationError):
     """
 
 
+class DeviceError(CycleGANError):
+    """A device or precision this machine does not have (``--device cuda`` without a GPU)."""
+
+
 class PrepError(CycleGANError):
     """A dataset-preparation request that cannot be carried out (bad option, missing OpenCV)."""
 

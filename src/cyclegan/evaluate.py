@@ -41,6 +41,7 @@ from cyclegan import __version__
 from cyclegan.checkpoint import load_generator, resolve_checkpoint
 from cyclegan.config import Config
 from cyclegan.data import find_images, resolve_domains
+from cyclegan.devices import resolve_device
 from cyclegan.errors import EvaluationError, ImageLoadError, InceptionUnavailableError
 from cyclegan.export import model_memory_guard
 from cyclegan.fileio import write_bytes_atomic, write_text_atomic
@@ -280,12 +281,6 @@ def _try_inception(
         return None, str(e)
 
 
-def _resolve_device(name: str | torch.device) -> torch.device:
-    from cyclegan.training import resolve_device  # local: training imports are heavy and optional here
-
-    return name if isinstance(name, torch.device) else resolve_device(name)
-
-
 def _default_out(ckpt: Path) -> Path:
     if ckpt.parent.name == "checkpoints":  # <run>/checkpoints/<name>
         run = ckpt.parent.parent
@@ -326,7 +321,7 @@ def evaluate_checkpoint(
     """
     start = time.perf_counter()
     ckpt = resolve_checkpoint(checkpoint)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     with model_memory_guard(ckpt):
         g_a, cfg = load_generator(ckpt, direction="a2b", device=dev)
         # One-sided models (CUT / FastCUT) have no B -> A generator: only a2b is scored.
@@ -473,7 +468,7 @@ class TrainingEvaluator:
         kid_subsets: int = 100,
         is_splits: int = 10,
     ) -> None:
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         if (files_a is None) != (files_b is None):
             raise EvaluationError("TrainingEvaluator: give both files_a and files_b, or neither")
         if files_a is None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +34,8 @@ from torch import Tensor, nn
 
 from cyclegan import __version__
 from cyclegan.checkpoint import sidecar_path
-from cyclegan.errors import CycleGANError, first_line
+from cyclegan.devices import native_bf16
+from cyclegan.errors import first_line
 from cyclegan.image import to_model_range, to_uint8
 
 __all__ = [
@@ -43,16 +43,9 @@ __all__ = [
     "AUTO_MEAN_LEVELS",
     "RuntimeChoice",
     "TorchRunner",
-    "apply_threads",
     "cache_dir",
-    "cap_threads",
-    "cgroup_cpu_quota",
     "choose_runtime",
-    "native_bf16",
-    "native_fp16",
     "onnx_cached",
-    "precision_warning",
-    "usable_cpus",
 ]
 
 # bf16 is accepted by precision="auto" only if, on a probe image, no output pixel moves by more than
@@ -62,75 +55,6 @@ AUTO_MEAN_LEVELS = 1.0
 
 CACHE_ENV = "CYCLEGAN_CACHE_DIR"
 CACHE_MAX_BYTES = 2**30  # ONNX models kept for precision="auto"; least recently used go first
-
-
-# ------------------------------------------------------------------------------------------- threads
-
-
-def _own_cgroups(proc_cgroup: Path) -> dict[str, str]:
-    """{controller: path} of this process (``/proc/self/cgroup``); "" is the cgroup v2 hierarchy."""
-    out: dict[str, str] = {}
-    with contextlib.suppress(OSError):
-        for line in proc_cgroup.read_text().splitlines():
-            _, controllers, path = line.split(":", 2)
-            for c in controllers.split(",") if controllers else [""]:
-                out[c] = path.strip("/")
-    return out
-
-
-def _ancestry(path: str) -> list[str]:
-    """'a/b' -> ['a/b', 'a', '']: a limit anywhere above the process's cgroup applies to it."""
-    parts = [p for p in path.split("/") if p]
-    return ["/".join(parts[:i]) for i in range(len(parts), -1, -1)]
-
-
-def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
-    """CPUs granted by the cgroup CPU quota (v2 ``cpu.max`` or v1 ``cfs_quota_us``) of this process's
-    cgroup or any parent, the smallest one; None if unlimited."""
-    own = _own_cgroups(proc_cgroup)
-    quotas = []
-    for sub in _ancestry(own.get("", "")):  # cgroup v2
-        with contextlib.suppress(OSError, ValueError):
-            quota, period = (root / sub / "cpu.max").read_text().split()[:2]
-            if quota != "max":
-                quotas.append(int(quota) / int(period))
-    for mount in ("cpu", "cpu,cpuacct"):  # cgroup v1
-        for sub in _ancestry(own.get("cpu", "")):
-            with contextlib.suppress(OSError, ValueError):
-                quota_us = int((root / mount / sub / "cpu.cfs_quota_us").read_text())
-                period_us = int((root / mount / sub / "cpu.cfs_period_us").read_text())
-                if quota_us > 0:
-                    quotas.append(quota_us / period_us)
-    return min(quotas) if quotas else None
-
-
-def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")) -> int:
-    """CPUs this process may run on: its affinity mask, capped by the cgroup quota (rounded up)."""
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    quota = cgroup_cpu_quota(cgroup_root, proc_cgroup)
-    if quota is not None:
-        n = min(n, max(1, math.ceil(quota)))
-    return max(1, n)
-
-
-def cap_threads() -> int:
-    """Lower PyTorch's intra-op threads to ``usable_cpus()`` if it is above; returns the count in use."""
-    n = min(torch.get_num_threads(), usable_cpus())
-    if n < torch.get_num_threads():
-        torch.set_num_threads(n)
-    return n
-
-
-def apply_threads(threads: int | None) -> None:
-    """The ``--threads`` convention: None leaves PyTorch alone, 0 caps it (``cap_threads``), N sets N."""
-    if threads is None:
-        return
-    if threads < 0:
-        raise CycleGANError(f"--threads must be >= 0, got {threads}")
-    if threads:
-        torch.set_num_threads(threads)
-    else:
-        cap_threads()
 
 
 # ------------------------------------------------------------------------------------------ runners
@@ -174,34 +98,6 @@ class CallableRunner:
 
 
 # ------------------------------------------------------------------------------------- bf16 probe
-
-
-def native_bf16(device: torch.device) -> bool:
-    """bf16 arithmetic in hardware: Ampere+ GPUs; on CPUs AVX512-BF16 or AMX (emulated bf16 is slower)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu" and torch.backends.mkldnn.is_available():
-        probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
-        return any(p is not None and p() for p in probes)
-    return False
-
-
-def native_fp16(device: torch.device) -> bool:
-    """fp16 arithmetic in hardware: any CUDA GPU; on CPUs only AMX-FP16 (others convert through fp32)."""
-    if device.type in ("cuda", "mps"):
-        return True
-    probe = getattr(torch.cpu, "_is_amx_fp16_supported", None)
-    return device.type == "cpu" and probe is not None and probe()
-
-
-def precision_warning(device: torch.device, precision: str) -> str | None:
-    """A warning when ``precision`` was asked for on a device that only emulates it (slower than fp32)."""
-    if precision == "bf16" and device.type == "cpu" and not native_bf16(device):
-        return "bf16 on a CPU without native bf16 (avx512_bf16/amx) is emulated and usually slower than fp32"
-    if precision == "fp16" and not native_fp16(device):
-        # measured on this project's dev CPU (AMD EPYC, avx512_bf16): an fp16 conv ~34x slower than fp32
-        return f"fp16 on this {device.type} has no fast kernels and is much slower than fp32; use bf16 or fp32"
-    return None
 
 
 def _bf16_within_tolerance(module: nn.Module, device: torch.device, size_multiple: int) -> tuple[bool, str]:

@@ -13,7 +13,6 @@ and between iterations: logging (every ``log_every``; the only host sync), ``lat
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import shutil
@@ -31,7 +30,7 @@ from torch import Tensor, nn
 
 from cyclegan import checkpoint as ckpt_io
 from cyclegan import distributed as dist_env
-from cyclegan.config import Config, OptimConfig, TrainConfig, build_config, load_config_json
+from cyclegan.config import Config, build_config, load_config_json
 from cyclegan.data import (
     UnpairedImages,
     UnpairedSampler,
@@ -40,6 +39,7 @@ from cyclegan.data import (
     small_image_warning,
     split_validation,
 )
+from cyclegan.devices import apply_threads, autocast, precision_warning, resolve_device
 from cyclegan.diffaug import diff_augment, parse_policy
 from cyclegan.distributed import DistInfo, average_gradients, gather_batch, global_mean, local_slice
 from cyclegan.ema import EMA
@@ -69,59 +69,7 @@ from cyclegan.losses import (
 )
 from cyclegan.networks import build_discriminator, build_generator
 from cyclegan.pool import ImagePool
-from cyclegan.registry import Registry
-from cyclegan.runtime import apply_threads, precision_warning
-
-# ----------------------------------------------------------------------------------------------
-# Learning-rate policies: epoch (0-based) -> multiplier of optim.lr. Pure functions of the epoch,
-# so resuming needs no scheduler state.
-
-LR_POLICIES: Registry = Registry("LR policy")
-
-
-@LR_POLICIES.register("linear")
-def linear_policy(epoch: int, optim: OptimConfig, train: TrainConfig) -> float:
-    # Paper sec. 4: constant for the first epochs, then linearly to zero over the last decay_epochs.
-    decay = train.epochs // 2 if optim.decay_epochs is None else optim.decay_epochs
-    return 1.0 - max(0, epoch + 1 - (train.epochs - decay)) / float(decay + 1)
-
-
-@LR_POLICIES.register("cosine")
-def cosine_policy(epoch: int, optim: OptimConfig, train: TrainConfig) -> float:
-    return 0.5 * (1.0 + math.cos(math.pi * epoch / train.epochs))
-
-
-@LR_POLICIES.register("cosine_restarts")
-def cosine_restarts_policy(epoch: int, optim: OptimConfig, train: TrainConfig) -> float:
-    # SGDR (Loshchilov & Hutter, ICLR 2017), stepped once per epoch like torch's
-    # CosineAnnealingWarmRestarts: cycles of t_0, t_0 * t_mult, ... epochs, each annealing from lr to
-    # eta_min and restarting at lr (seed 004 sec. 1.1.1: T_0 10, T_mult 2, eta_min 1e-5).
-    length, position = optim.t_0, epoch
-    while position >= length:
-        position -= length
-        length *= optim.t_mult
-    floor = optim.eta_min / optim.lr
-    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * position / length))
-
-
-@LR_POLICIES.register("step")
-def step_policy(epoch: int, optim: OptimConfig, train: TrainConfig) -> float:
-    return optim.step_gamma ** (epoch // optim.step_epochs)
-
-
-@LR_POLICIES.register("constant")
-def constant_policy(epoch: int, optim: OptimConfig, train: TrainConfig) -> float:
-    return 1.0
-
-
-BATCH_SCALING = {"none": lambda b: 1.0, "sqrt": math.sqrt, "linear": float}
-
-
-def learning_rate(cfg: Config, epoch: int, *, world_size: int = 1) -> float:
-    """The learning rate during 1-based ``epoch`` (``optim.lr`` is the rate at global batch 1)."""
-    scale = BATCH_SCALING[cfg.optim.lr_scaling](cfg.train.batch_size * world_size)
-    return scale * cfg.optim.lr * LR_POLICIES[cfg.optim.lr_policy](epoch - 1, cfg.optim, cfg.train)
-
+from cyclegan.schedules import learning_rate
 
 # ----------------------------------------------------------------------------------------------
 # Models, optimisers, devices
@@ -140,29 +88,6 @@ class CycleGAN:
     def train(self, mode: bool = True) -> None:
         for net in self.networks().values():
             net.train(mode)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RunDirError("--device cuda: no CUDA device is available")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise RunDirError("--device mps: MPS is not available on this machine")
-    return torch.device(name)
-
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[precision])
 
 
 def build_models(cfg: Config, device: torch.device) -> CycleGAN:

@@ -40,7 +40,14 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import Tensor, nn
 
-from cyclegan.config import DEVICES, PRECISIONS, Config
+from cyclegan.config import Config
+from cyclegan.devices import (
+    MIN_MEMORY_BUDGET,
+    PRECISIONS,
+    apply_threads,
+    default_memory_budget,
+    resolve_device,
+)
 from cyclegan.errors import ImageLoadError, TranslateError
 from cyclegan.image import (
     IMAGE_EXTENSIONS,
@@ -50,7 +57,7 @@ from cyclegan.image import (
     to_model_range,
     to_uint8,
 )
-from cyclegan.runtime import CallableRunner, RuntimeChoice, TorchRunner, apply_threads, choose_runtime
+from cyclegan.runtime import CallableRunner, RuntimeChoice, TorchRunner, choose_runtime
 
 __all__ = [
     "OUTPUT_FORMATS",
@@ -58,12 +65,10 @@ __all__ = [
     "TranslateSummary",
     "Translator",
     "blend_weights",
-    "default_memory_budget",
     "pad_to_multiple",
     "parse_bytes",
     "parse_size",
     "parse_tile",
-    "resolve_device",
     "tile_starts",
     "translate_paths",
 ]
@@ -78,7 +83,6 @@ _KEEP_EXTENSIONS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp
 # need less per pixel, so the estimate errs on the safe side for them.
 _ACTIVATION_FACTOR = 4.5
 _DEFAULT_NGF = 64
-_MIN_BUDGET = 64 * 2**20
 
 
 # ------------------------------------------------------------------------------------- small parsers
@@ -134,54 +138,12 @@ def parse_bytes(value: str | int) -> int:
             n = int(float(match.group(1)) * _UNITS[unit])
         except ValueError:
             raise TranslateError(f"--memory-budget {value!r}: expected a size such as 2G or 512M") from None
-    if n < _MIN_BUDGET:
+    if n < MIN_MEMORY_BUDGET:
         raise TranslateError(f"--memory-budget {value!r}: must be at least 64M")
     return n
 
 
 # ------------------------------------------------------------------------------------ devices, memory
-
-
-def resolve_device(name: str | torch.device) -> torch.device:
-    if isinstance(name, torch.device):
-        return name
-    if name not in DEVICES:
-        raise TranslateError(f"--device {name!r}: choose from {', '.join(DEVICES)}")
-    mps = getattr(torch.backends, "mps", None)
-    mps_ok = mps is not None and mps.is_available()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps") if mps_ok else torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TranslateError("--device cuda: no CUDA device is available")
-    if name == "mps" and not mps_ok:
-        raise TranslateError("--device mps: MPS is not available on this machine")
-    return torch.device(name)
-
-
-def _host_available_memory() -> int:
-    with contextlib.suppress(OSError, ValueError), open("/proc/meminfo", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    with contextlib.suppress(ValueError, OSError, AttributeError):
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return 4 * 2**30  # unknown platform: assume a modest laptop
-
-
-def default_memory_budget(device: torch.device) -> int:
-    """Half of the memory free on ``device`` now; the rest stays for weights, caches and other programs."""
-    free = None
-    if device.type == "cuda":
-        with contextlib.suppress(RuntimeError):
-            free, _ = torch.cuda.mem_get_info(device)
-    elif device.type == "mps":
-        with contextlib.suppress(AttributeError, RuntimeError):
-            free = int(torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
-    if free is None:
-        free = _host_available_memory()
-    return max(_MIN_BUDGET, int(free) // 2)
 
 
 # ----------------------------------------------------------------------------------- padding, tiling

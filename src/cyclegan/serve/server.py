@@ -142,7 +142,7 @@ def run_server(
     sock = bind_socket(host, port)
     import torch
 
-    from cyclegan.runtime import cap_threads
+    from cyclegan.devices import cap_threads
 
     # Model loading runs here; the workers set the same count for themselves. 0: the CPUs this
     # process may use (PyTorch's default, capped), shared among the workers.
