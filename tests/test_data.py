@@ -450,6 +450,12 @@ def test_no_warning_when_images_are_at_least_the_load_size(tmp_path):
     assert small_image_warning(files, DataConfig()) is None
 
 
+def test_no_warning_for_the_papers_own_jitter(tmp_path):
+    # horse2zebra at 256px with the paper's 286 -> 256 crops: upscaled on purpose, no warning.
+    files = DomainFiles(_domain(tmp_path / "A", 3, (256, 256)), _domain(tmp_path / "B", 3, (256, 256)), [])
+    assert small_image_warning(files, DataConfig()) is None
+
+
 def test_no_warning_when_only_a_minority_is_small(tmp_path):
     a = _domain(tmp_path / "A", 3, (300, 300)) + [_png(tmp_path / "A" / "small.png", size=(64, 64))]
     files = DomainFiles(a, _domain(tmp_path / "B", 2, (300, 300)), [])
@@ -469,7 +475,7 @@ def test_one_small_domain_is_enough_to_warn(tmp_path):
         ("crop", (100, 100), True),  # smaller than the crop: upscaled
         ("none", (100, 100), True),  # resized to crop_size
         ("scale_width", (200, 100), False),  # the width is scaled to crop_size
-        ("scale_width_and_crop", (150, 400), True),  # the width is scaled up to load_size
+        ("scale_width_and_crop", (120, 400), True),  # the width is scaled up to load_size
     ],
 )
 def test_the_size_compared_follows_preprocess(tmp_path, preprocess, size, warns):
