@@ -184,6 +184,26 @@ def test_channels_last_matches_contiguous(tiny_config):
         assert out[True][key].item() == pytest.approx(out[False][key].item(), rel=1e-4, abs=1e-5)
 
 
+def test_every_model_kind_has_a_train_step_and_no_other():
+    # config validates model.kind against its own MODEL_KINDS (config sits below training); the two
+    # tables must name the same kinds, or a valid config would have no step to run.
+    from cyclegan.config import MODEL_KINDS
+    from cyclegan.training import TRAIN_STEPS
+
+    assert sorted(TRAIN_STEPS) == sorted(MODEL_KINDS)
+
+
+@pytest.mark.parametrize("kind", ["cyclegan", "cut", "fastcut"])
+def test_build_train_step_dispatches_on_model_kind(tiny_config, kind):
+    from cyclegan.training import CUTStep
+
+    step = build_train_step(tiny_config(**{"model.kind": kind}), torch.device("cpu"))
+    assert isinstance(step, TrainStep)
+    assert isinstance(step, CUTStep) is (kind != "cyclegan")
+    assert sorted(step.models.networks()) == (["D_A", "D_B", "G_A", "G_B"] if kind == "cyclegan" else
+                                              ["D_B", "F", "G_A"])
+
+
 def test_resume_config_drops_max_steps_and_data_paths_are_absolute(tiny_config, tmp_path, monkeypatch):
     from cyclegan.training import resolve_run_config
 

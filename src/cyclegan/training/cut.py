@@ -29,7 +29,8 @@ from cyclegan.losses import build_gan_loss
 from cyclegan.networks import build_discriminator, build_generator
 from cyclegan.patchnce import PatchSampleMLP, nce_layer_channels, patch_nce_loss
 from cyclegan.pool import ImagePool
-from cyclegan.training import TrainStep, _adam, build_ema, warm_start
+from cyclegan.training.models import adam, build_ema, warm_start
+from cyclegan.training.step import TRAIN_STEPS, TrainStep
 
 
 @dataclass
@@ -109,6 +110,8 @@ class CUTStep(TrainStep):
         return [real_a, g(real_a), real_b, g(real_b)]
 
 
+@TRAIN_STEPS.register("cut")
+@TRAIN_STEPS.register("fastcut")  # the same step; FastCUT is CUT with the fastcut preset's loss settings
 def build_cut_step(
     cfg: Config, device: torch.device, *, warm_start_nets: bool = True, dist: DistInfo | None = None
 ) -> CUTStep:
@@ -133,8 +136,8 @@ def build_cut_step(
         cfg=cfg,
         models=nets,
         compiled=compiled,
-        opt_g=_adam(list(nets.G_A.parameters()) + list(nets.F.parameters()), cfg, device),
-        opt_d=_adam(list(nets.D_B.parameters()), cfg, device),
+        opt_g=adam(list(nets.G_A.parameters()) + list(nets.F.parameters()), cfg, device),
+        opt_d=adam(list(nets.D_B.parameters()), cfg, device),
         gan=build_gan_loss(cfg.loss.gan, batch_mean=partial(global_mean, info=dist or DistInfo())),
         pool_a=ImagePool(size=0),
         pool_b=ImagePool(size=cfg.loss.pool_size, seed=cfg.train.seed + 2),

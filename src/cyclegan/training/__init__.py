@@ -1,0 +1,76 @@
+"""Training: ``train`` runs a CycleGAN, CUT or FastCUT run into a run directory.
+
+The package holds one concept per module:
+
+    models    the four CycleGAN networks, the Adam factory, EMA copies, the warm start
+    step      one CycleGAN iteration (generator phase, pools, discriminator phase) and
+              ``TRAIN_STEPS``, the step builder of each ``model.kind``
+    cut       one CUT / FastCUT iteration (Park et al. 2020), registered in ``TRAIN_STEPS``
+    rundir    run-directory rules: config of a new or resumed run, refusals, --overwrite, resume checks
+    log       ``log.jsonl`` and TensorBoard scalars
+    samples   sample grids
+    state     the training state saved for an exact resume (``state.pt``)
+    signals   Ctrl-C / SIGTERM: stop after this iteration and save
+    loop      ``train``: the loop itself, in named phases
+
+Importing the package imports every step builder, so ``TRAIN_STEPS`` always holds every model kind.
+"""
+
+from cyclegan.training.cut import CUTNets, CUTStep, build_cut_step
+from cyclegan.training.log import JsonlLog
+from cyclegan.training.loop import TrainResult, train
+from cyclegan.training.models import CycleGAN, adam, build_ema, build_models, warm_start
+from cyclegan.training.rundir import (
+    DATA_PATH_KEYS,
+    RESUME_FIXED,
+    RUN_ARTEFACTS,
+    check_resume_compatible,
+    check_run_dir,
+    prepare_run_dir,
+    resolve_run_config,
+    resume_hint,
+)
+from cyclegan.training.samples import sample_grid, save_sample
+from cyclegan.training.signals import STOP_SIGNALS, StopFlag, ignore_stop_signals
+from cyclegan.training.state import restore_training_state, training_state
+from cyclegan.training.step import (
+    TRAIN_STEPS,
+    TrainStep,
+    build_cyclegan_step,
+    build_train_step,
+    weighted_terms,
+)
+
+__all__ = [
+    "DATA_PATH_KEYS",
+    "RESUME_FIXED",
+    "RUN_ARTEFACTS",
+    "STOP_SIGNALS",
+    "TRAIN_STEPS",
+    "CUTNets",
+    "CUTStep",
+    "CycleGAN",
+    "JsonlLog",
+    "StopFlag",
+    "TrainResult",
+    "TrainStep",
+    "adam",
+    "build_cut_step",
+    "build_cyclegan_step",
+    "build_ema",
+    "build_models",
+    "build_train_step",
+    "check_resume_compatible",
+    "check_run_dir",
+    "ignore_stop_signals",
+    "prepare_run_dir",
+    "resolve_run_config",
+    "restore_training_state",
+    "resume_hint",
+    "sample_grid",
+    "save_sample",
+    "train",
+    "training_state",
+    "warm_start",
+    "weighted_terms",
+]

@@ -1,0 +1,85 @@
+"""The networks of a CycleGAN run and what builds them: the four-network container, the Adam
+optimiser factory, EMA copies of the generators and the warm start from an earlier run.
+
+Naming: ``G_A`` translates A->B and ``G_B`` translates B->A; ``D_A`` judges domain-A images (real A
+against G_B's fakes) and ``D_B`` judges domain-B images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cyclegan import checkpoint as ckpt_io
+from cyclegan.config import Config
+from cyclegan.ema import EMA
+from cyclegan.errors import ConfigError
+from cyclegan.networks import build_discriminator, build_generator
+
+
+@dataclass
+class CycleGAN:
+    G_A: nn.Module  # A -> B
+    G_B: nn.Module  # B -> A
+    D_A: nn.Module  # real A vs G_B(B)
+    D_B: nn.Module  # real B vs G_A(A)
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"G_A": self.G_A, "G_B": self.G_B, "D_A": self.D_A, "D_B": self.D_B}
+
+    def train(self, mode: bool = True) -> None:
+        for net in self.networks().values():
+            net.train(mode)
+
+
+def build_models(cfg: Config, device: torch.device) -> CycleGAN:
+    """Build the four networks; weights depend only on ``train.seed``."""
+    torch.manual_seed(cfg.train.seed)
+    m = cfg.model
+    nets = CycleGAN(
+        G_A=build_generator(m.generator, init=m.init, init_gain=m.init_gain),
+        G_B=build_generator(m.generator, init=m.init, init_gain=m.init_gain),
+        D_A=build_discriminator(m.discriminator, init=m.init, init_gain=m.init_gain),
+        D_B=build_discriminator(m.discriminator, init=m.init, init_gain=m.init_gain),
+    )
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.preserve_format
+    for net in nets.networks().values():
+        net.to(device=device, memory_format=memory_format)
+    if cfg.train.grad_checkpointing:
+        for g in (nets.G_A, nets.G_B):
+            if not hasattr(g, "checkpoint_blocks"):
+                raise ConfigError(f"train.grad_checkpointing: generator {m.generator.name} does not support it")
+            g.checkpoint_blocks = True
+    return nets
+
+
+def adam(params, cfg: Config, device: torch.device) -> torch.optim.Adam:
+    # Fused Adam is one kernel per step on CUDA; elsewhere the default (foreach) implementation.
+    return torch.optim.Adam(
+        params, lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2), fused=device.type == "cuda"
+    )
+
+
+def build_ema(cfg: Config, generators: dict[str, nn.Module]) -> dict[str, EMA]:
+    if not cfg.train.ema_decay:
+        return {}
+    return {name: EMA(net, decay=cfg.train.ema_decay) for name, net in generators.items()}
+
+
+def warm_start(models: CycleGAN, cfg: Config) -> list[str]:
+    """Copy the networks named in ``train.init_nets`` from the run or checkpoint ``train.init_from``.
+
+    Seed 001 (sec. 5.1) stabilised training on a small dataset with "a pre-trained discriminator";
+    this starts D_A/D_B (or any of the four) from an earlier run's weights. The architectures must
+    match; the optimiser state is not copied.
+    """
+    ckpt = ckpt_io.resolve_checkpoint(cfg.train.init_from)
+    names = [n.strip() for n in cfg.train.init_nets.split(",")]
+    nets = models.networks()
+    for name in names:
+        if name not in nets:
+            raise ConfigError(f"train.init_nets: a {cfg.model.kind} model has no {name} (it has {', '.join(nets)})")
+        ckpt_io.load_into(nets[name], ckpt, name)
+    return names
