@@ -1,16 +1,12 @@
-"""Dataset preparation: ``cyclegan prep pack`` and ``cyclegan prep remove-background``.
+"""``cyclegan prep remove-background``: each image's subject on a white background.
 
-``pack`` turns a folder of images into one uint8 [N, S, S, 3] array in an .npz (seed 002's 64x64
-"compressed .npz format"); train on it with ``--data-a a.npz --data-b b.npz`` (see ``cyclegan.npz``).
-
-``remove-background`` puts each image's subject on a white background (seed 004 task 2, sec. 2.3.2:
-the Pokemon sprites sit on white, so the animal photos must too, or the generator spends its capacity
-learning to paint backgrounds white). The seed used a pretrained VGG16; we download no weights and use
-OpenCV's GrabCut (Rother, Kolmogorov & Blake, SIGGRAPH 2004) instead: colour mixture models of
-foreground and background, initialised from a centred rectangle (the subject of a curated animal
-photo is near the middle), refined by graph cuts. Where GrabCut fails, a folder of hand-made masks
-(white = subject) overrides it image by image. A preview grid (originals, masks, results) shows at a
-glance which images need such a mask.
+Seed 004 task 2, sec. 2.3.2: the Pokemon sprites sit on white, so the animal photos must too, or the
+generator spends its capacity learning to paint backgrounds white. The seed used a pretrained VGG16; we
+download no weights and use OpenCV's GrabCut (Rother, Kolmogorov & Blake, SIGGRAPH 2004) instead:
+colour mixture models of foreground and background, initialised from a centred rectangle (the subject
+of a curated animal photo is near the middle), refined by graph cuts. Where GrabCut fails, a folder of
+hand-made masks (white = subject) overrides it image by image. A preview grid (originals, masks,
+results) shows at a glance which images need such a mask.
 """
 
 from __future__ import annotations
@@ -26,85 +22,13 @@ from PIL import Image, ImageOps
 from cyclegan.data import find_images
 from cyclegan.errors import DataError, ImageLoadError, PrepError
 from cyclegan.image import IMAGE_EXTENSIONS, load_image, make_grid, save_image_atomic
-from cyclegan.npz import write_image_array
-
-FITS = ("crop", "stretch")
-
-
-# ----------------------------------------------------------------------------------------------
-# pack
-
-
-@dataclass
-class PackResult:
-    out: Path
-    count: int
-    size: int
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
-
-
-def fit_square(img: Image.Image, size: int, *, fit: str = "crop") -> Image.Image:
-    """``crop``: centre-crop to a square, then resize (keeps proportions, loses the edges of long
-    sides); ``stretch``: resize the whole image to size x size (keeps everything, distorts shapes)."""
-    if fit == "crop":
-        return ImageOps.fit(img, (size, size), method=Image.BICUBIC)
-    if fit == "stretch":
-        return img.resize((size, size), Image.BICUBIC)
-    raise PrepError(f"fit {fit!r}: choose from {', '.join(FITS)}")
-
-
-def pack_folder(
-    in_dir: str | Path, out: str | Path, *, size: int, fit: str = "crop", compress: bool = True,
-    limit: int = 0,
-) -> PackResult:
-    """Every image under ``in_dir`` (recursive, sorted) as uint8 [N, size, size, 3] in ``out``.
-
-    Unreadable files are skipped and reported; ``limit`` > 0 keeps the first ``limit`` usable images.
-    """
-    if size < 8:
-        raise PrepError(f"--size must be >= 8, got {size}")
-    if fit not in FITS:
-        raise PrepError(f"fit {fit!r}: choose from {', '.join(FITS)}")
-    out = Path(out)
-    if out.suffix.lower() != ".npz":
-        raise PrepError(f"{out}: the output file must end in .npz")
-    files = find_images(in_dir)
-    if not files:
-        raise DataError(f"{in_dir}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
-    if limit:
-        files = files[: limit]
-    images = np.empty((len(files), size, size, 3), dtype=np.uint8)
-    count, skipped = 0, []
-    for path in files:
-        try:
-            img = load_image(path)
-        except ImageLoadError as e:
-            skipped.append((path, e.reason))
-            continue
-        images[count] = np.asarray(fit_square(img, size, fit=fit))
-        count += 1
-    if not count:
-        raise DataError(f"{in_dir}: none of the {len(files)} image file(s) could be read")
-    write_image_array(out, images[:count], compress=compress)
-    return PackResult(out=out, count=count, size=size, skipped=skipped)
-
-
-# ----------------------------------------------------------------------------------------------
-# remove-background
-
-
-def _cv2():
-    try:
-        import cv2
-    except ImportError:
-        raise PrepError("background removal needs OpenCV: pip install 'cyclegan[prep]'") from None
-    return cv2
+from cyclegan.prep.deps import opencv
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
     """Keep the largest 8-connected foreground region: GrabCut often leaves specks of background that
     happen to share the subject's colours, and one animal per photo is the common case."""
-    cv2 = _cv2()
+    cv2 = opencv("background removal")
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     if n <= 2:  # background plus at most one region
         return mask
@@ -124,7 +48,7 @@ def grabcut_mask(
     needs little resolution) and the mask is scaled back up. OpenCV's RNG is seeded, so the same image
     always gets the same mask.
     """
-    cv2 = _cv2()
+    cv2 = opencv("background removal")
     if not 0.0 < margin < 0.5:
         raise PrepError(f"--margin must be in (0, 0.5), got {margin}")
     h, w = rgb.shape[:2]
@@ -154,7 +78,7 @@ def composite_on_white(rgb: np.ndarray, mask: np.ndarray, *, feather: float = 1.
     the mask edge by that many pixels (Gaussian sigma) so outlines do not look cut out with scissors."""
     alpha = mask.astype(np.float32)
     if feather > 0:
-        cv2 = _cv2()
+        cv2 = opencv("background removal")
         alpha = cv2.GaussianBlur(alpha, (0, 0), sigmaX=feather)
     alpha = alpha[..., None]
     out = rgb.astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
@@ -215,7 +139,7 @@ def remove_background(
         raise DataError(f"{masks}: mask folder not found")
     if iterations < 1:
         raise PrepError(f"--iterations must be >= 1, got {iterations}")
-    _cv2()  # fail before any work when OpenCV is missing
+    opencv("background removal")  # fail before any work when OpenCV is missing
     written, from_masks, skipped = 0, 0, []
     rows: list[list[torch.Tensor]] = [[], [], []]
     for i, path in enumerate(files):

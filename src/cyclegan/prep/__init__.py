@@ -1,0 +1,21 @@
+"""Dataset preparation, one module per ``cyclegan prep`` command.
+
+- ``pack``: a folder of images as one uint8 .npz array (seed 002).
+- ``background``: subjects on white by GrabCut (seed 004 task 2).
+- ``frames``: a style training folder from films or episodes (shots, stable frames, filters, dedupe).
+- ``edges``: edge-smoothed copies of style images for CartoonGAN's edge-promoting loss.
+"""
+
+from cyclegan.prep.background import BackgroundResult, composite_on_white, grabcut_mask, remove_background
+from cyclegan.prep.pack import FITS, PackResult, fit_square, pack_folder
+
+__all__ = [
+    "FITS",
+    "BackgroundResult",
+    "PackResult",
+    "composite_on_white",
+    "fit_square",
+    "grabcut_mask",
+    "pack_folder",
+    "remove_background",
+]
