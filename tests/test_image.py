@@ -18,6 +18,8 @@ from cyclegan.image import (
     load_image,
     load_image_rgba,
     make_grid,
+    pad_to_multiple,
+    padded_size,
     pil_to_uint8,
     save_image_atomic,
     to_model_range,
@@ -380,3 +382,16 @@ def test_atomic_write_failure_leaves_destination_and_no_temp(tmp_path):
         raise RuntimeError("killed mid-write")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+@pytest.mark.parametrize("h, w, m", [(333, 517, 4), (5, 3, 4), (1, 1, 4), (2, 7, 256), (64, 64, 4)])
+def test_pad_to_multiple_reflects_and_crops_back(h, w, m):
+    x = torch.rand(2, 3, h, w)
+    y, (top, left) = pad_to_multiple(x, m)
+    assert y.shape[-2:] == padded_size(h, w, m)
+    assert y.shape[-2] % m == 0 and y.shape[-1] % m == 0
+    assert y.shape[-2] - h < m and y.shape[-1] - w < m
+    assert torch.equal(y[..., top : top + h, left : left + w], x)
+    if h > 2 and w > 2 and left:
+        # Reflection, not zeros: the column left of the image mirrors the image's second column.
+        assert torch.equal(y[..., top : top + h, left - 1], x[..., 1])

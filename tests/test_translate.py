@@ -26,7 +26,6 @@ from cyclegan.synthetic import make_bad_files, make_odd_images, make_scene
 from cyclegan.translate import (
     Translator,
     blend_weights,
-    pad_to_multiple,
     parse_bytes,
     parse_size,
     parse_tile,
@@ -85,18 +84,6 @@ def test_parsers():
     for bad, fn in (("huge", parse_tile), ("8", parse_tile), ("12y", parse_size), ("lots", parse_bytes)):
         with pytest.raises(TranslateError):
             fn(bad)
-
-
-@pytest.mark.parametrize("h, w, m", [(333, 517, 4), (5, 3, 4), (1, 1, 4), (2, 7, 256), (64, 64, 4)])
-def test_pad_to_multiple_reflects_and_crops_back(h, w, m):
-    x = torch.rand(2, 3, h, w)
-    y, (top, left) = pad_to_multiple(x, m)
-    assert y.shape[-2] % m == 0 and y.shape[-1] % m == 0
-    assert y.shape[-2] - h < m and y.shape[-1] - w < m
-    assert torch.equal(y[..., top : top + h, left : left + w], x)
-    if h > 2 and w > 2 and left:
-        # Reflection, not zeros: the column left of the image mirrors the image's second column.
-        assert torch.equal(y[..., top : top + h, left - 1], x[..., 1])
 
 
 def test_tile_layout_covers_and_weights_sum_to_one():

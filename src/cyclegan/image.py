@@ -3,7 +3,8 @@
 Everything upstream of this module sees arbitrary files (odd modes, 16-bit, EXIF rotation, alpha,
 truncated or hostile data); everything downstream sees uint8 RGB tensors or PIL "RGB" images. The
 pair `to_model_range` / `to_uint8` is the only place the [0, 255] <-> [-1, 1] mapping is written, so
-training, sampling and translation can never disagree about it.
+training, sampling and translation can never disagree about it. ``pad_to_multiple`` is likewise the
+one reflection padding to a generator's size multiple (translation, evaluation, analysis).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cyclegan.errors import ImageLoadError
@@ -27,6 +29,8 @@ __all__ = [
     "load_image",
     "load_image_rgba",
     "make_grid",
+    "pad_to_multiple",
+    "padded_size",
     "pil_to_uint8",
     "save_image_atomic",
     "split_rgb_alpha",
@@ -233,6 +237,54 @@ def to_uint8(y: torch.Tensor) -> torch.Tensor:
     # deterministic (if ugly) image rather than garbage that differs between devices.
     v = torch.nan_to_num(v, nan=0.0, posinf=255.0, neginf=0.0)
     return v.round().clamp_(0, 255).to(torch.uint8)
+
+
+# --------------------------------------------------------------------------------------------- padding
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def padded_size(height: int, width: int, multiple: int, *, minimum: int = 0) -> tuple[int, int]:
+    """(H', W') that ``pad_to_multiple`` pads an H x W image to: the next multiples of ``multiple``,
+    and at least ``minimum`` (rounded up to a multiple too)."""
+    floor = _round_up(minimum, multiple)
+    return max(_round_up(height, multiple), floor), max(_round_up(width, multiple), floor)
+
+
+def _pad_axis(x: torch.Tensor, before: int, after: int, dim: int) -> torch.Tensor:
+    # Reflection needs a pad smaller than the side, so thin images are reflected repeatedly; a side of
+    # one pixel has nothing to reflect and is replicated.
+    while before > 0 or after > 0:
+        n = x.shape[dim]
+        if n == 1:
+            b, a, mode = before, after, "replicate"
+        else:
+            b, a, mode = min(before, n - 1), min(after, n - 1), "reflect"
+        pad = (b, a, 0, 0) if dim == -1 else (0, 0, b, a)
+        x = F.pad(x, pad, mode=mode)
+        before, after = before - b, after - a
+    return x
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int, *, minimum: int = 0) -> tuple[torch.Tensor, tuple[int, int]]:
+    """[B, C, H, W] float -> ([B, C, H', W'], (top, left)): H', W' the next multiples of ``multiple``
+    (and at least ``minimum``), as ``padded_size`` says.
+
+    The padding is reflected and split evenly around the image; ``y[..., top:top + H, left:left + W]``
+    crops the result back. Translation, evaluation and analysis all pad through here, so a generator
+    sees the same borders wherever it runs.
+    """
+    h, w = x.shape[-2:]
+    hp, wp = padded_size(h, w, multiple, minimum=minimum)
+    ph, pw = hp - h, wp - w
+    top, left = ph // 2, pw // 2
+    if pw:
+        x = _pad_axis(x, left, pw - left, -1)
+    if ph:
+        x = _pad_axis(x, top, ph - top, -2)
+    return x, (top, left)
 
 
 # --------------------------------------------------------------------------------------------- saving

@@ -52,6 +52,7 @@ from cyclegan.errors import ImageLoadError, TranslateError
 from cyclegan.image import (
     IMAGE_EXTENSIONS,
     load_image_rgba,
+    pad_to_multiple,
     save_image_atomic,
     split_rgb_alpha,
     to_model_range,
@@ -147,39 +148,6 @@ def parse_bytes(value: str | int) -> int:
 
 
 # ----------------------------------------------------------------------------------- padding, tiling
-
-
-def _pad_axis(x: Tensor, before: int, after: int, dim: int) -> Tensor:
-    # Reflection needs a pad smaller than the side, so thin images are reflected repeatedly; a side of
-    # one pixel has nothing to reflect and is replicated.
-    while before > 0 or after > 0:
-        n = x.shape[dim]
-        if n == 1:
-            b, a, mode = before, after, "replicate"
-        else:
-            b, a, mode = min(before, n - 1), min(after, n - 1), "reflect"
-        pad = (b, a, 0, 0) if dim == -1 else (0, 0, b, a)
-        x = F.pad(x, pad, mode=mode)
-        before, after = before - b, after - a
-    return x
-
-
-def pad_to_multiple(x: Tensor, multiple: int, *, minimum: int = 0) -> tuple[Tensor, tuple[int, int]]:
-    """[B, C, H, W] float -> ([B, C, H', W'], (top, left)): H', W' the next multiples of ``multiple``
-    (and at least ``minimum``).
-
-    The padding is reflected and split evenly around the image; ``y[..., top:top + H, left:left + W]``
-    crops the result back.
-    """
-    h, w = x.shape[-2:]
-    ph = max(_round_up(h, multiple), _round_up(minimum, multiple)) - h
-    pw = max(_round_up(w, multiple), _round_up(minimum, multiple)) - w
-    top, left = ph // 2, pw // 2
-    if pw:
-        x = _pad_axis(x, left, pw - left, -1)
-    if ph:
-        x = _pad_axis(x, top, ph - top, -2)
-    return x, (top, left)
 
 
 def tile_starts(length: int, tile: int, overlap: int, multiple: int = 1) -> list[int]:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cyclegan.image import to_model_range, to_uint8
-from cyclegan.translate import pad_to_multiple
+from cyclegan.image import pad_to_multiple, to_model_range, to_uint8
 
 __all__ = ["translate_uint8"]
 
@@ -24,7 +23,7 @@ def translate_uint8(
 ) -> torch.Tensor:
     """uint8 [N, 3, H, W] -> uint8 [N, 3, H, W] on the CPU, through ``generator`` in eval mode.
 
-    H and W are reflection-padded (``translate.pad_to_multiple``) to ``generator.size_multiple`` and
+    H and W are reflection-padded (``image.pad_to_multiple``) to ``generator.size_multiple`` and
     the output is cropped back. The
     generator's train/eval mode is restored afterwards, so this is safe to call mid-training. Inputs
     go to the device of the generator's parameters.
