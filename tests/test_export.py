@@ -15,7 +15,8 @@ from PIL import Image
 from cyclegan import export as export_mod
 from cyclegan.cli import main
 from cyclegan.errors import CheckpointError, CycleGANError, ExportError
-from cyclegan.export import PARITY_TOLERANCE, export_generator, load_any_generator
+from cyclegan.export import PARITY_TOLERANCE, export_generator
+from cyclegan.modelfile import load_any_generator
 from cyclegan.synthetic import make_scene
 from cyclegan.translate import Translator
 

@@ -50,12 +50,10 @@ def test_onnx_cache_is_reused_and_keyed_by_the_weights(net, no_bf16, monkeypatch
     cached = list((tmp_path / "onnx").glob("*.onnx"))
     assert len(cached) == 1 and not list((tmp_path / "onnx").glob("*.tmp*"))
 
-    import cyclegan.export as ex
-
     def no_export(*args, **kwargs):
         raise AssertionError("exported again although the cache holds this model")
 
-    monkeypatch.setattr(ex, "export_module", no_export)
+    monkeypatch.setattr(rt, "export_module", no_export)
     again = Translator(model=net, device="cpu", precision="auto")
     assert again.runtime.backend == "onnxruntime" and "cached at" in again.runtime.reason
     monkeypatch.undo()
@@ -121,7 +119,8 @@ def test_translate_cli_prints_the_runtime_it_chose(no_bf16, tmp_path):
 
     from cyclegan.cli import main
     from cyclegan.config import build_config
-    from cyclegan.export import ModelInfo, export_module
+    from cyclegan.export import export_module
+    from cyclegan.modelfile import ModelInfo
 
     cfg = build_config(preset="tiny")
     net = build_generator(cfg.model.generator)

@@ -35,8 +35,11 @@ from torch import Tensor, nn
 from cyclegan import __version__
 from cyclegan.checkpoint import sidecar_path
 from cyclegan.devices import native_bf16
-from cyclegan.errors import first_line
+from cyclegan.errors import CheckpointError, first_line
+from cyclegan.export import export_module
 from cyclegan.image import to_model_range, to_uint8
+from cyclegan.modelfile import ModelInfo, OnnxGenerator
+from cyclegan.synthetic import make_scene
 
 __all__ = [
     "AUTO_MAX_LEVELS",
@@ -101,8 +104,6 @@ class CallableRunner:
 
 
 def _bf16_within_tolerance(module: nn.Module, device: torch.device, size_multiple: int) -> tuple[bool, str]:
-    from cyclegan.synthetic import make_scene
-
     side = max(64, 2 * size_multiple)
     scene = make_scene(np.random.default_rng(0), side, "photo")  # a photo-like probe, not noise
     x = to_model_range(torch.from_numpy(scene).permute(2, 0, 1)[None].to(device))  # [1, 3, S, S]
@@ -147,8 +148,8 @@ def _module_key(module: nn.Module, size_multiple: int) -> str:
 
 def onnx_available() -> bool:
     try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
+        import onnx  # noqa: F401 - the onnx extra
+        import onnxruntime  # noqa: F401 - the onnx extra
     except ImportError:
         return False
     return True
@@ -159,9 +160,6 @@ def onnx_cached(module: nn.Module, *, size_multiple: int, threads: int | None = 
 
     Returns (generator, path, exported_now). Raises CycleGANError (or OSError) when it cannot.
     """
-    from cyclegan.errors import CheckpointError
-    from cyclegan.export import ModelInfo, OnnxGenerator, export_module
-
     path = cache_dir() / "onnx" / f"{_module_key(module, size_multiple)}.onnx"
     if path.is_file():
         with contextlib.suppress(CheckpointError):  # unreadable (e.g. truncated by a full disk): redo it
