@@ -24,8 +24,8 @@ from cyclegan.evaluate import (
     evaluate_generators,
     evaluate_run_during_training,
     is_improvement,
-    write_json_atomic,
 )
+from cyclegan.fileio import write_json_atomic
 from cyclegan.metrics import RandomFeatureExtractor
 from cyclegan.metrics.inception import FID_WEIGHTS_FILENAME
 from cyclegan.synthetic import make_unpaired_dataset

@@ -255,7 +255,7 @@ def analyze_fourier_cmd(inputs, checkpoints, out, json_out, direction, real, cut
                         device) -> None:
     """Spectra of INPUTS (images or folders) and their translations (seed 001 sec. 5.2)."""
     from cyclegan.devices import resolve_device
-    from cyclegan.metrics.fourier_analysis import analyze_fourier
+    from cyclegan.analyze.fourier import analyze_fourier
 
     result = analyze_fourier(
         inputs, checkpoints=checkpoints, out=out, json_out=json_out, direction=direction, real=real,

@@ -43,8 +43,7 @@ from cyclegan.config import Config
 from cyclegan.data import find_images, resolve_domains
 from cyclegan.devices import resolve_device
 from cyclegan.errors import EvaluationError, ImageLoadError, InceptionUnavailableError
-from cyclegan.export import model_memory_guard
-from cyclegan.fileio import write_bytes_atomic, write_text_atomic
+from cyclegan.fileio import write_json_atomic
 from cyclegan.image import load_image, pil_to_uint8
 from cyclegan.metrics.fid import fid_from_features
 from cyclegan.metrics.generate import translate_uint8
@@ -53,6 +52,7 @@ from cyclegan.metrics.inception import FeatureExtractor, Features, InceptionFeat
 from cyclegan.metrics.isc import inception_score
 from cyclegan.metrics.kid import kernel_inception_distance
 from cyclegan.metrics.reconstruction import cycle_l1, psnr, ssim
+from cyclegan.modelfile import model_memory_guard
 
 __all__ = [
     "DIRECTIONS",
@@ -65,9 +65,6 @@ __all__ = [
     "flatten_result",
     "is_improvement",
     "load_test_images",
-    "write_bytes_atomic",
-    "write_json_atomic",
-    "write_text_atomic",
 ]
 
 EVAL_SCHEMA = 1
@@ -77,28 +74,6 @@ DIRECTIONS: dict[str, tuple[str, str, str, str]] = {
     "a2b": ("A", "B", "G_A", "G_B"),
     "b2a": ("B", "A", "G_B", "G_A"),
 }
-
-
-# ------------------------------------------------------------------------------------------- files
-
-
-def _json_safe(obj: Any) -> Any:
-    """Non-finite floats become null: JSON has no inf/NaN, and strict readers reject Python's tokens."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    return write_text_atomic(path, json.dumps(_json_safe(obj), indent=2) + "\n")
 
 
 def load_test_images(

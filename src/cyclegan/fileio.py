@@ -1,5 +1,7 @@
 """Atomic file writes: every output (images, JSON, arrays, configs) appears whole or not at all.
 
+``write_json_atomic`` also writes non-finite floats as null (JSON has no inf/NaN).
+
 The data goes to a hidden temporary file in the destination's folder (so the final rename stays on
 one filesystem, and folder scans and globs skip it), is flushed to disk, and is renamed over the
 destination; on any error the temporary file is removed and the destination is untouched.
@@ -14,12 +16,15 @@ memory and writes the bytes through ``atomic_write``.
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+import numpy as np
 import torch
 from safetensors.torch import save as safetensors_bytes
 
@@ -56,6 +61,26 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def _json_safe(obj: Any) -> Any:
+    """Non-finite floats become null: JSON has no inf/NaN, and strict readers reject Python's tokens."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    """``obj`` as indented JSON (numpy scalars and paths converted, inf/NaN as null), written atomically."""
+    return write_text_atomic(path, json.dumps(_json_safe(obj), indent=2) + "\n")
 
 
 def save_safetensors_atomic(

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from cyclegan import __version__
 from cyclegan.errors import EvaluationError, RunDirError
-from cyclegan.evaluate import write_bytes_atomic, write_text_atomic
+from cyclegan.fileio import write_bytes_atomic, write_text_atomic
 
 __all__ = ["RunLog", "build_report", "ema", "read_run_log"]
 
@@ -111,7 +111,7 @@ def ema(values: list[float], weight: float) -> list[float]:
 
 def _figure(n_panels: int, *, cols: int = 2, height: float = 3.0):
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # the eval extra
         from matplotlib.figure import Figure
     except ImportError:
         raise EvaluationError("matplotlib is not installed; the report needs it: pip install 'cyclegan[eval]'")

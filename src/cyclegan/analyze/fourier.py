@@ -20,6 +20,7 @@ from PIL import Image
 from cyclegan.checkpoint import load_generator, resolve_checkpoint
 from cyclegan.data import find_images
 from cyclegan.errors import EvaluationError
+from cyclegan.fileio import write_bytes_atomic, write_json_atomic
 from cyclegan.image import is_image_file, load_image, pil_to_uint8
 from cyclegan.metrics.fourier import (
     default_bins,
@@ -79,7 +80,7 @@ def _summary(images: list[torch.Tensor], names: list[str], *, cutoff: float, n_b
 def _figure(shown, rows_labels, col_titles, freqs, curves, *, cutoff: float) -> bytes:
     """Image/spectrum pairs per shown input (rows), then the radial spectra; returns PNG bytes."""
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # the eval extra
         from matplotlib.figure import Figure
     except ImportError:
         raise EvaluationError("matplotlib is not installed; the Fourier figure needs it: pip install 'cyclegan[eval]'")
@@ -133,8 +134,6 @@ def analyze_fourier(
     ``real`` is a folder of real target-domain images whose spectrum is the reference a translation
     should approach. ``max_side`` downsizes large photos (longest side) before translating.
     """
-    from cyclegan.evaluate import write_bytes_atomic, write_json_atomic
-
     if not checkpoints:
         raise EvaluationError("analyze fourier needs at least one --checkpoint")
     files = collect_images(inputs)

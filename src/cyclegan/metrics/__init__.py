@@ -9,9 +9,9 @@
     reconstruction  cycle L1, PSNR, SSIM (no pretrained network needed)
     fourier         spectra, radial power spectrum, high-frequency ratio (seed 001 sec. 5.2)
     generate        whole-image generator runs for measurement
-    fourier_analysis  the ``cyclegan analyze fourier`` figure and JSON
 
-The evaluation protocol over a test split lives in ``cyclegan.evaluate``.
+The evaluation protocol over a test split lives in ``cyclegan.evaluate``, the ``cyclegan analyze``
+workflows (e.g. the Fourier figure) in ``cyclegan.analyze``.
 """
 
 from cyclegan.metrics.fid import feature_statistics, fid_from_features, frechet_distance
