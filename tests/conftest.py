@@ -15,9 +15,11 @@ torch.set_num_threads(1)
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
-    """ONNX models converted by translate --precision auto go to a temporary cache, never ~/.cache."""
+    """ONNX models converted by translate --precision auto go to a temporary cache, never ~/.cache;
+    and no test reaches the network (download tests lift this for their 127.0.0.1 server)."""
     mp = pytest.MonkeyPatch()
     mp.setenv("CYCLEGAN_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    mp.setenv("CYCLEGAN_OFFLINE", "1")
     yield
     mp.undo()
 

@@ -3,11 +3,13 @@ table for GMS, closed forms for IS / PSNR / SSIM, and spectra of images with kno
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
 import pytest
 import torch
+from local_server import serve
 from PIL import Image, ImageFilter
 from torch import nn
 
@@ -305,6 +307,78 @@ def test_inception_extractor_loads_local_weights_without_network(tmp_path, monke
     info = ext.provenance()
     assert info["weights"] == str(path) and info["weights_match_filename"] is False
 
+
+
+# Inception weights on first use: fetched from a local server standing in for pytorch-fid's release.
+WEIGHTS = b"fid inception stand-in " * 500
+WEIGHTS_NAME = f"pt_inception-test-{hashlib.sha256(WEIGHTS).hexdigest()[:8]}.pth"
+
+
+@pytest.fixture
+def hub_and_release(tmp_path, monkeypatch):
+    """An empty torch hub cache, and FID_WEIGHTS_URL pointing at a 127.0.0.1 server holding WEIGHTS."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    monkeypatch.delenv("CYCLEGAN_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    with serve({"/" + WEIGHTS_NAME: WEIGHTS, "/pt_inception-bad-0badc0de.pth": WEIGHTS}) as srv:
+        monkeypatch.setattr(inception_mod, "FID_WEIGHTS_URL", f"{srv.url}/{WEIGHTS_NAME}")
+        monkeypatch.setattr(inception_mod, "FID_WEIGHTS_FILENAME", WEIGHTS_NAME)
+        yield srv, tmp_path / "th" / "hub" / "checkpoints"
+
+
+def test_inception_weights_are_downloaded_once_into_the_hub_cache(hub_and_release):
+    srv, hub = hub_and_release
+    path = inception_mod.find_inception_weights()
+    assert path == hub / WEIGHTS_NAME and path.read_bytes() == WEIGHTS
+    assert sorted(p.name for p in hub.iterdir()) == [WEIGHTS_NAME]  # moved into place, no .part
+    assert inception_mod.find_inception_weights() == path and len(srv.requests) == 1  # cached
+    with pytest.raises(InceptionUnavailableError, match="nope.pth: not found"):
+        inception_mod.find_inception_weights(hub / "nope.pth")  # an explicit path is never downloaded
+    assert len(srv.requests) == 1
+
+
+def test_inception_download_checks_the_hash_in_the_file_name(hub_and_release):
+    srv, hub = hub_and_release
+    with pytest.raises(InceptionUnavailableError) as err:
+        inception_mod.download_inception_weights(url=f"{srv.url}/pt_inception-bad-0badc0de.pth")
+    message = str(err.value)
+    assert "does not start with 0badc0de" in message and "\n" not in message
+    assert not hub.exists() or list(hub.iterdir()) == []  # nothing cached
+
+
+@pytest.mark.parametrize("var", ["CYCLEGAN_OFFLINE", "HF_HUB_OFFLINE"])
+def test_offline_mode_forbids_the_inception_download(hub_and_release, monkeypatch, var):
+    srv, hub = hub_and_release
+    monkeypatch.setenv(var, "1")
+    with pytest.raises(InceptionUnavailableError) as err:
+        inception_mod.InceptionFeatureExtractor()
+    message = str(err.value)
+    assert f"{var}=1" in message and inception_mod.FID_WEIGHTS_URL in message
+    assert str(hub / WEIGHTS_NAME) in message and "--inception-weights" in message and "\n" not in message
+    assert srv.requests == []
+
+
+def test_cli_evaluate_offline_refuses_the_download(hub_and_release, random_run, tiny_dataroot, tmp_path,
+                                                    monkeypatch):
+    from click.testing import CliRunner
+
+    from cyclegan.cli import main
+
+    srv, hub = hub_and_release
+    monkeypatch.setenv("CYCLEGAN_OFFLINE", "0")  # restored after the test: the CLI sets it to 1
+    out = tmp_path / "e.json"
+    try:
+        runner = CliRunner(mix_stderr=False)  # click 8.1; 8.2+ always separates the streams
+    except TypeError:
+        runner = CliRunner()
+    res = runner.invoke(main, ["evaluate", "--checkpoint", str(random_run(0)), "--dataroot", str(tiny_dataroot),
+                                    "--out", str(out), "--device", "cpu", "--max-images", "2", "--offline"])
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert res.exit_code == 1 and len(errors) == 1, res.output
+    assert "CYCLEGAN_OFFLINE=1 forbids downloading" in errors[0] and str(hub / WEIGHTS_NAME) in errors[0]
+    assert srv.requests == [] and "cycle_l1" in out.read_text()
 
 def test_translate_uint8_pads_odd_sizes_and_restores_mode():
     class Shift(nn.Module):

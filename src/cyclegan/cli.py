@@ -197,18 +197,24 @@ def demo(out, steps, device) -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the JSON (default: <run>/eval.json).")
 @click.option("--inception-weights", type=click.Path(dir_okay=False, path_type=Path),
-              help="pt_inception-2015-12-05-6726825d.pth (default: torch hub cache). Never downloaded.")
+              help="pt_inception-2015-12-05-6726825d.pth (default: torch hub's cache, downloaded there from "
+                   "pytorch-fid's release on first use).")
+@click.option("--offline", is_flag=True,
+              help="Never use the network (as CYCLEGAN_OFFLINE=1): missing Inception weights are an error.")
 @click.option("--no-inception", is_flag=True, help="Only the reconstruction metrics (no FID/KID/IS).")
 @click.option("--image-size", type=int, help="Resize test images to this square size (default: crop_size).")
 @click.option("--max-images", type=int, help="Use at most N test images per domain.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def evaluate_cmd(checkpoint, dataroot, test_a, test_b, out, inception_weights, no_inception, image_size,
+def evaluate_cmd(checkpoint, dataroot, test_a, test_b, out, inception_weights, offline, no_inception, image_size,
                  max_images, batch_size, device, quiet) -> None:
     """FID, KID, IS, GMS and cycle L1/PSNR/SSIM of a checkpoint on a test split, both directions."""
     from cyclegan.errors import InceptionUnavailableError
     from cyclegan.evaluate import evaluate_checkpoint
+
+    if offline:  # the downloader reads it wherever a download could start (Inception weights)
+        os.environ["CYCLEGAN_OFFLINE"] = "1"
 
     result = evaluate_checkpoint(
         checkpoint, dataroot=dataroot, test_a=test_a, test_b=test_b, out=out,

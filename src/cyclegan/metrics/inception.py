@@ -11,9 +11,13 @@ CycleGAN / CUT FID figures. Its preprocessing is pytorch-fid's own and is not ch
     align_corners=False, no antialiasing) -> x * 2 - 1 -> Inception -> 2048-d average pool ("pool3").
 
 so feeding images that were saved as PNG and read back gives exactly pytorch-fid's activations.
-The weights are never downloaded: they are looked up at ``--inception-weights PATH`` or in torch
-hub's cache (``torch.hub.get_dir()/checkpoints``, i.e. ``$TORCH_HOME/hub/checkpoints``), and a
-missing file raises ``InceptionUnavailableError`` naming the file and where to put it.
+The weights are looked up at ``--inception-weights PATH`` or in torch hub's cache
+(``torch.hub.get_dir()/checkpoints``, i.e. ``$TORCH_HOME/hub/checkpoints``, where pytorch-fid keeps
+them too). When neither has them they are downloaded once, as every FID tool does, from pytorch-fid's
+release (``FID_WEIGHTS_URL``) through ``cyclegan.download``: progress bar, the SHA-256 prefix the file
+name encodes checked, atomic move into the hub cache. ``--offline`` / ``CYCLEGAN_OFFLINE=1`` /
+``HF_HUB_OFFLINE=1`` forbid that; then, as on any download failure, ``InceptionUnavailableError``
+names the file to fetch by hand and where to put it.
 
 ``RandomFeatureExtractor`` is a small, randomly initialised, deterministic network with the same
 interface; tests and offline smoke runs use it. Its numbers are not comparable with anything published.
@@ -31,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cyclegan.download import DownloadError, download, hash_prefix_from_name
 from cyclegan.errors import InceptionUnavailableError, first_line
 
 __all__ = [
@@ -41,6 +46,7 @@ __all__ = [
     "InceptionFeatureExtractor",
     "RandomFeatureExtractor",
     "default_weights_path",
+    "download_inception_weights",
     "find_inception_weights",
 ]
 
@@ -84,8 +90,33 @@ def default_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_FILENAME
 
 
-def find_inception_weights(path: str | os.PathLike | None = None) -> Path:
-    """The FID weights file: ``path`` if given, else the torch hub cache. Never downloads."""
+def download_inception_weights(
+    *, url: str | None = None, dest: str | os.PathLike | None = None, progress: bool | None = None,
+    offline: bool | None = None,
+) -> Path:
+    """Fetch the FID weights (``url``, default ``FID_WEIGHTS_URL``) into torch hub's cache (or ``dest``),
+    checking the SHA-256 prefix their file name encodes.
+
+    ``progress``: None draws the bar only on a terminal. ``offline``: None reads CYCLEGAN_OFFLINE /
+    HF_HUB_OFFLINE. Any failure is an ``InceptionUnavailableError`` saying what to do by hand.
+    """
+    url = url or FID_WEIGHTS_URL
+    name = url.rsplit("/", 1)[-1]
+    dest = Path(dest) if dest is not None else Path(torch.hub.get_dir()) / "checkpoints" / name
+    try:
+        return download(url, dest, expected_prefix=hash_prefix_from_name(name), progress=progress,
+                        offline=offline).path
+    except DownloadError as e:
+        raise InceptionUnavailableError(
+            f"Inception weights not found: {first_line(e)}; or pass --inception-weights PATH"
+        ) from None
+
+
+def find_inception_weights(
+    path: str | os.PathLike | None = None, *, allow_download: bool = True, progress: bool | None = None
+) -> Path:
+    """The FID weights file: ``path`` if given (never downloaded), else torch hub's cache, downloading
+    the file there when it is missing and ``allow_download`` (and offline mode does not forbid it)."""
     if path is not None:
         p = Path(path).expanduser()
         if not p.is_file():
@@ -95,12 +126,14 @@ def find_inception_weights(path: str | os.PathLike | None = None) -> Path:
             )
         return p
     p = default_weights_path()
-    if not p.is_file():
-        raise InceptionUnavailableError(
-            f"Inception weights not found: {p} is missing; download {FID_WEIGHTS_URL} on a machine with "
-            f"internet and copy it there, or pass --inception-weights PATH"
-        )
-    return p
+    if p.is_file():
+        return p
+    if allow_download:
+        return download_inception_weights(dest=p, progress=progress)
+    raise InceptionUnavailableError(
+        f"Inception weights not found: {p} is missing; download {FID_WEIGHTS_URL} on a machine with "
+        f"internet and copy it there, or pass --inception-weights PATH"
+    )
 
 
 def _sha256_prefix(path: Path, n: int = 8) -> str:
@@ -114,8 +147,9 @@ def _sha256_prefix(path: Path, n: int = 8) -> str:
 class InceptionFeatureExtractor:
     """pytorch-fid's FID Inception-v3: pool3 features [N, 2048] and 1008-way logits for the IS.
 
-    Built from a local weights file only (see module docstring). ``batch_size`` bounds the memory of
-    one forward pass; callers may pass batches of any size.
+    Built from a local weights file, fetched once into torch hub's cache when missing and allowed
+    (see module docstring). ``batch_size`` bounds the memory of one forward pass; callers may pass
+    batches of any size.
     """
 
     name = "inception-v3-fid"
