@@ -13,6 +13,7 @@ from cyclegan.cli import main
 from cyclegan.config import (
     PRESET_DIR,
     Config,
+    LossConfig,
     build_config,
     config_from_dict,
     list_presets,
@@ -391,3 +392,42 @@ def test_train_crop_size_flag_is_validated(tmp_path):
     assert result.exit_code == 1
     assert "data.load_size (100) must be >= data.crop_size (128)" in _one_error_line(result)
     assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Small style sets (issue 15): edge-promoting loss and LeCam
+
+
+def test_edge_promote_and_lecam_are_off_by_default_and_settable():
+    loss = build_config().loss
+    assert (loss.lambda_edge_promote, loss.lambda_lecam, loss.edge_smooth_dir) == (0.0, 0.0, None)
+    assert (loss.edge_promote_direction, loss.lecam_decay) == ("b", 0.99)
+    cfg = build_config(sets=["loss.lambda_edge_promote=1", "loss.edge_promote_direction=both",
+                             "loss.lambda_lecam=0.3", "loss.lecam_decay=0.9"])
+    assert (cfg.loss.lambda_edge_promote, cfg.loss.edge_promote_direction) == (1.0, "both")
+    assert (cfg.loss.lambda_lecam, cfg.loss.lecam_decay) == (0.3, 0.9)
+
+
+@pytest.mark.parametrize(
+    "sets, fragment",
+    [
+        (["loss.lambda_edge_promote=-1"], "loss.lambda_edge_promote: must be >= 0.0"),
+        (["loss.lambda_lecam=-0.1"], "loss.lambda_lecam: must be >= 0.0"),
+        (["loss.edge_promote_direction=ab"], "loss.edge_promote_direction: 'ab' is not allowed; choose from a, b, both"),
+        (["model.kind=cut", "loss.edge_promote_direction=a"], "model.kind cut has one discriminator"),
+        (["loss.edge_smooth_dir=smooth", "loss.edge_promote_direction=both"], "one folder holds one domain"),
+        (["loss.lecam_decay=1"], "loss.lecam_decay: must be in [0, 1)"),
+    ],
+)
+def test_edge_promote_and_lecam_settings_are_validated(sets, fragment):
+    with pytest.raises(ConfigError) as e:
+        build_config(sets=sets)
+    assert fragment in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_an_empty_edge_smooth_dir_is_refused():
+    # --set and YAML turn "" into None (unset); only a config built directly can hold it.
+    cfg = dataclasses.replace(Config(), loss=dataclasses.replace(LossConfig(), edge_smooth_dir=""))
+    with pytest.raises(ConfigError, match="loss.edge_smooth_dir: empty path"):
+        validate(cfg)

@@ -31,6 +31,7 @@ PREPROCESS = ("resize_and_crop", "scale_width", "scale_width_and_crop", "crop", 
 UPSAMPLE = ("transpose", "resize")
 MODEL_KINDS = ("cyclegan", "cut", "fastcut")
 ADAPTIVE_WEIGHTING = ("none", "uncertainty")
+EDGE_PROMOTE_DIRECTIONS = ("a", "b", "both")  # whose discriminator sees the edge-smoothed copies
 NETWORK_NAMES = ("G_A", "G_B", "D_A", "D_B")
 
 # Config files are read whole and parsed by pure-Python PyYAML: refuse anything far beyond a real
@@ -135,6 +136,17 @@ class LossConfig:
     nce_patches: int = 256  # locations sampled per layer
     nce_mlp_dim: int = 256  # width of each layer's projection MLP
     flip_equivariance: bool = False  # FastCUT: G(flip(x)) must equal flip(G(x)) in feature space
+    # -- small style sets (issue 15)
+    # CartoonGAN's edge-promoting loss (Chen et al., CVPR 2018): the style domain's discriminator also
+    # sees edge-smoothed copies of the style images, labelled fake, so crisp outlines become part of
+    # the style. 0 = off; 1 weighs the copies like generated images.
+    lambda_edge_promote: float = 0.0
+    edge_promote_direction: str = "b"  # b: D_B (toward domain B) | a: D_A | both; CUT/FastCUT: b only
+    # Folder of smoothed copies (`cyclegan prep edge-smooth`, same relative names as the style folder);
+    # unset: made once and cached in the run folder.
+    edge_smooth_dir: str | None = None
+    lambda_lecam: float = 0.0  # LeCam regularisation of D (Tseng et al., CVPR 2021); 0 = off
+    lecam_decay: float = 0.99  # decay of the moving averages of D(real) and D(fake) it anchors to
 
 
 @dataclass(frozen=True)
@@ -573,8 +585,19 @@ def validate(cfg: Config) -> None:
     loss = cfg.loss
     _choice("loss.gan", loss.gan, GAN_LOSSES)
     for name in ("lambda_gan", "lambda_cyc", "lambda_id", "lambda_gp", "lambda_fm", "lambda_edge",
-                 "lambda_color", "lambda_vq"):
+                 "lambda_color", "lambda_vq", "lambda_edge_promote", "lambda_lecam"):
         _at_least(f"loss.{name}", getattr(loss, name), 0.0)
+    _choice("loss.edge_promote_direction", loss.edge_promote_direction, EDGE_PROMOTE_DIRECTIONS)
+    if cfg.model.kind != "cyclegan" and loss.edge_promote_direction != "b":
+        raise ConfigError(f"loss.edge_promote_direction: model.kind {cfg.model.kind} has one discriminator, "
+                          f"on domain B; use b, not {short_repr(loss.edge_promote_direction)}")
+    if loss.edge_smooth_dir == "":
+        raise ConfigError("loss.edge_smooth_dir: empty path (unset it to cache the smoothed copies in the run)")
+    if loss.edge_smooth_dir is not None and loss.edge_promote_direction == "both":
+        raise ConfigError("loss.edge_smooth_dir: one folder holds one domain's copies; with "
+                          "edge_promote_direction both leave it unset (the run caches both)")
+    if not 0.0 <= loss.lecam_decay < 1.0:
+        raise ConfigError(f"loss.lecam_decay: must be in [0, 1), got {loss.lecam_decay}")
     _at_least("loss.pool_size", loss.pool_size, 0)
     _at_least("loss.color_pool", loss.color_pool, 1)
     _choice("loss.adaptive_weighting", loss.adaptive_weighting, ADAPTIVE_WEIGHTING)

@@ -8,7 +8,8 @@ a score map, or a tuple of heads for multi-head discriminators.
 
 Besides the paper's cycle and identity L1, seed 004's extra terms live here: the relativistic
 patch + global loss, the gradient penalty (for any loss), feature matching on the discriminator's
-features, Sobel edge and pooled-chroma colour consistency, and learned uncertainty weights.
+features, Sobel edge and pooled-chroma colour consistency, and learned uncertainty weights; and for
+small style sets, CartoonGAN's edge-promoting term and LeCam regularisation.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ BatchMean = Callable[[Tensor], Tensor]  # scores [B, ...] -> their mean over the
 class GANLoss:
     discriminator: Callable[[Any, Any], Tensor]  # (D(real), D(fake)) -> scalar
     generator: Callable[[Any, Any], Tensor]  # (D(G(x)), D(real) or None) -> scalar
+    # (D(x), D(real)) -> the part of ``discriminator`` that labels x fake, halved like it: what
+    # ``edge_promote_loss`` adds for the edge-smoothed style images (D(real) is read by relativistic only).
+    discriminator_fake: Callable[[Any, Any], Tensor]
     needs_gradient_penalty: bool = False
     generator_needs_real: bool = False
     # True when the functions read (patch, global) tuples themselves; otherwise a multi-head
@@ -54,6 +58,7 @@ def lsgan(*, batch_mean: BatchMean = torch.mean) -> GANLoss:
         discriminator=lambda real, fake: 0.5 * (F.mse_loss(real, torch.ones_like(real))
                                                 + F.mse_loss(fake, torch.zeros_like(fake))),
         generator=lambda fake, real=None: F.mse_loss(fake, torch.ones_like(fake)),
+        discriminator_fake=lambda fake, real=None: 0.5 * F.mse_loss(fake, torch.zeros_like(fake)),
     )
 
 
@@ -66,6 +71,8 @@ def vanilla(*, batch_mean: BatchMean = torch.mean) -> GANLoss:
             + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
         ),
         generator=lambda fake, real=None: F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake)),
+        discriminator_fake=lambda fake, real=None: 0.5 * F.binary_cross_entropy_with_logits(
+            fake, torch.zeros_like(fake)),
     )
 
 
@@ -74,6 +81,7 @@ def hinge(*, batch_mean: BatchMean = torch.mean) -> GANLoss:
     return GANLoss(
         discriminator=lambda real, fake: 0.5 * (F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()),
         generator=lambda fake, real=None: -fake.mean(),
+        discriminator_fake=lambda fake, real=None: 0.5 * F.relu(1.0 + fake).mean(),
     )
 
 
@@ -83,6 +91,7 @@ def wgangp(*, batch_mean: BatchMean = torch.mean) -> GANLoss:
     return GANLoss(
         discriminator=lambda real, fake: 0.5 * (fake.mean() - real.mean()),
         generator=lambda fake, real=None: -fake.mean(),
+        discriminator_fake=lambda fake, real=None: 0.5 * fake.mean(),
         needs_gradient_penalty=True,
     )
 
@@ -131,6 +140,7 @@ def relativistic(*, batch_mean: BatchMean = torch.mean) -> GANLoss:
                                                 + relativistic_side(fake, real, 0.0, batch_mean=batch_mean)),
         generator=lambda fake, real: 0.5 * (relativistic_side(fake, real, 1.0, batch_mean=batch_mean)
                                             + relativistic_side(real, fake, 0.0, batch_mean=batch_mean)),
+        discriminator_fake=lambda fake, real: 0.5 * relativistic_side(fake, real, 0.0, batch_mean=batch_mean),
         generator_needs_real=True,
         handles_heads=True,
     )
@@ -155,7 +165,8 @@ def build_gan_loss(name: str, *, batch_mean: BatchMean = torch.mean) -> GANLoss:
     if loss.handles_heads:
         return loss
     return dataclasses.replace(
-        loss, discriminator=_mean_over_heads(loss.discriminator), generator=_mean_over_heads(loss.generator)
+        loss, discriminator=_mean_over_heads(loss.discriminator), generator=_mean_over_heads(loss.generator),
+        discriminator_fake=_mean_over_heads(loss.discriminator_fake),
     )
 
 
@@ -184,6 +195,107 @@ def gradient_penalty(
     (grad,) = torch.autograd.grad(sum(h.sum() for h in heads) * loss_scale, x_hat, create_graph=True)
     grad = grad / loss_scale
     return ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
+
+
+# ----------------------------------------------------------------------------------------------
+# Small style sets: the edge-promoting term and LeCam regularisation
+
+
+def edge_promote_loss(gan: GANLoss, smoothed_pred: Any, real_pred: Any = None) -> Tensor:
+    """The discriminator's loss for labelling edge-smoothed style images fake (CartoonGAN, Chen et al.
+    CVPR 2018, eq. 2's third term; AnimeGAN keeps it).
+
+    A style image with blurred outlines is still the style's colours and textures; labelled fake, it
+    teaches D that crisp outlines are part of the style, which D's gradient then passes on to G. The
+    term is the fake half of ``gan``'s own discriminator objective, halved like it, so ``lambda = 1``
+    weighs smoothed images like generated ones (CartoonGAN weighs the three terms equally) and every
+    GAN loss, multi-head discriminators included, gets its matching form. ``real_pred`` (D on real
+    images of the same batch) is needed by relativistic losses only, which compare against it.
+    """
+    if gan.generator_needs_real and real_pred is None:
+        raise ValueError("this GAN loss compares against D(real): pass real_pred")
+    return gan.discriminator_fake(smoothed_pred, real_pred)
+
+
+def _head_means(pred: Any, batch_mean: BatchMean) -> Tensor:
+    """[n_heads] float32: the batch mean of each head of a prediction (a single map is one head)."""
+    heads = pred if isinstance(pred, (tuple, list)) else (pred,)
+    return torch.stack([batch_mean(h.detach().float()) for h in heads])
+
+
+class LeCamEMA:
+    """Exponential moving averages of D's mean output on real and on fake images: the anchors of
+    ``lecam_regularizer`` (Tseng et al., "Regularizing Generative Adversarial Networks under Limited
+    Data", CVPR 2021, sec. 3.1).
+
+    One anchor pair per discriminator head. The averages start at zero and are bias-corrected by
+    ``1 - decay**steps`` (the authors' TensorFlow code uses ``zero_debias``), so the first update sets
+    the anchors to that batch's means. ``batch_mean`` must span the global batch under several
+    processes (``distributed.global_mean``) so every process holds the same anchors. The anchors are
+    part of the training state: ``state_dict`` / ``load_state_dict`` carry them through a resume.
+    """
+
+    def __init__(self, *, decay: float = 0.99, batch_mean: BatchMean = torch.mean) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"LeCam EMA decay must be in [0, 1), got {decay}")
+        self.decay = decay
+        self.batch_mean = batch_mean
+        self.steps = 0
+        self.real: Tensor | None = None  # [n_heads] float32, not bias-corrected
+        self.fake: Tensor | None = None
+
+    def update(self, real_pred: Any, fake_pred: Any) -> None:
+        """Fold one step's D(real) and D(fake) (tensors or tuples of heads; detached here) into the averages."""
+        real, fake = _head_means(real_pred, self.batch_mean), _head_means(fake_pred, self.batch_mean)
+        if self.real is None or self.fake is None:
+            self.real, self.fake = torch.zeros_like(real), torch.zeros_like(fake)
+        elif self.real.shape != real.shape:
+            raise ValueError(f"LeCam EMA holds {self.real.numel()} head(s), the discriminator gave {real.numel()}")
+        self.real = self.real.to(real.device)
+        self.fake = self.fake.to(fake.device)
+        self.real = self.decay * self.real + (1.0 - self.decay) * real
+        self.fake = self.decay * self.fake + (1.0 - self.decay) * fake
+        self.steps += 1
+
+    def anchors(self) -> tuple[Tensor, Tensor]:
+        """(alpha_R, alpha_F), each [n_heads]: the bias-corrected averages of D(real) and D(fake)."""
+        if self.real is None or self.fake is None or not self.steps:
+            raise RuntimeError("LeCam anchors are read before the first update")
+        correction = 1.0 - self.decay ** self.steps
+        return self.real / correction, self.fake / correction
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "steps": self.steps, "real": self.real, "fake": self.fake}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if float(state["decay"]) != self.decay:
+            raise ValueError(f"LeCam EMA state has decay {state['decay']}, this run uses {self.decay}")
+        self.steps = int(state["steps"])
+        self.real = None if state["real"] is None else state["real"].clone()
+        self.fake = None if state["fake"] is None else state["fake"].clone()
+
+
+def lecam_regularizer(real_pred: Any, fake_pred: Any, ema: LeCamEMA) -> Tensor:
+    """R_LC = E[relu(D(x) - alpha_F)^2] + E[relu(alpha_R - D(G(z)))^2], added to D's loss times
+    ``loss.lambda_lecam`` (Tseng et al. 2021, eq. 3).
+
+    The anchors are moving averages of D's own outputs (``ema``; update it with this step's outputs
+    first, as the authors do). The term pulls D's scores on real images toward where its fake scores
+    have been, and fake scores toward the real ones, so D cannot drive them apart without bound: on a
+    few hundred images, that divergence is how D memorises the training set. The one-sided (ReLU)
+    form follows the authors' released code: only the side that widens the gap is penalised. Both
+    inputs may be tuples of heads (one anchor pair each; the heads' terms are averaged).
+    """
+    alpha_real, alpha_fake = ema.anchors()
+    reals = real_pred if isinstance(real_pred, (tuple, list)) else (real_pred,)
+    fakes = fake_pred if isinstance(fake_pred, (tuple, list)) else (fake_pred,)
+    if not len(reals) == len(fakes) == alpha_real.numel():
+        raise ValueError(f"LeCam: {len(reals)} real and {len(fakes)} fake heads, {alpha_real.numel()} anchor(s)")
+    terms = [
+        F.relu(r.float() - alpha_fake[i]).pow(2).mean() + F.relu(alpha_real[i] - f.float()).pow(2).mean()
+        for i, (r, f) in enumerate(zip(reals, fakes))
+    ]
+    return sum(terms) / len(terms)
 
 
 def cycle_loss(reconstructed: Tensor, original: Tensor) -> Tensor:
