@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from cyclegan.checkpoint import load_generator
 from cyclegan.config import DiscriminatorConfig, GeneratorConfig, build_config, estimate_parameters, replace
 from cyclegan.errors import ConfigError
 from cyclegan.networks import (
     DISCRIMINATORS,
     GENERATORS,
+    AnimeGANv2Generator,
+    BlurDownsample,
+    BlurUpsample,
     NLayerDiscriminator,
     PixelDiscriminator,
     ResnetGenerator,
     UnetGenerator,
+    binomial_filter,
     build_discriminator,
     build_generator,
     count_parameters,
     init_weights,
 )
 from cyclegan.networks.blocks import ResnetBlock, UpsampleBlock, norm_layer, uses_bias
+from cyclegan.training import train
 
 
 @pytest.fixture(autouse=True)
@@ -289,11 +296,11 @@ def test_build_applies_init():
 
 
 def test_registry_names():
-    assert set(GENERATORS) == {"resnet", "unet_128", "unet_256", "attention"}
+    assert set(GENERATORS) == {"resnet", "unet_128", "unet_256", "attention", "animeganv2"}
     assert set(DISCRIMINATORS) == {"patch", "pixel", "dual", "vanilla_cnn"}
 
 
-@pytest.mark.parametrize("name", ["resnet", "unet_128", "unet_256"])
+@pytest.mark.parametrize("name", ["resnet", "unet_128", "unet_256", "animeganv2"])
 def test_every_generator_name_builds(name):
     net = build_generator(GeneratorConfig(name=name, ngf=2, n_blocks=1))
     assert isinstance(net, nn.Module) and isinstance(net.size_multiple, int)
@@ -448,3 +455,97 @@ def test_other_errors_while_building_are_not_disguised_as_memory(monkeypatch):
     monkeypatch.setitem(GENERATORS, "resnet", bug)
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
         build_generator(GeneratorConfig())
+
+
+# ----------------------------------------------------------------------------------------------
+# Anti-aliased resampling (CUT's default generator) and the AnimeGANv2 generator
+
+
+def test_binomial_filters_are_normalised_pascal_rows():
+    assert torch.equal(binomial_filter(3), torch.tensor([[1.0, 2, 1], [2, 4, 2], [1, 2, 1]]) / 16)
+    assert torch.equal(binomial_filter(4)[0], torch.tensor([1.0, 3, 3, 1]) / 64)
+    for size in range(1, 8):
+        assert float(binomial_filter(size).sum()) == 1.0
+
+
+def test_antialiased_resnet_keeps_the_parameter_count_and_stores_no_filters():
+    plain = build_generator(GeneratorConfig(name="resnet", ngf=64, n_blocks=9))
+    blurred = build_generator(GeneratorConfig(name="resnet", ngf=64, n_blocks=9, antialias="both"))
+    # A stride-1 conv3x3 has the weights of the stride-2 one; a conv3x3 those of the transposed conv3x3.
+    assert count_parameters(blurred) == count_parameters(plain) == 11_378_179
+    shapes = {name: tuple(b.shape) for name, b in blurred.named_buffers()}
+    assert shapes == {"encoder.7.filt": (128, 1, 3, 3), "encoder.11.filt": (256, 1, 3, 3),
+                      "decoder.0.0.0.filt": (256, 1, 4, 4), "decoder.1.0.0.filt": (128, 1, 4, 4)}
+    # The filters are constants of the config: checkpoints stay weights only.
+    assert not any(key.endswith("filt") for key in blurred.state_dict())
+    strides = [m.stride for m in blurred.encoder if isinstance(m, nn.Conv2d)]
+    assert strides == [(1, 1), (1, 1), (1, 1)]
+
+
+@pytest.mark.parametrize("mode", ["down", "up", "both"])
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 7])
+def test_antialiased_resnet_keeps_the_image_size(mode, size):
+    net = ResnetGenerator(ngf=4, n_blocks=1, antialias=mode, antialias_filter=size, antialias_up_filter=size)
+    assert net(torch.rand(2, 3, 20, 28) * 2 - 1).shape == (2, 3, 20, 28)
+
+
+def test_blur_layers_resample_a_constant_image_to_the_same_constant():
+    x = torch.full((1, 2, 8, 12), 0.3)
+    assert torch.allclose(BlurDownsample(channels=2, size=3)(x), torch.full((1, 2, 4, 6), 0.3))
+    for size in (3, 4):
+        assert torch.allclose(BlurUpsample(channels=2, size=size)(x), torch.full((1, 2, 16, 24), 0.3))
+
+
+def test_blur_downsample_is_the_blur_then_every_second_pixel():
+    x = torch.rand(1, 1, 8, 8)
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    blurred = F.conv2d(padded, binomial_filter(3)[None, None])  # [1, 1, 8, 8]
+    assert torch.allclose(BlurDownsample(channels=1, size=3)(x), blurred[:, :, ::2, ::2])
+
+
+def test_antialiased_nce_features_tap_the_conv_before_the_blur():
+    net = ResnetGenerator(ngf=4, n_blocks=5, antialias="both")
+    feats = net.nce_features(torch.rand(1, 3, 16, 16))
+    assert [tuple(f.shape[1:]) for f in feats] == [(3, 16, 16), (8, 16, 16), (16, 8, 8), (16, 4, 4), (16, 4, 4)]
+
+
+def test_antialias_config_is_validated():
+    build_config(overrides={"model.generator.antialias": "both", "model.generator.antialias_filter": 5})
+    with pytest.raises(ConfigError, match="model.generator.antialias"):
+        build_config(overrides={"model.generator.antialias": "yes"})
+    with pytest.raises(ConfigError, match="antialias_up_filter"):
+        build_config(overrides={"model.generator.antialias": "up", "model.generator.antialias_up_filter": 8})
+    with pytest.raises(ConfigError, match="needs model.generator.name=resnet"):
+        build_config(overrides={"model.generator.name": "unet_128", "model.generator.antialias": "down"})
+    with pytest.raises(ConfigError, match="leave it transpose"):
+        build_config(overrides={"model.generator.antialias": "both", "model.generator.upsample": "resize"})
+
+
+def test_animeganv2_parameter_count_and_shapes():
+    net = build_generator(GeneratorConfig(name="animeganv2"))
+    assert isinstance(net, AnimeGANv2Generator)
+    # The released face_paint_512_v2 / paprika / celeba_distill generator.
+    assert count_parameters(net) == 2_143_552
+    assert net.size_multiple == 4
+    assert net(torch.rand(1, 3, 8, 12) * 2 - 1).shape == (1, 3, 8, 12)  # two multiples: the smallest input
+    out = net(torch.rand(2, 3, 36, 20) * 2 - 1)
+    assert out.shape == (2, 3, 36, 20) and float(out.abs().max()) <= 1.0
+
+
+def test_animeganv2_width_scales_with_ngf_and_needs_an_even_ngf():
+    small = build_generator(GeneratorConfig(name="animeganv2", ngf=16))
+    assert small.to_rgb.weight.shape == (3, 8, 1, 1)
+    assert count_parameters(small) < count_parameters(build_generator(GeneratorConfig(name="animeganv2")))
+    with pytest.raises(ConfigError, match="even ngf"):
+        build_config(overrides={"model.generator.name": "animeganv2", "model.generator.ngf": 15})
+    with pytest.raises(ConfigError, match="multiple of 4 for generator animeganv2"):
+        build_config(overrides={"model.generator.name": "animeganv2", "data.crop_size": 30, "data.load_size": 30})
+
+
+def test_animeganv2_trains_in_a_cyclegan_recipe(tiny_config, tmp_path):
+    cfg = tiny_config(**{"model.generator.name": "animeganv2", "model.generator.ngf": 8, "train.max_steps": 2,
+                         "train.epochs": 1})
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result.step == 2
+    net, saved = load_generator(tmp_path / "run")
+    assert isinstance(net, AnimeGANv2Generator) and saved.model.generator.name == "animeganv2"

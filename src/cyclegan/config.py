@@ -29,6 +29,7 @@ NORMS = ("instance", "batch", "none")
 INITS = ("normal", "xavier", "kaiming", "orthogonal")
 PREPROCESS = ("resize_and_crop", "scale_width", "scale_width_and_crop", "crop", "none")
 UPSAMPLE = ("transpose", "resize")
+ANTIALIAS = ("none", "down", "up", "both")
 MODEL_KINDS = ("cyclegan", "cut", "fastcut")
 ADAPTIVE_WEIGHTING = ("none", "uncertainty")
 EDGE_PROMOTE_DIRECTIONS = ("a", "b", "both")  # whose discriminator sees the edge-smoothed copies
@@ -55,12 +56,18 @@ MAX_DISCRIMINATOR_LAYERS = 30
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    name: str = "resnet"  # registry key: resnet | unet_128 | unet_256
+    name: str = "resnet"  # registry key: resnet | unet_128 | unet_256 | attention | animeganv2
+    # animeganv2: the AnimeGANv2 generator (widths ngf/2 .. 4ngf; 64 = the original), fixed layer table
     ngf: int = 64
     n_blocks: int = 9  # residual blocks of the ResNet generator (paper: 9 at 256px, 6 at 128px)
     norm: str = "instance"
     dropout: float = 0.0  # paper's CycleGAN uses none; pix2pix-style 0.5 is an option
     upsample: str = "transpose"  # transpose (paper) | resize (nearest + conv, no checkerboard)
+    # -- resnet only: anti-aliased resampling as in the CUT authors' default generator (blur pooling,
+    # Zhang, ICML 2019): none | down | up | both (CUT: both); the binomial blur sizes (CUT: 3 and 4)
+    antialias: str = "none"
+    antialias_filter: int = 3
+    antialias_up_filter: int = 4
     # -- attention generator only (seed 004 sec. 1.2.1)
     se_reduction: int = 16  # squeeze-and-excitation bottleneck: channels / se_reduction
     cbam_every: int = 2  # every k-th residual block also gets CBAM (0 = SE-only blocks)
@@ -544,6 +551,18 @@ def validate(cfg: Config) -> None:
     _at_most("model.generator.n_blocks", g.n_blocks, MAX_RESIDUAL_BLOCKS)
     if not 0.0 <= g.dropout < 1.0:
         raise ConfigError(f"model.generator.dropout: must be in [0, 1), got {g.dropout}")
+    _choice("model.generator.antialias", g.antialias, ANTIALIAS)
+    for name in ("antialias_filter", "antialias_up_filter"):
+        _at_least(f"model.generator.{name}", getattr(g, name), 1)
+        _at_most(f"model.generator.{name}", getattr(g, name), 7)
+    if g.antialias != "none" and g.name != "resnet":
+        raise ConfigError(f"model.generator.antialias: anti-aliased resampling needs model.generator.name=resnet, "
+                          f"not {short_repr(g.name)}")
+    if g.antialias in ("up", "both") and g.upsample != "transpose":
+        raise ConfigError(f"model.generator.antialias {g.antialias}: the blurred upsampling replaces "
+                          f"model.generator.upsample; leave it transpose, not {short_repr(g.upsample)}")
+    if g.name == "animeganv2" and g.ngf % 2:
+        raise ConfigError(f"model.generator.ngf: animeganv2 starts at ngf/2 channels; needs an even ngf, got {g.ngf}")
     _at_least("model.generator.se_reduction", g.se_reduction, 1)
     _at_least("model.generator.cbam_every", g.cbam_every, 0)
     _at_least("model.generator.vq_codebook_size", g.vq_codebook_size, 0)

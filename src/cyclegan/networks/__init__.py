@@ -5,6 +5,7 @@
 that configs and the CLI accept.
 """
 
+from cyclegan.networks.animegan import AnimeGANv2Generator
 from cyclegan.networks.attention import AttentionGenerator
 from cyclegan.networks.blocks import count_parameters, init_weights
 from cyclegan.networks.discriminators import (
@@ -15,13 +16,26 @@ from cyclegan.networks.discriminators import (
     VanillaCNNDiscriminator,
     build_discriminator,
 )
-from cyclegan.networks.generators import GENERATORS, ResnetGenerator, UnetGenerator, build_generator
+from cyclegan.networks.generators import (
+    ANTIALIAS_MODES,
+    GENERATORS,
+    BlurDownsample,
+    BlurUpsample,
+    ResnetGenerator,
+    UnetGenerator,
+    binomial_filter,
+    build_generator,
+)
 from cyclegan.networks.vq import VectorQuantizer
 
 __all__ = [
+    "ANTIALIAS_MODES",
     "DISCRIMINATORS",
     "GENERATORS",
+    "AnimeGANv2Generator",
     "AttentionGenerator",
+    "BlurDownsample",
+    "BlurUpsample",
     "DualHeadDiscriminator",
     "NLayerDiscriminator",
     "PixelDiscriminator",
@@ -29,6 +43,7 @@ __all__ = [
     "UnetGenerator",
     "VanillaCNNDiscriminator",
     "VectorQuantizer",
+    "binomial_filter",
     "build_discriminator",
     "build_generator",
     "count_parameters",

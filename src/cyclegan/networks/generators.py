@@ -1,17 +1,25 @@
 """Generators: the ResNet encoder-transformer-decoder of the CycleGAN paper and the pix2pix U-Net.
 
+The ResNet generator optionally resamples with anti-aliasing, as the default generator of the CUT
+authors' code does (Park et al. 2020; blur pooling after Zhang, "Making convolutional networks
+shift-invariant again", ICML 2019): a fixed binomial blur before each 2x subsampling and after each
+2x zero-insertion upsampling, so that a shifted input gives a shifted output instead of aliasing.
+
 Every generator maps [B, 3, H, W] in [-1, 1] to [B, 3, H, W] in [-1, 1] (Tanh output) and exposes
 ``size_multiple``, the number H and W must be divisible by; ``translate`` reflection-pads to it.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
+from cyclegan.errors import ConfigError
 from cyclegan.networks.blocks import (
     ResnetBlock,
     UpsampleBlock,
@@ -28,6 +36,75 @@ if TYPE_CHECKING:
     from cyclegan.config import GeneratorConfig
 
 GENERATORS = Registry("generator")
+ANTIALIAS_MODES = ("none", "down", "up", "both")
+
+
+def binomial_filter(size: int) -> torch.Tensor:
+    """The normalised 2-D binomial blur of side ``size``: outer product of row ``size - 1`` of
+    Pascal's triangle with itself, divided by its sum ([1, 2, 1] x [1, 2, 1] / 16 for size 3).
+    Every entry is a dyadic fraction, so it is exact in float32. [size, size]"""
+    row = torch.tensor([math.comb(size - 1, k) for k in range(size)], dtype=torch.float64)
+    grid = torch.outer(row, row)
+    return (grid / grid.sum()).float()
+
+
+class BlurDownsample(nn.Module):
+    """Reflection pad, depthwise binomial blur, keep every second pixel: [B, C, H, W] -> [B, C, H/2, W/2].
+
+    The filter is a non-persistent buffer: it is a constant of the config (``antialias_filter``), so
+    checkpoints hold no copy of it and old checkpoints load unchanged.
+    """
+
+    def __init__(self, *, channels: int, size: int = 3) -> None:
+        super().__init__()
+        self.channels = channels
+        # An even filter has no centre; its extra tap goes to the right/bottom.
+        self.pad = nn.ReflectionPad2d(((size - 1) // 2, size // 2, (size - 1) // 2, size // 2))
+        self.register_buffer("filt", binomial_filter(size).expand(channels, 1, size, size).clone(),
+                             persistent=False)  # [C, 1, size, size]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(self.pad(x), self.filt, stride=2, groups=self.channels)
+
+
+class BlurUpsample(nn.Module):
+    """2x upsampling by a strided depthwise transposed binomial blur: [B, C, H, W] -> [B, C, 2H, 2W].
+
+    Zero insertion followed by the blur; the filter is scaled by 4 because only one in four output
+    positions receives an input sample, which keeps a constant image constant. Edges are replicated
+    by one pixel first and the surplus border is cropped, so the output is aligned with the input.
+    """
+
+    def __init__(self, *, channels: int, size: int = 4) -> None:
+        super().__init__()
+        self.channels = channels
+        self.padding = 1 + (size - 1) // 2
+        self.trim = size % 2 == 0  # an even filter leaves one more row and column
+        self.pad = nn.ReplicationPad2d(1)
+        self.register_buffer("filt", (binomial_filter(size) * 4).expand(channels, 1, size, size).clone(),
+                             persistent=False)  # [C, 1, size, size]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.conv_transpose2d(self.pad(x), self.filt, stride=2, padding=self.padding, groups=self.channels)
+        y = y[:, :, 1:, 1:]  # [B, C, 2H + trim, 2W + trim]
+        if self.trim:
+            y = y[:, :, :-1, :-1]
+        return y
+
+
+class AntialiasUpsampleBlock(nn.Sequential):
+    """Decoder stage with anti-aliased upsampling: (blur upsampling, zero-padded conv3x3), norm, ReLU.
+    The same indices as ``UpsampleBlock`` (upsampling layer, norm, ReLU). [B, in, H, W] -> [B, out, 2H, 2W]"""
+
+    def __init__(self, *, in_channels: int, out_channels: int, norm: str, filter_size: int) -> None:
+        super().__init__(
+            nn.Sequential(
+                BlurUpsample(channels=in_channels, size=filter_size),
+                nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=uses_bias(norm)),
+            ),
+            norm_layer(norm, out_channels),
+            nn.ReLU(inplace=True),
+        )
 
 
 class ResnetGenerator(nn.Module):
@@ -36,6 +113,10 @@ class ResnetGenerator(nn.Module):
     The architecture of the CycleGAN paper (appendix 7.2, after Johnson et al. 2016) and exactly the
     layer table of seed 000 section 5.3.1; the paper uses 9 blocks at 256x256 and 6 at 128x128.
     With ngf=64, 9 blocks and instance norm it has 11,378,179 parameters.
+
+    ``antialias`` (none | down | up | both; CUT's default generator is both) replaces each stride-2
+    conv by a stride-1 conv, norm, ReLU and ``BlurDownsample`` (down), and each transposed conv by
+    ``BlurUpsample`` + conv3x3 (up); the parameter count is unchanged.
     """
 
     n_downsampling = 2
@@ -50,8 +131,14 @@ class ResnetGenerator(nn.Module):
         norm: str = "instance",
         dropout: float = 0.0,
         upsample: str = "transpose",
+        antialias: str = "none",
+        antialias_filter: int = 3,
+        antialias_up_filter: int = 4,
     ) -> None:
         super().__init__()
+        if antialias not in ANTIALIAS_MODES:
+            raise ConfigError(f"unknown antialias {antialias!r}; choose from {', '.join(ANTIALIAS_MODES)}")
+        blur_down, blur_up = antialias in ("down", "both"), antialias in ("up", "both")
         # Two stride-2 convs down, two 2x upsamplings back up.
         self.size_multiple: int = 2**self.n_downsampling
         self.checkpoint_blocks: bool = False  # see _checkpointed_blocks
@@ -65,13 +152,18 @@ class ResnetGenerator(nn.Module):
             norm_layer(norm, ngf),
             nn.ReLU(inplace=True),
         ]
+        # Encoder indices of the downsampling convs, whose outputs PatchNCE taps (nce_features).
+        self.nce_taps: tuple[int, ...] = ()
         for i in range(self.n_downsampling):
             c_in, c_out = ngf * 2**i, ngf * 2 ** (i + 1)
+            self.nce_taps += (len(encoder),)
             encoder += [
-                nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1, bias=bias),
+                nn.Conv2d(c_in, c_out, kernel_size=3, stride=1 if blur_down else 2, padding=1, bias=bias),
                 norm_layer(norm, c_out),
                 nn.ReLU(inplace=True),
             ]
+            if blur_down:
+                encoder.append(BlurDownsample(channels=c_out, size=antialias_filter))
         # [B, 3, H, W] -> [B, 4ngf, H/4, W/4]
         self.encoder = nn.Sequential(*encoder)
 
@@ -83,10 +175,10 @@ class ResnetGenerator(nn.Module):
 
         decoder: list[nn.Module] = []
         for i in range(self.n_downsampling, 0, -1):
+            c_in, c_out = ngf * 2**i, ngf * 2 ** (i - 1)
             decoder.append(
-                UpsampleBlock(
-                    in_channels=ngf * 2**i, out_channels=ngf * 2 ** (i - 1), norm=norm, mode=upsample
-                )
+                AntialiasUpsampleBlock(in_channels=c_in, out_channels=c_out, norm=norm, filter_size=antialias_up_filter)
+                if blur_up else UpsampleBlock(in_channels=c_in, out_channels=c_out, norm=norm, mode=upsample)
             )
         decoder += [
             nn.ReflectionPad2d(3),
@@ -102,10 +194,12 @@ class ResnetGenerator(nn.Module):
         than five blocks, the last one). Channels: 3, 2ngf, 4ngf, 4ngf, 4ngf."""
         feats = [x]  # [B, 3, H, W]
         h = x
-        for layer in self.encoder:
+        for i, layer in enumerate(self.encoder):
             h = layer(h)
-            if isinstance(layer, nn.Conv2d) and layer.stride == (2, 2):
-                feats.append(h)  # [B, 2ngf, H/2, W/2], then [B, 4ngf, H/4, W/4]
+            if i in self.nce_taps:
+                # [B, 2ngf, H/2, W/2], then [B, 4ngf, H/4, W/4]; with anti-aliased downsampling the
+                # conv comes before the blur pooling, so H and 2ngf, then H/2 and 4ngf (as in CUT).
+                feats.append(h)
         last = min(4, len(self.transformer) - 1)
         for i, block in enumerate(self.transformer[: last + 1]):
             h = block(h)
@@ -257,7 +351,8 @@ class UnetGenerator(nn.Module):
 @GENERATORS.register("resnet")
 def resnet_generator(cfg: GeneratorConfig) -> nn.Module:
     return ResnetGenerator(
-        ngf=cfg.ngf, n_blocks=cfg.n_blocks, norm=cfg.norm, dropout=cfg.dropout, upsample=cfg.upsample
+        ngf=cfg.ngf, n_blocks=cfg.n_blocks, norm=cfg.norm, dropout=cfg.dropout, upsample=cfg.upsample,
+        antialias=cfg.antialias, antialias_filter=cfg.antialias_filter, antialias_up_filter=cfg.antialias_up_filter,
     )
 
 
