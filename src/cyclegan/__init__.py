@@ -2,11 +2,7 @@
 
 __version__ = "0.1.0"
 
+# After __version__: modules imported from here read it while this package is still initialising.
+from cyclegan.translate import Translator
 
-def __getattr__(name: str):
-    # Lazy, so `import cyclegan` (and the CLI's startup) does not pay for importing torch.
-    if name == "Translator":
-        from cyclegan.translate import Translator
-
-        return Translator
-    raise AttributeError(f"module 'cyclegan' has no attribute {name!r}")
+__all__ = ["Translator", "__version__"]

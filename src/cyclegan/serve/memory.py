@@ -5,24 +5,25 @@ A 56 KB PNG can declare 4000x4000 pixels; decoding and translating it whole took
 
 - the *source* phase: the decoded image and the copies made of it before the resize (``max_side``),
   per source pixel;
-- the *work* phase: the decoded image, still held, plus per translated pixel the uint8 and float32
-  copies, the padded input, the blended output and its weights, the output image and its encoding;
-- the generator's activations: ``Translator.bytes_per_pixel`` per padded pixel for a whole pass, or,
-  when the translator may tile (``tile`` auto or N), no more than its memory budget per pass. Each
-  request's translator gets the budget left over after the two phases above, so tiling keeps the
-  passes inside the request's limit.
+- the *work* phase: the decoded image, still held, the request's own arrays and output image and
+  its encoding per translated pixel, plus what ``Translator.estimate_memory`` says translating it
+  holds: the full-resolution tensors around the network (uint8 and float32 copies, the padded input,
+  the blended output and its weights) and the generator's largest pass, ``bytes_per_pixel`` per
+  padded pixel for a whole pass or, when the translator may tile (``tile`` auto or N), no more than
+  its memory budget. Each request's translator gets the budget left over after everything else, so
+  tiling keeps the passes inside the request's limit.
 
 The per-pixel figures were measured on the translate path (peak RSS growth, tiny ResNet, CPU fp32,
 tiled, PNG inputs from 1500x1500 to 4000x3000, some downscaled with max_side): the source phase
-peaked at about 18 B per source pixel and the work phase at 63-68 B per translated pixel including
-the held source; the constants below round those up. The estimate counts the generator's working
-memory as host memory, which overstates what a GPU server keeps on the host.
+peaked at about 18 B per source pixel and the work phase outside the generator at 63-68 B per
+translated pixel including the held source; the constants below and the translator's estimate of
+its copies round those up. The estimate counts the generator's working memory as host memory, which
+overstates what a GPU server keeps on the host.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,9 @@ DEFAULT_MAX_REQUEST_MEMORY = 2**30
 
 _SOURCE_BYTES_PER_PIXEL = 20  # decoding and the copies before the resize, per source pixel
 _HELD_SOURCE_BYTES_PER_PIXEL = 4  # the decoded upload (Pillow keeps RGB in 4 bytes a pixel)
-_WORK_BYTES_PER_PIXEL = 72  # per translated pixel, outside the generator
+# Per translated pixel, besides the translator's own estimate: the prepared RGB array, the output
+# image (Pillow keeps RGB in 4 bytes a pixel) and its encoding.
+_HANDLING_BYTES_PER_PIXEL = 12
 # Tiles below this side spend most of their work on overlaps; a request that leaves the generator
 # less than such a tile's memory is refused rather than translated through a keyhole.
 _MIN_TILE_SIDE = 256
@@ -55,22 +58,6 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
-def _padded_pixels(translator: Translator, width: int, height: int) -> int:
-    # As Translator.translate_tensor pads: to a multiple of size_multiple, at least two of them.
-    m = translator.size_multiple
-    return max(math.ceil(width / m) * m, 2 * m) * max(math.ceil(height / m) * m, 2 * m)
-
-
-def _generator_bytes(translator: Translator, width: int, height: int) -> int:
-    """Peak activations of the generator for a (width x height) image under the translator's budget."""
-    whole = _padded_pixels(translator, width, height) * translator.bytes_per_pixel
-    if translator.tile == "off":
-        return int(whole)
-    # Tiled passes (and the norm-statistics pass) hold at most the budget's pixels, or one fixed tile.
-    tile_pixels = translator.tile**2 if isinstance(translator.tile, int) else 0
-    return int(min(whole, max(translator.memory_budget, tile_pixels * translator.bytes_per_pixel)))
-
-
 def _plan_at(translator: Translator, source: tuple[int, int], side: int | None, limit: int,
              upload_bytes: int) -> RequestPlan:
     w, h = source
@@ -78,11 +65,12 @@ def _plan_at(translator: Translator, source: tuple[int, int], side: int | None, 
     per_request.max_side = side
     out_w, out_h = per_request.output_size(w, h)
     source_px, out_px = w * h, out_w * out_h
-    phases = upload_bytes + max(source_px * _SOURCE_BYTES_PER_PIXEL,
-                                source_px * _HELD_SOURCE_BYTES_PER_PIXEL + out_px * _WORK_BYTES_PER_PIXEL)
+    held = upload_bytes + source_px * _HELD_SOURCE_BYTES_PER_PIXEL + out_px * _HANDLING_BYTES_PER_PIXEL
+    copies = per_request.estimate_memory(w, h).copies  # does not depend on the budget
     min_tile = _MIN_TILE_SIDE**2 * translator.bytes_per_pixel
-    per_request.memory_budget = int(min(translator.memory_budget, max(limit - phases, min_tile)))
-    estimate = phases + _generator_bytes(per_request, out_w, out_h)
+    per_request.memory_budget = int(min(translator.memory_budget, max(limit - held - copies, min_tile)))
+    work = held + per_request.estimate_peak_bytes(w, h)
+    estimate = max(upload_bytes + source_px * _SOURCE_BYTES_PER_PIXEL, work)
     return RequestPlan(translator=per_request, size=(out_w, out_h), estimate=estimate)
 
 

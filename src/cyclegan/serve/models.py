@@ -13,6 +13,7 @@ from PIL import Image
 from cyclegan.config import Config
 from cyclegan.errors import CycleGANError
 from cyclegan.serve.errors import ServeError
+from cyclegan.translate import Translator
 
 __all__ = ["DIRECTIONS", "ServedModel", "config_summary", "load_models", "parse_model_spec"]
 
@@ -113,8 +114,6 @@ def load_models(
     """Load every ``--checkpoint`` spec once, both directions where the model has both.
 
     ``threads`` also sizes ONNX Runtime sessions (``Translator.from_checkpoint``)."""
-    from cyclegan.translate import Translator
-
     if not specs:
         raise ServeError("no models: give at least one --checkpoint")
     models: dict[str, ServedModel] = {}

@@ -8,8 +8,13 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
+
+from cyclegan.devices import cap_threads
 from cyclegan.errors import TranslateError
 from cyclegan.serve.errors import ServeError
+from cyclegan.serve.memory import DEFAULT_MAX_REQUEST_MEMORY
+from cyclegan.serve.models import load_models
 from cyclegan.translate import parse_bytes
 
 __all__ = ["bind_socket", "build_server", "run_server"]
@@ -71,7 +76,7 @@ def build_server(app: Any, *, header_timeout: float, max_connections: int, log_l
     """
     import uvicorn  # the serve extra
 
-    from cyclegan.serve.connections import guarded_protocol
+    from cyclegan.serve.connections import guarded_protocol  # imports uvicorn: the serve extra
 
     config = uvicorn.Config(
         app,
@@ -108,6 +113,7 @@ def run_server(
     ``max_request_memory`` is a size such as ``1G`` or ``512M``, or a number of bytes.
     """
     _require_extra()
+    # app imports FastAPI and connections uvicorn: the serve extra, checked just above.
     from cyclegan.serve.app import (
         DEFAULT_BODY_TIMEOUT,
         DEFAULT_MAX_PIXELS,
@@ -116,8 +122,6 @@ def run_server(
         create_app,
     )
     from cyclegan.serve.connections import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS
-    from cyclegan.serve.memory import DEFAULT_MAX_REQUEST_MEMORY
-    from cyclegan.serve.models import load_models
 
     if port < 0 or port > 65535:
         raise ServeError(f"--port {port}: expected 0..65535")
@@ -140,10 +144,6 @@ def run_server(
                       else _parse_request_memory(max_request_memory))
     # Bind before loading models, so a busy port fails in a second rather than after the loading.
     sock = bind_socket(host, port)
-    import torch
-
-    from cyclegan.devices import cap_threads
-
     # Model loading runs here; the workers set the same count for themselves. 0: the CPUs this
     # process may use (PyTorch's default, capped), shared among the workers.
     if not threads:

@@ -1,4 +1,4 @@
-"""Video translation through PyAV: decode, translate frames in batches, encode at the same fps and size.
+"""Video: decode with PyAV, translate frames in batches through a Translator, encode at the same fps and size.
 
 The audio stream is copied packet for packet when the output container can hold its codec, and
 re-encoded otherwise (GIF holds none). ``temporal_smoothing`` alpha blends every output frame with
@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from cyclegan.errors import TranslateError
 
 if TYPE_CHECKING:
-    from cyclegan.translate import Translator
+    from cyclegan.translate.api import Translator
 
 __all__ = ["VIDEO_EXTENSIONS", "VideoResult", "translate_video"]
 
@@ -64,7 +65,7 @@ class VideoResult:
 
 
 def _encoder(names: tuple[str, ...]) -> str | None:
-    import av
+    import av  # the video extra; translate_video checks it is installed before calling here
 
     def available(name: str) -> bool:
         try:
@@ -104,7 +105,7 @@ def translate_video(
 ) -> VideoResult:
     """Translate every frame of ``src`` into ``dst`` (container and codec chosen by its extension)."""
     try:
-        import av
+        import av  # the video extra
     except ImportError:
         raise TranslateError(f"{src}: video needs PyAV (pip install 'cyclegan[video]')") from None
     src, dst = Path(src), Path(dst)
@@ -154,8 +155,6 @@ def translate_video(
                     audio = f"re-encoded ({enc})"
 
         if progress:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=vin.frames or None, unit="frame", dynamic_ncols=True, file=sys.stderr,
                        desc=src.name)
         state = {"index": 0, "prev": None}

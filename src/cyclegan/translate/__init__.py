@@ -1,0 +1,36 @@
+"""Translate photos, folders and streams at full resolution with any saved or exported generator.
+
+    api      Translator: one generator, PIL images / numpy arrays / uint8 tensors in, the same out;
+             padding, batching, precision and runtime choice; the option parsers
+    tiling   tile layout, raised-cosine blending, shared instance-norm statistics, memory estimate
+    files    translate_paths: files, folders, globs, stdin/stdout, output planning and summary
+    video    translate_video: frames through a Translator with PyAV (the video extra)
+
+The names below are re-exported so ``from cyclegan.translate import Translator`` keeps working.
+"""
+
+from cyclegan.image import pad_to_multiple
+from cyclegan.translate.api import PreparedImage, Translator, parse_bytes, parse_size, parse_tile
+from cyclegan.translate.files import OUTPUT_FORMATS, OutputOptions, TranslateSummary, translate_paths
+from cyclegan.translate.tiling import MemoryEstimate, blend_weights, estimate_memory, tile_starts
+from cyclegan.translate.video import VIDEO_EXTENSIONS, VideoResult, translate_video
+
+__all__ = [
+    "OUTPUT_FORMATS",
+    "VIDEO_EXTENSIONS",
+    "MemoryEstimate",
+    "OutputOptions",
+    "PreparedImage",
+    "TranslateSummary",
+    "Translator",
+    "VideoResult",
+    "blend_weights",
+    "estimate_memory",
+    "pad_to_multiple",
+    "parse_bytes",
+    "parse_size",
+    "parse_tile",
+    "tile_starts",
+    "translate_paths",
+    "translate_video",
+]
