@@ -468,5 +468,31 @@ def serve_cmd(checkpoints, host, port, device, precision, tile, max_upload_mb, m
     )
 
 
+def _import_formats() -> list[str]:
+    # The importers' registry feeds the FORMAT choices (read once, when the command is defined).
+    from cyclegan.importers import IMPORT_FORMATS
+
+    return sorted(IMPORT_FORMATS)
+
+
+@main.command("import")
+@click.argument("fmt", metavar="FORMAT", type=click.Choice(_import_formats()))
+@click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Model folder to write: a safetensors export, or a checkpoint for a G_A + G_B pair.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing cyclegan model folder at --out.")
+def import_cmd(fmt, paths, out, overwrite) -> None:
+    """Import generators trained with other projects' code into a model folder usable everywhere.
+
+    FORMAT: official (the CycleGAN/pix2pix authors' .pth files; latest_net_G_A.pth and
+    latest_net_G_B.pth together give both directions), cut (CUT/FastCUT generators) or animeganv2
+    (the AnimeGANv2 PyTorch port: face_paint_512_v2, paprika, celeba_distill). The architecture is
+    read from the file and checked tensor by tensor.
+    """
+    from cyclegan.importers import import_weights
+
+    click.echo(import_weights(fmt, paths, out, overwrite=overwrite).line())
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
