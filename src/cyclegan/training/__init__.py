@@ -11,7 +11,8 @@ The package holds one concept per module:
     samples   sample grids
     state     the training state saved for an exact resume (``state.pt``)
     signals   Ctrl-C / SIGTERM: stop after this iteration and save
-    loop      ``train``: the loop itself, in named phases
+    recorder  what the loop records between iterations: loss window, checkpoints, evaluation, stop record
+    loop      ``train``: the loop itself, in named phases read top to bottom
 
 Importing the package imports every step builder, so ``TRAIN_STEPS`` always holds every model kind.
 """
