@@ -3,13 +3,22 @@ local HTTP server standing in for the publishers' sites (nothing is downloaded f
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import re
+import tarfile
 from pathlib import Path
 
 import pytest
+import torch
+from click.testing import CliRunner
+from local_server import serve
 
-from cyclegan.download import cache_dir
+from cyclegan import pretrained
+from cyclegan.cli import main
+from cyclegan.download import ChecksumError, cache_dir
+from cyclegan.modelfile import load_any_generator
 from cyclegan.sources import (
     ModelSourceError,
     catalog_entry,
@@ -97,3 +106,172 @@ def test_pretrained_model_in_the_cache_resolves_and_picks_a_direction(tmp_path, 
     (two / "b2a").rmdir()
     with pytest.raises(ModelSourceError, match="has no b2a model"):
         resolve_source("pretrained:horse2zebra", direction="b2a")
+
+
+# ------------------------------------------------------------------ pretrained get, against a local server
+
+
+def official_state(ngf: int = 4, n_blocks: int = 1, seed: int = 0) -> dict:
+    """A generator in the CycleGAN authors' file layout (their ResNet ``model.<i>`` Sequential), tiny."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g) * 0.1
+
+    sd = {"model.1.weight": r(ngf, 3, 7, 7), "model.1.bias": r(ngf),
+          "model.4.weight": r(2 * ngf, ngf, 3, 3), "model.4.bias": r(2 * ngf),
+          "model.7.weight": r(4 * ngf, 2 * ngf, 3, 3), "model.7.bias": r(4 * ngf)}
+    for i in range(n_blocks):
+        for c in (1, 5):
+            sd[f"model.{10 + i}.conv_block.{c}.weight"] = r(4 * ngf, 4 * ngf, 3, 3)
+            sd[f"model.{10 + i}.conv_block.{c}.bias"] = r(4 * ngf)
+    n = n_blocks
+    sd |= {f"model.{10 + n}.weight": r(4 * ngf, 2 * ngf, 3, 3), f"model.{10 + n}.bias": r(2 * ngf),
+           f"model.{13 + n}.weight": r(2 * ngf, ngf, 3, 3), f"model.{13 + n}.bias": r(ngf),
+           f"model.{17 + n}.weight": r(3, ngf, 7, 7), f"model.{17 + n}.bias": r(3)}
+    return sd
+
+
+def _bytes_of(state: dict) -> bytes:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+ZOO_FILE = _bytes_of(official_state())
+
+
+def _tar_with(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+ARCHIVE = _tar_with({"checkpoints/tiny_a_pretrained/latest_net_G.pth": ZOO_FILE,
+                     "checkpoints/tiny_b_pretrained/latest_net_G.pth": _bytes_of(official_state(seed=1))})
+
+
+def _entry(name: str, url: str, **kw) -> dict:
+    base = dict(vars(catalog_entry("horse2zebra")), name=name, url=url, file=url.rsplit("/", 1)[-1],
+                task="tiny test model", non_commercial=False)
+    return base | kw
+
+
+@pytest.fixture
+def local_catalog(tmp_path, monkeypatch):
+    """A private cache, and catalog entries served by a 127.0.0.1 server (network allowed only there)."""
+    monkeypatch.setenv("CYCLEGAN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("CYCLEGAN_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    files = {"/zoo/tiny.pth": ZOO_FILE, "/cut/models.tar": ARCHIVE}
+    with serve(files) as srv:
+        entries = [
+            _entry("tiny", srv.url + "/zoo/tiny.pth", sha256=hashlib.sha256(ZOO_FILE).hexdigest(),
+                   size_bytes=len(ZOO_FILE)),
+            _entry("tiny_nohash", srv.url + "/zoo/tiny.pth", file="tiny_nohash.pth", non_commercial=True,
+                   licence_note="Trained on data for non-commercial research only"),
+            _entry("tiny_badhash", srv.url + "/zoo/tiny.pth", sha256="0" * 64),
+            _entry("tiny_a", srv.url + "/cut/models.tar", member="tiny_a_pretrained/latest_net_G.pth"),
+            _entry("tiny_b", srv.url + "/cut/models.tar", member="tiny_b_pretrained/latest_net_G.pth"),
+            _entry("tiny_c", srv.url + "/cut/models.tar", member="tiny_c_pretrained/latest_net_G.pth"),
+        ]
+        path = tmp_path / "catalog.json"
+        path.write_text(json.dumps({"models": entries}))
+        monkeypatch.setenv("CYCLEGAN_PRETRAINED_CATALOG", str(path))
+        yield srv
+
+
+def _runner() -> CliRunner:
+    try:
+        return CliRunner(mix_stderr=False)  # click 8.1; 8.2+ always separates the streams
+    except TypeError:
+        return CliRunner()
+
+
+def test_get_downloads_checks_imports_records_and_then_is_instant(local_catalog):
+    srv = local_catalog
+    got = pretrained.get("tiny", progress=False)
+    assert got.downloaded and got.sha256 == hashlib.sha256(ZOO_FILE).hexdigest()
+    assert got.model_dir == pretrained_model_dir("tiny") and got.source.read_bytes() == ZOO_FILE
+    assert sorted(p.name for p in got.model_dir.iterdir()) == ["config.json", "generator.safetensors", "meta.json"]
+    record = pretrained.read_record("tiny")
+    assert record["sha256"] == got.sha256 and record["bytes"] == len(ZOO_FILE) and record["url"].endswith("tiny.pth")
+    assert len(srv.requests) == 1
+    again = pretrained.get("tiny", progress=False)
+    assert not again.downloaded and again.sha256 == got.sha256 and len(srv.requests) == 1  # from the cache
+    # pretrained:NAME now loads like any exported model, and runs.
+    loaded = load_any_generator(resolve_source("pretrained:tiny"), device="cpu")
+    y = loaded.model(torch.zeros(1, 3, 16, 16))  # [1, 3, 16, 16]
+    assert y.shape == (1, 3, 16, 16) and loaded.info.direction == "a2b"
+
+
+def test_get_resumes_a_cut_download(local_catalog):
+    srv = local_catalog
+    srv.cut("/zoo/tiny.pth", after=len(ZOO_FILE) // 3)
+    got = pretrained.get("tiny", progress=False)
+    assert got.source.read_bytes() == ZOO_FILE
+    assert srv.requests == [("/zoo/tiny.pth", None), ("/zoo/tiny.pth", f"bytes={len(ZOO_FILE) // 3}-")]
+
+
+def test_checksum_mismatch_caches_nothing(local_catalog):
+    with pytest.raises(ChecksumError, match="nothing was saved"):
+        pretrained.get("tiny_badhash", progress=False)
+    base = cache_dir() / "pretrained" / "tiny_badhash"
+    assert not pretrained.is_downloaded("tiny_badhash")
+    assert not base.exists() or [p for p in base.rglob("*") if p.is_file()] == []
+
+
+def test_archive_release_is_downloaded_once_and_each_model_taken_out(local_catalog):
+    srv = local_catalog
+    a = pretrained.get("tiny_a", progress=False)
+    b = pretrained.get("tiny_b", progress=False)
+    assert a.source.read_bytes() == ZOO_FILE and b.source.name == "latest_net_G.pth"
+    assert [r for r in srv.requests if r[0] == "/cut/models.tar"] == [("/cut/models.tar", None)]  # shared
+    with pytest.raises(pretrained.PretrainedError, match="has no tiny_c_pretrained/latest_net_G.pth"):
+        pretrained.get("tiny_c", progress=False)
+
+
+def test_offline_get_names_the_file_and_imports_one_put_there_by_hand(local_catalog, monkeypatch):
+    srv = local_catalog
+    monkeypatch.setenv("CYCLEGAN_OFFLINE", "1")
+    res = _runner().invoke(main, ["pretrained", "get", "tiny"])
+    dest = cache_dir() / "pretrained" / "tiny" / "source" / "tiny.pth"
+    assert res.exit_code == 1 and srv.requests == []
+    error = res.stderr.strip()
+    assert error.startswith("error:") and "\n" not in error
+    assert f"download {srv.url}/zoo/tiny.pth by hand and put it at {dest}" in error
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(ZOO_FILE)  # what the user does by hand
+    res = _runner().invoke(main, ["pretrained", "get", "tiny", "--offline"])
+    assert res.exit_code == 0, res.output
+    assert "tiny: downloaded and imported" in res.stdout and srv.requests == []
+    assert resolve_source("pretrained:tiny") == pretrained_model_dir("tiny")
+
+
+def test_cli_get_with_out_and_list(local_catalog, tmp_path):
+    out = tmp_path / "mine"
+    res = _runner().invoke(main, ["pretrained", "get", "tiny_nohash", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert f"copied to {out}" in res.stdout and (out / "generator.safetensors").is_file()
+    assert "note: tiny_nohash is for non-commercial use" in res.stderr
+    assert f"sha256 {hashlib.sha256(ZOO_FILE).hexdigest()}" in res.stderr  # recorded, though none was published
+    res = _runner().invoke(main, ["pretrained", "get", "tiny_nohash", "--out", str(out)])
+    assert res.exit_code == 1 and "already exists; pass --overwrite" in res.stderr
+    res = _runner().invoke(main, ["pretrained", "get", "tiny_nohash", "--out", str(out), "--overwrite"])
+    assert res.exit_code == 0 and "already in the cache" in res.stdout
+    (out / "notes.txt").write_text("mine")
+    res = _runner().invoke(main, ["pretrained", "get", "tiny_nohash", "--out", str(out), "--overwrite"])
+    assert res.exit_code == 1 and "refusing to replace it" in res.stderr and (out / "notes.txt").exists()
+    res = _runner().invoke(main, ["pretrained", "list"])
+    lines = res.stdout.splitlines()
+    assert res.exit_code == 0 and len(lines) == 1 + 28 + 6
+    row = next(line for line in lines if " tiny_nohash " in line)
+    assert row.startswith("*") and "non-commercial" in row and "official" in row
+    assert any(line.startswith("  horse2zebra ") and "?" in line for line in lines)  # size not published
+    res = _runner().invoke(main, ["pretrained", "get", "hors2zebra"])
+    assert res.exit_code == 1 and "did you mean horse2zebra" in res.stderr

@@ -494,5 +494,88 @@ def import_cmd(fmt, paths, out, overwrite) -> None:
     click.echo(import_weights(fmt, paths, out, overwrite=overwrite).line())
 
 
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return "?"  # pragma: no cover
+
+
+@main.group()
+def pretrained() -> None:
+    """Publicly released generators: list them, download one; then use --checkpoint pretrained:NAME."""
+
+
+@pretrained.command("list")
+@click.option("--verbose", "-v", is_flag=True, help="Also each model's URL, architecture and licence notes.")
+def pretrained_list_cmd(verbose) -> None:
+    """The catalog: name, import format, download size, terms of use, what it does (* = downloaded)."""
+    from cyclegan.pretrained import is_downloaded, list_models
+
+    models = list_models()
+    width = max(len(e.name) for e in models)
+    click.echo(f"  {'NAME':<{width}}  {'FORMAT':<10}  {'SIZE':>8}  {'TERMS':<14}  TASK")
+    for e in models:
+        mark = "*" if is_downloaded(e.name) else " "
+        terms = "non-commercial" if e.non_commercial else "see licence"
+        click.echo(f"{mark} {e.name:<{width}}  {e.format:<10}  {_size(e.size_bytes):>8}  {terms:<14}  {e.task}")
+        if verbose:
+            for label, value in (("url", e.url + (f" ({e.member})" if e.member else "")), ("from", e.family),
+                                 ("architecture", e.architecture), ("licence", e.licence),
+                                 ("note", e.licence_note), ("sha256", e.sha256 or "not published")):
+                click.echo(f"  {'':<{width}}  {label}: {value}")
+    click.echo("* downloaded. Sizes marked ? are not published. Check each model's terms (-v) before use.",
+               err=True)
+
+
+@pretrained.command("get")
+@click.argument("name")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Also copy the imported model (a safetensors export) to this folder.")
+@click.option("--overwrite", is_flag=True, help="Let --out replace an earlier copy of a model.")
+@click.option("--offline", is_flag=True,
+              help="Never use the network (as CYCLEGAN_OFFLINE=1): import a file already downloaded or put "
+                   "in place by hand, else say which file to fetch and where to put it.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def pretrained_get_cmd(name, out, overwrite, offline, quiet) -> None:
+    """Download catalog model NAME (resumable, checked), import it, and cache it."""
+    from cyclegan.pretrained import catalog_entry, get
+
+    result = get(name, out=out, overwrite=overwrite, progress=False if quiet else None,
+                 offline=True if offline else None)
+    click.echo(result.line())
+    entry = catalog_entry(name)
+    if result.sha256:
+        click.echo(f"sha256 {result.sha256} of {entry.url}", err=True)
+    if entry.non_commercial:
+        click.echo(f"note: {name} is for non-commercial use: {entry.licence_note}", err=True)
+
+
+@main.command("push")
+@click.argument("run")
+@click.argument("repo_id", metavar="OWNER/REPO")
+@click.option("--direction", type=click.Choice(("both", "a2b", "b2a")), default="both", show_default=True,
+              help="Generators to upload; both = every one the model has (two for CycleGAN, one for CUT).")
+@click.option("--private", is_flag=True, help="Create the repository as private.")
+@click.option("--token", help="Hugging Face token [default: HF_TOKEN, or the one `hf auth login` saved].")
+@click.option("--license", "license_", metavar="ID", help="Licence id for the model card, e.g. mit, cc-by-nc-4.0.")
+@click.option("--eval", "eval_json", type=click.Path(dir_okay=False, path_type=Path),
+              help="eval.json whose metrics the card reports [default: the one evaluate wrote for RUN].")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep the packaged folder (exports + README.md) here.")
+@click.option("--dry-run", is_flag=True, help="Package into --out, upload nothing.")
+@click.option("--no-ema", is_flag=True, help="Upload the trained weights, not the checkpoint's EMA generator.")
+def push_cmd(run, repo_id, direction, private, token, license_, eval_json, out, dry_run, no_ema) -> None:
+    """Upload RUN (run/checkpoint folder or export) to the Hugging Face Hub with a model card."""
+    from cyclegan.hub import push
+
+    result = push(run, repo_id, direction=direction, private=private, token=token, license=license_,
+                  eval_json=eval_json, ema=not no_ema, out=out, dry_run=dry_run)
+    click.echo(result.line())
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
