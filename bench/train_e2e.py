@@ -6,10 +6,9 @@ setting runs the CLI on real image files (``--dataroot``; default the horse2zebr
 the repository, else a synthetic dataset drawn here) for ``--warmup-steps`` + ``--steps``
 iterations, with the paper's networks (preset ``cyclegan``), a log line every ``--log-every``
 iterations and ``checkpoints/latest`` every ``--checkpoint-every`` (GPU: 100, seed 000's choice;
-CPU: 10, about as many seconds apart). The
-rate is read back from ``log.jsonl``: images of each domain per second over the windows after the
-warm-up, so it includes waiting for data, logging, sample-free checkpoint writes and any host
-syncs, but not start-up, compilation or the final save.
+CPU: 10, about as many seconds apart). The rate is read back from ``log.jsonl``: images of each
+domain per second over the windows after the warm-up, so it includes waiting for data, logging,
+sample-free checkpoint writes and any host syncs, but not start-up, compilation or the final save.
 
 Settings use ``train_speed.py``'s grammar (``compile+bf16+cl@8``) plus one token: ``sync``
 writes checkpoints in the training thread (``train.async_checkpoint=false``) instead of the
@@ -22,137 +21,115 @@ background writer, to show what the writer saves.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_speed import hardware_info, hardware_line, parse_setting, resolve_device
+import harness
+from harness import LOAD_RATIO, Setting, fmt, fmt_ratio
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO / "bench" / "results" / "train_e2e.json"
-DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "horse2zebra-128"
+from cyclegan.synthetic import make_unpaired_dataset
+
 DEFAULTS = {
     # checkpoint_every: the paper code's 100 iterations are ~5 s on a GPU; on a CPU 10 iterations are
     # already ~10 s, so the CPU run sees the checkpoint cost at a similar share of the time.
-    "cuda": {"size": 256, "steps": 400, "warmup": 40, "log_every": 20, "checkpoint_every": 100,
+    "cuda": {"size": 256, "steps": 400, "warmup_steps": 40, "log_every": 20, "checkpoint_every": 100,
              "settings": "fp32@1,compile+bf16+cl@1,bf16+cl@8,compile+bf16+cl@8,compile+bf16+cl+sync@8"},
-    "cpu": {"size": 128, "steps": 40, "warmup": 3, "log_every": 5, "checkpoint_every": 10,
+    "cpu": {"size": 128, "steps": 40, "warmup_steps": 3, "log_every": 5, "checkpoint_every": 10,
             "settings": "fp32@1,fp32+sync@1,bf16@1,bf16+sync@1"},
 }
 
 
-def parse(item: str) -> tuple[str, dict]:
-    """'bf16+cl+sync@8' -> (canonical name, --set overrides)."""
-    body, at, batch = item.strip().lower().partition("@")
-    tokens = body.split("+")
-    sync = "sync" in tokens
-    s = parse_setting("+".join(t for t in tokens if t != "sync") + at + batch)
-    over = {"train.precision": s.precision, "train.channels_last": s.channels_last, "train.compile": s.compile,
-            "train.batch_size": s.batch, "train.async_checkpoint": not sync}
-    return f"{s.name}{'+sync' if sync else ''}@{s.batch}", over
-
-
-def run(name: str, over: dict, args, dataroot: Path, runs: Path) -> dict:
-    batch = over["train.batch_size"]
-    total = args.warmup_steps + args.steps
-    sets = {**over, "data.crop_size": args.size, "data.load_size": round(args.size * 286 / 256),
-            "data.num_workers": args.workers, "train.log_every": args.log_every,
-            "train.save_latest_every": args.checkpoint_every, "train.tensorboard": False}
-    cmd = [sys.executable, "-m", "cyclegan", "train", "--dataroot", str(dataroot), "--out", str(runs / name),
-           "--preset", "cyclegan", "--device", args.device, "--max-steps", str(total), "--quiet", "--overwrite"]
-    for k, v in sets.items():
-        cmd += ["--set", f"{k}={str(v).lower() if isinstance(v, bool) else v}"]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        return {"setting": name, "failed": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
+def run(s: Setting, cfg: dict, dataroot: Path, runs: Path) -> dict:
+    """Train one setting with the CLI; img/s and data share over the log windows after the warm-up."""
+    out = runs / s.key
+    sets = {**s.overrides(), "train.async_checkpoint": not s.has("sync"), "data.crop_size": cfg["size"],
+            "data.load_size": round(cfg["size"] * LOAD_RATIO), "data.num_workers": cfg["workers"],
+            "train.log_every": cfg["log_every"], "train.save_latest_every": cfg["checkpoint_every"],
+            "train.tensorboard": False}
+    proc = harness.run_cli(["train", "--dataroot", str(dataroot), "--out", str(out), "--preset", "cyclegan",
+                            "--device", cfg["device"], "--max-steps", str(cfg["warmup_steps"] + cfg["steps"]),
+                            "--quiet", "--overwrite", *harness.set_args(sets)])
+    row = {"setting": s.key, "batch": s.batch, "wall_s": proc["wall_s"], "status": "ok", "reason": None}
+    if not proc["ok"]:
+        return {**row, "status": "skipped", "reason": f"failed: {proc['reason']}"}
     images = seconds = data_s = 0.0
     previous = 0
-    for line in (runs / name / "log.jsonl").read_text().splitlines():
+    for line in (out / "log.jsonl").read_text().splitlines():
         rec = json.loads(line)
         if "img_per_s" not in rec:
             continue
-        n = (rec["step"] - previous) * batch  # the window since the last record
+        n = (rec["step"] - previous) * s.batch  # the window since the last record
         previous = rec["step"]
-        if rec["step"] - n // batch >= args.warmup_steps:
+        if rec["step"] - n // s.batch >= cfg["warmup_steps"]:
             elapsed = n / rec["img_per_s"]
             images, seconds, data_s = images + n, seconds + elapsed, data_s + rec["data_time_share"] * elapsed
     if not seconds:
-        return {"setting": name, "failed": "no log windows after the warm-up; raise --steps"}
-    return {"setting": name, "batch": batch, "img_per_s": images / seconds, "data_share": data_s / seconds,
-            "timed_images": images, "wall_s": wall}
+        return {**row, "status": "skipped", "reason": "no log windows after the warm-up; raise --steps"}
+    return {**row, "img_per_s": images / seconds, "data_share": data_s / seconds, "timed_images": images}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--dataroot", type=Path, default=None)
-    parser.add_argument("--settings", default=None)
-    parser.add_argument("--size", type=int, default=None)
-    parser.add_argument("--steps", type=int, default=None, help="Timed iterations per setting.")
-    parser.add_argument("--warmup-steps", type=int, default=None, help="Untimed first iterations.")
-    parser.add_argument("--log-every", type=int, default=None)
-    parser.add_argument("--checkpoint-every", type=int, default=None,
-                        help="train.save_latest_every (GPU 100 as the paper's code, CPU 10).")
-    parser.add_argument("--workers", type=int, default=4, help="DataLoader workers.")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    args = parser.parse_args()
-    args.device = resolve_device(args.device)
-    d = DEFAULTS[args.device]
-    args.size = args.size or d["size"]
-    args.steps = args.steps or d["steps"]
-    args.warmup_steps = d["warmup"] if args.warmup_steps is None else args.warmup_steps
-    args.log_every = args.log_every or d["log_every"]
-    args.checkpoint_every = args.checkpoint_every or d["checkpoint_every"]
+def main(argv=None) -> int:
+    p = harness.make_parser("train_e2e", __doc__)
+    p.add_argument("--dataroot", type=Path, help="image folders (default horse2zebra-128 next to the "
+                   "repository, else a synthetic set)")
+    p.add_argument("--settings", help="comma separated (default: per device)")
+    p.add_argument("--size", type=int, help="crop size (default 256 GPU, 128 CPU)")
+    p.add_argument("--steps", type=int, help="timed iterations per setting (default 400 GPU, 40 CPU)")
+    p.add_argument("--warmup-steps", type=int, help="untimed first iterations (default 40 GPU, 3 CPU)")
+    p.add_argument("--log-every", type=int, help="train.log_every (default 20 GPU, 5 CPU)")
+    p.add_argument("--checkpoint-every", type=int,
+                   help="train.save_latest_every (default 100 GPU as the paper's code, 10 CPU)")
+    p.add_argument("--workers", type=int, default=4, help="DataLoader workers")
+    args = p.parse_args(argv)
+    harness.check_minimums(p, args, {"size": 1, "steps": 1, "warmup_steps": 0, "log_every": 1,
+                                     "checkpoint_every": 1, "workers": 0})
+    device = harness.resolve_device(args.device)
+    cfg = {k: v if (v := getattr(args, k, None)) is not None else default for k, default in DEFAULTS[device].items()}
     try:
-        settings = [parse(item) for item in (args.settings or d["settings"]).split(",") if item.strip()]
+        settings = harness.parse_settings(cfg["settings"], flags=("sync",))
     except ValueError as e:
-        raise SystemExit(str(e)) from None
-    if not any(n == "fp32@1" for n, _ in settings):
-        settings.insert(0, parse("fp32@1"))
-
-    hw = hardware_info(args.device)
-    print(f"# {hardware_line(hw)}", flush=True)
-    start = time.perf_counter()
+        p.error(str(e))
+    cfg.update(device=device, workers=args.workers, settings=[s.key for s in settings])
+    hw = harness.hardware_info(device)
+    log = harness.Progress()
+    log(harness.hardware_line(hw))
     with tempfile.TemporaryDirectory() as tmp:
-        dataroot = args.dataroot or (DEFAULT_DATA if (DEFAULT_DATA / "trainA").is_dir() else None)
+        dataroot = args.dataroot or (harness.DEFAULT_DATA if (harness.DEFAULT_DATA / "trainA").is_dir() else None)
         if dataroot is None:
-            from cyclegan.synthetic import make_unpaired_dataset
+            dataroot = make_unpaired_dataset(Path(tmp) / "data", n_train=64, n_test=4, size=cfg["size"], seed=0)
+        cfg["dataroot"] = str(dataroot)
+        results = []
+        for i, s in enumerate(settings):
+            results.append(run(s, cfg, Path(dataroot), Path(tmp) / "runs"))
+            r = results[-1]
+            log(f"[{i + 1}/{len(settings)}] {s.key}: " + (f"{r['img_per_s']:.2f} img/s" if r["status"] == "ok"
+                                                           else r["reason"]) + f" ({r['wall_s']:.0f} s)")
 
-            dataroot = make_unpaired_dataset(Path(tmp) / "data", n_train=64, n_test=4, size=args.size, seed=0)
-        rows = []
-        for name, over in settings:
-            rows.append(run(name, over, args, Path(dataroot), Path(tmp) / "runs"))
-            print(f"  {name}: {rows[-1].get('failed') or 'done'} ({rows[-1].get('wall_s', 0):.0f} s)", flush=True)
-
-    ref = next((r for r in rows if r["setting"] == "fp32@1" and "img_per_s" in r), None)
-    print(f"\n{'setting':<26} {'batch':>5} {'img/s':>8} {'x ref':>7} {'data %':>7} {'wall s':>7}")
-    for r in rows:
-        if "failed" in r:
-            print(f"{r['setting']:<26} failed: {r['failed']}")
+    ref = results[0] if results[0]["status"] == "ok" else None  # settings[0] is the reference
+    rows = []
+    for r in results:
+        r["ratio"] = harness.ratio(r.get("img_per_s"), ref and ref["img_per_s"])
+        label = r["setting"] + (" (reference)" if r is ref else "")
+        if r["status"] != "ok":
+            rows.append([label, str(r["batch"]), "skipped", "", "", "", r["reason"]])
             continue
-        r["x_ref"] = r["img_per_s"] / ref["img_per_s"] if ref else None
-        ratio = f"{r['x_ref']:.2f}x" if r["x_ref"] else "-"
-        print(f"{r['setting']:<26} {r['batch']:>5} {r['img_per_s']:>8.2f} {ratio:>7} "
-              f"{100 * r['data_share']:>6.1f}% {r['wall_s']:>7.0f}")
-    print(f"\n{args.steps} timed iterations after {args.warmup_steps} warm-up at {args.size}x{args.size}, "
-          f"log every {args.log_every}, checkpoints/latest every {args.checkpoint_every}, "
-          f"{args.workers} DataLoader workers, data {dataroot}; total {time.perf_counter() - start:.0f} s")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"benchmark": "train_e2e", "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "hardware": hw,
-           "size": args.size, "steps": args.steps, "warmup_steps": args.warmup_steps,
-           "log_every": args.log_every, "checkpoint_every": args.checkpoint_every, "workers": args.workers,
-           "dataroot": str(dataroot), "cpu_count": os.cpu_count(), "rows": rows}
-    args.out.write_text(json.dumps(doc, indent=2), encoding="utf-8")
-    print(f"wrote {args.out}")
+        rows.append([label, str(r["batch"]), fmt(r["img_per_s"], ".2f"), fmt_ratio(r["ratio"]),
+                     fmt(100 * r["data_share"], ".1f"), fmt(r["wall_s"], ".0f"), ""])
+    print(f"cyclegan train end to end, preset cyclegan, {cfg['size']}x{cfg['size']}, device {device}\n"
+          f"{harness.hardware_line(hw)}\n"
+          f"{cfg['steps']} timed iterations after {cfg['warmup_steps']} warm-up, log every {cfg['log_every']}, "
+          f"checkpoints/latest every {cfg['checkpoint_every']}, {cfg['workers']} DataLoader workers, data "
+          f"{dataroot}; one run per setting; x ref = img/s / reference img/s")
+    print(harness.format_table(["setting", "batch", "img/s", "x ref", "data %", "wall s", "notes"], rows,
+                               right={1, 2, 3, 4, 5}, markdown=args.markdown), flush=True)
+    hw["loadavg_end"] = harness.loadavg()
+    harness.write_results(args.out, benchmark="train_e2e", hardware=hw, config=cfg, results=results,
+                          total_wall_s=log.elapsed)
+    log(f"wrote {args.out}")
+    return 0 if ref else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -17,9 +17,10 @@ differ only in how the forward pass runs:
                     the row's note says which path it chose; its setup (probe, ONNX export into
                     an empty cache) is timed separately as ``setup_s``
 
-Each row runs in its own subprocess (fresh caches, no memory carried over, a hang or crash becomes a
-"skipped" row with the reason). ``maxdiff`` is the largest difference from the reference output in
-8-bit levels. Results go to a table on stdout and to JSON (``--out``).
+Each variant runs in its own subprocess (harness.run_workers: fresh caches, a hang or crash becomes
+a "skipped" row with the reason); on CPU the timed repeats go round-robin over the variants, so load
+from other processes hits all alike. ``maxdiff`` is the largest difference from the reference output
+in 8-bit levels. Results go to a table on stdout and to JSON (``--out``).
 
     python bench/translate_speed.py                      # CPU, 512 and 1024, ~3-5 minutes on 2 cores
     python bench/translate_speed.py --variants eager-fp32,bf16+cl   # rows not in the default set
@@ -29,296 +30,241 @@ Each row runs in its own subprocess (fresh caches, no memory carried over, a han
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO / "bench" / "results" / "translate_speed.json"
+import harness
+import torch
+from harness import Stopwatch, fmt, fmt_ratio, skip
+
+from cyclegan.config import GeneratorConfig
+from cyclegan.export import ModelInfo, OnnxGenerator, export_module
+from cyclegan.networks import build_generator
+from cyclegan.translate import Translator
+
+REFERENCE = "eager-fp32"
 VARIANTS = ("eager-fp32", "channels_last", "bf16", "bf16+cl", "fp16", "compile", "onnxruntime", "auto")
 DEFAULT_VARIANTS = {
     "cpu": ("eager-fp32", "channels_last", "bf16", "compile", "onnxruntime", "auto"),
     "cuda": ("eager-fp32", "channels_last", "bf16+cl", "fp16", "compile", "onnxruntime", "auto"),
 }
-WORKER_TIMEOUT_S = 420
+OPTIONS = {  # Translator keywords of the eager variants
+    "eager-fp32": {},
+    "channels_last": {"channels_last": True},
+    "bf16": {"precision": "bf16"},
+    "bf16+cl": {"precision": "bf16", "channels_last": True},
+    "fp16": {"precision": "fp16"},
+    "compile": {"compile": True},
+}
+DEFAULT_REPEATS = {"cpu": 2, "cuda": 10}
+DEFAULT_TIMEOUT = {"cpu": 420, "cuda": 420}
 
 
-# ---------------------------------------------------------------------------------------- hardware
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_has_bf16() -> bool:
-    """Native bf16 dot products (AVX512-BF16 or AMX on x86, BF16 on ARM); elsewhere bf16 is emulated."""
-    flags = _cpu_flags()
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
-
-
-def hardware(device: str) -> dict:
-    import torch
-
-    info = {
-        "device": device,
-        "cpu": _cpu_name(),
-        "cpu_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "cpu_native_bf16": cpu_has_bf16(),
-    }
-    if device == "cuda" and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    try:
-        import onnxruntime
-
-        info["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        info["onnxruntime"] = None
-    return info
-
-
-# ------------------------------------------------------------------------------------------ worker
-
-
-def _repeats_for(size: int, repeats: int, device: str) -> int:
+def repeats_at(size: int, repeats: int, device: str) -> int:
     # A 1024x1024 ResNet-9 pass takes several seconds on a laptop CPU; fewer runs keep the default
     # benchmark within minutes, and at that length one run is already a stable measurement.
     return max(1, repeats // 2) if device == "cpu" and size >= 1024 else repeats
 
 
-def _worker(variant: str, device: str, sizes: list[int], repeats: int, warmup: int, tmp: str) -> dict:
-    """Time one variant in this process; returns {"seconds": {size: [..]}, "maxdiff": {size: int}}.
+def reference_generator() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_generator(GeneratorConfig()).eval()  # ResNet-9, ngf 64, instance norm
 
-    The reference row saves its outputs in ``tmp``; the others compare against them.
+
+class VariantSession:
+    """One variant in its worker: set up, first call and warm-up per size, then timed repeats.
+
+    The reference saves its outputs in ``tmp``; the others compare against them (the reference is
+    always prepared first).
     """
-    import torch
 
-    from cyclegan.config import GeneratorConfig
-    from cyclegan.networks import build_generator
-    from cyclegan.translate import Translator
+    def __init__(self, spec: dict) -> None:
+        self.spec = spec
+        self.rounds = 0
 
-    torch.manual_seed(0)
-    net = build_generator(GeneratorConfig()).eval()  # ResNet-9, ngf 64, instance norm
-    common = {"device": device, "tile": "off", "batch_size": 1}
-    t_setup = time.perf_counter()
-    if variant == "auto":
-        os.environ["CYCLEGAN_CACHE_DIR"] = str(Path(tmp) / "cache")  # empty: any ONNX export is timed
-        translator = Translator(model=net, precision="auto", threads=0, **common)
-    elif variant == "onnxruntime":
-        from cyclegan.export import OnnxGenerator
+    def prepare(self) -> dict:
+        spec, variant, device = self.spec, self.spec["variant"], self.spec["device"]
+        tmp = Path(spec["tmp"])
+        net = reference_generator()
+        common = {"device": device, "tile": "off", "batch_size": 1}
+        with Stopwatch(device) as setup:
+            if variant == "auto":
+                os.environ["CYCLEGAN_CACHE_DIR"] = str(tmp / "cache")  # empty: any ONNX export is timed
+                self.translator = Translator(model=net, precision="auto", threads=0, **common)
+            elif variant == "onnxruntime":
+                model = OnnxGenerator(path=tmp / "resnet9.onnx", device=device)
+                self.translator = Translator(model=model, size_multiple=net.size_multiple, **common)
+            else:
+                self.translator = Translator(model=net, **common, **OPTIONS[variant])
+        out = {"status": "ready", "setup_s": setup.wall_s, "first_call_s": {}, "maxdiff": {}}
+        if variant == "auto":
+            out["chose"] = self.translator.runtime.line()
+        self.inputs = {}
+        for size in spec["sizes"]:
+            g = torch.Generator().manual_seed(size)
+            self.inputs[size] = x = torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8, generator=g)
+            with Stopwatch(device) as first:  # includes compile / kernel selection
+                y = self.translator.translate_tensor(x)  # [1, 3, S, S] uint8
+            out["first_call_s"][size] = first.wall_s
+            for _ in range(spec["warmup"] - 1):
+                self.translator.translate_tensor(x)
+            ref_file = tmp / f"reference_{size}.pt"
+            if variant == REFERENCE:
+                torch.save(y, ref_file)
+            out["maxdiff"][size] = (int((y.int() - torch.load(ref_file).int()).abs().max())
+                                    if ref_file.is_file() else None)
+        return out
 
-        model = OnnxGenerator(path=Path(tmp) / "resnet9.onnx", device=device)
-        translator = Translator(model=model, size_multiple=net.size_multiple, **common)
-    else:
-        options = {
-            "eager-fp32": {},
-            "channels_last": {"channels_last": True},
-            "bf16": {"precision": "bf16"},
-            "bf16+cl": {"precision": "bf16", "channels_last": True},
-            "fp16": {"precision": "fp16"},
-            "compile": {"compile": True},
-        }[variant]
-        translator = Translator(model=net, **common, **options)
+    def repeat(self) -> dict:
+        """One timed call per size (sizes >= 1024 on CPU only in the first rounds, see repeats_at)."""
+        self.rounds += 1
+        spec, out = self.spec, {}
+        for size, x in self.inputs.items():
+            if self.rounds <= repeats_at(size, spec["repeats"], spec["device"]):
+                with Stopwatch(spec["device"]) as sw:
+                    self.translator.translate_tensor(x)
+                out[size] = sw.record()
+        return {"sizes": out}
 
-    def sync() -> None:
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    out: dict = {"seconds": {}, "maxdiff": {}, "first_call_s": {}, "setup_s": time.perf_counter() - t_setup}
-    if variant == "auto":
-        out["chose"] = translator.runtime.line()
-        print(f"auto chose: {out['chose']}", file=sys.stderr)
-    for size in sizes:
-        g = torch.Generator().manual_seed(size)
-        x = torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8, generator=g)  # [1, 3, S, S]
-        t0 = time.perf_counter()
-        y = translator.translate_tensor(x)
-        sync()
-        out["first_call_s"][size] = time.perf_counter() - t0  # includes compile / kernel selection
-        for _ in range(max(0, warmup - 1)):
-            translator.translate_tensor(x)
-        sync()
-        times = []
-        for _ in range(_repeats_for(size, repeats, device)):
-            t0 = time.perf_counter()
-            y = translator.translate_tensor(x)
-            sync()
-            times.append(time.perf_counter() - t0)
-        out["seconds"][size] = times
-        ref_file = Path(tmp) / f"reference_{size}.pt"
-        if variant == "eager-fp32":
-            torch.save(y, ref_file)
-            out["maxdiff"][size] = 0
-        else:
-            ref = torch.load(ref_file)
-            out["maxdiff"][size] = int((y.int() - ref.int()).abs().max())
-    return out
+    def finish(self) -> dict:
+        return {"torch_threads": torch.get_num_threads()}
 
 
-def _run_worker(args, variant: str, tmp: str) -> dict:
-    cmd = [
-        sys.executable, __file__, "--_worker", variant, "--device", args.device,
-        "--sizes", ",".join(map(str, args.sizes)), "--repeats", str(args.repeats),
-        "--warmup", str(args.warmup), "--_tmp", tmp,
-    ]
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S, env=env, check=False)
-    except subprocess.TimeoutExpired:
-        return {"skipped": f"timed out after {WORKER_TIMEOUT_S} s"}
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    return {"skipped": f"failed (exit {proc.returncode}): {tail[:200]}"}
-
-
-def _export_onnx(path: Path) -> str | None:
+def export_onnx(path: Path, log) -> str | None:
     """Export the reference generator once for the onnxruntime row; returns an error or None."""
-    import torch
-
-    from cyclegan.config import GeneratorConfig
-    from cyclegan.export import ModelInfo, export_module
-    from cyclegan.networks import build_generator
-
-    torch.manual_seed(0)
-    net = build_generator(GeneratorConfig()).eval()
+    net = reference_generator()
     info = ModelInfo(direction="a2b", size_multiple=net.size_multiple, config=None)
     try:
-        result = export_module(net, fmt="onnx", out=path, info=info, overwrite=True)
+        with Stopwatch() as sw:
+            result = export_module(net, fmt="onnx", out=path, info=info, overwrite=True)
     except Exception as e:  # noqa: BLE001 - reported as a skipped row
-        return f"{type(e).__name__}: {e}"
-    print(f"  {result.line()}", flush=True)
+        return f"failed: ONNX export: {type(e).__name__}: {e}"
+    log(f"{result.line()} ({sw.wall_s:.0f} s)")
     return None
 
 
-# -------------------------------------------------------------------------------------------- main
-
-
-def _skip_reason(variant: str, device: str) -> str | None:
-    if device == "cpu" and variant.startswith("bf16") and not cpu_has_bf16():
+def skip_reason(variant: str, device: str) -> str | None:
+    if device == "cpu" and variant.startswith("bf16") and not harness.cpu_bf16_support()["native"]:
         return "CPU has no native bf16 (avx512_bf16/amx); emulated bf16 is slower than fp32"
     if device == "cpu" and variant == "fp16":
         return "fp16 is a GPU path"
     return None
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--sizes", default="512,1024", help="Square image sides, comma separated.")
-    parser.add_argument("--variants", default=None, help=f"Comma separated, from {', '.join(VARIANTS)}.")
-    parser.add_argument("--repeats", type=int, default=None, help="Timed runs per size (median reported).")
-    parser.add_argument("--warmup", type=int, default=1, help="Untimed runs per size (>= 1).")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file.")
-    parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--_tmp", default="", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    args.sizes = [int(s) for s in args.sizes.split(",") if s]
-    if args.repeats is None:
-        args.repeats = 2 if args.device == "cpu" else 10
+def rows_for(variant: str, run: dict, sizes: list[int], device: str) -> list[dict]:
+    """One result row per size from a variant's worker messages (JSON turns the size keys into strings)."""
+    if run["status"] != "ok":
+        return [{"size": s, "variant": variant, "status": "skipped", "reason": run["reason"]} for s in sizes]
+    ready, threads = run["ready"], run["final"].get("torch_threads") or 1
+    rows = []
+    for size in sizes:
+        reps = [r["sizes"][str(size)] for r in run["repeats"] if str(size) in r["sizes"]]
+        st = harness.timing_stats(reps, threads=threads, drop_busy=device == "cpu")
+        rows.append({"size": size, "variant": variant, "status": "ok", "reason": None, "s_per_img": st["median"],
+                     "s_repeats": st["times"], "repeats_used": st["used"], "spread": st["spread"],
+                     "cpu_util_used": st["cpu_util_used"], "maxdiff_levels": ready["maxdiff"][str(size)],
+                     "first_call_s": ready["first_call_s"][str(size)], "setup_s": ready["setup_s"],
+                     "chose": ready.get("chose"), "torch_threads": threads})
+    return rows
 
+
+def _stats(r: dict) -> dict:
+    return {"times": r["s_repeats"], "used": r["repeats_used"], "spread": r["spread"],
+            "cpu_util_used": r["cpu_util_used"]}
+
+
+def format_report(hw: dict, config: dict, results: list[dict], *, markdown: bool = False) -> str:
+    cpu = config["device"] == "cpu"
+    rows = []
+    for r in results:
+        label = f"{r['size']}x{r['size']}"
+        variant = r["variant"] + (" (reference)" if r["variant"] == REFERENCE else "")
+        if r["status"] != "ok":
+            rows.append([label, variant, "skipped", "", "", r["reason"]])
+            continue
+        notes = [f"first call {r['first_call_s']:.1f} s"] if r["variant"] == "compile" else []
+        if r["variant"] == "auto":
+            notes.append(f"chose {r['chose'].split(' (')[0]}; setup {r['setup_s']:.1f} s")
+        notes += harness.timing_notes(_stats(r), busy_check=cpu)
+        rows.append([label, variant, fmt(r["s_per_img"], ".3f"), fmt_ratio(r["ratio"]),
+                     fmt(r["maxdiff_levels"], "d"), "; ".join(notes)])
+    reps = config["repeats"]
+    lines = [
+        f"Translation, {config['model']}, tile off, batch 1, device {config['device']}",
+        harness.hardware_line(hw),
+        (f"median of {reps} run(s) ({repeats_at(1024, reps, config['device'])} at 1024+) after "
+         f"{config['warmup']} warm-up, {config['schedule']}; x ref = {REFERENCE} s/img / row s/img (higher is "
+         f"faster); maxdiff in 8-bit levels vs {REFERENCE}"),
+        harness.format_table(["size", "variant", "s/img", "x ref", "maxdiff", "notes"], rows, right={2, 3, 4},
+                             markdown=markdown),
+    ]
+    footer = (harness.busy_footer([_stats(r) for r in results if r["status"] == "ok"], hw) if cpu
+              else harness.gpu_fp32_line(hw))
+    return "\n".join(lines + ([footer] if footer else []))
+
+
+def main(argv=None) -> int:
+    p = harness.make_parser("translate_speed", __doc__)
+    p.add_argument("--sizes", default="512,1024", help="square image sides, comma separated")
+    p.add_argument("--variants", help=f"comma separated, from {', '.join(VARIANTS)} (default: per device)")
+    p.add_argument("--repeats", type=int, help="timed runs per size; the median is reported (default 2 CPU, "
+                   "10 GPU; CPU: half as many at 1024+)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs per size, the first call included")
+    p.add_argument("--timeout", type=float, help="seconds per variant before it is skipped (default 420)")
+    p.add_argument("--schedule", choices=("interleaved", "sequential"),
+                   help="interleaved: timed repeats round-robin over the variants (default on CPU); "
+                        "sequential: one variant after another, one process alive at a time (default on GPU)")
+    args = p.parse_args(argv)
     if args._worker:
-        print("RESULT " + json.dumps(_worker(args._worker, args.device, args.sizes, args.repeats,
-                                            args.warmup, args._tmp)))
-        return
-
-    variants = args.variants.split(",") if args.variants else list(DEFAULT_VARIANTS[args.device])
+        return harness.serve(VariantSession(json.loads(args._worker)))
+    harness.check_minimums(p, args, {"repeats": 1, "warmup": 1})
+    device = harness.resolve_device(args.device)
+    try:
+        sizes = [int(s) for s in harness.split_list(args.sizes)]
+    except ValueError:
+        p.error(f"--sizes {args.sizes!r}: comma-separated integers")
+    variants = harness.split_list(args.variants) if args.variants else list(DEFAULT_VARIANTS[device])
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
-        parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
-    if "eager-fp32" not in variants:
-        variants.insert(0, "eager-fp32")  # every ratio needs the reference
-
-    hw = hardware(args.device)
-    print(f"# {hw['cpu']} ({hw['cpu_cores']} cores, {hw['torch_threads']} torch threads)"
-          + (f", {hw['gpu']}" if "gpu" in hw else "") + f"; torch {hw['torch']}, onnxruntime {hw['onnxruntime']}",
-          flush=True)
-    results: dict[str, dict] = {}
-    start = time.perf_counter()
+        p.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    variants = [REFERENCE] + [v for v in dict.fromkeys(variants) if v != REFERENCE]  # every ratio needs it
+    config = {"model": "ResNet-9 generator ngf 64, instance norm (random init)", "device": device, "sizes": sizes,
+              "variants": variants, "repeats": args.repeats or DEFAULT_REPEATS[device], "warmup": args.warmup,
+              "schedule": args.schedule or ("interleaved" if device == "cpu" else "sequential"),
+              "timeout_s": args.timeout or DEFAULT_TIMEOUT[device]}
+    hw = harness.hardware_info(device, packages=("onnxruntime",))
+    log = harness.Progress()
+    log(harness.hardware_line(hw))
+    runs: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for variant in variants:
-            reason = _skip_reason(variant, args.device)
-            if reason is None and variant == "onnxruntime":
-                t0 = time.perf_counter()
-                reason = _export_onnx(Path(tmp) / "resnet9.onnx")
-                print(f"  onnx export: {time.perf_counter() - t0:.0f} s", flush=True)
-            if reason is not None:
-                results[variant] = {"skipped": reason}
-            else:
-                t0 = time.perf_counter()
-                results[variant] = _run_worker(args, variant, tmp)
-                results[variant]["wall_s"] = time.perf_counter() - t0
-            print(f"  {variant}: {results[variant].get('skipped') or 'done'} "
-                  f"({results[variant].get('wall_s', 0):.0f} s)", flush=True)
+        for v in variants:
+            reason = skip_reason(v, device)
+            if reason is None and v == "onnxruntime":
+                reason = export_onnx(Path(tmp) / "resnet9.onnx", log)
+            if reason:
+                runs[v] = skip(reason)
+        todo = [v for v in variants if v not in runs]
+        spec = {"device": device, "sizes": sizes, "repeats": config["repeats"], "warmup": args.warmup, "tmp": tmp}
+        jobs = [harness.Job(v, harness.worker_command(__file__, {**spec, "variant": v})) for v in todo]
+        done = harness.run_workers(jobs, repeats=config["repeats"], budget_s=config["timeout_s"],
+                                   interleave=config["schedule"] == "interleaved", log=log,
+                                   env={"PYTHONWARNINGS": "ignore"})
+        runs.update(zip(todo, done))
 
-    rows = []
-    ref = results["eager-fp32"]
-    for size in args.sizes:
-        ref_s = statistics.median(ref["seconds"][str(size)]) if "seconds" in ref else None
-        for variant in variants:
-            r = results[variant]
-            if "seconds" not in r:
-                rows.append({"size": size, "variant": variant, "skipped": r["skipped"]})
-                continue
-            s = statistics.median(r["seconds"][str(size)])
-            rows.append({
-                "size": size, "variant": variant, "s_per_img": s,
-                "speedup_vs_ref": (ref_s / s) if ref_s else None,
-                "maxdiff_levels": r["maxdiff"][str(size)], "first_call_s": r["first_call_s"][str(size)],
-                "runs": r["seconds"][str(size)], "setup_s": r.get("setup_s"), "chose": r.get("chose"),
-            })
-
-    print(f"\n{'size':>9}  {'variant':<14} {'s/img':>8} {'vs ref':>7} {'maxdiff':>8}  note")
-    for row in rows:
-        label = f"{row['size']}x{row['size']}"
-        if "skipped" in row:
-            print(f"{label:>9}  {row['variant']:<14} {'-':>8} {'-':>7} {'-':>8}  skipped: {row['skipped']}")
-        else:
-            note = f"first call {row['first_call_s']:.1f} s" if row["variant"] == "compile" else ""
-            if row["variant"] == "auto":
-                chose = row["chose"].split(" (")[0]
-                note = f"chose {chose}; setup {row['setup_s']:.1f} s"
-            print(f"{label:>9}  {row['variant']:<14} {row['s_per_img']:>8.3f} {row['speedup_vs_ref']:>6.2f}x "
-                  f"{row['maxdiff_levels']:>8}  {note}")
-    print(f"\nvs ref = eager-fp32 time / row time (higher is faster); maxdiff in 8-bit levels vs eager-fp32; "
-          f"median of {args.repeats} runs ({_repeats_for(1024, args.repeats, args.device)} at 1024+) after "
-          f"{args.warmup} warm-up; total {time.perf_counter() - start:.0f} s")
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"benchmark": "translate_speed", "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "hardware": hw,
-           "model": "ResNet-9 generator, ngf 64, instance norm (random init)", "batch": 1, "tile": "off",
-           "repeats": args.repeats, "warmup": args.warmup, "rows": rows}
-    args.out.write_text(json.dumps(doc, indent=2), encoding="utf-8")
-    print(f"wrote {args.out}")
+    results = [row for v in variants for row in rows_for(v, runs[v], sizes, device)]
+    for r in results:
+        ref = next(x for x in results if x["size"] == r["size"] and x["variant"] == REFERENCE)
+        r["ratio"] = harness.ratio(r.get("s_per_img"), ref.get("s_per_img"), higher_is_better=False)
+    hw["loadavg_end"] = harness.loadavg()
+    print(format_report(hw, config, results, markdown=args.markdown), flush=True)
+    harness.write_results(args.out, benchmark="translate_speed", hardware=hw, config=config, results=results,
+                          total_wall_s=log.elapsed)
+    log(f"wrote {args.out}")
+    return 0 if runs[REFERENCE]["status"] == "ok" else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
