@@ -1,13 +1,19 @@
-"""The warping error (cyclegan.metrics.warping, Lai et al. 2018) on videos whose answer is known."""
+"""The warping error (cyclegan.metrics.warping, Lai et al. 2018) on videos whose answer is known, and
+`analyze video` (cyclegan.video_analysis) on video files."""
 
 from __future__ import annotations
 
+import json
+
+import av  # the `video` extra, which `.[dev]` installs
+import cv2  # the `prep` extra, likewise
 import numpy as np
 import pytest
 from test_temporal import constant_flow, pan, texture
 
 from cyclegan.errors import EvaluationError
 from cyclegan.metrics.warping import masked_warping_error, warping_error
+from cyclegan.video_analysis import analyze_video, format_video_table
 
 
 def test_a_static_video_has_zero_warping_error():
@@ -63,3 +69,54 @@ def test_mismatched_videos_are_one_line_errors():
         warping_error([a[:16], a[:16]], [a, a])
     with pytest.raises(EvaluationError, match="at least 2 frames"):
         warping_error([a], [a])
+
+
+# ------------------------------------------------------------------------ analyze video (PyAV files)
+
+
+def _write_video(path, frames) -> None:
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("ffv1", rate=12)  # lossless: the test measures our flicker, not the codec's
+        s.height, s.width = frames[0].shape[:2]
+        s.pix_fmt = "bgr0"
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+
+
+def test_analyze_video_reports_output_and_input_and_writes_json(tmp_path):
+    frames = pan(texture(80, 120, seed=4), 8, 64, (4, 1))
+    shifts = np.random.default_rng(5).integers(-12, 13, size=(8, 3))
+    flicker = [(f.astype(np.int16) + c).astype(np.uint8) for f, c in zip(frames, shifts)]
+    _write_video(tmp_path / "in.mkv", frames)
+    _write_video(tmp_path / "out.mkv", flicker)
+    # The same translation at half size (--max-side 32) is scaled back to the input's grid.
+    _write_video(tmp_path / "small.mkv", [cv2.resize(f, (32, 32), interpolation=cv2.INTER_AREA) for f in flicker])
+
+    report = analyze_video(tmp_path / "in.mkv", tmp_path / "out.mkv", json_out=tmp_path / "r" / "we.json")
+    direct = warping_error(flicker, frames)
+    assert report["warping_error"] == pytest.approx(direct.mean, rel=1e-6)
+    assert report["frames"] == 8 and report["pairs"] == 7
+    assert report["ratio_to_input"] > 3
+    assert json.loads((tmp_path / "r" / "we.json").read_text())["input_warping_error"] == pytest.approx(
+        direct.input_mean)
+    table = format_video_table(report)
+    assert "input (floor)" in table and "out.mkv" in table
+
+    small = analyze_video(tmp_path / "in.mkv", tmp_path / "small.mkv")
+    assert small["ratio_to_input"] > 3
+
+
+def test_analyze_video_refuses_videos_of_different_lengths_and_missing_files(tmp_path):
+    frames = pan(texture(60, 90, seed=6), 6, 48, (3, 0))
+    _write_video(tmp_path / "in.mkv", frames)
+    _write_video(tmp_path / "short.mkv", frames[:4])
+    with pytest.raises(EvaluationError, match=r"short.mkv: 4 frames, but .*in.mkv has 6"):
+        analyze_video(tmp_path / "in.mkv", tmp_path / "short.mkv")
+    with pytest.raises(EvaluationError, match="nope.mp4: no such video file"):
+        analyze_video(tmp_path / "in.mkv", tmp_path / "nope.mp4")
+    (tmp_path / "junk.mp4").write_bytes(b"not a video")
+    with pytest.raises(EvaluationError, match="junk.mp4: cannot open video"):
+        analyze_video(tmp_path / "junk.mp4", tmp_path / "in.mkv")
