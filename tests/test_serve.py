@@ -330,6 +330,8 @@ def test_each_request_gets_a_tiling_budget_within_its_limit(models):
     tiled = plan_request(shared, (600, 400), limit=limit)
     assert tiled.estimate <= limit < whole.estimate
     assert tiled.translator.memory_budget < 600 * 400 * shared.bytes_per_pixel  # so it tiles
+    # The translation itself is what the translator estimates: its copies and its (now tiled) pass.
+    assert tiled.estimate > tiled.translator.estimate_peak_bytes(600, 400) > tiled.translator.memory_budget
     assert (shared.memory_budget, shared.max_side) == (budget, max_side)  # the shared one is untouched
     y, x = np.mgrid[0:400, 0:600]
     photo_like = Image.fromarray(np.stack([x * 255 // 600, y * 255 // 400, (x + y) * 255 // 1000], -1).astype(np.uint8))

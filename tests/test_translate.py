@@ -228,6 +228,32 @@ def test_auto_tiling_under_small_memory_budget(monkeypatch):
     assert (y.float() - full.float()).abs().mean() < 1.0
 
 
+def test_memory_estimate_follows_the_translations_own_tiling(monkeypatch):
+    net, cfg = _generator("instance")
+    budget, bpp = 96 * 96 * 4, 4
+    small = Translator(model=net, device="cpu", tile="auto", memory_budget=budget, bytes_per_pixel=bpp, config=cfg)
+    used = []
+    original = small._forward_tiled
+    monkeypatch.setattr(small, "_forward_tiled", lambda t, tile: used.append(tile) or original(t, tile))
+    small.translate_tensor(_scene(150, 203))  # sides that need padding
+    est = small.estimate_memory(203, 150)
+    # Tiled: the generator's share is one pass of the budget (a tile, or the statistics pass) ...
+    assert used and used[0] ** 2 * bpp <= est.generator <= budget
+    assert est.peak == small.estimate_peak_bytes(203, 150) == est.copies + est.generator
+    # ... while an untiled translator's pass covers the whole padded image, with the same copies.
+    whole = Translator(model=net, device="cpu", tile="off", bytes_per_pixel=bpp, config=cfg)
+    m = whole.size_multiple
+    padded = -(-150 // m) * m * (-(-203 // m) * m)
+    assert whole.estimate_memory(203, 150).generator == padded * bpp
+    assert whole.estimate_memory(203, 150).copies == est.copies
+    # The full-resolution copies grow with the image, which tiling does not change; the pass does not.
+    bigger = small.estimate_memory(406, 300)
+    assert bigger.copies >= 3.9 * est.copies and bigger.generator == est.generator
+    # Estimated at the size actually translated: max_side applies first.
+    capped = Translator(model=net, device="cpu", max_side=64, bytes_per_pixel=bpp, config=cfg)
+    assert capped.estimate_memory(4000, 3000) == capped.estimate_memory(64, 48)
+
+
 # ------------------------------------------------------------------------------- Python API inputs
 
 
