@@ -19,6 +19,7 @@ from cyclegan.errors import DataError, PrepError
 from cyclegan.evaluate import load_test_images
 from cyclegan.npz import ArrayImages, open_image_array, write_image_array
 from cyclegan.prep import composite_on_white, fit_square, grabcut_mask, pack_folder, remove_background
+from cyclegan.prep.edges import EdgeSmoothSettings, edge_mask, edge_smooth, edge_smooth_folder
 
 
 def cli(*args):
@@ -231,3 +232,65 @@ def test_remove_background_cli(tmp_path):
     assert result.exit_code == 1 and "must not be" in result.output
     with pytest.raises(PrepError):
         grabcut_mask(_scene(16, 16)[0], margin=0.7)
+
+
+# ----------------------------------------------------------------------------------------------
+# edge-smooth (CartoonGAN's edge-promoting data)
+
+
+def _drawn_shape() -> np.ndarray:
+    """A dark square on a light, flat background: edges only along the square's outline."""
+    img = np.full((48, 48, 3), 220, dtype=np.uint8)
+    img[14:34, 14:34] = (30, 60, 90)
+    return img
+
+
+def test_edge_smoothing_blurs_near_edges_and_leaves_flat_areas_unchanged():
+    rgb = _drawn_shape()
+    settings = EdgeSmoothSettings()
+    mask = edge_mask(rgb, settings)
+    out = edge_smooth(rgb, settings)
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    changed = (out != rgb).any(axis=2)
+    assert changed.any() and not changed[~mask].any()  # only pixels inside the dilated edge mask change
+    # Flat areas far from the outline (background corners, the square's centre) are bit-for-bit kept.
+    assert np.array_equal(out[:8, :8], rgb[:8, :8]) and np.array_equal(out[22:26, 22:26], rgb[22:26, 22:26])
+    # Across the outline the step is softened: the pixels beside it move toward the other side's colour.
+    assert 30 < out[24, 13, 0] < 220 and 30 < out[24, 14, 0] < 220
+    assert mask[24, 14] and mask[24, 12] and not mask[24, 5]  # dilated a couple of pixels around the edge
+
+
+def test_edge_smooth_folder_mirrors_the_style_folder_and_reuses_its_copies(tmp_path):
+    style = tmp_path / "style"
+    (style / "sub").mkdir(parents=True)
+    Image.fromarray(_drawn_shape()).save(style / "a.jpg", quality=95)
+    Image.fromarray(_drawn_shape()[:, ::-1]).save(style / "sub" / "b.png")
+    (style / "broken.png").write_bytes(b"nope")
+    out = tmp_path / "smooth"
+    result = edge_smooth_folder(style, out)
+    assert (result.written, result.existing) == (2, 0) and [p.name for p, _ in result.skipped] == ["broken.png"]
+    assert (out / "a.png").is_file() and (out / "sub" / "b.png").is_file()
+    assert Image.open(out / "a.png").size == (48, 48)
+    again = edge_smooth_folder(style, out)
+    assert (again.written, again.existing) == (0, 2)
+    with pytest.raises(PrepError, match="other settings"):
+        edge_smooth_folder(style, out, settings=EdgeSmoothSettings(size=32))
+    with pytest.raises(PrepError, match="inside it"):
+        edge_smooth_folder(style, style / "smooth")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "mine.txt").write_text("x")
+    with pytest.raises(PrepError, match="not an edge-smoothing folder"):
+        edge_smooth_folder(style, tmp_path / "busy")
+    scaled = edge_smooth_folder(style, tmp_path / "scaled", settings=EdgeSmoothSettings(size=24))
+    assert scaled.written == 2 and Image.open(tmp_path / "scaled" / "a.png").size == (24, 24)
+
+
+def test_cli_edge_smooth(tmp_path):
+    style = tmp_path / "style"
+    style.mkdir()
+    Image.fromarray(_drawn_shape()).save(style / "a.png")
+    r = cli("prep", "edge-smooth", style, "--out", tmp_path / "smooth")
+    assert r.exit_code == 0, r.output
+    assert "wrote 1 edge-smoothed images" in r.output
+    r = cli("prep", "edge-smooth", style, "--out", style / "inner")
+    assert r.exit_code != 0 and r.output.startswith("error: ") and "inside it" in r.output
