@@ -19,12 +19,16 @@ from cyclegan.data import (
     DomainFiles,
     UnpairedImages,
     UnpairedSampler,
+    UnpairedWithSmoothed,
     augment,
+    edge_smoothed_files,
     find_images,
     gather_training_files,
     make_loader,
     resolve_domains,
     small_image_warning,
+    training_scale,
+    training_scale_key,
 )
 from cyclegan.errors import DataError
 from cyclegan.npz import ArrayImages
@@ -519,3 +523,62 @@ def test_small_image_check_skips_unreadable_headers(tmp_path):
     bad.write_bytes(b"not a png")
     files = DomainFiles([bad, *_domain(tmp_path / "A", 2, (300, 300))], _domain(tmp_path / "B", 2, (300, 300)), [])
     assert small_image_warning(files, DataConfig()) is None
+
+
+# --------------------------------------------------------------- edge-smoothed style images (issue 15)
+
+
+def _noise_png(path: Path, size, seed: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("mode", PREPROCESS)
+def test_training_scale_is_the_sample_independent_part_of_augment(mode):
+    cfg = _cfg(preprocess=mode)
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    scaled = training_scale(img, cfg)
+    for seed in range(4):
+        assert np.array_equal(np.asarray(augment(scaled, cfg, random.Random(seed))),
+                              np.asarray(augment(img, cfg, random.Random(seed))))
+    assert training_scale_key(cfg) != training_scale_key(_cfg(preprocess=mode, load_size=LOAD + 4))
+
+
+def test_smoothed_copies_come_with_the_same_crop_and_flip_and_leave_a_and_b_unchanged(tmp_path):
+    files_a = [_noise_png(tmp_path / "a" / f"{i}.png", (30, 26), i) for i in range(3)]
+    files_b = [_noise_png(tmp_path / "b" / "sub" / f"{i}.jpg", (28, 32), 10 + i) for i in range(4)]
+    # Copies identical to their originals (as PNG): the pair must then match pixel for pixel.
+    smooth = tmp_path / "smooth"
+    for f in files_b:
+        (smooth / "sub").mkdir(parents=True, exist_ok=True)
+        Image.open(f).save((smooth / f.relative_to(tmp_path / "b")).with_suffix(".png"))
+    copies = edge_smoothed_files(files_b, tmp_path / "b", smooth)
+    assert copies[0] == smooth / "sub" / "0.png"
+    cfg = _cfg(preprocess="resize_and_crop")
+    plain = UnpairedImages(files_a, files_b, cfg)
+    paired = UnpairedWithSmoothed(files_a, files_b, cfg, smoothed={"B": copies})
+    sampler = UnpairedSampler(n_a=3, n_b=4, seed=5)
+    flips = 0
+    for key in sampler:
+        want, got = plain[key], paired[key]
+        assert set(got) == {"A", "B", "B_smooth"}
+        assert torch.equal(got["A"], want["A"]) and torch.equal(got["B"], want["B"])
+        assert torch.equal(got["B_smooth"], got["B"])
+        flips += not torch.equal(got["B"], plain._load("B", key[1], None))
+    assert flips  # the random crop and flip were really drawn
+
+
+def test_missing_smoothed_copies_and_npz_style_domains_are_refused(tmp_path):
+    files_b = [_png(tmp_path / "b" / f"{i}.png") for i in range(3)]
+    (tmp_path / "smooth").mkdir()
+    _png(tmp_path / "smooth" / "0.png")
+    with pytest.raises(DataError, match=r"2 of 3 edge-smoothed copies missing \(e.g. 1.png\); make them with "
+                                        r"`cyclegan prep edge-smooth"):
+        edge_smoothed_files(files_b, tmp_path / "b", tmp_path / "smooth")
+    arr = tmp_path / "b.npz"
+    np.savez(arr, images=np.zeros((2, 8, 8, 3), np.uint8))
+    with pytest.raises(DataError, match="not an .npz array"):
+        edge_smoothed_files(ArrayImages(arr), arr, tmp_path / "smooth")
+    with pytest.raises(DataError, match="1 edge-smoothed copies for 3 images"):
+        UnpairedWithSmoothed(files_b, files_b, _cfg(), smoothed={"B": [tmp_path / "smooth" / "0.png"]})

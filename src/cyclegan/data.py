@@ -236,6 +236,88 @@ class UnpairedImages(Dataset):
         }
 
 
+# ----------------------------------------------------------------------------------------------
+# Edge-smoothed style images (CartoonGAN's edge-promoting loss, ``loss.lambda_edge_promote``)
+
+
+def training_scale(img: Image.Image, cfg: DataConfig) -> Image.Image:
+    """The part of ``augment`` that does not depend on the sample: the resize before cropping.
+
+    Edge smoothing blurs a few pixels, so it must happen at the scale the network sees; copies made
+    at this scale then go through ``augment`` again unchanged in size."""
+    if cfg.preprocess == "resize_and_crop":
+        return img.resize((cfg.load_size, cfg.load_size), Image.BICUBIC)
+    if cfg.preprocess in ("scale_width", "scale_width_and_crop"):
+        target = cfg.crop_size if cfg.preprocess == "scale_width" else cfg.load_size
+        return _scale_width(img, target, cfg.crop_size)
+    return img
+
+
+def training_scale_key(cfg: DataConfig) -> str:
+    """Names ``training_scale`` for a cache of copies made at it (changes when the scale changes)."""
+    return f"preprocess {cfg.preprocess}, load_size {cfg.load_size}, crop_size {cfg.crop_size}"
+
+
+def edge_smoothed_files(files: Sequence[Path] | ArrayImages, style_dir: Path, smooth_dir: Path) -> list[Path]:
+    """The smoothed copy of every style file: the same path relative to ``style_dir``, under
+    ``smooth_dir``, as .png (what ``cyclegan prep edge-smooth`` writes). DataError when the style
+    domain is an .npz or any copy is missing, before training starts."""
+    if isinstance(files, ArrayImages):
+        raise DataError(f"{style_dir}: loss.lambda_edge_promote needs the style domain as a folder of images, "
+                        "not an .npz array")
+    style_dir, smooth_dir = Path(style_dir), Path(smooth_dir)
+    copies = [(smooth_dir / Path(f).relative_to(style_dir)).with_suffix(".png") for f in files]
+    missing = [c for c in copies if not c.is_file()]
+    if missing:
+        raise DataError(f"{smooth_dir}: {len(missing)} of {len(copies)} edge-smoothed copies missing (e.g. "
+                        f"{missing[0].relative_to(smooth_dir)}); make them with `cyclegan prep edge-smooth "
+                        f"{style_dir} --out {smooth_dir}`")
+    return copies
+
+
+class UnpairedWithSmoothed(UnpairedImages):
+    """``UnpairedImages`` plus, for each domain in ``smoothed``, the edge-smoothed copy of the very
+    image drawn for that domain under key ``"<domain>_smooth"``, with the same crop and flip.
+
+    AnimeGAN pairs each style image with its own smoothed copy in this way, so the only thing the
+    discriminator can tell apart is the sharpness of the outlines. The "A" and "B" images are the ones
+    ``UnpairedImages`` gives for the same key (the copy replays the random draws of its original), so
+    the data stream, and a resumed run's, is unchanged by switching the term on."""
+
+    def __init__(self, files_a: Sequence[Path], files_b: Sequence[Path], cfg: DataConfig, *,
+                 smoothed: dict[str, Sequence[Path]]):
+        super().__init__(files_a, files_b, cfg)
+        for domain, copies in smoothed.items():
+            if domain not in self.files:
+                raise ValueError(f"smoothed copies for unknown domain {domain!r}")
+            if len(copies) != len(self.files[domain]):
+                raise DataError(f"domain {domain}: {len(copies)} edge-smoothed copies for "
+                                f"{len(self.files[domain])} images")
+        self.smoothed = {d: list(c) for d, c in smoothed.items()}
+
+    def _load_copy(self, domain: str, index: int, rng: random.Random) -> torch.Tensor:
+        copies = self.smoothed[domain]
+        for step in range(len(copies)):
+            try:
+                return pil_to_uint8(augment(load_image(copies[(index + step) % len(copies)]), self.cfg, rng))
+            except ImageLoadError as e:
+                warnings.warn(f"skipping unreadable edge-smoothed image {e}", stacklevel=2)
+        raise DataError(f"no readable edge-smoothed images left in domain {domain}")
+
+    def __getitem__(self, key: tuple[int, int, int]) -> dict[str, torch.Tensor]:
+        index_a, index_b, seed = key
+        rng = random.Random(seed)
+        out = {}
+        for domain, index in (("A", index_a), ("B", index_b)):  # the order UnpairedImages draws in
+            state = rng.getstate()
+            out[domain] = self._load(domain, index, rng)
+            if domain in self.smoothed:
+                twin = random.Random()
+                twin.setstate(state)
+                out[f"{domain}_smooth"] = self._load_copy(domain, index, twin)  # [3, S, S] uint8
+        return out
+
+
 def check_files(files: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Split into (readable, [(unreadable, reason)]). Opening headers only would miss truncated files,
     so every image is decoded once; this is the price of never crashing mid-epoch."""
