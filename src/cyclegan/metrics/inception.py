@@ -163,7 +163,7 @@ class InceptionFeatureExtractor:
         batch_size: int = 50,
     ) -> None:
         try:
-            import pytorch_fid
+            import pytorch_fid  # the eval extra
             from pytorch_fid import inception as fid_inception
         except ImportError:
             raise InceptionUnavailableError(
