@@ -146,7 +146,7 @@ class Translator:
 
     ``model`` is an ``nn.Module`` (eager or TorchScript) with a ``size_multiple`` attribute, or any
     callable with the generator convention (float [B, 3, H, W] in [-1, 1] -> same), e.g. an ONNX
-    Runtime session from ``cyclegan.export``, which then needs ``size_multiple``. Most users want
+    Runtime session (``cyclegan.modelfile.OnnxGenerator``), which then needs ``size_multiple``. Most users want
     ``Translator.from_checkpoint``.
 
     Calling the translator with a PIL image returns a PIL image, with a numpy [H, W, 3] (or [H, W],
@@ -214,7 +214,7 @@ class Translator:
                                        channels_last=channels_last, compile=compile)
             self._runner: TorchRunner | CallableRunner = CallableRunner(session) if session else torch_runner
             # Tiles always go through PyTorch: only an eager module's instance norms can be given the
-            # whole image's statistics (module docstring), whatever runs the untiled passes.
+            # whole image's statistics (cyclegan.translate.tiling), whatever runs the untiled passes.
             self._tile_runner = torch_runner
             self._norms = input_stat_norms(model)
         else:
