@@ -167,3 +167,15 @@ def test_hf_specs_and_missing_library(monkeypatch):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # as if the extra were not installed
     with pytest.raises(ModelSourceError, match=r"pip install 'cyclegan\[hub\]'"):
         resolve_source("hf:me/repo")
+
+
+def test_cli_translate_with_an_hf_model(hub_cache, tmp_path):
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (16, 16), (10, 200, 90)).save(photo)
+    out = tmp_path / "back.png"
+    res = _runner().invoke(main, ["translate", str(photo), "--checkpoint", "hf:me/tiny", "--direction", "b2a",
+                                  "--out", str(out), "--device", "cpu", "--precision", "fp32", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert Image.open(out).size == (16, 16)

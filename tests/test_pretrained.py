@@ -275,3 +275,20 @@ def test_cli_get_with_out_and_list(local_catalog, tmp_path):
     assert any(line.startswith("  horse2zebra ") and "?" in line for line in lines)  # size not published
     res = _runner().invoke(main, ["pretrained", "get", "hors2zebra"])
     assert res.exit_code == 1 and "did you mean horse2zebra" in res.stderr
+
+
+def test_translate_with_a_pretrained_model_before_and_after_get(local_catalog, tmp_path):
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (20, 12), (200, 120, 40)).save(photo)
+    out = tmp_path / "styled.png"
+    args = ["translate", str(photo), "--checkpoint", "pretrained:tiny", "--out", str(out), "--device", "cpu",
+            "--precision", "fp32", "--quiet"]
+    res = _runner().invoke(main, args)
+    assert res.exit_code == 1 and not out.exists()
+    assert "pretrained model tiny is not downloaded: run `cyclegan pretrained get tiny`" in res.stderr
+    assert _runner().invoke(main, ["pretrained", "get", "tiny", "--quiet"]).exit_code == 0
+    res = _runner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert Image.open(out).size == (20, 12)

@@ -33,6 +33,7 @@ from cyclegan.checkpoint import (
 )
 from cyclegan.config import Config, config_from_dict
 from cyclegan.errors import CheckpointError, CycleGANError, first_line
+from cyclegan.sources import resolve_source
 
 __all__ = [
     "EXPORTED_WEIGHTS",
@@ -246,9 +247,10 @@ def load_any_generator(
     (a2b, the default) or G_B. An exported generator (safetensors folder or file, ``.onnx``,
     TorchScript ``.pt``) translates one fixed direction; asking for the other one is an error.
     ``device`` is a torch device; for ONNX the strings "auto"/"cpu"/"cuda" choose the provider and
-    ``threads`` its intra-op threads.
+    ``threads`` its intra-op threads. ``pretrained:NAME`` and ``hf:OWNER/REPO`` are resolved first
+    (``cyclegan.sources``).
     """
-    path = Path(path)
+    path = resolve_source(path, direction=direction)
     if direction is not None and direction not in GENERATOR_FOR_DIRECTION:
         raise CheckpointError(f"direction {direction!r}: choose from a2b, b2a")
     if not path.exists():
