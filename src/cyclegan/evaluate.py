@@ -52,7 +52,7 @@ from cyclegan.metrics.inception import FeatureExtractor, Features, InceptionFeat
 from cyclegan.metrics.isc import inception_score
 from cyclegan.metrics.kid import kernel_inception_distance
 from cyclegan.metrics.reconstruction import cycle_l1, psnr, ssim
-from cyclegan.modelfile import model_memory_guard
+from cyclegan.modelfile import EXPORTED_WEIGHTS, load_any_generator, model_memory_guard
 
 __all__ = [
     "DIRECTIONS",
@@ -298,9 +298,16 @@ def evaluate_checkpoint(
     ckpt = resolve_checkpoint(checkpoint)
     dev = resolve_device(device)
     with model_memory_guard(ckpt):
-        g_a, cfg = load_generator(ckpt, direction="a2b", device=dev)
-        # One-sided models (CUT / FastCUT) have no B -> A generator: only a2b is scored.
-        g_b = load_generator(ckpt, direction="b2a", device=dev)[0] if cfg.model.kind == "cyclegan" else None
+        if (ckpt / EXPORTED_WEIGHTS).is_file():  # a safetensors export or import: one generator, one direction
+            loaded = load_any_generator(ckpt, device=dev)
+            if loaded.info.direction != "a2b" or loaded.info.config is None:
+                raise EvaluationError(f"{ckpt}: holds only the {loaded.info.direction} generator; evaluate scores "
+                                      "a2b (A -> B) and, for a checkpoint with both, b2a")
+            g_a, cfg, g_b = loaded.model, loaded.info.config, None
+        else:
+            g_a, cfg = load_generator(ckpt, direction="a2b", device=dev)
+            # One-sided models (CUT / FastCUT) have no B -> A generator: only a2b is scored.
+            g_b = load_generator(ckpt, direction="b2a", device=dev)[0] if cfg.model.kind == "cyclegan" else None
     folder_a, folder_b = _resolve_test_folders(
         cfg,
         dataroot=Path(dataroot) if dataroot else None,

@@ -47,7 +47,9 @@ class Converted:
 
 # ------------------------------------------------------------------------------------------------ reading
 
-_REFUSAL = re.compile(r"WeightsUnpickler error: (.*?)(?: was not an allowed global| Please use|\n|$)")
+# The reason inside torch's multi-line refusal: "Unsupported global: GLOBAL builtins.exec" (a pickled
+# object) or "Unsupported operand 110" (bytes that are no pickle at all).
+_REFUSAL = re.compile(r"WeightsUnpickler error:\s*(.*?)(?: was not an allowed global| Please use|\n|$)")
 
 
 def read_state_dict(path: Path) -> dict[str, Tensor]:
@@ -66,7 +68,10 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = _REFUSAL.search(str(e))
-        why = found.group(1).strip() if found else first_line(e, type(e).__name__)
+        why = found.group(1).strip() if found else ""
+        if "global" not in why.lower():  # not a refused object but a broken stream ("Unsupported operand")
+            raise ForeignWeightsError(f"{path}: not a readable PyTorch weights file "
+                                      f"({why or first_line(e, type(e).__name__)})") from None
         raise ForeignWeightsError(
             f"{path}: holds more than tensors ({why}); weights are read with torch.load(weights_only=True) "
             "and nothing else is accepted"

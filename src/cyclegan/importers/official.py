@@ -67,7 +67,9 @@ def resnet_layout(
     n_blocks = 0
     while f"model.{start + n_blocks}.conv_block.1.weight" in tensors:
         n_blocks += 1
-    dropout = n_blocks > 0 and f"model.{start}.conv_block.6.weight" in tensors
+    # The second conv of a block sits at index 5, or 6 behind a dropout layer (which holds no weights;
+    # a batch norm at 6 does, so the test is on 5).
+    dropout = n_blocks > 0 and f"model.{start}.conv_block.5.weight" not in tensors
     up_at = start + n_blocks
     blur_up = f"model.{up_at}.filt" in tensors
     if (blur_down or blur_up) and not allow_antialias:
