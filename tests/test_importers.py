@@ -28,6 +28,7 @@ from cyclegan.importers import IMPORT_FORMATS, ForeignWeightsError, import_weigh
 from cyclegan.importers import api as import_api
 from cyclegan.modelfile import load_any_generator
 from cyclegan.networks import count_parameters
+from cyclegan.serve.models import load_models
 from cyclegan.translate import Translator
 
 
@@ -574,7 +575,7 @@ def test_cli_import_errors_are_one_line_exit_1(tmp_path):
     assert res.output.strip().count("\n") == 0 and res.output.startswith("error: ") and "no such file" in res.output
 
 
-def test_python_api_and_evaluate_work_on_imported_folders(tmp_path, tiny_dataroot):
+def test_python_api_serve_and_evaluate_work_on_imported_folders(tmp_path, tiny_dataroot):
     sd = animegan_state()
     import_weights("animeganv2", [_save(sd, tmp_path / "paprika.pt")], tmp_path / "anime")
     translator = Translator.from_checkpoint(tmp_path / "anime", device="cpu")
@@ -589,6 +590,8 @@ def test_python_api_and_evaluate_work_on_imported_folders(tmp_path, tiny_dataroo
     result = evaluate_checkpoint(tmp_path / "both", dataroot=tiny_dataroot, use_inception=False, device="cpu",
                                  image_size=32, out=tmp_path / "eval2.json")
     assert "cycle_l1" in result["a2b"] and "cycle_l1" in result["b2a"]
+    served = load_models([f"anime={tmp_path / 'anime'}", f"both={tmp_path / 'both'}"], device="cpu")
+    assert served["anime"].directions == ["a2b"] and sorted(served["both"].directions) == ["a2b", "b2a"]
     import_weights("official", [srcs[1]], tmp_path / "b_only")
     with pytest.raises(EvaluationError, match="holds only the b2a generator"):
         evaluate_checkpoint(tmp_path / "b_only", dataroot=tiny_dataroot, use_inception=False, device="cpu",
