@@ -408,7 +408,7 @@ class FramePicker:
         return None
 
 
-def _detect_size(shape: tuple[int, int]) -> tuple[int, int] | None:
+def detect_size(shape: tuple[int, int]) -> tuple[int, int] | None:
     """(W, H) shots are detected at, or None to use the frame as it is."""
     h, w = shape
     if w <= DETECT_WIDTH * 1.5:
@@ -474,8 +474,8 @@ def process_video(
             index += 1
             position = video.position
             seconds = float(position.seconds)
-            small = _detect_size(frame.shape[:2])
-            det = frame if small is None else cv2.resize(frame, small, interpolation=cv2.INTER_AREA)
+            small = detect_size(frame.shape[:2])
+            det = frame if small is None else cv2.resize(frame, small, interpolation=cv2.INTER_LINEAR)
             for detector in detectors:
                 pending += [float(cut.seconds) for cut in detector.process_frame(position, det)]
             # Apply cuts up to now; a cut reported late moves the few candidates after it along.
