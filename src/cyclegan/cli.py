@@ -260,8 +260,8 @@ def analyze() -> None:
 def analyze_fourier_cmd(inputs, checkpoints, out, json_out, direction, real, cutoff, max_side, max_show,
                         device) -> None:
     """Spectra of INPUTS (images or folders) and their translations (seed 001 sec. 5.2)."""
-    from cyclegan.devices import resolve_device
     from cyclegan.analyze.fourier import analyze_fourier
+    from cyclegan.devices import resolve_device
 
     result = analyze_fourier(
         inputs, checkpoints=checkpoints, out=out, json_out=json_out, direction=direction, real=real,
