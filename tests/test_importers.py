@@ -355,6 +355,14 @@ def test_pre_0_4_instance_norm_statistics_are_dropped(tmp_path, kind):
     _agrees(tmp_path / "out", sd, forward, shape=shape, **kwargs)
 
 
+def test_batch_norm_files_from_before_pytorch_0_4_1_have_no_batch_counter(tmp_path):
+    sd = resnet_state(ngf=4, n_blocks=1, norm="batch")
+    old = OrderedDict((k, v) for k, v in sd.items() if not k.endswith("num_batches_tracked"))
+    import_weights("official", [_save(old, tmp_path / "facades.pth", _use_new_zipfile_serialization=False)],
+                   tmp_path / "out")
+    _agrees(tmp_path / "out", sd, resnet_forward, norm="batch", n_blocks=1)
+
+
 def test_g_a_and_g_b_give_a_two_directional_checkpoint(tmp_path):
     sd_a, sd_b = resnet_state(ngf=4, n_blocks=2), resnet_state(ngf=4, n_blocks=2)
     srcs = [_save(sd_b, tmp_path / "latest_net_G_B.pth"), _save(sd_a, tmp_path / "latest_net_G_A.pth")]

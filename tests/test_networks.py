@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -549,3 +551,16 @@ def test_animeganv2_trains_in_a_cyclegan_recipe(tiny_config, tmp_path):
     assert result.step == 2
     net, saved = load_generator(tmp_path / "run")
     assert isinstance(net, AnimeGANv2Generator) and saved.model.generator.name == "animeganv2"
+
+
+@pytest.mark.parametrize("gcfg", [GeneratorConfig(name="animeganv2", ngf=8),
+                                  GeneratorConfig(name="resnet", ngf=4, n_blocks=1, antialias="both",
+                                                  antialias_up_filter=3)])
+def test_new_generators_script_for_torchscript_export(gcfg):
+    net = build_generator(gcfg).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated but still supported
+        scripted = torch.jit.script(net)
+    x = torch.rand(2, 3, 20, 28) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(scripted(x), net(x))
