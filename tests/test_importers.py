@@ -452,7 +452,7 @@ def test_a_file_of_no_known_layout_gets_one_line_naming_expected_and_found(tmp_p
         msg = str(info.value)
         assert "\n" not in msg and "expected" in msg and "found 2 tensors: encoder.0.weight [8, 3, 3, 3]" in msg
     src = _save(animegan_state(), tmp_path / "paprika.pt")
-    with pytest.raises(ForeignWeightsError, match="looks like a animeganv2 file"):
+    with pytest.raises(ForeignWeightsError, match="looks like a file for format animeganv2"):
         import_weights("official", [src], tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pickle
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,8 +120,8 @@ def no_layout(path: Path, fmt: str, expected: str, tensors: Mapping[str, Tensor]
     """The one-line error for a file that matches none of a format's layouts."""
     hint = ""
     if (guess := guess_format(tensors)) is not None and guess != fmt:
-        hint = f"; it looks like a {guess} file (cyclegan import {guess} ...)"
-    return ForeignWeightsError(f"{path}: not a {fmt} generator: expected {expected}; found "
+        hint = f"; it looks like a file for format {guess} (cyclegan import {guess} ...)"
+    return ForeignWeightsError(f"{path}: not a generator of import format {fmt}: expected {expected}; found "
                                f"{found_summary(tensors)}{hint}")
 
 
@@ -252,6 +252,3 @@ def one_file(paths: Sequence[Path], fmt: str, what: str) -> Path:
     if len(paths) != 1:
         raise ForeignWeightsError(f"cyclegan import {fmt}: expected one file ({what}), got {len(paths)}")
     return Path(paths[0])
-
-
-Convert = Callable[[Sequence[Path]], Converted]

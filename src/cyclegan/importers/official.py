@@ -22,7 +22,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from cyclegan.config import Config, GeneratorConfig, config_from_dict
 from cyclegan.errors import ConfigError
@@ -182,17 +182,19 @@ def unet_layout(tensors: Mapping[str, Tensor], *, path: Path) -> tuple[Generator
 # -------------------------------------------------------------------------------------------------- format
 
 
-def make_config(gcfg: GeneratorConfig, *, kind: str = "cyclegan") -> Config:
+def make_config(gcfg: GeneratorConfig, *, kind: str = "cyclegan", path: Path) -> Config:
     """The full config of an imported generator: defaults everywhere else, validated."""
     try:
         return config_from_dict({"model": {"kind": kind, "generator": dataclasses.asdict(gcfg)}})
-    except ConfigError as e:
-        raise ForeignWeightsError(f"the inferred architecture is not valid here ({e})") from None
+    except ConfigError as e:  # e.g. more blocks or a wider network than a config may ask for
+        raise ForeignWeightsError(f"{path}: the architecture it holds cannot be configured here ({e})") from None
 
 
-def convert_generator(path: Path, gcfg: GeneratorConfig, layout: Layout, tensors, *, kind: str = "cyclegan"):
+def convert_generator(
+    path: Path, gcfg: GeneratorConfig, layout: Layout, tensors: Mapping[str, Tensor], *, kind: str = "cyclegan"
+) -> tuple[nn.Module, Config, int]:
     """Build our generator for ``gcfg`` and fill it by ``layout``: (network in eval mode, config, dropped)."""
-    cfg = make_config(gcfg, kind=kind)
+    cfg = make_config(gcfg, kind=kind, path=path)
     net = build_generator(cfg.model.generator, init=cfg.model.init, init_gain=cfg.model.init_gain)
     dropped = load_layout(net, tensors, layout, path=path)
     return net.eval(), cfg, dropped
