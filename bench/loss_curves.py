@@ -20,13 +20,13 @@ Settings (``--settings``, comma separated):
 
     fp32             reference: fp32 eager, batch 1 (what the official code computes)
     fp32-seed1       the reference with seed 1: the run-to-run noise yardstick
-    bf16, bf16+cl    bf16 autocast (and channels_last)
-    compile+bf16+cl  torch.compile as well
+    bf16, bf16+cl    bf16 autocast (and channels_last); any setting of train_speed.py's grammar
+    compile+bf16+cl  (harness.parse_setting) works, and ``-seedN`` trains it with seed N
     fp16             fp16 autocast with the grad scaler (GPU)
     b4-none, b4-sqrt, b4-linear, b8-...   batch 4/8 with ``optim.lr_scaling`` none | sqrt | linear:
                      the LR rule for batch > 1, compared at equal images seen
 
-    python bench/loss_curves.py                                  # CPU default: 64 px, 1200 images
+    python bench/loss_curves.py                                  # default: 64 px, 1200 images
     python bench/loss_curves.py --device cuda --size 128 --images 3000 --settings \\
         fp32,fp32-seed1,bf16+cl,compile+bf16+cl,b8-none,b8-sqrt,b8-linear
     python bench/loss_curves.py --dataroot my_data --jobs 2
@@ -37,20 +37,15 @@ On CPU, ``--jobs 2`` runs two settings at once with one thread each: losses do n
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO / "bench" / "results" / "loss_curves.json"
-DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "horse2zebra-128"
+import harness
+from harness import LOAD_RATIO
 
 GROUPS = {  # column -> log.jsonl keys averaged into it
     "gan": ("G_A_gan", "G_B_gan"),
@@ -58,24 +53,24 @@ GROUPS = {  # column -> log.jsonl keys averaged into it
     "idt": ("idt_A", "idt_B"),
     "D": ("D_A", "D_B"),
 }
+LR_RULES = ("none", "sqrt", "linear")
 
 
 def setting_overrides(name: str) -> dict[str, object]:
-    """--set overrides of one named setting (on top of preset cyclegan and the common flags)."""
-    fixed = {
-        "fp32": {},
-        "fp32-seed1": {"train.seed": 1},
-        "bf16": {"train.precision": "bf16"},
-        "bf16+cl": {"train.precision": "bf16", "train.channels_last": True},
-        "compile+bf16+cl": {"train.precision": "bf16", "train.channels_last": True, "train.compile": True},
-        "fp16": {"train.precision": "fp16"},
-    }
-    if name in fixed:
-        return fixed[name]
-    batch, _, rule = name.partition("-")
-    if batch.startswith("b") and batch[1:].isdigit() and rule in ("none", "sqrt", "linear"):
-        return {"train.batch_size": int(batch[1:]), "optim.lr_scaling": rule}
-    raise SystemExit(f"unknown setting {name!r}: choose from {', '.join(fixed)}, bN-none|sqrt|linear")
+    """--set overrides of one named setting (on top of preset cyclegan and the common flags).
+
+    ``bN-RULE``: batch N with ``optim.lr_scaling`` RULE; otherwise a harness setting, optionally
+    ``-seedN``. Raises ValueError for anything else.
+    """
+    base, _, suffix = name.partition("-")
+    if base.startswith("b") and base[1:].isdigit() and suffix in LR_RULES:
+        return {"train.batch_size": int(base[1:]), "optim.lr_scaling": suffix}
+    over = harness.parse_setting(base).overrides()
+    if suffix:
+        if not (suffix.startswith("seed") and suffix[4:].isdigit()):
+            raise ValueError(f"setting {name!r}: after '-' use seedN, or bN-{'|'.join(LR_RULES)}")
+        over["train.seed"] = int(suffix[4:])
+    return over
 
 
 def run_setting(name: str, args, runs: Path) -> dict:
@@ -84,24 +79,22 @@ def run_setting(name: str, args, runs: Path) -> dict:
     batch = int(over.get("train.batch_size", 1))
     steps = max(1, args.images // batch)
     run = runs / name
-    cmd = [sys.executable, "-m", "cyclegan", "train", "--dataroot", str(args.dataroot), "--out", str(run),
-           "--preset", "cyclegan", "--device", args.device, "--max-steps", str(steps), "--quiet", "--overwrite"]
     common = {
-        "data.load_size": round(args.size * 286 / 256), "data.crop_size": args.size,
+        "data.load_size": round(args.size * LOAD_RATIO), "data.crop_size": args.size,
         # one record per `bin` images, whatever the batch
         "train.log_every": max(1, args.bin // batch), "train.num_threads": args.threads,
         "train.save_latest_every": steps, "train.tensorboard": False,
     }
-    for key, value in {**common, **over}.items():
-        cmd += ["--set", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]
-    t0 = time.perf_counter()
+    row = {"setting": name, "batch": batch, "steps": steps, "status": "ok", "reason": None}
     if args.reuse and _finished(run, steps):
-        train_s = float("nan")  # trained by an earlier invocation
+        row["train_s"] = None  # trained by an earlier invocation
     else:
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            return {"setting": name, "failed": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
-        train_s = time.perf_counter() - t0
+        proc = harness.run_cli(["train", "--dataroot", str(args.dataroot), "--out", str(run), "--preset",
+                                "cyclegan", "--device", args.device, "--max-steps", str(steps), "--quiet",
+                                "--overwrite", *harness.set_args({**common, **over})])
+        if not proc["ok"]:
+            return {**row, "status": "skipped", "reason": f"failed: {proc['reason']}"}
+        row["train_s"] = proc["wall_s"]
     curve = []
     for line in (run / "log.jsonl").read_text().splitlines():
         rec = json.loads(line)
@@ -109,24 +102,24 @@ def run_setting(name: str, args, runs: Path) -> dict:
             curve.append({"images": rec["step"] * batch,
                           **{g: sum(rec[k] for k in keys) / len(keys) for g, keys in GROUPS.items()}})
     ev_json = run / "eval.json"
-    ev = subprocess.CompletedProcess([], 0) if args.reuse and ev_json.is_file() else subprocess.run([sys.executable, "-m", "cyclegan", "evaluate", "--checkpoint", str(run), "--dataroot",
-                         str(args.dataroot), "--no-inception", "--image-size", str(args.size), "--device",
-                         args.device, "--out", str(ev_json)], capture_output=True, text=True, check=False)
+    if not (args.reuse and ev_json.is_file()):
+        harness.run_cli(["evaluate", "--checkpoint", str(run), "--dataroot", str(args.dataroot),
+                         "--no-inception", "--image-size", str(args.size), "--device", args.device,
+                         "--out", str(ev_json)])
     cycle = None
-    if ev.returncode == 0:
+    if ev_json.is_file():
         doc = json.loads(ev_json.read_text())
         cycle = {d: doc[d]["cycle_l1"] for d in ("a2b", "b2a") if d in doc}
-    return {"setting": name, "batch": batch, "steps": steps, "train_s": train_s, "curve": curve,
-            "test_cycle_l1": cycle}
+    return {**row, "curve": curve, "test_cycle_l1": cycle}
 
 
 def _finished(run: Path, steps: int) -> bool:
     """A run left by an earlier invocation that reached ``steps`` (for --reuse)."""
     try:
-        lines = (run / "log.jsonl").read_text().splitlines()
-        return any(json.loads(x).get("event") == "stop" and json.loads(x).get("step") == steps for x in lines)
+        records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     except (OSError, ValueError):
         return False
+    return any(r.get("event") == "stop" and r.get("step") == steps for r in records)
 
 
 def binned(curve: list[dict], bin_images: int) -> dict[int, dict[str, float]]:
@@ -139,7 +132,8 @@ def binned(curve: list[dict], bin_images: int) -> dict[int, dict[str, float]]:
     return {b: {g: statistics.fmean(v) for g, v in groups.items()} for b, groups in bins.items()}
 
 
-def deviation(curve: list[dict], reference: list[dict], bin_images: int, *, late: bool = False) -> dict[str, float]:
+def deviation(curve: list[dict], reference: list[dict], bin_images: int, *,
+              late: bool = False) -> dict[str, float]:
     """Per group: mean |bin mean - reference bin mean| over shared bins / mean |reference bin mean|;
     ``late``: over the second half of the bins only (past the first descent, which takes more
     images at batch > 1 because there are fewer optimiser steps per image)."""
@@ -155,86 +149,93 @@ def deviation(curve: list[dict], reference: list[dict], bin_images: int, *, late
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataroot", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--size", type=int, default=64, help="Crop size (loaded at 286/256 of it).")
-    parser.add_argument("--images", type=int, default=1200, help="Images per domain each setting trains on.")
-    parser.add_argument("--bin", type=int, default=100, help="Images per comparison bin (and per log record).")
-    parser.add_argument("--settings", default="fp32,fp32-seed1,bf16,bf16+cl,b4-none,b4-sqrt,b4-linear")
-    parser.add_argument("--jobs", type=int, default=1, help="Settings trained at once.")
-    parser.add_argument("--threads", type=int, default=0, help="train.num_threads per run (0: default, capped).")
-    parser.add_argument("--runs", type=Path, default=None, help="Keep the runs here (default: a temp folder).")
-    parser.add_argument("--reuse", action="store_true",
-                        help="With --runs: keep settings already trained there to the same length.")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    args = parser.parse_args()
+def main(argv=None) -> int:
+    p = harness.make_parser("loss_curves", __doc__)
+    p.add_argument("--dataroot", type=Path, default=harness.DEFAULT_DATA)
+    p.add_argument("--size", type=int, default=64, help="crop size (loaded at 286/256 of it)")
+    p.add_argument("--images", type=int, default=1200, help="images per domain each setting trains on")
+    p.add_argument("--bin", type=int, default=100, help="images per comparison bin (and per log record)")
+    p.add_argument("--settings", default="fp32,fp32-seed1,bf16,bf16+cl,b4-none,b4-sqrt,b4-linear")
+    p.add_argument("--jobs", type=int, default=1, help="settings trained at once")
+    p.add_argument("--threads", type=int, default=0, help="train.num_threads per run (0: default, capped)")
+    p.add_argument("--runs", type=Path, help="keep the runs here (default: a temporary folder)")
+    p.add_argument("--reuse", action="store_true",
+                   help="with --runs: keep settings already trained there to the same length")
+    args = p.parse_args(argv)
+    harness.check_minimums(p, args, {"size": 1, "images": 1, "bin": 1, "jobs": 1, "threads": 0})
     if args.reuse and args.runs is None:
-        parser.error("--reuse needs --runs")
+        p.error("--reuse needs --runs")
     if not (args.dataroot / "trainA").is_dir():
-        raise SystemExit(f"{args.dataroot}: no trainA/ folder; pass --dataroot")
-    names = [s for s in args.settings.split(",") if s]
-    for n in names:
-        setting_overrides(n)  # unknown names fail before any training
-    for needed in ("fp32", "fp32-seed1"):
-        if needed not in names:
-            names.insert(0 if needed == "fp32" else 1, needed)
+        p.error(f"{args.dataroot}: no trainA/ folder; pass --dataroot")
+    args.device = harness.resolve_device(args.device)
+    # the reference and the noise yardstick first, always
+    names = list(dict.fromkeys(["fp32", "fp32-seed1", *harness.split_list(args.settings)]))
+    try:
+        for n in names:
+            setting_overrides(n)  # unknown names fail before any training
+    except ValueError as e:
+        p.error(str(e))
 
-    start = time.perf_counter()
+    hw = harness.hardware_info(args.device)
+    log = harness.Progress()
+    log(harness.hardware_line(hw))
     with tempfile.TemporaryDirectory() as tmp:
         runs = args.runs or Path(tmp)
         with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
             futures = {n: pool.submit(run_setting, n, args, runs) for n in names}
-            results = {}
-            for n in names:
-                results[n] = futures[n].result()
-                print(f"  {n}: {results[n].get('failed') or 'done'} ({results[n].get('train_s', 0):.0f} s)",
-                      flush=True)
+            results = []
+            for i, n in enumerate(names):
+                results.append(futures[n].result())
+                r = results[-1]
+                took = harness.fmt(r.get("train_s"), ".0f", "reused")
+                log(f"[{i + 1}/{len(names)}] {n}: {r['reason'] or 'done'} ({took} s)")
 
-    ref = results["fp32"]["curve"]
-    seed1 = results["fp32-seed1"].get("curve")
+    by_name = {r["setting"]: r for r in results}
+    if by_name["fp32"]["status"] != "ok":
+        print(f"error: the reference fp32 run failed: {by_name['fp32']['reason']}", file=sys.stderr)
+        return 1
+    ref = by_name["fp32"]["curve"]
+    seed1 = by_name["fp32-seed1"].get("curve")
     noise = deviation(seed1, ref, args.bin) if seed1 else {}
     late_noise = deviation(seed1, ref, args.bin, late=True) if seed1 else {}
     groups = list(GROUPS)
-    print(f"\n# {args.images} images per domain at {args.size}x{args.size} on {args.device}, bins of "
-          f"{args.bin} images; dev = mean |bin mean - fp32 bin mean| / mean |fp32|, (x noise) = dev / "
-          f"dev of fp32-seed1\n")
-    header = f"{'setting':<16} {'batch':>5} " + " ".join(f"{g + ' dev':>17}" for g in groups) + \
-        f" {'late cycle dev':>17} {'late D dev':>17} {'cycle L1 a2b/b2a':>17} {'train s':>8}"
-    print(header)
     rows = []
-    for n in names:
-        r = results[n]
-        if "curve" not in r:
-            print(f"{n:<16} failed: {r['failed']}")
-            rows.append(r)
+    for r in results:
+        if r["status"] != "ok":
+            rows.append([r["setting"], str(r["batch"]), *[""] * (len(groups) + 4), r["reason"]])
             continue
         dev = deviation(r["curve"], ref, args.bin)
         late = deviation(r["curve"], ref, args.bin, late=True)
+        r.update(dev=dev, late_dev=late,
+                 dev_over_noise={g: harness.ratio(dev[g], noise.get(g)) for g in groups},
+                 late_dev_over_noise={g: harness.ratio(late[g], late_noise.get(g)) for g in groups})
         cells = []
-        for values, yardstick, keys in ((dev, noise, groups), (late, late_noise, ("cycle", "D"))):
-            for g in keys:
-                ratio = values[g] / yardstick[g] if yardstick.get(g) else float("nan")
-                cells.append("-" if n == "fp32" else f"{values[g]:.3f} ({ratio:.1f}x)")
+        for values, over, keys in ((dev, r["dev_over_noise"], groups),
+                                   (late, r["late_dev_over_noise"], ("cycle", "D"))):
+            cells += ["-" if r["setting"] == "fp32" else
+                      f"{values[g]:.3f} ({harness.fmt(over[g], '.1f', 'nan')}x)" for g in keys]
         cyc = r["test_cycle_l1"]
-        cyc_s = f"{cyc['a2b']:.3f}/{cyc['b2a']:.3f}" if cyc else "n/a"
-        print(f"{n:<16} {r['batch']:>5} " + " ".join(f"{c:>17}" for c in cells) + f" {cyc_s:>17} "
-              f"{r['train_s']:>8.0f}")  # nan: reused
-        rows.append({**r, "dev": dev, "dev_over_noise": {g: dev[g] / noise[g] if noise.get(g) else None
-                                                         for g in groups},
-                     "late_dev": late, "late_dev_over_noise": {g: late[g] / late_noise[g] if late_noise.get(g)
-                                                               else None for g in groups}})
-    print("\nfinal-bin means (fp32): " + ", ".join(
-        f"{g} {v:.3f}" for g, v in binned(ref, args.bin)[max(binned(ref, args.bin))].items()))
-    print(f"total {time.perf_counter() - start:.0f} s")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"benchmark": "loss_curves", "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "device": args.device,
-           "size": args.size, "images": args.images, "bin": args.bin, "dataroot": str(args.dataroot),
-           "cpu_count": os.cpu_count(), "rows": rows}
-    args.out.write_text(json.dumps(doc, indent=2), encoding="utf-8")
-    print(f"wrote {args.out}")
+        rows.append([r["setting"], str(r["batch"]), *cells,
+                     f"{cyc['a2b']:.3f}/{cyc['b2a']:.3f}" if cyc else "n/a",
+                     harness.fmt(r["train_s"], ".0f", "reused"), ""])
+    final = binned(ref, args.bin)
+    print(f"Loss curves against fp32 batch 1, {args.images} images per domain at {args.size}x{args.size} on "
+          f"{args.device}, bins of {args.bin} images\n{harness.hardware_line(hw)}\n"
+          "dev = mean |bin mean - fp32 bin mean| / mean |fp32|, (Nx) = dev / dev of fp32-seed1; "
+          "late = second half of the bins only")
+    head = ["setting", "batch", *(f"{g} dev" for g in groups), "late cycle dev", "late D dev",
+            "cycle L1 a2b/b2a", "train s", "notes"]
+    print(harness.format_table(head, rows, right=set(range(1, len(head) - 1)), markdown=args.markdown))
+    print("final-bin means (fp32): " + ", ".join(f"{g} {v:.3f}" for g, v in final[max(final)].items()),
+          flush=True)
+    config = {k: getattr(args, k) for k in ("device", "size", "images", "bin", "jobs", "threads", "reuse")}
+    config.update(dataroot=str(args.dataroot), settings=names, runs=str(args.runs) if args.runs else None)
+    hw["loadavg_end"] = harness.loadavg()
+    harness.write_results(args.out, benchmark="loss_curves", hardware=hw, config=config, results=results,
+                          total_wall_s=log.elapsed)
+    log(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -41,7 +41,8 @@ import torch
 from harness import Stopwatch, fmt, fmt_ratio, skip
 
 from cyclegan.config import GeneratorConfig
-from cyclegan.export import ModelInfo, OnnxGenerator, export_module
+from cyclegan.export import export_module
+from cyclegan.modelfile import ModelInfo, OnnxGenerator
 from cyclegan.networks import build_generator
 from cyclegan.translate import Translator
 
@@ -163,9 +164,10 @@ def rows_for(variant: str, run: dict, sizes: list[int], device: str) -> list[dic
     for size in sizes:
         reps = [r["sizes"][str(size)] for r in run["repeats"] if str(size) in r["sizes"]]
         st = harness.timing_stats(reps, threads=threads, drop_busy=device == "cpu")
-        rows.append({"size": size, "variant": variant, "status": "ok", "reason": None, "s_per_img": st["median"],
-                     "s_repeats": st["times"], "repeats_used": st["used"], "spread": st["spread"],
-                     "cpu_util_used": st["cpu_util_used"], "maxdiff_levels": ready["maxdiff"][str(size)],
+        rows.append({"size": size, "variant": variant, "status": "ok", "reason": None,
+                     "s_per_img": st["median"], "s_repeats": st["times"], "repeats_used": st["used"],
+                     "spread": st["spread"], "cpu_util_used": st["cpu_util_used"],
+                     "maxdiff_levels": ready["maxdiff"][str(size)],
                      "first_call_s": ready["first_call_s"][str(size)], "setup_s": ready["setup_s"],
                      "chose": ready.get("chose"), "torch_threads": threads})
     return rows
@@ -196,8 +198,8 @@ def format_report(hw: dict, config: dict, results: list[dict], *, markdown: bool
         f"Translation, {config['model']}, tile off, batch 1, device {config['device']}",
         harness.hardware_line(hw),
         (f"median of {reps} run(s) ({repeats_at(1024, reps, config['device'])} at 1024+) after "
-         f"{config['warmup']} warm-up, {config['schedule']}; x ref = {REFERENCE} s/img / row s/img (higher is "
-         f"faster); maxdiff in 8-bit levels vs {REFERENCE}"),
+         f"{config['warmup']} warm-up, {config['schedule']}; x ref = {REFERENCE} s/img / row s/img "
+         f"(higher is faster); maxdiff in 8-bit levels vs {REFERENCE}"),
         harness.format_table(["size", "variant", "s/img", "x ref", "maxdiff", "notes"], rows, right={2, 3, 4},
                              markdown=markdown),
     ]
@@ -231,8 +233,9 @@ def main(argv=None) -> int:
     if unknown:
         p.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     variants = [REFERENCE] + [v for v in dict.fromkeys(variants) if v != REFERENCE]  # every ratio needs it
-    config = {"model": "ResNet-9 generator ngf 64, instance norm (random init)", "device": device, "sizes": sizes,
-              "variants": variants, "repeats": args.repeats or DEFAULT_REPEATS[device], "warmup": args.warmup,
+    config = {"model": "ResNet-9 generator ngf 64, instance norm (random init)", "device": device,
+              "sizes": sizes, "variants": variants, "repeats": args.repeats or DEFAULT_REPEATS[device],
+              "warmup": args.warmup,
               "schedule": args.schedule or ("interleaved" if device == "cpu" else "sequential"),
               "timeout_s": args.timeout or DEFAULT_TIMEOUT[device]}
     hw = harness.hardware_info(device, packages=("onnxruntime",))
@@ -247,7 +250,8 @@ def main(argv=None) -> int:
             if reason:
                 runs[v] = skip(reason)
         todo = [v for v in variants if v not in runs]
-        spec = {"device": device, "sizes": sizes, "repeats": config["repeats"], "warmup": args.warmup, "tmp": tmp}
+        spec = {"device": device, "sizes": sizes, "repeats": config["repeats"], "warmup": args.warmup,
+                "tmp": tmp}
         jobs = [harness.Job(v, harness.worker_command(__file__, {**spec, "variant": v})) for v in todo]
         done = harness.run_workers(jobs, repeats=config["repeats"], budget_s=config["timeout_s"],
                                    interleave=config["schedule"] == "interleaved", log=log,

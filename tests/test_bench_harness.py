@@ -1,12 +1,14 @@
 """The shared benchmark harness (bench/harness.py): statistics, ratios, tables, settings, workers.
 
 No timings are asserted (they live in bench/); the worker tests drive tiny fake workers that speak
-the harness protocol, so crashes and hangs are checked in well under a second each.
+the harness protocol, so crashes and hangs are checked in well under a second each; one smoke run
+of translate_speed.py (a 16x16 image, one worker) checks a real script end to end.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -187,3 +189,24 @@ def test_run_workers_reports_each_job_and_survives_crashes_and_hangs(interleave)
     assert "[1/4] ok: 2 repeats" in log and "[4/4] alone: 2 repeats" in log
     if interleave:
         assert any(line.startswith("round 2/2 over 1 settings") for line in log)
+
+
+# ------------------------------------------------------------------------------------------ smoke
+
+
+def test_translate_speed_smoke_runs_a_worker_and_writes_table_and_json(tmp_path):
+    """The smallest real run of a script on the harness: one worker process, one tiny image."""
+    out = tmp_path / "t.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "translate_speed.py"), "--device", "cpu", "--sizes", "16", "--repeats", "1",
+         "--variants", "eager-fp32,fp16", "--out", str(out), "--markdown"],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| 16x16 | eager-fp32 (reference) |" in proc.stdout and "| 1.00x | 0 |" in proc.stdout
+    assert "| 16x16 | fp16 | skipped |" in proc.stdout and "fp16 is a GPU path" in proc.stdout
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == "translate_speed" and doc["config"]["sizes"] == [16]
+    ref, fp16 = doc["results"]
+    assert ref["status"] == "ok" and ref["ratio"] == 1.0 and ref["maxdiff_levels"] == 0
+    assert len(ref["s_repeats"]) == 1 and ref["s_per_img"] > 0
+    assert fp16["status"] == "skipped" and fp16["ratio"] is None
