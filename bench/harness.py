@@ -471,9 +471,10 @@ def fmt_ratio(r: float | None) -> str:
 
 def format_table(head: Sequence[str], rows: Sequence[Sequence[str]], *, right: Collection[int] = (),
                  markdown: bool = False) -> str:
-    """Aligned text (two spaces between columns, the last one unpadded, for notes) or a Markdown table.
+    """Aligned text (two spaces between columns) or a Markdown table.
 
-    ``right``: indices of right-aligned (numeric) columns.
+    ``right``: indices of right-aligned (numeric) columns. A left-aligned last column (notes) is not
+    padded, so long notes do not widen the table.
     """
     rows = [[str(c) for c in r] for r in rows]
     if markdown:
@@ -481,11 +482,15 @@ def format_table(head: Sequence[str], rows: Sequence[Sequence[str]], *, right: C
         return "\n".join("| " + " | ".join(cells) + " |" for cells in (head, rule, *rows))
     widths = [max([len(head[i]), *(len(r[i]) for r in rows)]) for i in range(len(head))]
 
+    last = len(head) - 1
+    if last not in right:
+        widths[last] = len(head[last])
+
     def line(cells: Sequence[str]) -> str:
         out = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
-        return "  ".join(out[:-1] + [cells[-1]]).rstrip()
+        return "  ".join(out).rstrip()
 
-    rule = ["-" * w for w in widths[:-1]] + ["-" * len(head[-1])]
+    rule = ["-" * w for w in widths]
     return "\n".join([line(head), line(rule), *(line(r) for r in rows)])
 
 

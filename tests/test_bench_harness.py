@@ -96,6 +96,11 @@ def test_format_table_text_aligns_and_leaves_notes_unpadded():
     ]
 
 
+def test_format_table_pads_a_numeric_last_column():
+    text = harness.format_table(["model", "L1"], [["cut", "0.5"], ["cyclegan", "10.25"]], right={1})
+    assert text.splitlines()[2:] == ["cut         0.5", "cyclegan  10.25"]
+
+
 def test_format_table_markdown():
     md = harness.format_table(["size", "s/img"], [["64x64", "0.02"]], right={1}, markdown=True)
     assert md.splitlines() == ["| size | s/img |", "| --- | ---: |", "| 64x64 | 0.02 |"]
