@@ -256,3 +256,16 @@ def test_fading_frames_are_flagged_and_never_kept(tmp_path):
     picker.finish_shot(0.0, 1.0, [c for c in candidates if c.seconds < 1.0], sampler.bars, sampler.det_shape,
                        budget=10)
     assert len(picker.kept) == 1 and picker.kept[0].why.startswith("steadiest")
+
+
+def test_when_every_video_fails_it_is_an_error_and_the_folder_stays_usable(film, tmp_path):
+    broken = tmp_path / "broken.mkv"
+    broken.write_bytes(b"\x1a\x45\xdf\xa3 not really matroska")
+    out = tmp_path / "frames"
+    r = CliRunner().invoke(main, ["prep", "frames", str(broken), "--out", str(out), "--quiet", "--size", "64",
+                                  "--crop-bottom", "0.12"])
+    assert r.exit_code != 0 and "broken.mkv: cannot read" in r.output
+    assert r.output.strip().splitlines()[-1] == "error: none of the 1 video(s) could be read"
+    assert not list(out.glob("*.png"))
+    result = extract_frames([film[0]], out, settings=SETTINGS)  # the same folder takes the next run
+    assert result.total == 6

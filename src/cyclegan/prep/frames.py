@@ -598,6 +598,7 @@ def contact_sheet(out_dir: Path, files: Sequence[str], dest: Path) -> Path | Non
 
 def preview_path(out_dir: Path) -> Path:
     """Beside the folder, not in it: a preview inside would become a training image."""
+    out_dir = out_dir.resolve()  # "." has no name to extend
     return out_dir.with_name(out_dir.name + "_contact.png")
 
 
@@ -631,6 +632,7 @@ def extract_frames(
     errors = _video_errors()
     manifest = _load_manifest(out_dir, settings)
     out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / MANIFEST, manifest)  # first: a folder whose videos all fail is still ours
     csv_path = out_dir / CSV_NAME
     rows = _read_rows(csv_path)
     hashes = HashSet(r["phash"] for r in rows)
@@ -675,6 +677,8 @@ def extract_frames(
         echo(result.line())
     if not csv_path.is_file():
         _write_rows(csv_path, rows)
+    if all(r.status == "failed" for r in results):
+        raise PrepError(f"none of the {len(results)} video(s) could be read")
     dest = Path(preview) if preview is not None else preview_path(out_dir)
     sheet = contact_sheet(out_dir, [r["file"] for r in rows], dest)
     return FramesResult(out_dir=out_dir, videos=results, total=len(rows), csv=csv_path, preview=sheet)
