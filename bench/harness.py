@@ -632,7 +632,7 @@ class Worker:
             msg = self.messages.get(timeout=max(self.budget_s - self.used_s, 1.0))
         except queue.Empty:
             self.kill()
-            return skip(f"failed: timed out after {self.budget_s:.0f} s (raise --timeout)")
+            return skip(f"failed: timed out after {self.budget_s:g} s (raise --timeout)")
         except OSError:  # BrokenPipeError: the process is gone
             msg = None
         finally:

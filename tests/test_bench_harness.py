@@ -86,8 +86,8 @@ def test_ratio_for_rates_and_times():
 
 
 def test_format_table_text_aligns_and_leaves_notes_unpadded():
-    text = harness.format_table(["setting", "img/s", "notes"], [["fp32", "0.55", ""], ["bf16+cl", "10.25", "x"]],
-                                right={1})
+    rows = [["fp32", "0.55", ""], ["bf16+cl", "10.25", "x"]]
+    text = harness.format_table(["setting", "img/s", "notes"], rows, right={1})
     assert text.splitlines() == [
         "setting  img/s  notes",
         "-------  -----  -----",
@@ -177,23 +177,31 @@ for line in sys.stdin:
 
 
 @pytest.mark.parametrize("interleave", [True, False])
-def test_run_workers_reports_each_job_and_survives_crashes_and_hangs(interleave):
+def test_run_workers_reports_each_job_and_survives_a_crash(interleave):
     jobs = [harness.Job(mode, [sys.executable, "-c", FAKE, mode], together=mode != "alone")
-            for mode in ("ok", "crash", "hang", "alone")]
+            for mode in ("ok", "crash", "alone")]
     log: list[str] = []
-    runs = harness.run_workers(jobs, repeats=2, budget_s=1.0, interleave=interleave, log=log.append,
+    runs = harness.run_workers(jobs, repeats=2, budget_s=120, interleave=interleave, log=log.append,
                                describe=lambda i, r: f"{len(r['repeats'])} repeats")
-    ok, crash, hang, alone = runs
+    ok, crash, alone = runs
     for r in (ok, alone):
         assert r["status"] == "ok" and r["final"] == {"peak": 7} and r["ready"]["status"] == "ready"
         assert r["repeats"] == [{"wall_s": 1.0, "cpu_s": 1.0}] * 2
     assert crash["status"] == "skipped" and "exited with code 3" in crash["reason"]
-    assert "boom: no such file" in crash["reason"]
-    assert hang["status"] == "skipped" and "timed out after 1 s" in hang["reason"]
+    assert "boom: no such file" in crash["reason"] and "boom" in crash["stderr_tail"]
     assert all(r["wall_s"] >= 0 for r in runs)
-    assert "[1/4] ok: 2 repeats" in log and "[4/4] alone: 2 repeats" in log
+    assert "[1/3] ok: 2 repeats" in log and "[3/3] alone: 2 repeats" in log
+    assert any(line.startswith("[2/3] crash: skipped: failed: worker exited") for line in log)
     if interleave:
         assert any(line.startswith("round 2/2 over 1 settings") for line in log)
+
+
+def test_worker_past_its_budget_is_killed_and_reported():
+    worker = harness.Worker([sys.executable, "-c", FAKE, "hang"], budget_s=0.5)
+    reply = worker.request()  # waits at least 1 s, then kills the process group
+    assert reply["status"] == "skipped"
+    assert reply["reason"] == "failed: timed out after 0.5 s (raise --timeout)"
+    assert worker.proc.poll() is not None
 
 
 # ------------------------------------------------------------------------------------------ smoke
@@ -203,8 +211,8 @@ def test_translate_speed_smoke_runs_a_worker_and_writes_table_and_json(tmp_path)
     """The smallest real run of a script on the harness: one worker process, one tiny image."""
     out = tmp_path / "t.json"
     proc = subprocess.run(
-        [sys.executable, str(BENCH / "translate_speed.py"), "--device", "cpu", "--sizes", "16", "--repeats", "1",
-         "--variants", "eager-fp32,fp16", "--out", str(out), "--markdown"],
+        [sys.executable, str(BENCH / "translate_speed.py"), "--device", "cpu", "--sizes", "16",
+         "--repeats", "1", "--variants", "eager-fp32,fp16", "--out", str(out), "--markdown"],
         capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| 16x16 | eager-fp32 (reference) |" in proc.stdout and "| 1.00x | 0 |" in proc.stdout
