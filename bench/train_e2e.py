@@ -86,7 +86,8 @@ def main(argv=None) -> int:
     harness.check_minimums(p, args, {"size": 1, "steps": 1, "warmup_steps": 0, "log_every": 1,
                                      "checkpoint_every": 1, "workers": 0})
     device = harness.resolve_device(args.device)
-    cfg = {k: v if (v := getattr(args, k, None)) is not None else default for k, default in DEFAULTS[device].items()}
+    cfg = {k: default if getattr(args, k) is None else getattr(args, k)
+           for k, default in DEFAULTS[device].items()}
     try:
         settings = harness.parse_settings(cfg["settings"], flags=("sync",))
     except ValueError as e:
@@ -96,9 +97,10 @@ def main(argv=None) -> int:
     log = harness.Progress()
     log(harness.hardware_line(hw))
     with tempfile.TemporaryDirectory() as tmp:
-        dataroot = args.dataroot or (harness.DEFAULT_DATA if (harness.DEFAULT_DATA / "trainA").is_dir() else None)
-        if dataroot is None:
-            dataroot = make_unpaired_dataset(Path(tmp) / "data", n_train=64, n_test=4, size=cfg["size"], seed=0)
+        dataroot = args.dataroot or harness.DEFAULT_DATA
+        if args.dataroot is None and not (dataroot / "trainA").is_dir():
+            dataroot = make_unpaired_dataset(Path(tmp) / "data", n_train=64, n_test=4, size=cfg["size"],
+                                             seed=0)
         cfg["dataroot"] = str(dataroot)
         results = []
         for i, s in enumerate(settings):
@@ -119,9 +121,9 @@ def main(argv=None) -> int:
                      fmt(100 * r["data_share"], ".1f"), fmt(r["wall_s"], ".0f"), ""])
     print(f"cyclegan train end to end, preset cyclegan, {cfg['size']}x{cfg['size']}, device {device}\n"
           f"{harness.hardware_line(hw)}\n"
-          f"{cfg['steps']} timed iterations after {cfg['warmup_steps']} warm-up, log every {cfg['log_every']}, "
-          f"checkpoints/latest every {cfg['checkpoint_every']}, {cfg['workers']} DataLoader workers, data "
-          f"{dataroot}; one run per setting; x ref = img/s / reference img/s")
+          f"{cfg['steps']} timed iterations after {cfg['warmup_steps']} warm-up, log every "
+          f"{cfg['log_every']}, checkpoints/latest every {cfg['checkpoint_every']}, {cfg['workers']} "
+          f"DataLoader workers, data {dataroot}; one run per setting; x ref = img/s / reference img/s")
     print(harness.format_table(["setting", "batch", "img/s", "x ref", "data %", "wall s", "notes"], rows,
                                right={1, 2, 3, 4, 5}, markdown=args.markdown), flush=True)
     hw["loadavg_end"] = harness.loadavg()
