@@ -30,6 +30,7 @@ from cyclegan.metrics.fourier import (
     ring_centres,
 )
 from cyclegan.metrics.generate import translate_uint8
+from cyclegan.sources import resolve_source
 
 __all__ = ["analyze_fourier", "collect_images"]
 
@@ -60,7 +61,7 @@ def _load(path: Path, max_side: int | None) -> torch.Tensor:
 
 
 def _label(path: Path) -> str:
-    ckpt = resolve_checkpoint(path)
+    ckpt = resolve_checkpoint(resolve_source(path))
     if ckpt.parent.name == "checkpoints":
         return f"{ckpt.parent.parent.name}/{ckpt.name}"
     return ckpt.name

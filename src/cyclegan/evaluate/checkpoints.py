@@ -21,6 +21,7 @@ from cyclegan.evaluate.scores import EVAL_SCHEMA, evaluate_generators, load_doma
 from cyclegan.fileio import write_json_atomic
 from cyclegan.metrics.inception import FeatureExtractor
 from cyclegan.modelfile import EXPORTED_WEIGHTS, load_any_generator, model_memory_guard
+from cyclegan.sources import resolve_source
 
 
 def resolve_test_folders(
@@ -80,7 +81,7 @@ def evaluate_checkpoint(
     ``progress`` shows a bar on stderr.
     """
     start = time.perf_counter()
-    ckpt = resolve_checkpoint(checkpoint)
+    ckpt = resolve_checkpoint(resolve_source(checkpoint))
     dev = resolve_device(device)
     with model_memory_guard(ckpt):
         if (ckpt / EXPORTED_WEIGHTS).is_file():  # a safetensors export or import: one generator, one direction

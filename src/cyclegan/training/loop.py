@@ -37,6 +37,7 @@ from cyclegan.errors import CorruptCheckpointError, DataError, TrainingDivergedE
 from cyclegan.evaluate import TrainingEvaluator, best_from_metrics_log
 from cyclegan.fileio import write_text_atomic
 from cyclegan.schedules import learning_rate
+from cyclegan.sources import resolve_source
 from cyclegan.training.log import JsonlLog
 from cyclegan.training.recorder import Position, RunRecorder
 from cyclegan.training.rundir import check_resume_compatible, check_run_dir, prepare_run_dir
@@ -83,7 +84,7 @@ def train(
     # previous run.
     check_run_dir(out, resume=resume, overwrite=overwrite)
     if tcfg.init_from and not resume:  # a wrong --init-from must fail before --overwrite clears a run
-        ckpt_io.resolve_checkpoint(tcfg.init_from)
+        ckpt_io.resolve_checkpoint(resolve_source(tcfg.init_from))
     device = _process_device(tcfg.device, info)
     apply_threads(tcfg.num_threads)  # 0: PyTorch's default, capped at the CPUs a container grants
 

@@ -17,6 +17,7 @@ from cyclegan.config import Config
 from cyclegan.ema import EMA
 from cyclegan.errors import ConfigError
 from cyclegan.networks import build_discriminator, build_generator
+from cyclegan.sources import resolve_source
 
 
 @dataclass
@@ -75,7 +76,7 @@ def warm_start(models: CycleGAN, cfg: Config) -> list[str]:
     this starts D_A/D_B (or any of the four) from an earlier run's weights. The architectures must
     match; the optimiser state is not copied.
     """
-    ckpt = ckpt_io.resolve_checkpoint(cfg.train.init_from)
+    ckpt = ckpt_io.resolve_checkpoint(resolve_source(cfg.train.init_from))
     names = [n.strip() for n in cfg.train.init_nets.split(",")]
     nets = models.networks()
     for name in names:
