@@ -2,7 +2,8 @@
 
 - ``pack``: a folder of images as one uint8 .npz array (seed 002).
 - ``background``: subjects on white by GrabCut (seed 004 task 2).
-- ``frames``: a style training folder from films or episodes (shots, stable frames, filters, dedupe).
+- ``frames``: a style training folder from films or episodes (streaming, shots, the folder), with
+  ``shots`` picking each shot's frames (stable middles, filters, dedupe, bar crops).
 - ``edges``: edge-smoothed copies of style images for CartoonGAN's edge-promoting loss.
 """
 
