@@ -79,7 +79,11 @@ class CUTStep(TrainStep):
         # -- discriminator step
         pooled = self._pool(self.pool_b, fake_b.detach())
         with autocast(self.device, self.cfg.train.precision):
-            d_loss = self.gan.discriminator(self._disc(m.D_B, real_b), self._disc(m.D_B, pooled))
+            real_pred, fake_pred = self._disc(m.D_B, real_b), self._disc(m.D_B, pooled)
+            d_terms: dict[str, Tensor] = {}
+            d_loss = self.gan.discriminator(real_pred, fake_pred)
+            smooth = self._prepare(batch["B_smooth"]) if "B_smooth" in batch else None
+            d_loss = d_loss + self.small_data_terms("D_B", m.D_B, real_pred, fake_pred, smooth, d_terms)
         self._backward_and_step(d_loss, self.opt_d)
 
         # -- generator step
@@ -97,7 +101,7 @@ class CUTStep(TrainStep):
         self._update_ema()
         self.models.D_B.requires_grad_(True)
         self.scaler.update()
-        losses.update(G_total=total, D_B=d_loss)
+        losses.update(G_total=total, D_B=d_loss, **d_terms)
         return {k: v.detach() for k, v in losses.items()}
 
     def eval_generators(self) -> dict[str, nn.Module]:

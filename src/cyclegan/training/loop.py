@@ -26,16 +26,22 @@ from cyclegan.data import (
     DomainFiles,
     UnpairedImages,
     UnpairedSampler,
+    UnpairedWithSmoothed,
+    edge_smoothed_files,
     gather_training_files,
     make_loader,
+    resolve_domains,
     small_image_warning,
     split_validation,
+    training_scale,
+    training_scale_key,
 )
 from cyclegan.devices import apply_threads, precision_warning, resolve_device
 from cyclegan.distributed import DistInfo
 from cyclegan.errors import CorruptCheckpointError, DataError, TrainingDivergedError
 from cyclegan.evaluate import TrainingEvaluator, best_from_metrics_log
 from cyclegan.fileio import write_text_atomic
+from cyclegan.prep.edges import edge_smooth_folder
 from cyclegan.schedules import learning_rate
 from cyclegan.sources import resolve_source
 from cyclegan.training.log import JsonlLog
@@ -95,7 +101,7 @@ def train(
         prepare_run_dir(out, resume=resume, overwrite=overwrite)
         _warn_about_data_and_device(data.files, cfg, device, resume=resume, echo=echo)
     dist_env.barrier(info)
-    dataset = UnpairedImages(data.files.a, data.files.b, cfg.data)
+    dataset = _dataset(cfg, data.files, out, info)
     loader = make_loader(
         dataset,
         data.sampler,
@@ -319,3 +325,21 @@ def _past_budget(started: float, minutes: float, info: DistInfo, device: torch.d
 def _any_process(stop: StopFlag, info: DistInfo, device: torch.device) -> bool:
     flag = torch.tensor([1.0 if stop.requested else 0.0], device=device)
     return bool(dist_env.mean_over_processes(flag, info).item() > 0)
+
+
+def _dataset(cfg: Config, files: DomainFiles, run_dir: Path, info: DistInfo) -> UnpairedImages:
+    """The training images, with the style domain's edge-smoothed copies when loss.lambda_edge_promote is on
+    (made once into <run>/edge_smoothed/<domain> unless loss.edge_smooth_dir names them)."""
+    loss = cfg.loss
+    if loss.lambda_edge_promote <= 0:
+        return UnpairedImages(files.a, files.b, cfg.data)
+    folders = dict(zip("AB", resolve_domains(cfg.data)))
+    smoothed = {}
+    for domain in {"a": "A", "b": "B", "both": "AB"}[loss.edge_promote_direction]:
+        smooth_dir = Path(loss.edge_smooth_dir) if loss.edge_smooth_dir else run_dir / "edge_smoothed" / domain
+        if not loss.edge_smooth_dir and info.rank == 0:
+            edge_smooth_folder(folders[domain], smooth_dir, rescale=lambda img: training_scale(img, cfg.data),
+                               rescale_key=training_scale_key(cfg.data))
+        dist_env.barrier(info)
+        smoothed[domain] = edge_smoothed_files(getattr(files, domain.lower()), folders[domain], smooth_dir)
+    return UnpairedWithSmoothed(files.a, files.b, cfg.data, smoothed=smoothed)

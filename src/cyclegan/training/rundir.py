@@ -13,7 +13,8 @@ from cyclegan import checkpoint as ckpt_io
 from cyclegan.config import Config, build_config, load_config_json
 from cyclegan.errors import CheckpointError, RunDirError
 
-RUN_ARTEFACTS = ("config.json", "log.jsonl", "metrics.jsonl", "samples", "checkpoints", "tensorboard")
+RUN_ARTEFACTS = ("config.json", "log.jsonl", "metrics.jsonl", "samples", "checkpoints", "tensorboard",
+                 "edge_smoothed")
 
 # Changing these on --resume would change what the saved weights or data order mean.
 RESUME_FIXED = ("model", "train.batch_size", "train.seed", "data.max_dataset_size", "data.val_fraction",

@@ -42,6 +42,7 @@ def training_state(step: TrainStep, *, global_step: int, epoch: int, epoch_step:
         "pool_b": step.pool_b.state_dict(),
         "rng": _rng_state(),
         **({"loss_weights": step.loss_weights.state_dict()} if step.loss_weights is not None else {}),
+        **({"lecam": {k: v.state_dict() for k, v in step.lecam.items()}} if step.lecam else {}),
     }
 
 
@@ -68,6 +69,8 @@ def restore_training_state(step: TrainStep, ckpt: Path) -> dict:
         step.pool_b.load_state_dict(state["pool_b"], device=step.device)
         if step.loss_weights is not None:
             step.loss_weights.load_state_dict(state["loss_weights"])
+        for name, anchors in step.lecam.items():
+            anchors.load_state_dict(state["lecam"][name])
         _set_rng_state(state["rng"])
     except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as e:
         raise CheckpointError(f"{ckpt / 'state.pt'}: does not match this run ({type(e).__name__}: {e})") from None

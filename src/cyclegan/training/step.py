@@ -28,14 +28,17 @@ from cyclegan.ema import EMA
 from cyclegan.image import to_model_range
 from cyclegan.losses import (
     GANLoss,
+    LeCamEMA,
     UncertaintyWeights,
     build_gan_loss,
     color_loss,
     cycle_loss,
     edge_loss,
+    edge_promote_loss,
     feature_matching_loss,
     gradient_penalty,
     identity_loss,
+    lecam_regularizer,
 )
 from cyclegan.pool import ImagePool
 from cyclegan.registry import Registry
@@ -65,6 +68,20 @@ class TrainStep:
     dist: DistInfo = field(default_factory=DistInfo)
     ema: dict[str, EMA] = field(default_factory=dict)  # generator name -> its moving average
     augment: tuple[str, ...] = ()  # DiffAugment policy applied before every discriminator call
+    lecam: dict[str, LeCamEMA] = field(default_factory=dict)  # "D_A"/"D_B" -> LeCam anchors (loss.lambda_lecam)
+
+    def small_data_terms(self, name: str, net: nn.Module, real_pred, fake_pred, smooth: Tensor | None,
+                         losses: dict[str, Tensor]) -> Tensor:
+        """Discriminator ``name``'s edge-promoting and LeCam terms, weighted, recorded in ``losses``."""
+        loss_cfg, extra = self.cfg.loss, torch.zeros((), device=self.device)
+        if smooth is not None:  # CartoonGAN: edge-smoothed style images are labelled fake
+            losses[f"edge_promote_{name}"] = edge_promote_loss(self.gan, self._disc(net, smooth), real_pred)
+            extra = extra + loss_cfg.lambda_edge_promote * losses[f"edge_promote_{name}"]
+        if name in self.lecam:  # LeCam: anchors first updated with this step's scores, as the authors do
+            self.lecam[name].update(real_pred, fake_pred)
+            losses[f"lecam_{name}"] = lecam_regularizer(real_pred, fake_pred, self.lecam[name])
+            extra = extra + loss_cfg.lambda_lecam * losses[f"lecam_{name}"]
+        return extra
 
     def _disc(self, net: nn.Module, x: Tensor):
         """A discriminator call: real and fake images alike are augmented first (DiffAugment, sec. 3),
@@ -183,15 +200,16 @@ class TrainStep:
         return losses, fake_a.detach(), fake_b.detach()
 
     def discriminator_step(
-        self, real_a: Tensor, real_b: Tensor, fake_a: Tensor, fake_b: Tensor
+        self, real_a: Tensor, real_b: Tensor, fake_a: Tensor, fake_b: Tensor, smooth: dict[str, Tensor] | None = None
     ) -> dict[str, Tensor]:
-        m = self.compiled
+        m, smooth = self.compiled, smooth or {}
         with autocast(self.device, self.cfg.train.precision):
-            losses = {
-                "D_A": self.gan.discriminator(self._disc(m.D_A, real_a), self._disc(m.D_A, fake_a)),
-                "D_B": self.gan.discriminator(self._disc(m.D_B, real_b), self._disc(m.D_B, fake_b)),
-            }
-            total = losses["D_A"] + losses["D_B"]
+            losses, total = {}, 0
+            for name, net, real, fake, domain in (("D_A", m.D_A, real_a, fake_a, "A"), ("D_B", m.D_B, real_b, fake_b, "B")):
+                real_pred, fake_pred = self._disc(net, real), self._disc(net, fake)
+                losses[name] = self.gan.discriminator(real_pred, fake_pred)
+                total = total + losses[name] + self.small_data_terms(name, net, real_pred, fake_pred,
+                                                                     smooth.get(domain), losses)
             if self.gan.needs_gradient_penalty or self.cfg.loss.gradient_penalty:
                 # fp16: penalise the unscaled gradient of the scaled score (one host read of the scale)
                 scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
@@ -205,7 +223,8 @@ class TrainStep:
         real_a, real_b = self._prepare(batch["A"]), self._prepare(batch["B"])
         g_losses, fake_a, fake_b = self.generator_step(real_a, real_b)
         fake_a, fake_b = self._pool(self.pool_a, fake_a), self._pool(self.pool_b, fake_b)
-        d_losses = self.discriminator_step(real_a, real_b, fake_a, fake_b)
+        smooth = {d: self._prepare(batch[f"{d}_smooth"]) for d in ("A", "B") if f"{d}_smooth" in batch}
+        d_losses = self.discriminator_step(real_a, real_b, fake_a, fake_b, smooth)
         self.scaler.update()
         return {k: v.detach() for k, v in {**g_losses, **d_losses}.items()}
 
@@ -262,4 +281,11 @@ def build_cyclegan_step(
         ema=build_ema(cfg, {"G_A": models.G_A, "G_B": models.G_B}),
         augment=parse_policy(cfg.train.diffaug),
         dist=dist,
+        lecam=build_lecam(cfg, ("D_A", "D_B"), dist),
     )
+
+
+def build_lecam(cfg: Config, names: tuple[str, ...], dist: DistInfo) -> dict[str, LeCamEMA]:
+    if cfg.loss.lambda_lecam <= 0:
+        return {}
+    return {n: LeCamEMA(decay=cfg.loss.lecam_decay, batch_mean=partial(global_mean, info=dist)) for n in names}
