@@ -16,8 +16,11 @@ from cyclegan.networks import (
     DISCRIMINATORS,
     GENERATORS,
     AnimeGANv2Generator,
+    AttentionGenerator,
     BlurDownsample,
     BlurUpsample,
+    FeatureProjections,
+    MobileResnetGenerator,
     NLayerDiscriminator,
     PixelDiscriminator,
     ResnetGenerator,
@@ -25,7 +28,10 @@ from cyclegan.networks import (
     binomial_filter,
     build_discriminator,
     build_generator,
+    count_macs,
     count_parameters,
+    distill_channels,
+    distill_features,
     init_weights,
 )
 from cyclegan.networks.blocks import ResnetBlock, UpsampleBlock, norm_layer, uses_bias
@@ -298,11 +304,11 @@ def test_build_applies_init():
 
 
 def test_registry_names():
-    assert set(GENERATORS) == {"resnet", "unet_128", "unet_256", "attention", "animeganv2"}
+    assert set(GENERATORS) == {"resnet", "unet_128", "unet_256", "attention", "animeganv2", "mobile_resnet"}
     assert set(DISCRIMINATORS) == {"patch", "pixel", "dual", "vanilla_cnn"}
 
 
-@pytest.mark.parametrize("name", ["resnet", "unet_128", "unet_256", "animeganv2"])
+@pytest.mark.parametrize("name", ["resnet", "unet_128", "unet_256", "animeganv2", "mobile_resnet"])
 def test_every_generator_name_builds(name):
     net = build_generator(GeneratorConfig(name=name, ngf=2, n_blocks=1))
     assert isinstance(net, nn.Module) and isinstance(net.size_multiple, int)
@@ -564,3 +570,103 @@ def test_new_generators_script_for_torchscript_export(gcfg):
     x = torch.rand(2, 3, 20, 28) * 2 - 1
     with torch.no_grad():
         assert torch.equal(scripted(x), net(x))
+
+
+# ----------------------------------------------------------------------------------------------
+# Distillation students (GAN Compression's mobile ResNet), their features, and the MAC counter
+
+
+def test_mac_counter_counts_resnet9_at_256_and_the_students_are_over_10x_smaller():
+    resnet = count_macs(build_generator(GeneratorConfig(name="resnet", ngf=64, n_blocks=9)))
+    # Per output pixel x kernel x channels (transposed convs per input pixel): c7s1-64 and c7s1-3
+    # 2 x 49*64*3*256^2, d128 + d256 + both upsamplings 4 x 9*64*128*128^2 (the same product), and
+    # 9 blocks x 2 x 9*256*256*64^2. GAN Compression's profiler counts the two transposed convs over
+    # their output positions (4x), hence its 56.8 G.
+    expected = 2 * 49 * 64 * 3 * 256**2 + 4 * 9 * 64 * 128 * 128**2 + 9 * 2 * 9 * 256 * 256 * 64**2
+    assert resnet == expected == 49_551_507_456
+    for name in ("mobile_resnet", "animeganv2"):
+        student = count_macs(build_generator(GeneratorConfig(name=name, ngf=16)))
+        assert resnet / student > 10, name
+    # Half the side, a quarter of the work; batch scales linearly.
+    net = build_generator(GeneratorConfig(name="mobile_resnet", ngf=8, n_blocks=2))
+    assert count_macs(net, height=64, width=64, batch=2) == count_macs(net, height=128, width=128) // 2
+
+
+def test_mobile_resnet_blocks_are_depthwise_separable_and_it_counts_its_parameters():
+    net = build_generator(GeneratorConfig(name="mobile_resnet", ngf=16, n_blocks=9))
+    assert isinstance(net, MobileResnetGenerator) and net.size_multiple == 4
+    depthwise = [m for m in net.transformer.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    pointwise = [m for m in net.transformer.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)]
+    assert len(depthwise) == len(pointwise) == 18 and all(m.groups == 64 for m in depthwise)
+    # Outside the blocks: the ResNet-9 table at ngf 16 (see test_resnet6_parameter_count); each block
+    # 2 x (depthwise 64*9 + 64, pointwise 64*64 + 64).
+    outside = (3 * 16 * 49 + 16) + (16 * 32 * 9 + 32) + (32 * 64 * 9 + 64) + (64 * 32 * 9 + 32) \
+        + (32 * 16 * 9 + 16) + (16 * 3 * 49 + 3)
+    assert count_parameters(net) == outside + 9 * 2 * (64 * 9 + 64 + 64 * 64 + 64) == 137_347
+    x = torch.rand(2, 3, 20, 28) * 2 - 1
+    assert net(x).shape == (2, 3, 20, 28)
+
+
+def test_mobile_resnet_group_norm_is_instance_norm():
+    # The student swaps InstanceNorm2d for GroupNorm(C groups): the same function, a faster CPU kernel.
+    net = build_generator(GeneratorConfig(name="mobile_resnet", ngf=4, n_blocks=2)).eval()
+    assert not any(isinstance(m, nn.InstanceNorm2d) for m in net.modules())
+    reference = build_generator(GeneratorConfig(name="mobile_resnet", ngf=4, n_blocks=2)).eval()
+    reference.load_state_dict(net.state_dict())
+    for module in list(reference.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, nn.GroupNorm):
+                setattr(module, name, nn.InstanceNorm2d(child.num_channels))
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
+def test_mobile_resnet_scripts_for_torchscript_export():
+    net = build_generator(GeneratorConfig(name="mobile_resnet", ngf=4, n_blocks=2)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        scripted = torch.jit.script(net)
+    x = torch.rand(1, 3, 16, 20) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(scripted(x), net(x))
+
+
+@pytest.mark.parametrize(("gcfg", "channels"), [
+    (GeneratorConfig(name="resnet", ngf=4, n_blocks=9), [16, 16, 16, 16]),
+    (GeneratorConfig(name="resnet", ngf=4, n_blocks=1), [16, 16, 16, 16]),
+    (GeneratorConfig(name="mobile_resnet", ngf=6, n_blocks=6), [24, 24, 24, 24]),
+    (GeneratorConfig(name="animeganv2", ngf=8), [16, 32, 32, 16]),
+])
+def test_distill_features_match_forward_and_sit_at_quarter_resolution(gcfg, channels):
+    net = build_generator(gcfg).eval()
+    x = torch.rand(2, 3, 24, 32) * 2 - 1
+    with torch.no_grad():
+        out, feats = distill_features(net, x)
+        assert torch.equal(out, net(x))  # the taps reproduce forward exactly: one pass, no drift
+    assert [tuple(f.shape) for f in feats] == [(2, c, 6, 8) for c in channels]
+    assert distill_channels(net) == channels
+    projections = FeatureProjections(student_channels=channels, teacher_channels=[256] * 4)
+    assert [tuple(p.shape) for p in projections(feats)] == [(2, 256, 6, 8)] * 4
+
+
+def test_resnet_taps_are_gan_compressions_mapping_layers():
+    # 9 blocks: the encoder output, then after blocks 3, 6 and 9 (GAN Compression's model.9/12/15/18).
+    net = build_generator(GeneratorConfig(name="resnet", ngf=2, n_blocks=9)).eval()
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        h = net.encoder(x)
+        expected = [h]
+        for i, block in enumerate(net.transformer, start=1):
+            h = block(h)
+            if i in (3, 6, 9):
+                expected.append(h)
+        _, feats = distill_features(net, x)
+    assert all(torch.equal(a, b) for a, b in zip(feats, expected))
+
+
+def test_generators_without_taps_refuse_distill_features():
+    net = build_generator(GeneratorConfig(name="attention", ngf=2, n_blocks=1))
+    assert isinstance(net, AttentionGenerator)  # a ResnetGenerator subclass with its own forward
+    with pytest.raises(ConfigError, match="exposes no distillation features"):
+        distill_features(net, torch.zeros(1, 3, 16, 16))

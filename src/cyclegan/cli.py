@@ -162,6 +162,58 @@ def train(out, dataroot, data_a, data_b, preset, config_file, sets, epochs, max_
 
 
 @main.command()
+@click.option("--teacher", type=str,
+              help="The trained generator to distil: run or checkpoint folder, safetensors export, TorchScript "
+                   "file, pretrained:NAME or hf:OWNER/REPO (required for a new run).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory of the student (config.json, log.jsonl, samples/, checkpoints/).")
+@click.option("--data-a", type=click.Path(path_type=Path),
+              help="Images the student learns to translate (default: the teacher's training data).")
+@click.option("--data-b", type=click.Path(path_type=Path),
+              help="Real target-domain images for the discriminator (without it, with --data-a: the teacher's "
+                   "outputs are its real images).")
+@click.option("--student", help="Student generator: mobile_resnet (default) or animeganv2, or any generator name.")
+@click.option("--student-ngf", type=click.IntRange(min=1), help="Student width (default: 16).")
+@click.option("--direction", type=click.Choice(("a2b", "b2a")), default="a2b", show_default=True,
+              help="Which generator of a two-sided teacher to distil.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Any config key, e.g. --set distill.lambda_feature=0 (repeatable).")
+@click.option("--epochs", type=int, help="Total epochs (default: the teacher's).")
+@click.option("--max-steps", type=int, help="Stop after N iterations.")
+@click.option("--max-minutes", type=float, help="Stop and save after this much training time.")
+@click.option("--batch-size", type=int)
+@click.option("--lr", type=float)
+@click.option("--seed", type=int)
+@click.option("--device", type=click.Choice(DEVICES))
+@click.option("--precision", type=click.Choice(PRECISIONS))
+@click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the networks.")
+@click.option("--ema-decay", type=float, help="Keep an EMA of the student (e.g. 0.999); 0 = off.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its newest complete checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace the artefacts of an existing run in --out.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def distill(teacher, out, data_a, data_b, student, student_ngf, direction, sets, epochs, max_steps, max_minutes,
+            batch_size, lr, seed, device, precision, compile_, ema_decay, resume, overwrite, quiet):
+    """Train a small student generator to reproduce a trained one (GAN Compression's distillation)."""
+    from cyclegan.training import distill_run_config, resume_hint
+    from cyclegan.training import train as run_training
+
+    overrides = {"train.epochs": epochs, "train.max_steps": max_steps, "train.max_minutes": max_minutes,
+                 "train.batch_size": batch_size, "optim.lr": lr, "train.seed": seed, "train.device": device,
+                 "train.precision": precision, "train.compile": compile_, "train.ema_decay": ema_decay}
+    cfg = distill_run_config(out, teacher=teacher, resume=resume, data_a=data_a, data_b=data_b, student=student,
+                             student_ngf=student_ngf, direction=direction, overrides=overrides, sets=sets)
+    g = cfg.model.generator
+    click.echo(f"distill: {g.name} ngf {g.ngf} learns {cfg.distill.teacher} ({cfg.distill.direction}); "
+               f"D_B's real images: {'domain B' if cfg.distill.real == 'b' else 'the teacher outputs'}", err=True)
+    result = run_training(cfg, out, resume=resume, overwrite=overwrite, progress=not quiet)
+    losses = ", ".join(f"{k} {result.last_log[k]:.3f}" for k in ("distill_l1", "G_gan", "D_B") if k in result.last_log)
+    click.echo(f"{result.status}: step {result.step}, {losses or 'no log yet'}; student in {out}", err=True)
+    if result.status == "interrupted":
+        click.echo(resume_hint(out).replace("cyclegan train", "cyclegan distill"), err=True)
+        sys.exit(128 + (result.stop_signal or signal.SIGINT))
+
+
+@main.command()
 def presets() -> None:
     """List the shipped recipes and what each reproduces."""
     from cyclegan.config import list_presets
@@ -207,12 +259,30 @@ def demo(out, steps, device) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--reference", type=click.Path(path_type=Path),
+              help="Instead: PSNR/SSIM/L1 of this model's translations against another model's (a distilled "
+                   "student against its teacher), written to <run>/eval_reference.json.")
+@click.option("--reference-direction", type=click.Choice(("a2b", "b2a")),
+              help="The reference's generator compared with a2b (default: a2b, or a student's distill.direction).")
 def evaluate_cmd(checkpoint, dataroot, test_a, test_b, out, inception_weights, offline, no_inception, image_size,
-                 max_images, batch_size, device, quiet) -> None:
+                 max_images, batch_size, device, quiet, reference, reference_direction) -> None:
     """FID, KID, IS, GMS and cycle L1/PSNR/SSIM of a checkpoint on a test split, both directions."""
     from cyclegan.errors import InceptionUnavailableError
-    from cyclegan.evaluate import evaluate_checkpoint
+    from cyclegan.evaluate import evaluate_checkpoint, evaluate_reference
 
+    if reference is not None:
+        record = evaluate_reference(
+            checkpoint, reference, reference_direction=reference_direction, dataroot=dataroot, test_a=test_a,
+            test_b=test_b, out=out, image_size=image_size, max_images=max_images, batch_size=batch_size,
+            device=device, echo=lambda m: click.echo(m, err=True))
+        for direction in ("a2b", "b2a"):
+            if direction in record:
+                r = record[direction]
+                shown = f"psnr {r['psnr']:.4g} dB" if r["psnr"] is not None else "identical outputs"
+                click.echo(f"{direction} vs reference {r['reference_direction']}: {shown}, ssim {r['ssim']:.4g}, "
+                           f"l1 {r['l1']:.4g} ({r['n']} images)")
+        click.echo(f"wrote {record['out']}", err=True)
+        return
     if offline:  # the downloader reads it wherever a download could start (Inception weights)
         os.environ["CYCLEGAN_OFFLINE"] = "1"
 

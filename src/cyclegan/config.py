@@ -30,7 +30,8 @@ INITS = ("normal", "xavier", "kaiming", "orthogonal")
 PREPROCESS = ("resize_and_crop", "scale_width", "scale_width_and_crop", "crop", "none")
 UPSAMPLE = ("transpose", "resize")
 ANTIALIAS = ("none", "down", "up", "both")
-MODEL_KINDS = ("cyclegan", "cut", "fastcut")
+MODEL_KINDS = ("cyclegan", "cut", "fastcut", "distill")
+DISTILL_REAL = ("b", "teacher")  # what the distilled student's discriminator sees as real
 ADAPTIVE_WEIGHTING = ("none", "uncertainty")
 EDGE_PROMOTE_DIRECTIONS = ("a", "b", "both")  # whose discriminator sees the edge-smoothed copies
 NETWORK_NAMES = ("G_A", "G_B", "D_A", "D_B")
@@ -92,6 +93,7 @@ class DiscriminatorConfig:
 class ModelConfig:
     # cyclegan: two generators, two discriminators, cycle loss (Zhu et al. 2017). cut / fastcut: one
     # generator A -> B, one discriminator, PatchNCE instead of the cycle (Park et al., ECCV 2020).
+    # distill: one generator A -> B (the student) trained to reproduce a trained one (see DistillConfig).
     kind: str = "cyclegan"
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
@@ -220,12 +222,34 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """model.kind distill: the run's G_A (model.generator, the student) learns to reproduce a trained
+    generator (the teacher), as in GAN Compression (Li et al., CVPR 2020, sec. 3.1): L1 to the teacher's
+    output, MSE between the teacher's intermediate features and the student's through learned 1x1
+    projections, and the adversarial loss (loss.lambda_gan) against D_B. The defaults are its
+    horse2zebra settings (lambda_recon 10, lambda_distill 0.01)."""
+
+    teacher: str | None = None  # run, checkpoint, safetensors export or TorchScript file (or pretrained:/hf:)
+    direction: str = "a2b"  # which of the teacher's generators: a2b (G_A) or b2a (G_B)
+    # SHA-256 of the teacher's weights when the run started; a resume refuses a teacher that changed since
+    teacher_sha256: str | None = None
+    lambda_distill: float = 10.0  # L1 between the student's and the teacher's outputs
+    lambda_feature: float = 0.01  # MSE between projected student features and teacher features; 0 = off
+    # b: D_B's real images are domain-B images (GAN Compression); teacher: the teacher's outputs (no B data)
+    real: str = "b"
+    # Start D_B from the teacher's discriminator of the target domain when it has one of model.discriminator's
+    # architecture (GAN Compression sec. 3.1, "inheriting the teacher discriminator").
+    inherit_discriminator: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     preset: str | None = None
 
     def to_dict(self) -> dict:
@@ -536,7 +560,7 @@ def validate(cfg: Config) -> None:
     """Every cross-field and range check lives here, so an invalid run fails before any work."""
     # Registries are imported here, not at module top, so this module stays importable without torch.
     from cyclegan.losses import GAN_LOSSES
-    from cyclegan.networks import DISCRIMINATORS, GENERATORS
+    from cyclegan.networks import DISCRIMINATORS, GENERATORS, has_distill_features
     from cyclegan.schedules import LR_POLICIES
 
     # First, so a non-finite value is reported under its own key, not as another key's range error
@@ -581,7 +605,7 @@ def validate(cfg: Config) -> None:
     _at_most("model.discriminator.n_layers", d.n_layers, MAX_DISCRIMINATOR_LAYERS)
     _choice("model.init", cfg.model.init, INITS)
     _choice("model.kind", cfg.model.kind, MODEL_KINDS)
-    if cfg.model.kind != "cyclegan" and g.name != "resnet":
+    if cfg.model.kind in ("cut", "fastcut") and g.name != "resnet":
         raise ConfigError(f"model.kind {cfg.model.kind}: PatchNCE taps the ResNet encoder; "
                           f"model.generator.name must be resnet, got {g.name}")
 
@@ -697,6 +721,26 @@ def validate(cfg: Config) -> None:
             f"data.crop_size ({cfg.data.crop_size}) must be a multiple of {multiple} for generator "
             f"{cfg.model.generator.name}"
         )
+    _validate_distill(cfg, student_has_features=has_distill_features(gen))
+
+
+def _validate_distill(cfg: Config, *, student_has_features: bool) -> None:
+    dist = cfg.distill
+    _choice("distill.direction", dist.direction, ("a2b", "b2a"))
+    _choice("distill.real", dist.real, DISTILL_REAL)
+    for name in ("lambda_distill", "lambda_feature"):
+        _at_least(f"distill.{name}", getattr(dist, name), 0.0)
+    for name in ("teacher", "teacher_sha256"):
+        if getattr(dist, name) == "":
+            raise ConfigError(f"distill.{name}: empty (unset it)")
+    if cfg.model.kind != "distill":
+        return
+    if not dist.teacher:
+        raise ConfigError("distill.teacher: model.kind distill needs a teacher (a run, checkpoint or exported "
+                          "generator); use `cyclegan distill --teacher RUN`")
+    if dist.lambda_feature > 0 and not student_has_features:
+        raise ConfigError(f"distill.lambda_feature: generator {cfg.model.generator.name} exposes no intermediate "
+                          "features (resnet, mobile_resnet and animeganv2 do); set it to 0 to match outputs only")
 
 
 def _on_meta(build, key: str, what: str):

@@ -14,7 +14,8 @@ Without the Inception weights the reconstruction scores are still computed and w
 records the reason in ``inception_error`` and the CLI exits non-zero.
 
 Modules: ``scores`` (the computation), ``checkpoints`` (``cyclegan evaluate`` on a saved model),
-``during_training`` (``--eval-every``).
+``during_training`` (``--eval-every``), ``reference`` (``--reference``: PSNR/SSIM of a model against
+another one, e.g. a distilled student against its teacher).
 """
 
 from cyclegan.evaluate.checkpoints import evaluate_checkpoint
@@ -25,6 +26,7 @@ from cyclegan.evaluate.during_training import (
     flatten_result,
     is_improvement,
 )
+from cyclegan.evaluate.reference import evaluate_reference, reference_scores
 from cyclegan.evaluate.scores import DIRECTIONS, evaluate_generators, extract_features, load_test_images
 
 __all__ = [
@@ -33,9 +35,11 @@ __all__ = [
     "best_from_metrics_log",
     "evaluate_checkpoint",
     "evaluate_generators",
+    "evaluate_reference",
     "evaluate_run_during_training",
     "extract_features",
     "flatten_result",
     "is_improvement",
     "load_test_images",
+    "reference_scores",
 ]

@@ -7,7 +7,7 @@ that configs and the CLI accept.
 
 from cyclegan.networks.animegan import AnimeGANv2Generator
 from cyclegan.networks.attention import AttentionGenerator
-from cyclegan.networks.blocks import count_parameters, init_weights
+from cyclegan.networks.blocks import count_macs, count_parameters, init_weights
 from cyclegan.networks.discriminators import (
     DISCRIMINATORS,
     DualHeadDiscriminator,
@@ -26,6 +26,13 @@ from cyclegan.networks.generators import (
     binomial_filter,
     build_generator,
 )
+from cyclegan.networks.mobile import (
+    FeatureProjections,
+    MobileResnetGenerator,
+    distill_channels,
+    distill_features,
+    has_distill_features,
+)
 from cyclegan.networks.vq import VectorQuantizer
 
 __all__ = [
@@ -37,6 +44,8 @@ __all__ = [
     "BlurDownsample",
     "BlurUpsample",
     "DualHeadDiscriminator",
+    "FeatureProjections",
+    "MobileResnetGenerator",
     "NLayerDiscriminator",
     "PixelDiscriminator",
     "ResnetGenerator",
@@ -46,6 +55,10 @@ __all__ = [
     "binomial_filter",
     "build_discriminator",
     "build_generator",
+    "count_macs",
     "count_parameters",
+    "distill_channels",
+    "distill_features",
+    "has_distill_features",
     "init_weights",
 ]

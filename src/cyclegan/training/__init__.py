@@ -6,6 +6,8 @@ The package holds one concept per module:
     step      one CycleGAN iteration (generator phase, pools, discriminator phase) and
               ``TRAIN_STEPS``, the step builder of each ``model.kind``
     cut       one CUT / FastCUT iteration (Park et al. 2020), registered in ``TRAIN_STEPS``
+    distill   one distillation iteration (a student generator learns a trained teacher; GAN
+              Compression, Li et al. 2020), registered in ``TRAIN_STEPS``, and the config of such a run
     rundir    run-directory rules: config of a new or resumed run, refusals, --overwrite, resume checks
     log       ``log.jsonl`` and TensorBoard scalars
     samples   sample grids
@@ -18,6 +20,13 @@ Importing the package imports every step builder, so ``TRAIN_STEPS`` always hold
 """
 
 from cyclegan.training.cut import CUTNets, CUTStep, build_cut_step
+from cyclegan.training.distill import (
+    DistillNets,
+    DistillStep,
+    build_distill_step,
+    distill_run_config,
+    teacher_fingerprint,
+)
 from cyclegan.training.log import JsonlLog
 from cyclegan.training.loop import TrainResult, train
 from cyclegan.training.models import CycleGAN, adam, build_ema, build_models, warm_start
@@ -51,6 +60,8 @@ __all__ = [
     "CUTNets",
     "CUTStep",
     "CycleGAN",
+    "DistillNets",
+    "DistillStep",
     "JsonlLog",
     "StopFlag",
     "TrainResult",
@@ -58,11 +69,13 @@ __all__ = [
     "adam",
     "build_cut_step",
     "build_cyclegan_step",
+    "build_distill_step",
     "build_ema",
     "build_models",
     "build_train_step",
     "check_resume_compatible",
     "check_run_dir",
+    "distill_run_config",
     "ignore_stop_signals",
     "prepare_run_dir",
     "resolve_run_config",
@@ -70,6 +83,7 @@ __all__ = [
     "resume_hint",
     "sample_grid",
     "save_sample",
+    "teacher_fingerprint",
     "train",
     "training_state",
     "warm_start",
