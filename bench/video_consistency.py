@@ -25,7 +25,10 @@ stabiliser. Columns:
     PSNR       fidelity to the per-frame result outside occlusions (true ones where known), pooled
                over frames 1.. (frame 0 is identical in every mode); ``worst``: the worst frame
     ms/frame   generator + stabiliser per 512 px frame on CPU (median over frames, batch 1;
-               decoding and encoding, the same in every mode, excluded); ``x time`` against off
+               decoding and encoding, the same in every mode, excluded); ``stab ms`` the
+               stabiliser alone; ``x time`` against off
+
+``--sweep 0.5,0.9`` adds flow rows at other strengths (the same per-frame outputs stabilised again).
 
 The input row is the floor: the warping error of the input clip itself.
 
@@ -60,7 +63,6 @@ from cyclegan.translate import Translator
 from cyclegan.video_analysis import read_video_frames
 
 CLIPS = ("pan", "zoom", "object")
-MODES = ("off", "blend", "flow")
 DEFAULT_DATA = harness.REPO.parent / "shared" / "datasets" / "horse2zebra"
 
 
@@ -200,12 +202,15 @@ def psnr_from_mse(mse: float) -> float:
 def measure_clip(name: str, frames: Iterator[Frame], translator: Translator, args, log) -> dict:
     stabs = {"blend": TemporalStabilizer(mode="blend", strength=args.blend_strength),
              "flow": TemporalStabilizer(mode="flow", strength=args.strength, max_age=args.max_age)}
-    we = {m: [] for m in (*MODES, "input")}
-    we_gt = {m: [] for m in (*MODES, "input")}
-    we_sq = {m: [] for m in (*MODES, "input")}  # squared, along the true motion where known
-    sse = {m: 0.0 for m in MODES}
+    for s in args.sweep:  # more flow strengths on the same per-frame outputs
+        stabs[f"flow {s:g}"] = TemporalStabilizer(mode="flow", strength=s, max_age=args.max_age)
+    modes = ("off", *stabs)
+    we = {m: [] for m in (*modes, "input")}
+    we_gt = {m: [] for m in (*modes, "input")}
+    we_sq = {m: [] for m in (*modes, "input")}  # squared, along the true motion where known
+    sse = {m: 0.0 for m in modes}
     count = 0
-    worst = {m: float("inf") for m in MODES}
+    worst = {m: float("inf") for m in modes}
     t_gen: list[dict] = []
     t_stab = {m: [] for m in stabs}
     prev = None
@@ -235,7 +240,7 @@ def measure_clip(name: str, frames: Iterator[Frame], translator: Translator, arg
             fid = keep_gt if keep_gt is not None else keep
             k = int(fid.sum())
             count += k
-            for m in MODES:
+            for m in modes:
                 d = (outs[m].astype(np.float32) - y.astype(np.float32))[fid]
                 s = float(np.square(d).sum())
                 sse[m] += s
@@ -253,12 +258,12 @@ def measure_clip(name: str, frames: Iterator[Frame], translator: Translator, arg
     skip = min(2, n - 1)  # the first frames pay for allocation and oneDNN/OpenCV warm-up
     gen = harness.timing_stats(t_gen[skip:], threads=torch.get_num_threads())
     rows = {}
-    for m in (*MODES, "input"):
+    for m in ("input", *modes):
         sq = mean(we_sq[m])
         row = {"warping_error": mean(we[m]), "warping_error_gt": mean(we_gt[m]),
                # frame-to-frame change along the motion as a PSNR: how far flicker moves a frame
                "temporal_psnr": None if sq is None else psnr_from_mse(sq * 255.0 ** 2)}
-        if m in MODES:
+        if m in modes:
             row["psnr_vs_per_frame"] = psnr_from_mse(sse[m] / max(count * 3, 1))
             row["psnr_worst_frame"] = worst[m]
             stab_ms = 0.0 if m == "off" else 1000 * statistics.median(r["wall_s"] for r in t_stab[m][skip:])
@@ -275,14 +280,14 @@ def measure_clip(name: str, frames: Iterator[Frame], translator: Translator, arg
 
 
 def _table(results: list[dict], markdown: bool) -> str:
-    head = ["clip", "mode", "WE", "x off", "WE-gt", "x off", "PSNR dB", "worst", "ms/frame", "fps", "x time"]
+    head = ["clip", "mode", "WE", "x off", "WE-gt", "x off", "PSNR dB", "worst", "ms/frame", "stab ms", "fps",
+            "x time"]
     rows = []
     for r in results:
         modes = r["modes"]
         ref = modes["off"]
-        for m in ("input", *MODES):
-            v = modes[m]
-            label = "input (floor)" if m == "input" else {"off": "per-frame", "blend": "blend", "flow": "flow"}[m]
+        for m, v in modes.items():
+            label = {"input": "input (floor)", "off": "per-frame"}.get(m, m)
             rel = harness.ratio(ref["warping_error"], v["warping_error"], higher_is_better=True)
             rel_gt = harness.ratio(ref["warping_error_gt"], v["warping_error_gt"], higher_is_better=True)
             rows.append([
@@ -292,10 +297,11 @@ def _table(results: list[dict], markdown: bool) -> str:
                 "-" if m in ("input", "off") else f"{v['psnr_vs_per_frame']:.1f}",
                 "-" if m in ("input", "off") else f"{v['psnr_worst_frame']:.1f}",
                 "-" if m == "input" else f"{v['ms_per_frame']:.0f}",
+                "-" if m in ("input", "off") else f"{v['stabiliser_ms']:.0f}",
                 "-" if m == "input" else f"{v['frames_per_s']:.2f}",
                 "-" if m == "input" else fmt_ratio(v["ms_per_frame"] / ref["ms_per_frame"]),
             ])
-    return harness.format_table(head, rows, right=set(range(2, 11)), markdown=markdown)
+    return harness.format_table(head, rows, right=set(range(2, 12)), markdown=markdown)
 
 
 def goals(results: list[dict]) -> dict:
@@ -337,9 +343,15 @@ def main() -> int:
     p.add_argument("--strength", type=float, default=0.8, help="flow mode --temporal-strength")
     p.add_argument("--blend-strength", type=float, default=None, help="blend mode alpha (default: --strength)")
     p.add_argument("--max-age", type=int, default=48)
+    p.add_argument("--sweep", default="", help="more flow strengths to report, e.g. 0.5,0.7,0.9 (cheap: "
+                   "the same per-frame outputs are stabilised again)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = p.parse_args()
     harness.check_minimums(p, args, {"frames": 2, "size": 32, "max_age": 1})
+    try:
+        args.sweep = [float(x) for x in harness.split_list(args.sweep)]
+    except ValueError:
+        p.error(f"--sweep: comma-separated numbers, got {args.sweep!r}")
     if args.blend_strength is None:
         args.blend_strength = args.strength
     device = harness.resolve_device(args.device)
