@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cyclegan.errors import EvaluationError
-from cyclegan.temporal import compute_flow, occlusion_mask, require_opencv, to_gray, warp
+from cyclegan.temporal import FLOW_PRESETS, compute_flow, occlusion_mask, require_opencv, to_gray, warp
 
 __all__ = ["WarpingError", "masked_warping_error", "warping_error"]
 
@@ -96,6 +96,8 @@ def warping_error(
     Raises EvaluationError for mismatched sizes or lengths, or fewer than two frames.
     """
     require_opencv("the warping error", EvaluationError)
+    if preset not in FLOW_PRESETS:
+        raise EvaluationError(f"flow preset {preset!r}: choose from {', '.join(FLOW_PRESETS)}")
     per, per_sq, inp, inp_sq, kept = [], [], [], [], []
     prev_in = prev_gray = prev_out = None
     missing = object()
