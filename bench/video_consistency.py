@@ -56,11 +56,11 @@ import numpy as np
 import torch
 from harness import Stopwatch, fmt, fmt_ratio
 
+from cyclegan.analyze.video import read_video_frames
 from cyclegan.image import IMAGE_EXTENSIONS
 from cyclegan.metrics.warping import masked_warping_error
 from cyclegan.temporal import TemporalStabilizer, compute_flow, occlusion_mask, to_gray
 from cyclegan.translate import Translator
-from cyclegan.video_analysis import read_video_frames
 
 CLIPS = ("pan", "zoom", "object")
 DEFAULT_DATA = harness.REPO.parent / "shared" / "datasets" / "horse2zebra"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import subprocess
 import sys
 from fractions import Fraction
@@ -516,6 +517,81 @@ def test_video_same_frames_fps_size_and_audio(run_dir, tmp_path):
         return float(np.mean([np.abs(a.astype(int) - b.astype(int)).mean() for a, b in itertools.pairwise(frames)]))
 
     assert motion(smooth) < motion(got["frames"])
+
+
+def _make_static_noisy_video(path: Path, *, frames: int = 8, size=(64, 48)) -> None:
+    """One scene, a little sensor noise per frame: no cuts, so flow mode has something to keep."""
+    av = pytest.importorskip("av")
+    w, h = size
+    rng = np.random.default_rng(1)
+    base = np.asarray(_photo(w, h, seed=3)).astype(int)
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=12)
+        v.width, v.height, v.pix_fmt = w, h, "yuv420p"
+        for _ in range(frames):
+            arr = np.clip(base + rng.integers(-6, 7, base.shape), 0, 255).astype(np.uint8)
+            for p in v.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+
+
+def test_video_temporal_modes_through_the_cli(run_dir, tmp_path):
+    pytest.importorskip("cv2")
+    src = tmp_path / "clip.mp4"
+    _make_static_noisy_video(src)
+    outs = {}
+    for name, flags in {"off": [], "old": ["--temporal-smoothing", "0.6"],
+                        "blend": ["--temporal", "blend", "--temporal-strength", "0.6"],
+                        "flow": ["--temporal", "flow"]}.items():
+        r = _cli("translate", "--checkpoint", run_dir, src, "--out", tmp_path / f"{name}.mp4", "--quiet", *flags)
+        assert r.exit_code == 0, r.output
+        outs[name] = _probe(tmp_path / f"{name}.mp4")["frames"]
+        assert len(outs[name]) == 8
+    # The former flag is --temporal blend with that strength, frame for frame.
+    assert all(np.array_equal(a, b) for a, b in zip(outs["old"], outs["blend"]))
+    assert not all(np.array_equal(a, b) for a, b in zip(outs["off"], outs["flow"]))
+    r = _cli("translate", "--checkpoint", run_dir, src, "--out", tmp_path / "bad.mp4", "--temporal", "flow",
+             "--temporal-strength", "1.5")
+    assert r.exit_code == 2 and "--temporal-strength" in r.output and not (tmp_path / "bad.mp4").exists()
+
+
+def test_translate_frames_streams_in_batches_and_stabilises(translator):
+    pytest.importorskip("cv2")
+    rng = np.random.default_rng(0)
+    base = np.asarray(_photo(48, 32)).copy()
+    pulled = []
+
+    def frames():  # a static scene with per-frame noise: what a flickering output looks like
+        for i in range(7):
+            pulled.append(i)
+            yield np.clip(base.astype(int) + rng.integers(-3, 4, base.shape), 0, 255).astype(np.uint8)
+
+    stream = translator.translate_frames(frames(), temporal="off")
+    first = next(stream)
+    assert first.shape == base.shape and len(pulled) <= translator.batch_size  # nothing read ahead
+    plain = [first, *stream]
+    rng = np.random.default_rng(0)
+    pulled.clear()
+    smooth = list(translator.translate_frames(frames(), temporal="flow", temporal_strength=0.8))
+    assert len(plain) == len(smooth) == 7
+
+    def flicker(seq):
+        return float(np.mean([np.abs(a.astype(int) - b.astype(int)).mean() for a, b in itertools.pairwise(seq)]))
+
+    assert flicker(smooth) < flicker(plain)
+
+
+def test_analyze_video_cli_reports_warping_error(run_dir, tmp_path):
+    pytest.importorskip("cv2")
+    src = tmp_path / "clip.mp4"
+    _make_video(src, audio=False)
+    assert _cli("translate", "--checkpoint", run_dir, src, "--out", tmp_path / "o.mp4", "--quiet").exit_code == 0
+    r = _cli("analyze", "video", src, tmp_path / "o.mp4", "--json", tmp_path / "w.json", "--quiet")
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "w.json").read_text())
+    assert report["warping_error"] >= 0 and report["input_warping_error"] >= 0
+    assert "input (floor)" in r.output
 
 
 def test_video_summary_counts_frames_not_images(run_dir, tmp_path):

@@ -1,5 +1,5 @@
 """The warping error (cyclegan.metrics.warping, Lai et al. 2018) on videos whose answer is known, and
-`analyze video` (cyclegan.video_analysis) on video files."""
+`analyze video` (cyclegan.analyze.video) on video files."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from test_temporal import constant_flow, pan, texture
 
+from cyclegan.analyze.video import analyze_video, format_video_table
 from cyclegan.errors import EvaluationError
 from cyclegan.metrics.warping import masked_warping_error, warping_error
-from cyclegan.video_analysis import analyze_video, format_video_table
 
 
 def test_a_static_video_has_zero_warping_error():

@@ -346,6 +346,23 @@ def analyze_fourier_cmd(inputs, checkpoints, out, json_out, direction, real, cut
     click.echo(f"wrote {result['out']} and {result['json']}", err=True)
 
 
+@analyze.command("video")
+@click.argument("input_video", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("output_video", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the numbers (and per-pair values) here.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def analyze_video_cmd(input_video, output_video, json_out, quiet) -> None:
+    """Warping error of OUTPUT_VIDEO, a translation of INPUT_VIDEO (Lai et al., ECCV 2018): how much it
+    flickers along the input's motion, with the input's own error as the floor."""
+    from cyclegan.analyze.video import analyze_video, format_video_table
+
+    report = analyze_video(input_video, output_video, json_out=json_out, progress=not quiet)
+    click.echo(format_video_table(report))
+    if json_out is not None:
+        click.echo(f"wrote {json_out}", err=True)
+
+
 @main.command("report")
 @click.argument("run", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),

@@ -2,11 +2,14 @@
 
     fourier   spectra of inputs and their translations by one or more checkpoints (seed 001 sec. 5.2):
               the figure and its numbers
+    video     warping error of a translated video against its input (Lai et al., ECCV 2018), with
+              the input's own error as the floor
 
 They load checkpoints and images and write files; the pure metric functions they use live in
 ``cyclegan.metrics``.
 """
 
 from cyclegan.analyze.fourier import analyze_fourier, collect_images
+from cyclegan.analyze.video import analyze_video, format_video_table, read_video_frames
 
-__all__ = ["analyze_fourier", "collect_images"]
+__all__ = ["analyze_fourier", "analyze_video", "collect_images", "format_video_table", "read_video_frames"]

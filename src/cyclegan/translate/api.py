@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from cyclegan.errors import TranslateError
 from cyclegan.image import pad_to_multiple, split_rgb_alpha, to_model_range, to_uint8
 from cyclegan.modelfile import OnnxGenerator, load_any_generator
 from cyclegan.runtime import CallableRunner, RuntimeChoice, TorchRunner, choose_runtime
+from cyclegan.temporal import TemporalStabilizer
 from cyclegan.translate.tiling import (
     MemoryEstimate,
     activation_bytes_per_pixel,
@@ -301,6 +302,29 @@ class Translator:
         items = [self._item(img) for img in images] if isinstance(images, (list, tuple)) else [self._item(images)]
         outs = [it.hand_back(rgb) for it, rgb in zip(items, self.translate_prepared(items))]
         return outs if isinstance(images, (list, tuple)) else outs[0]
+
+    def translate_frames(
+        self, frames: Iterable, *, temporal: str = "off", temporal_strength: float = 0.8
+    ) -> Iterator:
+        """Translate a stream of video frames (PIL images or [H, W, 3] uint8 arrays, in order), yielding
+        each translated frame as it is ready: ``batch_size`` frames are held at a time, whatever the
+        length of the stream. ``temporal`` (off | blend | flow) stabilises them against flicker
+        (``cyclegan.temporal.TemporalStabilizer``)."""
+        stabilizer = TemporalStabilizer(mode=temporal, strength=temporal_strength)
+        batch: list = []
+        for frame in frames:
+            batch.append(frame)
+            if len(batch) >= max(1, self.batch_size):
+                yield from self._stabilised(batch, stabilizer)
+                batch = []
+        if batch:
+            yield from self._stabilised(batch, stabilizer)
+
+    def _stabilised(self, frames: list, stabilizer: TemporalStabilizer) -> Iterator:
+        for x, y in zip(frames, self(frames)):
+            arrays = isinstance(y, np.ndarray)
+            out = stabilizer(np.asarray(x.convert("RGB") if not arrays else x), np.asarray(y))
+            yield out if arrays else Image.fromarray(out)
 
     @torch.no_grad()
     def translate_tensor(self, x: Tensor) -> Tensor:

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from cyclegan.errors import ImageLoadError, TranslateError
 from cyclegan.image import IMAGE_EXTENSIONS, load_image_rgba, save_image_atomic
+from cyclegan.temporal import TemporalStabilizer
 from cyclegan.translate.api import PreparedImage, Translator
 from cyclegan.translate.video import VIDEO_EXTENSIONS, translate_video
 
@@ -269,6 +270,8 @@ def translate_paths(
     out: str | os.PathLike | None = None,
     recursive: bool = False,
     options: OutputOptions = OutputOptions(),
+    temporal: str = "off",
+    temporal_strength: float = 0.8,
     temporal_smoothing: float = 0.0,
     progress: bool = False,
     echo: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
@@ -287,6 +290,10 @@ def translate_paths(
         raise TranslateError(f"--quality must be in 1..100, got {options.quality}")
     if not 0.0 <= temporal_smoothing < 1.0:
         raise TranslateError(f"--temporal-smoothing must be in [0, 1), got {temporal_smoothing}")
+    if temporal_smoothing > 0:  # the former flag: in-place blending
+        temporal, temporal_strength = "blend", temporal_smoothing
+    TemporalStabilizer(mode=temporal, strength=temporal_strength)  # bad values fail before any work
+    video_options = {"temporal": temporal, "temporal_strength": temporal_strength}
     start = time.perf_counter()
     to_stdout = out is not None and str(out) == "-"
     out_path = Path(out) if out is not None and not to_stdout else None
@@ -337,7 +344,7 @@ def translate_paths(
             summary.image_seconds += time.perf_counter() - t0
         elif job.video:
             t0 = time.perf_counter()
-            _translate_video_job(translator, job, temporal_smoothing, progress, summary, fail)
+            _translate_video_job(translator, job, video_options, progress, summary, fail)
             summary.video_seconds += time.perf_counter() - t0
     summary.seconds = time.perf_counter() - start
     return summary
@@ -447,12 +454,10 @@ def _translate_stream(translator, job, options, summary, fail, stdin, stdout) ->
     summary.images += 1
 
 
-def _translate_video_job(translator, job, temporal_smoothing, progress, summary, fail) -> None:
+def _translate_video_job(translator, job, video_options, progress, summary, fail) -> None:
     # Without PyAV (the video extra) translate_video raises a TranslateError naming the extra.
     try:
-        result = translate_video(
-            translator, job.source, job.target, temporal_smoothing=temporal_smoothing, progress=progress
-        )
+        result = translate_video(translator, job.source, job.target, progress=progress, **video_options)
     except TranslateError as e:
         reason = str(e)
         prefix = f"{job.source}: "  # video errors name the file themselves

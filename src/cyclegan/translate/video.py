@@ -22,6 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cyclegan.errors import TranslateError
+from cyclegan.temporal import TemporalStabilizer
 
 if TYPE_CHECKING:
     from cyclegan.translate.api import Translator
@@ -100,10 +101,17 @@ def translate_video(
     dst: str | os.PathLike,
     *,
     batch_size: int | None = None,
+    temporal: str = "off",
+    temporal_strength: float = 0.8,
     temporal_smoothing: float = 0.0,
     progress: bool = False,
 ) -> VideoResult:
-    """Translate every frame of ``src`` into ``dst`` (container and codec chosen by its extension)."""
+    """Translate every frame of ``src`` into ``dst`` (container and codec chosen by its extension).
+
+    ``temporal`` (off | blend | flow) and ``temporal_strength`` stabilise the frames against
+    flicker (``cyclegan.temporal.TemporalStabilizer``); ``temporal_smoothing`` ALPHA > 0 is the
+    former flag, the same as ``temporal="blend", temporal_strength=ALPHA``.
+    """
     try:
         import av  # the video extra
     except ImportError:
@@ -111,6 +119,9 @@ def translate_video(
     src, dst = Path(src), Path(dst)
     if not 0.0 <= temporal_smoothing < 1.0:
         raise TranslateError(f"--temporal-smoothing must be in [0, 1), got {temporal_smoothing}")
+    if temporal_smoothing > 0:
+        temporal, temporal_strength = "blend", temporal_smoothing
+    stabilizer = TemporalStabilizer(mode=temporal, strength=temporal_strength)  # validates both
     ext = dst.suffix.lower()
     if ext not in _VIDEO_CODECS:
         raise TranslateError(f"{dst}: unsupported video extension; use one of {', '.join(sorted(_VIDEO_CODECS))}")
@@ -157,18 +168,13 @@ def translate_video(
         if progress:
             bar = tqdm(total=vin.frames or None, unit="frame", dynamic_ncols=True, file=sys.stderr,
                        desc=src.name)
-        state = {"index": 0, "prev": None}
+        state = {"index": 0}
         time_base = Fraction(1) / fps
 
         def flush(frames: list[np.ndarray]) -> None:
             outs = translator(frames)  # list of [H, W, 3] uint8
-            for y in outs:
-                if temporal_smoothing > 0:
-                    cur = y.astype(np.float32)
-                    if state["prev"] is not None:
-                        cur = temporal_smoothing * state["prev"] + (1.0 - temporal_smoothing) * cur
-                    state["prev"] = cur
-                    y = np.clip(np.rint(cur), 0, 255).astype(np.uint8)
+            for x, y in zip(frames, outs):
+                y = stabilizer(x, y)  # off: y itself
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(y), format="rgb24")
                 # Constant frame rate: frame i is shown at i / fps.
                 frame.pts = state["index"]
