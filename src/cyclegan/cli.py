@@ -17,6 +17,7 @@ import click
 from cyclegan.config import MODEL_KINDS
 from cyclegan.devices import DEVICES, PRECISIONS
 from cyclegan.errors import CycleGANError, followups
+from cyclegan.temporal import TEMPORAL_MODES
 
 
 def _one_line(text: str) -> str:
@@ -405,14 +406,19 @@ def report_cmd(run, out, embed, smoothing, max_samples) -> None:
                    "output stays within 8 levels, else ONNX Runtime on CPU when installed, else fp32.")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="CPU threads (0: PyTorch's default capped at the CPUs this process may use).")
-@click.option("--temporal-smoothing", type=float, default=0.0, show_default=True, metavar="ALPHA",
-              help="Video: blend each output frame with the previous one (0 = off, e.g. 0.5).")
+@click.option("--temporal", type=click.Choice(TEMPORAL_MODES), default="off", show_default=True,
+              help="Video flicker: flow warps the previous output along the optical flow and blends it where the "
+                   "motion is reliable (needs OpenCV, the prep extra); blend mixes it in place (ghosts motion).")
+@click.option("--temporal-strength", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.8,
+              show_default=True, help="Weight of the past frame for --temporal flow|blend.")
+@click.option("--temporal-smoothing", type=float, default=0.0, metavar="ALPHA",
+              help="Former flag: the same as --temporal blend --temporal-strength ALPHA.")
 @click.option("--no-ema", is_flag=True, help="Use the trained weights, not the checkpoint's EMA generator.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def translate_cmd(ctx, inputs, model, out, direction, recursive, suffix, fmt, quality, overwrite, max_side, size,
-                  tile, tile_overlap, memory_budget, batch_size, device, precision, threads, temporal_smoothing,
-                  no_ema, quiet):
+                  tile, tile_overlap, memory_budget, batch_size, device, precision, threads, temporal, temporal_strength,
+                  temporal_smoothing, no_ema, quiet):
     """Translate images, folders, globs, videos or - (stdin) at their full size."""
     from cyclegan.devices import precision_warning
     from cyclegan.translate import OutputOptions, Translator, parse_bytes, translate_paths
@@ -429,7 +435,8 @@ def translate_cmd(ctx, inputs, model, out, direction, recursive, suffix, fmt, qu
     summary = translate_paths(
         translator, inputs, out=out, recursive=recursive,
         options=OutputOptions(suffix=suffix, format=fmt, quality=quality, overwrite=overwrite),
-        temporal_smoothing=temporal_smoothing, progress=not quiet, echo=lambda m: click.echo(m, err=True),
+        temporal=temporal, temporal_strength=temporal_strength, temporal_smoothing=temporal_smoothing,
+        progress=not quiet, echo=lambda m: click.echo(m, err=True),
     )
     click.echo(summary.line(), err=True)
     if not summary.ok:
