@@ -87,6 +87,9 @@ class DiscriminatorConfig:
     # (capped at 8ndf) over n_layers + 1 stride-2 convs; 3 = seed 004's 64 -> 512, 16x16 map at 256px.
     n_layers: int = 3
     norm: str = "instance"
+    # patch / pixel: spectral normalisation of every conv (Miyato et al., ICLR 2018), bounding how fast
+    # D can sharpen; dual always has it
+    spectral_norm: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,9 @@ class OptimConfig:
     # none (the paper's code keeps 2e-4 at any batch), sqrt (the square-root rule derived for Adam
     # by Malladi et al., NeurIPS 2022), linear (Goyal et al. 2017, derived for SGD).
     lr_scaling: str = "none"
+    # The discriminators' learning rate as a multiple of the generators' at every point of the schedule:
+    # two time-scale updates (TTUR, Heusel et al., NeurIPS 2017: D faster than G, e.g. 4 with lr 1e-4)
+    d_lr_ratio: float = 1.0
     # cosine_restarts (SGDR, Loshchilov & Hutter 2017): cycles of t_0, t_0 * t_mult, ... epochs, each
     # annealing from lr to eta_min (seed 004: 10, 2, 1e-5)
     t_0: int = 10
@@ -206,6 +212,10 @@ class TrainConfig:
     sample_every: int = 1  # epochs between sample grids
     tensorboard: bool = True  # also log to <run>/tensorboard when the tensorboard package is installed
     eval_every: int = 0  # epochs between test-split metrics (FID/KID/IS/GMS/cycle); 0 = never
+    # --eval-every also scores with the domain classifier (trained on the training images, cached;
+    # cyclegan.evaluate.classifier), refused below this held-out accuracy
+    eval_classifier: bool = False
+    classifier_min_accuracy: float = 0.8
     inception_weights: str | None = None  # FID Inception weights file (default: torch hub cache)
     grad_checkpointing: bool = False  # recompute residual-block activations in backward (less memory)
     num_threads: int = 0  # CPU intra-op threads (0 = PyTorch's default capped at the CPUs this process may use)
@@ -602,6 +612,9 @@ def validate(cfg: Config) -> None:
     _choice("model.discriminator.norm", d.norm, NORMS)
     _at_least("model.discriminator.ndf", d.ndf, 1)
     _at_least("model.discriminator.n_layers", d.n_layers, 1)
+    if d.spectral_norm and d.name not in ("patch", "pixel"):
+        raise ConfigError(f"model.discriminator.spectral_norm: only patch and pixel take it (dual always has "
+                          f"it), not {short_repr(d.name)}")
     _at_most("model.discriminator.n_layers", d.n_layers, MAX_DISCRIMINATOR_LAYERS)
     _choice("model.init", cfg.model.init, INITS)
     _choice("model.kind", cfg.model.kind, MODEL_KINDS)
@@ -662,6 +675,8 @@ def validate(cfg: Config) -> None:
     _at_least("optim.step_epochs", opt.step_epochs, 1)
     _at_least("optim.t_0", opt.t_0, 1)
     _at_least("optim.t_mult", opt.t_mult, 1)
+    if opt.d_lr_ratio <= 0:
+        raise ConfigError(f"optim.d_lr_ratio: must be > 0, got {opt.d_lr_ratio}")
     if not 0.0 <= opt.eta_min <= opt.lr:
         raise ConfigError(f"optim.eta_min: must be in [0, optim.lr = {opt.lr}], got {opt.eta_min}")
 
@@ -690,6 +705,8 @@ def validate(cfg: Config) -> None:
     if t.init_from == "":
         raise ConfigError("train.init_from: empty path (unset it to start from random weights)")
     _at_least("train.eval_every", t.eval_every, 0)
+    if not 0.0 <= t.classifier_min_accuracy <= 1.0:
+        raise ConfigError(f"train.classifier_min_accuracy: must be in [0, 1], got {t.classifier_min_accuracy}")
     _choice("train.compile_mode", t.compile_mode, ("default", "reduce-overhead", "max-autotune"))
     _choice("optim.lr_scaling", opt.lr_scaling, ("none", "sqrt", "linear"))
     _at_least("train.num_threads", t.num_threads, 0)

@@ -13,12 +13,18 @@ Protocol (comparable with published CycleGAN / CUT tables when the Inception wei
 Without the Inception weights the reconstruction scores are still computed and written; the result
 records the reason in ``inception_error`` and the CLI exits non-zero.
 
-Modules: ``scores`` (the computation), ``checkpoints`` (``cyclegan evaluate`` on a saved model),
-``during_training`` (``--eval-every``), ``reference`` (``--reference``: PSNR/SSIM of a model against
-another one, e.g. a distilled student against its teacher).
+``--classifier`` adds a domain-classification score that needs no downloaded weights (``classifier``:
+a small CNN trained on the two training domains, cached per data set; comparable only within one data
+set and classifier).
+
+Modules: ``scores`` (the computation), ``classifier`` (the domain classifier's workflow),
+``checkpoints`` (``cyclegan evaluate`` on a saved model), ``during_training`` (``--eval-every``),
+``reference`` (``--reference``: PSNR/SSIM of a model against another one, e.g. a distilled student
+against its teacher).
 """
 
 from cyclegan.evaluate.checkpoints import evaluate_checkpoint
+from cyclegan.evaluate.classifier import DomainScorer, build_domain_scorer, load_or_train_classifier
 from cyclegan.evaluate.during_training import (
     TrainingEvaluator,
     best_from_metrics_log,
@@ -31,8 +37,10 @@ from cyclegan.evaluate.scores import DIRECTIONS, evaluate_generators, extract_fe
 
 __all__ = [
     "DIRECTIONS",
+    "DomainScorer",
     "TrainingEvaluator",
     "best_from_metrics_log",
+    "build_domain_scorer",
     "evaluate_checkpoint",
     "evaluate_generators",
     "evaluate_reference",
@@ -40,6 +48,7 @@ __all__ = [
     "extract_features",
     "flatten_result",
     "is_improvement",
+    "load_or_train_classifier",
     "load_test_images",
     "reference_scores",
 ]

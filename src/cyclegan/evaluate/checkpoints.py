@@ -17,6 +17,7 @@ from cyclegan.config import Config
 from cyclegan.data import resolve_domains
 from cyclegan.devices import resolve_device
 from cyclegan.errors import EvaluationError
+from cyclegan.evaluate.classifier import DEFAULT_MIN_ACCURACY, build_domain_scorer
 from cyclegan.evaluate.scores import EVAL_SCHEMA, evaluate_generators, load_domain, try_inception
 from cyclegan.fileio import write_json_atomic
 from cyclegan.metrics.inception import FeatureExtractor
@@ -69,6 +70,8 @@ def evaluate_checkpoint(
     seed: int = 0,
     echo: Callable[[str], None] = lambda msg: None,
     progress: bool = False,
+    classifier: bool = False,
+    classifier_min_accuracy: float = DEFAULT_MIN_ACCURACY,
 ) -> dict:
     """Evaluate a run or checkpoint directory on a test split, write ``eval.json`` atomically, return it.
 
@@ -78,7 +81,9 @@ def evaluate_checkpoint(
     ``use_inception`` is False. ``out`` defaults to ``<run>/eval.json`` (``eval_<name>.json`` for a
     checkpoint other than ``latest``). The result's ``inception_error`` says why FID/KID/IS are absent.
     Unreadable test images are left out, listed in the result and reported through ``echo``;
-    ``progress`` shows a bar on stderr.
+    ``progress`` shows a bar on stderr. ``classifier`` adds the domain-classification score
+    (``evaluate.classifier``: a small CNN trained on the training images of ``dataroot`` or of the
+    checkpoint's config, cached; refused below ``classifier_min_accuracy`` held-out accuracy).
     """
     start = time.perf_counter()
     ckpt = resolve_checkpoint(resolve_source(checkpoint))
@@ -108,6 +113,9 @@ def evaluate_checkpoint(
         names = "; ".join(f"{p} ({why})" for p, why in skipped)
         echo(f"warning: skipped {len(skipped)} unreadable image(s): {names}")
     echo(f"evaluate: {len(images_a)} test-A and {len(images_b)} test-B images at {size}x{size} on {dev}")
+    # Before any translation: a classifier below the accuracy threshold refuses the whole evaluation.
+    scorer = build_domain_scorer(cfg, {"A": images_a, "B": images_b}, dataroot=Path(dataroot) if dataroot else None,
+                                 min_accuracy=classifier_min_accuracy, device=dev, echo=echo) if classifier else None
 
     inception_error = None
     if extractor is None and use_inception:
@@ -127,6 +135,7 @@ def evaluate_checkpoint(
         is_splits=is_splits,
         seed=seed,
         progress=progress,
+        domain_scorer=scorer,
     )
     meta = {}
     try:
@@ -150,6 +159,7 @@ def evaluate_checkpoint(
         },
         "features": extractor.provenance() if extractor is not None else None,
         "inception_error": inception_error,
+        "classifier": scorer.describe() if scorer is not None else None,
         **scores,
         "seconds": round(time.perf_counter() - start, 3),
     }

@@ -21,6 +21,7 @@ from cyclegan.config import Config
 from cyclegan.data import find_images, resolve_domains
 from cyclegan.devices import resolve_device
 from cyclegan.errors import EvaluationError
+from cyclegan.evaluate.classifier import DomainScorer, build_domain_scorer
 from cyclegan.evaluate.scores import (
     DIRECTIONS,
     evaluate_generators,
@@ -88,6 +89,9 @@ class TrainingEvaluator:
     a flat record: ``step``, ``epoch``, ``fid_a2b`` ... ``cycle_l1_avg``, ``selection_metric`` and
     ``selection_value`` (lower is better: ``fid_avg``, or ``cycle_l1_avg`` when Inception is missing),
     and ``eval_seconds``. Constructing it raises DataError / EvaluationError when there is no test data.
+    ``classifier`` (default ``train.eval_classifier``) adds ``target_share_*`` and ``classifier_fd_*``
+    from the domain classifier, trained on the run's training images or loaded from the cache here;
+    below ``classifier_min_accuracy`` (default ``train.classifier_min_accuracy``) it raises.
     """
 
     def __init__(
@@ -104,6 +108,9 @@ class TrainingEvaluator:
         batch_size: int = 16,
         kid_subsets: int = 100,
         is_splits: int = 10,
+        classifier: bool | None = None,
+        classifier_min_accuracy: float | None = None,
+        echo=lambda msg: None,
     ) -> None:
         self.device = resolve_device(device)
         if (files_a is None) != (files_b is None):
@@ -125,6 +132,12 @@ class TrainingEvaluator:
                 raise EvaluationError(
                     f"--eval-every: {self.source} has {imgs.shape[0]} usable domain-{d} image(s); need >= 2"
                 )
+        self.domain_scorer: DomainScorer | None = None
+        if cfg.train.eval_classifier if classifier is None else classifier:
+            self.domain_scorer = build_domain_scorer(
+                cfg, self.images, device=self.device, echo=echo,
+                min_accuracy=(cfg.train.classifier_min_accuracy if classifier_min_accuracy is None
+                              else classifier_min_accuracy))
         self.inception_error: str | None = None
         if extractor is None and use_inception:
             extractor, self.inception_error = try_inception(
@@ -156,6 +169,7 @@ class TrainingEvaluator:
             "eval_features": self.extractor.name if self.extractor is not None else None,
             "selection_metric": self.selection_metric,
             "note": self.note,
+            "eval_classifier": self.domain_scorer.describe() if self.domain_scorer is not None else None,
         }
 
     def __call__(self, models: Any, *, step: int, epoch: int) -> dict:
@@ -174,6 +188,7 @@ class TrainingEvaluator:
             batch_size=self.batch_size,
             kid_subsets=self.kid_subsets,
             is_splits=self.is_splits,
+            domain_scorer=self.domain_scorer,
         )
         flat = flatten_result(result)
         return {

@@ -95,6 +95,7 @@ def evaluate_generators(
     is_splits: int = 10,
     seed: int = 0,
     progress: bool = False,
+    domain_scorer: Callable[[torch.Tensor, str], dict] | None = None,
 ) -> dict:
     """Both directions -> {"a2b": {...}, "b2a": {...}, "summary": {...}}.
 
@@ -105,6 +106,8 @@ def evaluate_generators(
     the smaller set, so its std is meaningful on ~100-image test splits; KID is unbiased in the
     subset size, so this changes the spread, not the expected value. ``progress`` shows a bar on
     stderr over the images featurised and translated (a CPU evaluation can take minutes).
+    ``domain_scorer(translations, target domain)`` adds its scores to each direction (the domain
+    classifier's, ``evaluate.classifier.DomainScorer``).
     """
     if "G_A" not in generators:
         raise EvaluationError("evaluate_generators needs generator G_A (and G_B for a two-sided model)")
@@ -124,12 +127,12 @@ def evaluate_generators(
         for d in to_featurise:
             real_features[d] = extract_features(extractor, images[d], batch_size=batch_size, on_batch=bar.update)
         result = _score_directions(generators, directions, images, extractor, real_features, batch_size,
-                                   kid_subsets, kid_subset_size, is_splits, seed, bar)
+                                   kid_subsets, kid_subset_size, is_splits, seed, bar, domain_scorer)
     finally:
         bar.close()
 
     summary = {}
-    for key in ("fid", "kid_mean", "is_mean", "gms", "cycle_l1", "psnr", "ssim"):
+    for key in ("fid", "kid_mean", "is_mean", "gms", "cycle_l1", "psnr", "ssim", "target_share", "classifier_fd"):
         vals = [result[d][key] for d in directions if key in result[d]]
         if vals and len(vals) == len(directions):
             # seed 004's "Avg GMS" is exactly this mean for gms
@@ -139,11 +142,11 @@ def evaluate_generators(
 
 
 def _score_directions(generators, directions, images, extractor, real_features, batch_size, kid_subsets,
-                      kid_subset_size, is_splits, seed, bar) -> dict:
+                      kid_subset_size, is_splits, seed, bar, domain_scorer=None) -> dict:
     """evaluate_generators' per-direction scores; ``bar`` advances by each batch translated."""
     result: dict = {}
     for direction, (src, tgt, fwd, bwd) in directions.items():
-        l1s, psnrs, ssims, fake_feats = [], [], [], []
+        l1s, psnrs, ssims, fake_feats, fakes = [], [], [], [], []
         for real in images[src].split(batch_size):  # [b, 3, S, S] uint8
             fake = translate_uint8(generators[fwd], real, batch_size=batch_size)
             if bwd in generators:
@@ -153,6 +156,8 @@ def _score_directions(generators, directions, images, extractor, real_features, 
                 ssims.append(ssim(real, rec))
             if extractor is not None:
                 fake_feats.append(extractor(fake))
+            if domain_scorer is not None:
+                fakes.append(fake)
             bar.update(real.shape[0])
         scores: dict = {
             "source": src,
@@ -162,6 +167,8 @@ def _score_directions(generators, directions, images, extractor, real_features, 
         }
         if l1s:
             scores.update(cycle_l1=_mean(l1s), psnr=_mean(psnrs), ssim=_mean(ssims))
+        if domain_scorer is not None:
+            scores.update(domain_scorer(torch.cat(fakes), tgt))
         if extractor is not None:
             fake_pool = np.concatenate([f.pool for f in fake_feats])  # [N_src, D]
             real_pool = real_features[tgt].pool  # [N_tgt, D]

@@ -106,14 +106,24 @@ class PixelDiscriminator(_StagedDiscriminator):
 # Registry: name -> (DiscriminatorConfig -> nn.Module)
 
 
+def spectral_norm_convs(net: nn.Module) -> nn.Module:
+    """Spectral normalisation on every conv of ``net`` (in place; returns it): the PatchGAN with
+    ``model.discriminator.spectral_norm``, as SN-GAN normalises every layer of its discriminator."""
+    for conv in [m for m in net.modules() if isinstance(m, nn.Conv2d)]:  # listed first: this adds modules
+        _spectral(conv)
+    return net
+
+
 @DISCRIMINATORS.register("patch")
 def patch_discriminator(cfg: DiscriminatorConfig) -> nn.Module:
-    return NLayerDiscriminator(ndf=cfg.ndf, n_layers=cfg.n_layers, norm=cfg.norm)
+    net = NLayerDiscriminator(ndf=cfg.ndf, n_layers=cfg.n_layers, norm=cfg.norm)
+    return spectral_norm_convs(net) if cfg.spectral_norm else net
 
 
 @DISCRIMINATORS.register("pixel")
 def pixel_discriminator(cfg: DiscriminatorConfig) -> nn.Module:
-    return PixelDiscriminator(ndf=cfg.ndf, norm=cfg.norm)
+    net = PixelDiscriminator(ndf=cfg.ndf, norm=cfg.norm)
+    return spectral_norm_convs(net) if cfg.spectral_norm else net
 
 
 # ----------------------------------------------------------------------------------------------

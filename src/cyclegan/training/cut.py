@@ -141,7 +141,7 @@ def build_cut_step(
         models=nets,
         compiled=compiled,
         opt_g=adam(list(nets.G_A.parameters()) + list(nets.F.parameters()), cfg, device),
-        opt_d=adam(list(nets.D_B.parameters()), cfg, device),
+        opt_d=adam(list(nets.D_B.parameters()), cfg, device, lr_scale=cfg.optim.d_lr_ratio),
         gan=build_gan_loss(cfg.loss.gan, batch_mean=partial(global_mean, info=dist or DistInfo())),
         pool_a=ImagePool(size=0),
         pool_b=ImagePool(size=cfg.loss.pool_size, seed=cfg.train.seed + 2),

@@ -119,7 +119,7 @@ def train(
     evaluator, best = None, None
     if tcfg.eval_every and main:
         evaluator = TrainingEvaluator(cfg, device=device, files_a=data.val_a, files_b=data.val_b,
-                                      inception_weights=tcfg.inception_weights)
+                                      inception_weights=tcfg.inception_weights, echo=echo)
         echo(f"eval: {evaluator.note}")
         if resume:
             best = best_from_metrics_log(out / "metrics.jsonl", metric=evaluator.selection_metric)
@@ -158,7 +158,8 @@ def train(
     try:
         with StopFlag() as stop:
             while pos.epoch <= tcfg.epochs and status == "finished":
-                _set_learning_rate(step_fn, learning_rate(cfg, pos.epoch, world_size=info.world_size))
+                _set_learning_rate(step_fn, learning_rate(cfg, pos.epoch, world_size=info.world_size),
+                                   d_ratio=cfg.optim.d_lr_ratio)
                 data.sampler.set_epoch(pos.epoch, start=pos.epoch_step * tcfg.batch_size)
                 if pos.epoch_step < data.steps_per_epoch:
                     batches = iter(loader)
@@ -293,10 +294,11 @@ def _resume(step_fn: TrainStep, out: Path, cfg: Config, *, echo: Callable[[str],
     return pos
 
 
-def _set_learning_rate(step_fn: TrainStep, lr: float) -> None:
-    for opt in (step_fn.opt_g, step_fn.opt_d):
+def _set_learning_rate(step_fn: TrainStep, lr: float, *, d_ratio: float = 1.0) -> None:
+    """G's optimiser at ``lr``, D's at ``lr`` x ``d_ratio`` (optim.d_lr_ratio, two time-scale updates)."""
+    for opt, scale in ((step_fn.opt_g, 1.0), (step_fn.opt_d, d_ratio)):
         for group in opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * scale
 
 
 def _stop_status(

@@ -56,10 +56,12 @@ def build_models(cfg: Config, device: torch.device) -> CycleGAN:
     return nets
 
 
-def adam(params, cfg: Config, device: torch.device) -> torch.optim.Adam:
+def adam(params, cfg: Config, device: torch.device, *, lr_scale: float = 1.0) -> torch.optim.Adam:
+    """Adam at ``optim.lr`` x ``lr_scale`` (the discriminators' ``optim.d_lr_ratio``); the training loop
+    sets each epoch's rate with the same scale."""
     # Fused Adam is one kernel per step on CUDA; elsewhere the default (foreach) implementation.
     return torch.optim.Adam(
-        params, lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2), fused=device.type == "cuda"
+        params, lr=cfg.optim.lr * lr_scale, betas=(cfg.optim.beta1, cfg.optim.beta2), fused=device.type == "cuda"
     )
 
 

@@ -1,0 +1,263 @@
+"""A domain-classification score that needs no pretrained weights (issue 18).
+
+A small CNN is trained from scratch to tell the two training domains apart (horse vs zebra); a
+translation A -> B is then judged by the share of translated test images it assigns to domain B
+(``target_share``) and by the Frechet distance between its penultimate features of the translations
+and of the real domain-B test images (``classifier_fd``, the FID formula in this network's feature
+space). It is what users without internet get instead of FID, and it answers the question FID does
+not: did the translation change the domain?
+
+Unlike FID, whose Inception network is the same everywhere, the numbers are comparable only within
+one data set and one trained classifier (its version, image size and seed): a different classifier
+draws a different boundary. The held-out accuracy on real images says how far the score can be
+trusted; ``cyclegan.evaluate.classifier`` refuses a classifier below a threshold.
+
+This module holds the pure parts: the network, its training on uint8 tensors (a held-out split, a
+fixed seed, the caller's RNG state untouched) and the scores. Loading images, caching the trained
+network and the threshold are the evaluate package's job.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cyclegan.image import to_model_range
+from cyclegan.metrics.fid import feature_statistics, frechet_distance
+
+__all__ = [
+    "CLASSIFIER_VERSION",
+    "ClassifierReport",
+    "ClassifierSettings",
+    "DomainClassifier",
+    "classifier_frechet_distance",
+    "classify",
+    "target_share",
+    "train_domain_classifier",
+]
+
+# Bump when the network, its training or its preprocessing changes: cached classifiers of another
+# version are not reused, and scores of different versions are not comparable.
+CLASSIFIER_VERSION = 1
+DOMAINS = ("A", "B")  # class index 0 = domain A, 1 = domain B
+
+
+class DomainClassifier(nn.Module):
+    """Four conv stages, global average pooling, a linear head: [B, 3, S, S] in [-1, 1] -> logits [B, 2].
+
+    Stage i: 3x3 conv (stride 2 in the first, which halves the cost of the largest maps) -> batch norm
+    -> ReLU -> 3x3 conv -> batch norm -> ReLU -> 2x2 max pool, widths w, 2w, 4w, 8w; 8w = 256
+    features at w = 32. About 1.2M parameters, about 0.1 GMAC per 64x64 image, so training on a few
+    thousand images takes minutes on two CPU cores. Fully convolutional: any S >= 2 works.
+    """
+
+    def __init__(self, *, width: int = 32) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 3
+        for i in range(4):
+            out = width * 2**i
+            layers += [
+                nn.Conv2d(channels, out, 3, stride=2 if i == 0 else 1, padding=1, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(out, out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2, ceil_mode=True),  # ceil: a 1x1 map stays 1x1, so small images work
+            ]
+            channels = out
+        self.body = nn.Sequential(*layers)  # [B, 3, S, S] -> [B, 8w, S/32, S/32]
+        self.feature_dim = channels
+        self.dropout = nn.Dropout(0.3)
+        self.head = nn.Linear(channels, len(DOMAINS))
+
+    def features(self, x: Tensor) -> Tensor:
+        """[B, 3, S, S] in [-1, 1] -> penultimate features [B, 8w] (globally pooled, after ReLU)."""
+        return self.body(x).mean(dim=(2, 3))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.dropout(self.features(x)))  # [B, 2]
+
+
+@dataclass(frozen=True)
+class ClassifierSettings:
+    """How the classifier is trained; all of it goes into the cache key."""
+
+    width: int = 32
+    epochs: int = 12
+    # ... but at least this many optimiser steps: a small data set gets more epochs (40 images per
+    # domain are one or two batches an epoch, too few steps to learn anything in 12 epochs)
+    min_steps: int = 300
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    held_out: float = 0.1  # share of each domain kept out of training to measure accuracy
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ClassifierReport:
+    """The held-out result of one training: ``accuracy`` is the balanced accuracy (the mean of the
+    per-domain accuracies, so the larger domain cannot carry it)."""
+
+    accuracy: float
+    accuracy_a: float
+    accuracy_b: float
+    n_train_a: int
+    n_train_b: int
+    n_held_out_a: int
+    n_held_out_b: int
+    size: int
+    epochs: int
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_images(images: Tensor, name: str) -> None:
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"{name}: expected uint8 [N, 3, S, S], got {images.dtype} {list(images.shape)}")
+
+
+def _split(n: int, held_out: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """A seeded permutation of range(n) -> (train indices, held-out indices); both non-empty."""
+    order = torch.randperm(n, generator=generator)
+    k = min(max(1, round(n * held_out)), n - 1)
+    return order[k:], order[:k]
+
+
+def _augment(x: Tensor, generator: torch.Generator) -> Tensor:
+    """Random horizontal flips and shifts of up to S/16 pixels (reflection-padded) per image:
+    translations keep the pose and framing of their source, and the classifier must not key on them.
+    No colour jitter: colour is part of what tells many domains apart (a horse's brown)."""
+    b, _, s, _ = x.shape
+    flip = torch.rand(b, generator=generator) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    pad = max(1, s // 16)
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    offsets = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator).tolist()
+    return torch.stack([padded[i, :, dy:dy + s, dx:dx + s] for i, (dy, dx) in enumerate(offsets)])
+
+
+@torch.no_grad()
+def classify(
+    model: DomainClassifier, images: Tensor, *, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 [N, 3, S, S] -> (probabilities [N, 2] of domains A and B, features [N, 8w]), float64.
+
+    Runs in eval mode on the model's device and restores its mode afterwards."""
+    _check_images(images, "images")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        probs, feats = [], []
+        for chunk in images.split(batch_size):
+            f = model.features(to_model_range(chunk.to(device)))
+            probs.append(torch.softmax(model.head(f), dim=1).double().cpu())
+            feats.append(f.double().cpu())
+    finally:
+        model.train(was_training)
+    if not probs:
+        return np.zeros((0, len(DOMAINS))), np.zeros((0, model.feature_dim))
+    return torch.cat(probs).numpy(), torch.cat(feats).numpy()
+
+
+def target_share(probabilities: np.ndarray, target: str) -> float:
+    """Share of images whose most likely domain is ``target`` ("A" or "B"); [N, 2] probabilities."""
+    if target not in DOMAINS:
+        raise ValueError(f"target must be one of {DOMAINS}, got {target!r}")
+    p = np.asarray(probabilities)
+    if p.ndim != 2 or p.shape[1] != len(DOMAINS) or p.shape[0] == 0:
+        raise ValueError(f"expected probabilities [N > 0, 2], got {list(p.shape)}")
+    return float((p.argmax(axis=1) == DOMAINS.index(target)).mean())
+
+
+def classifier_frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
+    """Frechet distance between the classifier features of real and of translated images ([N, D], [M, D])."""
+    return frechet_distance(*feature_statistics(real), *feature_statistics(fake))
+
+
+def _balanced_accuracy(model: DomainClassifier, a: Tensor, b: Tensor, batch_size: int) -> tuple[float, float]:
+    acc_a = target_share(classify(model, a, batch_size=batch_size)[0], "A")
+    acc_b = target_share(classify(model, b, batch_size=batch_size)[0], "B")
+    return acc_a, acc_b
+
+
+def train_domain_classifier(
+    images_a: Tensor,
+    images_b: Tensor,
+    *,
+    settings: ClassifierSettings = ClassifierSettings(),
+    device: str | torch.device = "cpu",
+    on_epoch=None,
+) -> tuple[DomainClassifier, ClassifierReport]:
+    """Train a DomainClassifier on uint8 [N_a, 3, S, S] (domain A) and [N_b, 3, S, S] (domain B).
+
+    ``settings.held_out`` of each domain (a seeded split) is kept out of training; the report gives
+    the balanced accuracy on it after the last epoch (no epoch is chosen by it, so it is an honest
+    estimate). Adam with cosine decay to 0, cross-entropy weighted by inverse domain frequency,
+    flips and small shifts as augmentation. Deterministic for a given seed and device; the global
+    RNG state of the caller is left as it was (a training run's randomness does not depend on
+    whether it also trains a classifier). ``on_epoch(epoch, epochs, loss)`` reports progress.
+    """
+    _check_images(images_a, "images_a")
+    _check_images(images_b, "images_b")
+    if images_a.shape[1:] != images_b.shape[1:]:
+        raise ValueError(f"domains differ in shape: {list(images_a.shape[1:])} vs {list(images_b.shape[1:])}")
+    for name, imgs in (("A", images_a), ("B", images_b)):
+        if imgs.shape[0] < 2:
+            raise ValueError(f"domain {name} has {imgs.shape[0]} image(s); need at least 2 (train + held out)")
+    if not 0.0 < settings.held_out < 1.0:
+        raise ValueError(f"held_out must be in (0, 1), got {settings.held_out}")
+    start = time.perf_counter()
+    device = torch.device(device)
+    g = torch.Generator().manual_seed(settings.seed)
+    train_a, held_a = _split(images_a.shape[0], settings.held_out, g)
+    train_b, held_b = _split(images_b.shape[0], settings.held_out, g)
+    x = torch.cat([images_a[train_a], images_b[train_b]])  # uint8 [N, 3, S, S]
+    y = torch.cat([torch.zeros(len(train_a), dtype=torch.long), torch.ones(len(train_b), dtype=torch.long)])
+    # Inverse-frequency weights: each domain counts as much as the other whatever their sizes.
+    weight = torch.tensor([len(y) / (2.0 * len(train_a)), len(y) / (2.0 * len(train_b))], device=device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(settings.seed)
+        model = DomainClassifier(width=settings.width).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+        steps_per_epoch = math.ceil(len(y) / settings.batch_size)
+        epochs = max(settings.epochs, math.ceil(settings.min_steps / steps_per_epoch))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
+        model.train()
+        for epoch in range(epochs):
+            order = torch.randperm(len(y), generator=g)
+            total = 0.0
+            for idx in order.split(settings.batch_size):
+                if len(idx) < 2:  # batch norm needs two samples; the one left over waits for next epoch
+                    continue
+                batch = to_model_range(_augment(x[idx], g).to(device))
+                loss = F.cross_entropy(model(batch), y[idx].to(device), weight=weight)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += float(loss.detach()) * len(idx)
+            if on_epoch is not None:
+                on_epoch(epoch + 1, epochs, total / len(y))
+    model.eval()
+    acc_a, acc_b = _balanced_accuracy(model, images_a[held_a], images_b[held_b], settings.batch_size)
+    report = ClassifierReport(
+        accuracy=(acc_a + acc_b) / 2.0, accuracy_a=acc_a, accuracy_b=acc_b,
+        n_train_a=len(train_a), n_train_b=len(train_b), n_held_out_a=len(held_a), n_held_out_b=len(held_b),
+        size=int(images_a.shape[-1]), epochs=epochs, seconds=round(time.perf_counter() - start, 3),
+    )
+    return model, report
