@@ -1,5 +1,6 @@
 """Distillation (model.kind distill): a student learns a tiny trained teacher; tiny shapes, CPU only."""
 
+import dataclasses
 import json
 
 import pytest
@@ -12,6 +13,7 @@ from cyclegan.config import build_config
 from cyclegan.data import find_images
 from cyclegan.errors import CheckpointError, ConfigError, DataError
 from cyclegan.evaluate import evaluate_reference, load_test_images
+from cyclegan.image import to_model_range
 from cyclegan.metrics.generate import translate_uint8
 from cyclegan.metrics.reconstruction import cycle_l1
 from cyclegan.networks import build_generator, distill_channels
@@ -125,6 +127,22 @@ def test_the_student_is_an_ordinary_one_sided_checkpoint(teacher, tmp_path):
     assert saved.model.generator.name == "mobile_resnet" and g(torch.zeros(1, 3, 16, 16)).shape == (1, 3, 16, 16)
     with pytest.raises(CheckpointError, match="one-sided"):
         ckpt_io.load_generator(tmp_path / "s", direction="b2a")
+
+
+def test_without_b_images_the_teachers_outputs_are_the_real_ones(teacher, tmp_path, tiny_dataroot):
+    cfg = distill_run_config(tmp_path / "s", teacher=teacher, data_a=tiny_dataroot / "trainA", student_ngf=4,
+                             overrides={**STUDENT, "train.max_steps": 2})
+    assert cfg.distill.real == "teacher"
+    step = build_train_step(cfg, torch.device("cpu"))
+    seen = []
+    step.gan = dataclasses.replace(step.gan, discriminator=lambda real, fake: seen.append(real) or
+                                   (real - fake).abs().mean())
+    batch = {"A": torch.randint(0, 256, (1, 3, 16, 16), dtype=torch.uint8),
+             "B": torch.zeros(1, 3, 16, 16, dtype=torch.uint8)}
+    with torch.no_grad():  # what D_B makes of the teacher's translation of A, before its step
+        expected = step.models.D_B(step.teacher(to_model_range(batch["A"])))
+    step(batch)
+    assert torch.equal(seen[0].detach(), expected)  # its real images: the teacher's outputs, not batch B
 
 
 def test_a_changed_teacher_refuses_the_resume(teacher, tmp_path):
