@@ -71,12 +71,15 @@ class RowSession:
         spec, device = self.spec, self.spec["device"]
         net, _ = load_model(spec)
         os.environ["CYCLEGAN_CACHE_DIR"] = str(Path(spec["tmp"]) / f"cache-{spec['label']}")  # exports timed
+        # --threads: the same intra-op thread count for every row; default as cyclegan translate (auto caps
+        # at the CPUs this process may use, eager leaves PyTorch's default)
+        threads = spec["threads"]
         with Stopwatch(device) as setup:
             if spec["variant"] == "auto":
-                self.translator = Translator(model=net, precision="auto", threads=0, device=device, tile="off",
-                                             batch_size=1)
+                self.translator = Translator(model=net, precision="auto", threads=0 if threads is None else threads,
+                                             device=device, tile="off", batch_size=1)
             else:
-                self.translator = Translator(model=net, device=device, tile="off", batch_size=1)
+                self.translator = Translator(model=net, device=device, tile="off", batch_size=1, threads=threads)
         out = {"status": "ready", "setup_s": setup.wall_s, "first_call_s": {}}
         if spec["variant"] == "auto":
             out["chose"] = self.translator.runtime.line()
@@ -159,7 +162,8 @@ def format_report(hw: dict, config: dict, models: list[dict], results: list[dict
         notes += harness.timing_notes(_stats(r), busy_check=config["device"] == "cpu")
         rows.append([label, r["model"], r["variant"], fmt(r["s_per_img"], ".3f"), fmt_ratio(r["ratio"]),
                      "; ".join(notes)])
-    lines = [f"Distilled students vs teacher, device {config['device']}", harness.hardware_line(hw)]
+    threads = f", {config['threads']} thread(s) per row" if config.get("threads") else ""
+    lines = [f"Distilled students vs teacher, device {config['device']}{threads}", harness.hardware_line(hw)]
     if config.get("teacher_training"):
         t = config["teacher_training"]
         lines.append(f"teacher trained {t['steps']} steps (epoch {t['epoch']}), {t['hours']} h")
@@ -192,10 +196,12 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=2, help="timed runs per size (CPU: half at 1024+)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per size, the first call included")
     p.add_argument("--timeout", type=float, default=900, help="seconds per row before it is skipped")
+    p.add_argument("--threads", type=int, help="CPU threads of every row (default: as cyclegan translate; 1 "
+                                               "avoids threads waiting on each other on a busy machine)")
     args = p.parse_args(argv)
     if args._worker:
         return harness.serve(RowSession(json.loads(args._worker)))
-    harness.check_minimums(p, args, {"repeats": 1, "warmup": 1})
+    harness.check_minimums(p, args, {"repeats": 1, "warmup": 1, "threads": 1})
     device = harness.resolve_device(args.device)
     sizes = [int(s) for s in harness.split_list(args.sizes)]
     teacher = {"label": "teacher", "source": args.teacher, "gcfg": None if args.teacher else dataclasses.asdict(TEACHER)}
@@ -204,10 +210,10 @@ def main(argv=None) -> int:
                 [{"label": f"{g.name}-{g.ngf}", "source": None, "gcfg": dataclasses.asdict(g)}
                  for g in DEFAULT_STUDENTS])
     log = harness.Progress()
-    hw = harness.hardware_info(device, packages=("onnxruntime",))
+    hw = harness.hardware_info(device, threads=args.threads, packages=("onnxruntime",))
     log(harness.hardware_line(hw))
     models = [{**m, **describe(m)} for m in [teacher, *students]]
-    config = {"device": device, "sizes": sizes, "repeats": args.repeats, "warmup": args.warmup,
+    config = {"device": device, "sizes": sizes, "repeats": args.repeats, "warmup": args.warmup, "threads": args.threads,
               "teacher": args.teacher, "students": args.students, "timeout_s": args.timeout,
               "teacher_training": teacher_training(args.teacher) if args.teacher else None}
     if args.teacher and args.students:
@@ -217,7 +223,8 @@ def main(argv=None) -> int:
             log(f"{m['label']}: PSNR {m['quality']['psnr']:.2f} dB vs the teacher")
     rows = [(models[0], "eager-fp32")] + [(m, v) for m in models[1:] for v in ("eager-fp32", "auto")]
     with tempfile.TemporaryDirectory() as tmp:
-        spec = {"device": device, "sizes": sizes, "repeats": args.repeats, "warmup": args.warmup, "tmp": tmp}
+        spec = {"device": device, "sizes": sizes, "repeats": args.repeats, "warmup": args.warmup, "tmp": tmp,
+                "threads": args.threads}
         jobs = [harness.Job(f"{m['label']} {v}", harness.worker_command(__file__, {
             **spec, "label": m["label"], "source": m["source"], "gcfg": m["gcfg"], "variant": v}))
                 for m, v in rows]
