@@ -13,6 +13,7 @@ from cyclegan.config import build_config
 from cyclegan.data import find_images
 from cyclegan.errors import CheckpointError, ConfigError, DataError
 from cyclegan.evaluate import evaluate_reference, load_test_images
+from cyclegan.export import export_generator
 from cyclegan.image import to_model_range
 from cyclegan.metrics.generate import translate_uint8
 from cyclegan.metrics.reconstruction import cycle_l1
@@ -143,6 +144,20 @@ def test_without_b_images_the_teachers_outputs_are_the_real_ones(teacher, tmp_pa
         expected = step.models.D_B(step.teacher(to_model_range(batch["A"])))
     step(batch)
     assert torch.equal(seen[0].detach(), expected)  # its real images: the teacher's outputs, not batch B
+
+
+def test_an_exported_teacher_teaches_a_torchscript_one_outputs_only(teacher, tmp_path):
+    export_generator(teacher, fmt="safetensors", out=tmp_path / "st")
+    export_generator(teacher, fmt="torchscript", out=tmp_path / "g.pt")
+    cfg = distill_run_config(tmp_path / "a", teacher=tmp_path / "st", student_ngf=4,
+                             overrides={**STUDENT, "train.max_steps": 2})
+    assert train(cfg, tmp_path / "a", progress=False).step == 2  # features and all; no D to inherit
+    cfg = distill_run_config(tmp_path / "b", teacher=tmp_path / "g.pt", student_ngf=4,
+                             overrides={**STUDENT, "train.max_steps": 2})
+    with pytest.raises(ConfigError, match="exposes no distillation features"):
+        train(cfg, tmp_path / "b", progress=False)
+    cfg = build_config(base=cfg.to_dict(), overrides={"distill.lambda_feature": 0.0})
+    assert train(cfg, tmp_path / "b", progress=False).step == 2  # the refused run left nothing behind
 
 
 def test_a_changed_teacher_refuses_the_resume(teacher, tmp_path):

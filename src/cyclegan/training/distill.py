@@ -92,7 +92,9 @@ def load_teacher(cfg: Config, device: torch.device) -> nn.Module:
     if not isinstance(loaded.model, nn.Module):
         raise ConfigError(f"distill.teacher {dist.teacher}: an ONNX model cannot teach (its layers cannot be run "
                           "by PyTorch); give the run, checkpoint or a safetensors export instead")
-    teacher = loaded.model.eval().requires_grad_(False)
+    teacher = loaded.model.eval()
+    for param in teacher.parameters():  # one by one: a TorchScript module refuses requires_grad_
+        param.requires_grad_(False)
     if dist.teacher_sha256 is not None and teacher_fingerprint(teacher) != dist.teacher_sha256:
         raise CheckpointError(
             f"distill.teacher {dist.teacher}: its weights changed since this run started (SHA-256 "
