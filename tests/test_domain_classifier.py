@@ -34,14 +34,15 @@ from cyclegan.metrics.domain_classifier import (
     DomainClassifier,
     classifier_frechet_distance,
     classify,
+    neither_share,
     target_share,
     train_domain_classifier,
 )
 from cyclegan.synthetic import make_scene
 from cyclegan.training import build_models
 
-# Enough steps for the synthetic families (about 50 optimiser steps), a second of CPU time.
-FAST = ClassifierSettings(width=8, epochs=10, min_steps=0, batch_size=16, lr=1e-2)
+# Enough steps for the synthetic families (about 200 optimiser steps), a second or two of CPU time.
+FAST = ClassifierSettings(width=8, epochs=40, min_steps=0, batch_size=16, lr=1e-2)
 # For two draws of one family: half held out, so chance cannot reach the 80% threshold.
 SAME = ClassifierSettings(width=4, epochs=4, min_steps=0, batch_size=8, held_out=0.5)
 
@@ -94,13 +95,28 @@ def test_real_target_near_one_untranslated_source_near_zero(trained):
     test_a, test_b = family("photo", 16, 7), family("cartoon", 16, 8)
     probs_b, feats_b = classify(model, test_b)
     probs_a, feats_a = classify(model, test_a)
-    assert probs_b.shape == (16, 2) and feats_b.shape == (16, model.feature_dim)
+    assert probs_b.shape == (16, 3) and feats_b.shape == (16, model.feature_dim)
     assert np.allclose(probs_b.sum(axis=1), 1.0)
     assert target_share(probs_b, "B") >= 0.9  # real zebras are zebras
     assert target_share(probs_a, "B") <= 0.1  # untranslated horses are not
     # Frechet distance: the other family is far, a second draw of the same family near.
     same = classifier_frechet_distance(feats_b, classify(model, family("cartoon", 16, 9))[1])
     assert classifier_frechet_distance(feats_b, feats_a) > 5 * same
+
+
+def test_damaged_images_are_of_neither_domain():
+    """Images damaged as an unconverged generator damages them (blur, noise, checkerboards) are
+    "neither": they count for no domain, where a two-way classifier would have to pick one."""
+    settings = ClassifierSettings(width=8, epochs=40, min_steps=0, batch_size=16, lr=1e-2)
+    model, report = train_domain_classifier(family("photo", 40, 1), family("cartoon", 40, 2), settings=settings)
+    assert report.accuracy >= 0.9 and report.neither_accuracy >= 0.75
+    test = torch.cat([family("photo", 16, 7), family("cartoon", 16, 8)])
+    blurred = torch.nn.functional.interpolate(
+        torch.nn.functional.interpolate(test.float(), size=4, mode="area"), size=32, mode="bilinear")
+    noisy = blurred + 40 * torch.randn(blurred.shape, generator=torch.Generator().manual_seed(0))
+    probs = classify(model, noisy.round().clamp(0, 255).to(torch.uint8))[0]
+    assert neither_share(probs) >= 0.75
+    assert target_share(probs, "A") + target_share(probs, "B") <= 0.25
 
 
 def test_training_is_deterministic_and_leaves_the_global_rng_alone():
@@ -124,9 +140,11 @@ def test_bad_inputs_are_refused():
     with pytest.raises(ValueError, match="at least 2"):
         train_domain_classifier(a, a[:1])
     with pytest.raises(ValueError, match="target"):
-        target_share(np.ones((2, 2)), "C")
+        target_share(np.ones((2, 3)), "C")
+    with pytest.raises(ValueError, match="probabilities"):
+        target_share(np.ones((2, 2)), "B")
     # any size works, down to tiny images (ceil-mode pooling)
-    assert DomainClassifier(width=4)(torch.zeros(2, 3, 8, 8)).shape == (2, 2)
+    assert DomainClassifier(width=4)(torch.zeros(2, 3, 8, 8)).shape == (2, 3)
 
 
 def test_identity_generator_scores_near_zero_through_evaluate(dataroot, trained):
@@ -206,7 +224,7 @@ def test_evaluate_checkpoint_with_classifier(run, tmp_path):
     record = evaluate_checkpoint(run, use_inception=False, out=tmp_path / "e.json", classifier=True,
                                  classifier_min_accuracy=0.0, device="cpu")
     saved = json.loads((tmp_path / "e.json").read_text())
-    assert saved["classifier"]["version"] == 1 and saved["classifier"]["size"] == 32
+    assert saved["classifier"]["version"] == 2 and saved["classifier"]["size"] == 32
     assert "comparable only within one data set" in saved["classifier"]["note"]
     for direction in ("a2b", "b2a"):
         assert 0.0 <= record[direction]["target_share"] <= 1.0

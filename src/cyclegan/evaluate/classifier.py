@@ -11,8 +11,9 @@ default): a classifier that cannot tell real horses from real zebras says nothin
 and the evaluation is refused with one line instead.
 
 Per direction (A -> B): ``target_share`` (share of translated test-A images it assigns to B),
-``target_share_real`` (share of real test-B images it assigns to B: the ceiling of the former) and
-``classifier_fd`` (Frechet distance between its features of the translations and of the real test-B
+``target_share_real`` (share of real test-B images it assigns to B: the ceiling of the former),
+``neither_share`` (translations it calls damaged, of neither domain: see ``metrics.domain_classifier``)
+and ``classifier_fd`` (Frechet distance between its features of the translations and of the real test-B
 images). Comparable only within one data set and one classifier (``classifier.key`` in the result).
 """
 
@@ -45,6 +46,7 @@ from cyclegan.metrics.domain_classifier import (
     DomainClassifier,
     classifier_frechet_distance,
     classify,
+    neither_share,
     target_share,
     train_domain_classifier,
 )
@@ -228,6 +230,7 @@ class DomainScorer:
         real_probs, real_feats = self._real[target]
         return {"target_share": target_share(probs, target),
                 "target_share_real": target_share(real_probs, target),
+                "neither_share": neither_share(probs),
                 "classifier_fd": classifier_frechet_distance(real_feats, feats)}
 
     def describe(self) -> dict:

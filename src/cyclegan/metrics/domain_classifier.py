@@ -7,6 +7,12 @@ and of the real domain-B test images (``classifier_fd``, the FID formula in this
 space). It is what users without internet get instead of FID, and it answers the question FID does
 not: did the translation change the domain?
 
+Besides the two domains the classifier has a third class, "neither": training images damaged the
+way an unconverged generator damages its outputs (heavy blur, noise, checkerboard patterns). Without
+it, a two-way classifier must call every image one of the domains, and the blurry, noisy outputs of
+the first training minutes are "zebra" as often as not (high-frequency junk looks like stripes to
+it); with it, a translation counts only once it looks like a clean image of the target domain.
+
 Unlike FID, whose Inception network is the same everywhere, the numbers are comparable only within
 one data set and one trained classifier (its version, image size and seed): a different classifier
 draws a different boundary. The held-out accuracy on real images says how far the score can be
@@ -38,18 +44,22 @@ __all__ = [
     "DomainClassifier",
     "classifier_frechet_distance",
     "classify",
+    "neither_share",
     "target_share",
     "train_domain_classifier",
 ]
 
 # Bump when the network, its training or its preprocessing changes: cached classifiers of another
 # version are not reused, and scores of different versions are not comparable.
-CLASSIFIER_VERSION = 1
+CLASSIFIER_VERSION = 2  # 2: the "neither" class
 DOMAINS = ("A", "B")  # class index 0 = domain A, 1 = domain B
+NEITHER = len(DOMAINS)  # class index 2: a damaged image of either domain
+N_CLASSES = NEITHER + 1
 
 
 class DomainClassifier(nn.Module):
-    """Four conv stages, global average pooling, a linear head: [B, 3, S, S] in [-1, 1] -> logits [B, 2].
+    """Four conv stages, global average pooling, a linear head: [B, 3, S, S] in [-1, 1] -> logits [B, 3]
+    (domain A, domain B, neither).
 
     Stage i: 3x3 conv (stride 2 in the first, which halves the cost of the largest maps) -> batch norm
     -> ReLU -> 3x3 conv -> batch norm -> ReLU -> 2x2 max pool, widths w, 2w, 4w, 8w; 8w = 256
@@ -76,14 +86,14 @@ class DomainClassifier(nn.Module):
         self.body = nn.Sequential(*layers)  # [B, 3, S, S] -> [B, 8w, S/32, S/32]
         self.feature_dim = channels
         self.dropout = nn.Dropout(0.3)
-        self.head = nn.Linear(channels, len(DOMAINS))
+        self.head = nn.Linear(channels, N_CLASSES)
 
     def features(self, x: Tensor) -> Tensor:
         """[B, 3, S, S] in [-1, 1] -> penultimate features [B, 8w] (globally pooled, after ReLU)."""
         return self.body(x).mean(dim=(2, 3))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.dropout(self.features(x)))  # [B, 2]
+        return self.head(self.dropout(self.features(x)))  # [B, 3]
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,8 @@ class ClassifierSettings:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     held_out: float = 0.1  # share of each domain kept out of training to measure accuracy
+    # damaged copies ("neither") per batch, as a share of its real images
+    neither_share: float = 0.5
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -113,6 +125,7 @@ class ClassifierReport:
     accuracy: float
     accuracy_a: float
     accuracy_b: float
+    neither_accuracy: float  # damaged held-out images called "neither"
     n_train_a: int
     n_train_b: int
     n_held_out_a: int
@@ -150,11 +163,42 @@ def _augment(x: Tensor, generator: torch.Generator) -> Tensor:
     return torch.stack([padded[i, :, dy:dy + s, dx:dx + s] for i, (dy, dx) in enumerate(offsets)])
 
 
+def _damage(x: Tensor, generator: torch.Generator) -> Tensor:
+    """Damaged copies of uint8 [b, 3, S, S] images, the failure modes of a generator early in training
+    (each image one at random): heavy blur (area downscale by 4-8 and bilinear back), Gaussian noise
+    (sigma 20-60 levels), a checkerboard of period 2 or 4 and amplitude 20-60 levels over a 2x blur
+    (transposed-convolution artefacts), or blur and noise together."""
+    b, _, s, _ = x.shape
+    out = x.float()
+    kinds = torch.randint(0, 4, (b,), generator=generator).tolist()
+    for i, kind in enumerate(kinds):
+        img = out[i:i + 1]
+        if kind in (0, 3):  # blur
+            factor = int(torch.randint(4, 9, (1,), generator=generator))
+            small = F.interpolate(img, size=max(1, s // factor), mode="area")
+            img = F.interpolate(small, size=(s, s), mode="bilinear", align_corners=False)
+        if kind in (1, 3):  # noise
+            sigma = float(torch.empty(1).uniform_(20, 60, generator=generator))
+            img = img + sigma * torch.randn(img.shape, generator=generator)
+        if kind == 2:  # checkerboard over a mild blur
+            small = F.interpolate(img, size=max(1, s // 2), mode="area")
+            img = F.interpolate(small, size=(s, s), mode="bilinear", align_corners=False)
+            period = 2 if torch.rand(1, generator=generator) < 0.5 else 4
+            amp = float(torch.empty(1).uniform_(20, 60, generator=generator))
+            yy, xx = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
+            pattern = torch.where(((yy // (period // 2)) + (xx // (period // 2))) % 2 == 0, 1.0, -1.0)
+            signs = torch.where(torch.rand(3, 1, 1, generator=generator) < 0.5, 1.0, -1.0)
+            img = img + amp * signs * pattern
+        out[i:i + 1] = img
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
 @torch.no_grad()
 def classify(
     model: DomainClassifier, images: Tensor, *, batch_size: int = 64
 ) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 [N, 3, S, S] -> (probabilities [N, 2] of domains A and B, features [N, 8w]), float64.
+    """uint8 [N, 3, S, S] -> (probabilities [N, 3] of domain A, domain B and neither, features [N, 8w]),
+    float64.
 
     Runs in eval mode on the model's device and restores its mode afterwards."""
     _check_images(images, "images")
@@ -170,18 +214,27 @@ def classify(
     finally:
         model.train(was_training)
     if not probs:
-        return np.zeros((0, len(DOMAINS))), np.zeros((0, model.feature_dim))
+        return np.zeros((0, N_CLASSES)), np.zeros((0, model.feature_dim))
     return torch.cat(probs).numpy(), torch.cat(feats).numpy()
 
 
 def target_share(probabilities: np.ndarray, target: str) -> float:
-    """Share of images whose most likely domain is ``target`` ("A" or "B"); [N, 2] probabilities."""
+    """Share of images whose most likely class is ``target`` ("A" or "B"); [N, 3] probabilities
+    (an image more likely "neither" does not count)."""
     if target not in DOMAINS:
         raise ValueError(f"target must be one of {DOMAINS}, got {target!r}")
     p = np.asarray(probabilities)
-    if p.ndim != 2 or p.shape[1] != len(DOMAINS) or p.shape[0] == 0:
-        raise ValueError(f"expected probabilities [N > 0, 2], got {list(p.shape)}")
+    if p.ndim != 2 or p.shape[1] != N_CLASSES or p.shape[0] == 0:
+        raise ValueError(f"expected probabilities [N > 0, {N_CLASSES}], got {list(p.shape)}")
     return float((p.argmax(axis=1) == DOMAINS.index(target)).mean())
+
+
+def neither_share(probabilities: np.ndarray) -> float:
+    """Share of images whose most likely class is "neither" (damaged, of no domain); [N, 3] probabilities."""
+    p = np.asarray(probabilities)
+    if p.ndim != 2 or p.shape[1] != N_CLASSES or p.shape[0] == 0:
+        raise ValueError(f"expected probabilities [N > 0, {N_CLASSES}], got {list(p.shape)}")
+    return float((p.argmax(axis=1) == NEITHER).mean())
 
 
 def classifier_frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
@@ -189,10 +242,13 @@ def classifier_frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
     return frechet_distance(*feature_statistics(real), *feature_statistics(fake))
 
 
-def _balanced_accuracy(model: DomainClassifier, a: Tensor, b: Tensor, batch_size: int) -> tuple[float, float]:
+def _held_out_accuracy(model: DomainClassifier, a: Tensor, b: Tensor, batch_size: int,
+                       generator: torch.Generator) -> tuple[float, float, float]:
+    """(accuracy on real A, on real B, share of damaged copies of both called "neither")."""
     acc_a = target_share(classify(model, a, batch_size=batch_size)[0], "A")
     acc_b = target_share(classify(model, b, batch_size=batch_size)[0], "B")
-    return acc_a, acc_b
+    damaged = classify(model, _damage(torch.cat([a, b]), generator), batch_size=batch_size)[0]
+    return acc_a, acc_b, float((damaged.argmax(axis=1) == NEITHER).mean())
 
 
 def train_domain_classifier(
@@ -207,8 +263,9 @@ def train_domain_classifier(
 
     ``settings.held_out`` of each domain (a seeded split) is kept out of training; the report gives
     the balanced accuracy on it after the last epoch (no epoch is chosen by it, so it is an honest
-    estimate). Adam with cosine decay to 0, cross-entropy weighted by inverse domain frequency,
-    flips and small shifts as augmentation. Deterministic for a given seed and device; the global
+    estimate). Every batch also holds ``settings.neither_share`` as many damaged copies of its images,
+    labelled "neither". AdamW with cosine decay to 0, cross-entropy weighted by inverse class
+    frequency, flips and small shifts as augmentation. Deterministic for a given seed and device; the global
     RNG state of the caller is left as it was (a training run's randomness does not depend on
     whether it also trains a classifier). ``on_epoch(epoch, epochs, loss)`` reports progress.
     """
@@ -228,8 +285,10 @@ def train_domain_classifier(
     train_b, held_b = _split(images_b.shape[0], settings.held_out, g)
     x = torch.cat([images_a[train_a], images_b[train_b]])  # uint8 [N, 3, S, S]
     y = torch.cat([torch.zeros(len(train_a), dtype=torch.long), torch.ones(len(train_b), dtype=torch.long)])
-    # Inverse-frequency weights: each domain counts as much as the other whatever their sizes.
-    weight = torch.tensor([len(y) / (2.0 * len(train_a)), len(y) / (2.0 * len(train_b))], device=device)
+    # Inverse-frequency weights: each class counts as much as another whatever the domain sizes.
+    n_neither = max(1.0, settings.neither_share * len(y))
+    weight = torch.tensor([len(y) / (2.0 * len(train_a)), len(y) / (2.0 * len(train_b)),
+                           len(y) / (2.0 * n_neither)], device=device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(settings.seed)
         model = DomainClassifier(width=settings.width).to(device)
@@ -244,8 +303,13 @@ def train_domain_classifier(
             for idx in order.split(settings.batch_size):
                 if len(idx) < 2:  # batch norm needs two samples; the one left over waits for next epoch
                     continue
-                batch = to_model_range(_augment(x[idx], g).to(device))
-                loss = F.cross_entropy(model(batch), y[idx].to(device), weight=weight)
+                images, labels = _augment(x[idx], g), y[idx]
+                k = round(settings.neither_share * len(idx))
+                if k:  # damaged copies of some of the batch's images: "neither"
+                    images = torch.cat([images, _damage(images[:k], g)])
+                    labels = torch.cat([labels, torch.full((k,), NEITHER, dtype=torch.long)])
+                batch = to_model_range(images.to(device))
+                loss = F.cross_entropy(model(batch), labels.to(device), weight=weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -254,9 +318,9 @@ def train_domain_classifier(
             if on_epoch is not None:
                 on_epoch(epoch + 1, epochs, total / len(y))
     model.eval()
-    acc_a, acc_b = _balanced_accuracy(model, images_a[held_a], images_b[held_b], settings.batch_size)
+    acc_a, acc_b, acc_n = _held_out_accuracy(model, images_a[held_a], images_b[held_b], settings.batch_size, g)
     report = ClassifierReport(
-        accuracy=(acc_a + acc_b) / 2.0, accuracy_a=acc_a, accuracy_b=acc_b,
+        accuracy=(acc_a + acc_b) / 2.0, accuracy_a=acc_a, accuracy_b=acc_b, neither_accuracy=acc_n,
         n_train_a=len(train_a), n_train_b=len(train_b), n_held_out_a=len(held_a), n_held_out_b=len(held_b),
         size=int(images_a.shape[-1]), epochs=epochs, seconds=round(time.perf_counter() - start, 3),
     )
