@@ -15,8 +15,9 @@ from pathlib import Path
 import click
 
 from cyclegan.config import MODEL_KINDS
-from cyclegan.devices import DEVICES, PRECISIONS
+from cyclegan.devices import DEVICES, PRECISIONS, TRANSLATE_PRECISIONS
 from cyclegan.errors import CycleGANError, followups
+from cyclegan.quantize import DEFAULT_LIMITS as DEFAULT_INT8_LIMITS
 from cyclegan.temporal import TEMPORAL_MODES
 
 
@@ -413,9 +414,14 @@ def report_cmd(run, out, embed, smoothing, max_samples) -> None:
 @click.option("--memory-budget", help="Memory for one forward pass, e.g. 2G [default: half of what is free].")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Same-size images (or frames) per pass.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(("auto", *PRECISIONS)), default="auto", show_default=True,
-              help="auto: the fastest path within tolerance of fp32: bf16 where the hardware has it and the "
-                   "output stays within 8 levels, else ONNX Runtime on CPU when installed, else fp32.")
+@click.option("--precision", type=click.Choice(TRANSLATE_PRECISIONS), default="auto", show_default=True,
+              help="auto: the fastest path within tolerance of fp32: on CPU an int8 model of these weights that "
+                   "passed its check (made by --precision int8 or export --int8), bf16 where the hardware has it "
+                   "and the output stays within 8 levels, else ONNX Runtime on CPU when installed, else fp32. "
+                   "int8: ONNX Runtime static quantization on the CPU, calibrated and checked (cached).")
+@click.option("--calibration", type=click.Path(path_type=Path),
+              help="--precision int8: images (folder or .npz) of the domain translated from [default: the "
+                   "model's training images of that domain].")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="CPU threads (0: PyTorch's default capped at the CPUs this process may use).")
 @click.option("--temporal", type=click.Choice(TEMPORAL_MODES), default="off", show_default=True,
@@ -429,28 +435,43 @@ def report_cmd(run, out, embed, smoothing, max_samples) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def translate_cmd(ctx, inputs, model, out, direction, recursive, suffix, fmt, quality, overwrite, max_side, size,
-                  tile, tile_overlap, memory_budget, batch_size, device, precision, threads, temporal, temporal_strength,
-                  temporal_smoothing, no_ema, quiet):
-    """Translate images, folders, globs, videos or - (stdin) at their full size."""
-    from cyclegan.devices import precision_warning
-    from cyclegan.translate import OutputOptions, Translator, parse_bytes, translate_paths
+                  tile, tile_overlap, memory_budget, batch_size, device, precision, calibration, threads, temporal,
+                  temporal_strength, temporal_smoothing, no_ema, quiet):
+    """Translate images, folders, globs, videos or - (stdin) at their full size.
 
-    translator = Translator.from_checkpoint(
-        model, direction=direction, device=device, precision=precision, tile=tile, tile_overlap=tile_overlap,
-        memory_budget=parse_bytes(memory_budget) if memory_budget else None, batch_size=batch_size,
-        max_side=max_side, size=size, ema=not no_ema, threads=threads,
+    Under torchrun (e.g. torchrun --nproc-per-node 4 -m cyclegan translate DIR --out OUT) the inputs
+    are split across the processes: the same files as one process, one summary line.
+    """
+    from cyclegan.devices import precision_warning
+    from cyclegan.translate import (
+        OutputOptions,
+        Translator,
+        main_first,
+        parse_bytes,
+        shard_group,
+        translate_paths,
     )
-    if precision == "auto" and not quiet:
-        click.echo(f"runtime: {translator.runtime.line()}", err=True)
-    if (slow := precision_warning(translator.device, translator.precision)) is not None:
-        click.echo(f"warning: {slow}", err=True)
-    summary = translate_paths(
-        translator, inputs, out=out, recursive=recursive,
-        options=OutputOptions(suffix=suffix, format=fmt, quality=quality, overwrite=overwrite),
-        temporal=temporal, temporal_strength=temporal_strength, temporal_smoothing=temporal_smoothing,
-        progress=not quiet, echo=lambda m: click.echo(m, err=True),
-    )
-    click.echo(summary.line(), err=True)
+
+    with shard_group() as shard:
+        with main_first(shard):  # one process fills the ONNX/int8 cache, the others then read it
+            translator = Translator.from_checkpoint(
+                model, direction=direction, device=device, precision=precision, tile=tile,
+                tile_overlap=tile_overlap, memory_budget=parse_bytes(memory_budget) if memory_budget else None,
+                batch_size=batch_size, max_side=max_side, size=size, ema=not no_ema, threads=threads,
+                calibration=calibration,
+            )
+        if precision in ("auto", "int8") and not quiet and shard.is_main:
+            click.echo(f"runtime: {translator.runtime.line()}", err=True)
+        if (slow := precision_warning(translator.device, translator.precision)) is not None and shard.is_main:
+            click.echo(f"warning: {slow}", err=True)
+        summary = translate_paths(
+            translator, inputs, out=out, recursive=recursive,
+            options=OutputOptions(suffix=suffix, format=fmt, quality=quality, overwrite=overwrite),
+            temporal=temporal, temporal_strength=temporal_strength, temporal_smoothing=temporal_smoothing,
+            progress=not quiet, echo=lambda m: click.echo(m, err=True), shard=shard,
+        )
+    if shard.is_main:
+        click.echo(summary.line(), err=True)
     if not summary.ok:
         ctx.exit(1)
 
@@ -465,8 +486,32 @@ def translate_cmd(ctx, inputs, model, out, direction, recursive, suffix, fmt, qu
 @click.option("--opset", type=int, help="ONNX opset [default: the exporter's].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing export at --out.")
 @click.option("--no-ema", is_flag=True, help="Export the trained weights, not the checkpoint's EMA generator.")
-def export_cmd(checkpoint, fmt, out, direction, opset, overwrite, no_ema) -> None:
+@click.option("--int8", is_flag=True,
+              help="ONNX int8 (ONNX Runtime static quantization), checked against fp32 on the calibration images "
+                   "instead of the parity check; refused above the --int8-* limits.")
+@click.option("--calibration", type=click.Path(path_type=Path),
+              help="--int8: images (folder or .npz) of the domain translated from [default: the run's training "
+                   "images of that domain].")
+@click.option("--int8-min-psnr", type=float, default=DEFAULT_INT8_LIMITS.min_psnr, show_default=True,
+              help="--int8: least PSNR (dB) of the worst calibration image against fp32.")
+@click.option("--int8-max-mean-levels", type=float, default=DEFAULT_INT8_LIMITS.max_mean_levels, show_default=True,
+              help="--int8: largest mean difference from fp32, in 8-bit levels.")
+@click.option("--int8-max-levels", type=int, default=DEFAULT_INT8_LIMITS.max_levels, show_default=True,
+              help="--int8: largest difference of any pixel from fp32, in 8-bit levels.")
+def export_cmd(checkpoint, fmt, out, direction, opset, overwrite, no_ema, int8, calibration, int8_min_psnr,
+               int8_max_mean_levels, int8_max_levels) -> None:
     """Export one generator (ONNX, TorchScript or plain safetensors), checked against PyTorch."""
+    if int8:
+        from cyclegan.errors import ExportError
+        from cyclegan.quantize import Int8Limits
+        from cyclegan.runtime import export_int8_generator
+
+        if fmt != "onnx":
+            raise ExportError(f"--int8 is an ONNX export; drop --format {fmt}")
+        limits = Int8Limits(min_psnr=int8_min_psnr, max_mean_levels=int8_max_mean_levels, max_levels=int8_max_levels)
+        click.echo(export_int8_generator(checkpoint, out=out, direction=direction, calibration=calibration,
+                                         limits=limits, overwrite=overwrite, ema=not no_ema).line())
+        return
     from cyclegan.export import export_generator
 
     result = export_generator(checkpoint, fmt=fmt, out=out, direction=direction, overwrite=overwrite, opset=opset,

@@ -19,7 +19,10 @@ import torch
 from cyclegan.errors import CycleGANError, DeviceError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16")  # training and PyTorch inference (autocast dtypes)
+# Inference only: "auto" picks a path (cyclegan.runtime.choose_runtime); "int8" is ONNX Runtime's
+# quantized model (cyclegan.quantize), which has no training counterpart.
+TRANSLATE_PRECISIONS = ("auto", *PRECISIONS, "int8")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 MIN_MEMORY_BUDGET = 64 * 2**20  # below this a forward pass of any useful tile cannot run
 

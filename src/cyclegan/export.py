@@ -50,6 +50,7 @@ __all__ = [
     "EXPORT_FORMATS",
     "PARITY_TOLERANCE",
     "ExportResult",
+    "check_destination",
     "export_generator",
     "export_module",
     "max_abs_diff",
@@ -223,7 +224,9 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
-def _check_destination(dest: Path, fmt: str, source: Path | None, overwrite: bool) -> None:
+def check_destination(dest: Path, fmt: str, source: Path | None, overwrite: bool) -> None:
+    """Refuse a destination that is the source (or inside it), exists without ``overwrite``, or is a
+    folder that is not one of our exports; shared with the int8 export (cyclegan.quantize)."""
     if source is not None:
         src, target = source.resolve(), dest.resolve()
         if target == src or src in target.parents or target in src.parents:
@@ -290,7 +293,7 @@ def export_module(
     if expected and dest.suffix.lower() not in expected:
         raise ExportError(f"{dest}: a {fmt} export must end in {' or '.join(expected)} so it loads as {fmt}")
     net = net.eval()
-    _check_destination(dest, fmt, source, overwrite)
+    check_destination(dest, fmt, source, overwrite)
     info = ModelInfo(direction=info.direction, size_multiple=info.size_multiple, config=info.config, format=fmt)
     if dest.parent != Path(""):
         dest.parent.mkdir(parents=True, exist_ok=True)

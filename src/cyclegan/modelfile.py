@@ -37,6 +37,7 @@ from cyclegan.sources import resolve_source
 
 __all__ = [
     "EXPORTED_WEIGHTS",
+    "INT8_METADATA_KEY",
     "METADATA_KEY",
     "TORCHSCRIPT_EXTRA",
     "TORCHSCRIPT_SUFFIXES",
@@ -50,6 +51,7 @@ __all__ = [
 
 # Where each format keeps its ModelInfo JSON, and the names and suffixes the loader recognises.
 METADATA_KEY = "cyclegan"
+INT8_METADATA_KEY = "cyclegan_int8"  # an int8 model's quantization report (cyclegan.quantize)
 TORCHSCRIPT_EXTRA = "cyclegan.json"
 EXPORTED_WEIGHTS = "generator.safetensors"
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript")
@@ -143,6 +145,11 @@ class OnnxGenerator:
 
     def metadata(self) -> dict[str, str]:
         return dict(self.session.get_modelmeta().custom_metadata_map)
+
+    @property
+    def is_int8(self) -> bool:
+        """Whether the file is an int8 model made by ``cyclegan.quantize`` (its report is in the metadata)."""
+        return INT8_METADATA_KEY in self.metadata()
 
     def __call__(self, x: Tensor) -> Tensor:
         # [B, 3, H, W] float in [-1, 1] (any device) -> [B, 3, H, W] float32 on x's device

@@ -5,6 +5,9 @@ the automatic choice between them (``precision="auto"``), and the CPU thread cou
 set tolerance of PyTorch fp32. The rules follow what ``bench/translate_speed.py`` measured (README,
 Performance; ResNet-9 on a 2-core AMD EPYC with avx512_bf16, 2026-11-22):
 
+0. On a CPU, an int8 model of these exact weights that passed its image-level check
+   (``cyclegan.quantize``), when ``translate --precision int8`` or ``export --int8`` made one
+   earlier: it is never made here, since that needs the training images and a minute or more.
 1. bf16 autocast where the device computes bf16 natively and a probe image stays within
    ``AUTO_MAX_LEVELS`` of fp32: 1.63x fp32 at 512 px, 1.66x at 1024 px on that CPU.
 2. Otherwise, on a CPU with ``onnxruntime`` installed, ONNX Runtime (fp32; 1.37x at 512 px, 1.66x
@@ -12,6 +15,11 @@ Performance; ResNet-9 on a 2-core AMD EPYC with avx512_bf16, 2026-11-22):
    does, and cached under ``cache_dir()`` keyed by its weights, structure and code.
 3. Otherwise PyTorch fp32 eager. channels_last is never chosen: it was slower on that CPU
    (0.88x-0.98x).
+
+``int8_runtime`` is ``--precision int8``: the model quantized on calibration images and checked
+(cached under ``cache_dir()/int8`` keyed by the weights and the calibration images), refused when the
+check fails. ``export_int8_generator`` is ``cyclegan export --int8``; it lives here because it also
+puts the model in that cache, where ``auto`` finds it.
 
 Thread count: PyTorch and ONNX Runtime default to one thread per physical core of the host, which
 inside a container limited to a few CPUs (cgroup quota or affinity mask) oversubscribes the
@@ -24,6 +32,7 @@ import contextlib
 import hashlib
 import inspect
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +42,27 @@ import torch
 from torch import Tensor, nn
 
 from cyclegan import __version__
-from cyclegan.checkpoint import sidecar_path
+from cyclegan.checkpoint import file_sha256, sidecar_path
+from cyclegan.config import Config
 from cyclegan.devices import native_bf16
-from cyclegan.errors import CheckpointError, first_line
+from cyclegan.errors import CheckpointError, CycleGANError, ExportError, TranslateError, first_line
 from cyclegan.export import export_module
+from cyclegan.fileio import temp_sibling
 from cyclegan.image import to_model_range, to_uint8
-from cyclegan.modelfile import ModelInfo, OnnxGenerator
+from cyclegan.modelfile import ModelInfo, OnnxGenerator, load_any_generator
+from cyclegan.quantize import (
+    DEFAULT_CALIBRATION_SIZE,
+    DEFAULT_LIMITS,
+    Calibration,
+    Int8ExportResult,
+    Int8Limits,
+    Int8Report,
+    calibration_for,
+    export_int8,
+    load_calibration,
+    quantize_onnx,
+    read_int8_report,
+)
 from cyclegan.synthetic import make_scene
 
 __all__ = [
@@ -48,6 +72,9 @@ __all__ = [
     "TorchRunner",
     "cache_dir",
     "choose_runtime",
+    "export_int8_generator",
+    "int8_cached",
+    "int8_runtime",
     "onnx_cached",
 ]
 
@@ -195,6 +222,128 @@ def _trim_cache(folder: Path, *, keep: Path, max_bytes: int | None = None) -> No
                 total -= size
 
 
+# ------------------------------------------------------------------------------------- int8 cache
+
+
+def _int8_key(model: nn.Module | Path, size_multiple: int) -> str:
+    """The weights' part of an int8 cache name: the module's key, or an fp32 ONNX file's hash."""
+    if isinstance(model, nn.Module):
+        return _module_key(model, size_multiple)
+    return file_sha256(model)[:24]
+
+
+def _load_int8(path: Path, threads: int | None) -> tuple[OnnxGenerator, Int8Report] | None:
+    with contextlib.suppress(CheckpointError):  # unreadable (e.g. truncated by a full disk): redo it
+        session = OnnxGenerator(path=path, device="cpu", threads=threads)
+        report = read_int8_report(session.metadata())
+        if report is not None:
+            with contextlib.suppress(OSError):
+                os.utime(path)  # recently used: kept longest by _trim_cache
+            return session, report
+    return None
+
+
+def int8_cached(model: nn.Module | Path, *, size_multiple: int, calibration: Calibration,
+                threads: int | None = None) -> tuple[OnnxGenerator, Path, Int8Report, bool]:
+    """The int8 model of ``model`` (an eager module, or an fp32 ``.onnx`` file) calibrated on
+    ``calibration``: from the cache, or quantized, checked and cached first (whatever the check
+    says: the caller decides). Returns (session, path, report, quantized_now)."""
+    path = cache_dir() / "int8" / f"{_int8_key(model, size_multiple)}-{calibration.digest}.onnx"
+    if path.is_file() and (hit := _load_int8(path, threads)) is not None:
+        return hit[0], path, hit[1], False
+    if isinstance(model, nn.Module):
+        _, fp32, _ = onnx_cached(model, size_multiple=size_multiple, threads=threads)
+    else:
+        fp32 = model
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(path)  # renamed whole, so a concurrent reader never sees half a model
+    try:
+        report = quantize_onnx(fp32, tmp, calibration, threads=threads)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _trim_cache(path.parent, keep=path)
+    return OnnxGenerator(path=path, device="cpu", threads=threads), path, report, True
+
+
+def cached_int8(module: nn.Module, *, size_multiple: int, limits: Int8Limits,
+                threads: int | None = None) -> tuple[OnnxGenerator, Path, Int8Report] | None:
+    """The most recently used cached int8 model of these weights whose check passes ``limits``."""
+    folder = cache_dir() / "int8"
+    if not folder.is_dir():
+        return None
+    entries = []
+    for p in folder.glob(f"{_module_key(module, size_multiple)}-*.onnx"):
+        with contextlib.suppress(OSError):
+            entries.append((p.stat().st_mtime, p))
+    for _, p in sorted(entries, reverse=True):
+        hit = _load_int8(p, threads)
+        if hit is not None and hit[1].check.passed(limits):
+            return hit[0], p, hit[1]
+    return None
+
+
+def remember_int8(module: nn.Module, *, size_multiple: int, path: Path, digest: str) -> Path:
+    """Put an exported int8 model of ``module`` into the cache, where ``auto`` looks for one."""
+    dest = cache_dir() / "int8" / f"{_module_key(module, size_multiple)}-{digest}.onnx"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(dest)
+    try:
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _trim_cache(dest.parent, keep=dest)
+    return dest
+
+
+def _calibration(config: Config | None, direction: str, override, size_multiple: int) -> Calibration:
+    source = calibration_for(config, direction, override)
+    size = config.data.crop_size if config is not None else DEFAULT_CALIBRATION_SIZE
+    npz_key = None
+    if override is None and config is not None:
+        npz_key = config.data.npz_key_a if direction == "a2b" else config.data.npz_key_b
+    return load_calibration(source, size=size, size_multiple=size_multiple, npz_key=npz_key)
+
+
+def int8_runtime(
+    model: nn.Module | Path, *, size_multiple: int, config: Config | None, direction: str | None,
+    calibration: str | os.PathLike | None = None, limits: Int8Limits = DEFAULT_LIMITS, threads: int | None = None,
+) -> tuple[RuntimeChoice, OnnxGenerator]:
+    """``--precision int8`` for an eager module or an fp32 ``.onnx`` file: the cached (or newly made)
+    int8 model and its choice line; a TranslateError when its check is over ``limits``."""
+    cal = _calibration(config, direction or "a2b", calibration, size_multiple)
+    session, path, report, created = int8_cached(model, size_multiple=size_multiple, calibration=cal, threads=threads)
+    failures = report.check.failures(limits)
+    if failures:
+        raise TranslateError(
+            f"{path}: the int8 model is too far from fp32 on {report.check.images} calibration image(s) from "
+            f"{cal.source} ({'; '.join(failures)}); translate with --precision auto or fp32"
+        )
+    how = "quantized and cached" if created else "cached"
+    return RuntimeChoice("onnxruntime", "int8", f"{report.check.line()}; {how} at {path}"), session
+
+
+def export_int8_generator(
+    source: str | os.PathLike, *, out: str | os.PathLike, direction: str = "a2b",
+    calibration: str | os.PathLike | None = None, limits: Int8Limits = DEFAULT_LIMITS, overwrite: bool = False,
+    ema: bool = True, threads: int | None = None,
+) -> Int8ExportResult:
+    """``cyclegan export --int8``: quantize one generator of ``source`` (run, checkpoint or safetensors
+    export), check it against fp32 on the calibration images, write it to ``out`` only if within
+    ``limits``, and cache it for ``--precision auto``."""
+    loaded = load_any_generator(source, direction=direction, device="cpu", ema=ema)
+    if not isinstance(loaded.model, nn.Module) or loaded.kind == "torchscript":
+        raise ExportError(f"{source}: export needs the PyTorch weights (a run, checkpoint or safetensors export)")
+    m = loaded.info.size_multiple
+    cal = _calibration(loaded.info.config, loaded.info.direction, calibration, m)
+    result = export_int8(loaded.model, out=out, info=loaded.info, calibration=cal, limits=limits,
+                         overwrite=overwrite, source=loaded.path, threads=threads)
+    with contextlib.suppress(OSError, CycleGANError):  # the export stands even if the cache is unwritable
+        remember_int8(loaded.model, size_multiple=m, path=result.path, digest=cal.digest)
+    return result
+
+
 # ------------------------------------------------------------------------------------------- choice
 
 
@@ -203,7 +352,7 @@ class RuntimeChoice:
     """What ``choose_runtime`` picked and why (printed by ``cyclegan translate``)."""
 
     backend: str  # "torch" | "onnxruntime"
-    precision: str  # "fp32" | "bf16"
+    precision: str  # "fp32" | "bf16" | "int8"
     reason: str
 
     def line(self) -> str:
@@ -219,6 +368,13 @@ def choose_runtime(
     Returns the choice and, when it is ONNX Runtime, the session to run (else None: run ``module``
     in PyTorch at ``choice.precision``). ``threads`` goes to the ONNX Runtime session.
     """
+    scriptable = not isinstance(module, torch.jit.ScriptModule)
+    if allow_onnx and device.type == "cpu" and scriptable and onnx_available():
+        found = cached_int8(module, size_multiple=size_multiple, limits=DEFAULT_LIMITS, threads=threads)
+        if found is not None:
+            session, path, report = found
+            return RuntimeChoice("onnxruntime", "int8", f"int8 model checked {report.check.line()}; "
+                                                        f"cached at {path}"), session
     if native_bf16(device):
         ok, why = _bf16_within_tolerance(module, device, size_multiple)
         if ok:

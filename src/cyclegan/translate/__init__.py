@@ -5,6 +5,7 @@
     tiling   tile layout, raised-cosine blending, shared instance-norm statistics, memory estimate
     files    translate_paths: files, folders, globs, stdin/stdout, output planning and summary
     video    translate_video: frames through a Translator with PyAV (the video extra)
+    shard    torchrun: the files split across processes (shard_group, main_first)
 
 The names below are re-exported so ``from cyclegan.translate import Translator`` keeps working.
 """
@@ -12,6 +13,7 @@ The names below are re-exported so ``from cyclegan.translate import Translator``
 from cyclegan.image import pad_to_multiple
 from cyclegan.translate.api import PreparedImage, Translator, parse_bytes, parse_size, parse_tile
 from cyclegan.translate.files import OUTPUT_FORMATS, OutputOptions, TranslateSummary, translate_paths
+from cyclegan.translate.shard import main_first, shard_group
 from cyclegan.translate.tiling import MemoryEstimate, blend_weights, estimate_memory, tile_starts
 from cyclegan.translate.video import VIDEO_EXTENSIONS, VideoResult, translate_video
 
@@ -26,10 +28,12 @@ __all__ = [
     "VideoResult",
     "blend_weights",
     "estimate_memory",
+    "main_first",
     "pad_to_multiple",
     "parse_bytes",
     "parse_size",
     "parse_tile",
+    "shard_group",
     "tile_starts",
     "translate_paths",
     "translate_video",

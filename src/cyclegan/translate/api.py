@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from cyclegan.config import Config
 from cyclegan.devices import (
     MIN_MEMORY_BUDGET,
-    PRECISIONS,
+    TRANSLATE_PRECISIONS,
     apply_threads,
     default_memory_budget,
     resolve_device,
@@ -36,7 +36,8 @@ from cyclegan.devices import (
 from cyclegan.errors import TranslateError
 from cyclegan.image import pad_to_multiple, split_rgb_alpha, to_model_range, to_uint8
 from cyclegan.modelfile import OnnxGenerator, load_any_generator
-from cyclegan.runtime import CallableRunner, RuntimeChoice, TorchRunner, choose_runtime
+from cyclegan.quantize import DEFAULT_LIMITS, Int8Limits
+from cyclegan.runtime import CallableRunner, RuntimeChoice, TorchRunner, choose_runtime, int8_runtime
 from cyclegan.temporal import TemporalStabilizer
 from cyclegan.translate.tiling import (
     MemoryEstimate,
@@ -155,7 +156,11 @@ class Translator:
     images are batched. Alpha is kept (RGB translated, alpha re-attached); grayscale comes back RGB.
 
     ``precision="auto"`` lets ``cyclegan.runtime.choose_runtime`` pick the fastest path within
-    tolerance of fp32 (bf16 autocast, ONNX Runtime or PyTorch fp32); ``runtime`` says which and why.
+    tolerance of fp32 (a checked int8 model made earlier, bf16 autocast, ONNX Runtime or PyTorch fp32);
+    ``runtime`` says which and why. ``precision="int8"`` runs the model quantized by ONNX Runtime on
+    the CPU (``cyclegan.runtime.int8_runtime``): calibrated on ``calibration`` (a folder or .npz;
+    default: the training images of the direction's source domain, from ``config``) and refused
+    when its check against fp32 is over ``int8_limits``.
     ``threads``: None leaves PyTorch's thread count alone, 0 caps it at the CPUs this process may use,
     N sets it (process-wide, as ``torch.set_num_threads``).
     """
@@ -180,9 +185,11 @@ class Translator:
         config: Config | None = None,
         source: str | None = None,
         threads: int | None = None,
+        calibration: str | os.PathLike | None = None,
+        int8_limits: Int8Limits = DEFAULT_LIMITS,
     ) -> None:
-        if precision not in (*PRECISIONS, "auto"):
-            raise TranslateError(f"--precision {precision!r}: choose from auto, {', '.join(PRECISIONS)}")
+        if precision not in TRANSLATE_PRECISIONS:
+            raise TranslateError(f"--precision {precision!r}: choose from {', '.join(TRANSLATE_PRECISIONS)}")
         if batch_size < 1:
             raise TranslateError(f"--batch-size must be >= 1, got {batch_size}")
         if max_side is not None and max_side < 1:
@@ -199,11 +206,19 @@ class Translator:
         self.source = source
         apply_threads(threads)
         if isinstance(model, nn.Module):
-            self.device = resolve_device(device)
+            self.device = resolve_device("cpu" if precision == "int8" and device == "auto" else device)
             if size_multiple is None:
                 size_multiple = getattr(model, "size_multiple", None)
             session = None
-            if precision == "auto":
+            if precision == "int8":
+                if self.device.type != "cpu":
+                    raise TranslateError(f"--precision int8 runs on the CPU (ONNX Runtime), not {self.device.type}; "
+                                         "use --device cpu (or auto)")
+                self.runtime, session = int8_runtime(
+                    model, size_multiple=int(size_multiple or 4), config=config, direction=direction,
+                    calibration=calibration, limits=int8_limits, threads=torch.get_num_threads(),
+                )
+            elif precision == "auto":
                 # channels_last / compile are PyTorch options, so asking for them keeps PyTorch.
                 self.runtime, session = choose_runtime(
                     model, self.device, int(size_multiple or 4), allow_onnx=not (channels_last or compile),
@@ -211,7 +226,9 @@ class Translator:
                 )
             else:
                 self.runtime = RuntimeChoice("torch", precision, "as requested")
-            torch_runner = TorchRunner(module=model, device=self.device, precision=self.runtime.precision,
+            # int8 exists only in ONNX Runtime: tiles (below) run the module in fp32.
+            amp = "fp32" if self.runtime.precision == "int8" else self.runtime.precision
+            torch_runner = TorchRunner(module=model, device=self.device, precision=amp,
                                        channels_last=channels_last, compile=compile)
             self._runner: TorchRunner | CallableRunner = CallableRunner(session) if session else torch_runner
             # Tiles always go through PyTorch: only an eager module's instance norms can be given the
@@ -219,14 +236,22 @@ class Translator:
             self._tile_runner = torch_runner
             self._norms = input_stat_norms(model)
         else:
-            if precision not in ("auto", "fp32"):
+            onnx = isinstance(model, OnnxGenerator)
+            int8_file = onnx and model.is_int8
+            if precision not in ("auto", "fp32", "int8") or (precision == "int8" and not onnx):
                 raise TranslateError(f"{source or 'this model'}: --precision {precision} needs a PyTorch model; "
-                                     "ONNX Runtime runs fp32")
+                                     "ONNX Runtime runs the file as it is (fp32, or int8 for an int8 export)")
             # The callable moves data itself (ONNX Runtime takes host arrays), so tensors stay on the CPU.
             self.device = torch.device("cpu")
+            if precision == "int8" and not int8_file:  # an fp32 .onnx: quantized like a module
+                self.runtime, model = int8_runtime(
+                    model.path, size_multiple=int(size_multiple or 4), config=config, direction=direction,
+                    calibration=calibration, limits=int8_limits, threads=torch.get_num_threads(),
+                )
+            else:
+                backend = "onnxruntime" if onnx else "callable"
+                self.runtime = RuntimeChoice(backend, "int8" if int8_file else "fp32", "the model's own runtime")
             self._runner = self._tile_runner = CallableRunner(model)
-            backend = "onnxruntime" if isinstance(model, OnnxGenerator) else "callable"
-            self.runtime = RuntimeChoice(backend, "fp32", "the model's own runtime")
             self._norms = []
         self.precision = self.runtime.precision
         if not size_multiple or int(size_multiple) < 1:
@@ -256,7 +281,7 @@ class Translator:
         ``direction`` (a2b | b2a) picks the generator of a run or checkpoint (default a2b); an exported
         model translates the one direction it was exported with, and naming the other is an error.
         Further keyword options are those of ``Translator(...)`` (tile_overlap, memory_budget,
-        batch_size, max_side, size, channels_last, compile, bytes_per_pixel).
+        batch_size, max_side, size, channels_last, compile, bytes_per_pixel, calibration, int8_limits).
         """
         apply_threads(threads)  # before loading: an ONNX Runtime session fixes its threads when created
 

@@ -6,7 +6,8 @@ input, what would overwrite an input or collide with another output; globs skip 
 earlier outputs. Still images are translated in windows of ``2 x batch_size`` so same-size images
 share a batch without a whole folder in memory; ``-`` reads stdin and ``--out -`` writes stdout;
 videos go to ``cyclegan.translate.video``. A bad input is reported and counted; the others are
-still written, each atomically.
+still written, each atomically. Under torchrun the work is split across processes
+(``cyclegan.translate.shard``).
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from cyclegan.distributed import DistInfo
 from cyclegan.errors import ImageLoadError, TranslateError
 from cyclegan.image import IMAGE_EXTENSIONS, load_image_rgba, save_image_atomic
 from cyclegan.temporal import TemporalStabilizer
 from cyclegan.translate.api import PreparedImage, Translator
+from cyclegan.translate.shard import all_looked, check_group, merge_summaries, share
 from cyclegan.translate.video import VIDEO_EXTENSIONS, translate_video
 
 __all__ = ["OUTPUT_FORMATS", "OutputOptions", "TranslateSummary", "translate_paths"]
@@ -277,13 +280,18 @@ def translate_paths(
     echo: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
     stdin: BinaryIO | None = None,
     stdout: BinaryIO | None = None,
+    shard: DistInfo | None = None,
 ) -> TranslateSummary:
     """Translate files, folders, globs, videos and ``-`` (stdin to stdout) into ``out``.
 
     Outputs mirror the input names under ``out`` (``out`` may be a file name for a single input).
     Existing outputs are skipped unless ``options.overwrite``; an input file is never overwritten.
     A bad input is reported through ``echo`` and counted as failed; every good one is still written.
+    ``shard`` (inside ``shard.shard_group()``): this process's place in a torchrun job; it
+    translates its share and the returned counts are the whole job's.
     """
+    shard = shard if shard is not None else DistInfo()
+    check_group(shard)
     if options.format is not None and options.format not in OUTPUT_FORMATS:
         raise TranslateError(f"--format {options.format!r}: choose from {', '.join(OUTPUT_FORMATS)}")
     if not 1 <= options.quality <= 100:
@@ -298,6 +306,8 @@ def translate_paths(
     to_stdout = out is not None and str(out) == "-"
     out_path = Path(out) if out is not None and not to_stdout else None
     jobs, failures = _plan(inputs, out_path, recursive=recursive, options=options, to_stdout=to_stdout)
+    if shard.enabled and any(j.source is None or j.target is None for j in jobs):
+        raise TranslateError("- (stdin or stdout) cannot be split across processes; run a single process")
     summary = TranslateSummary()
 
     def fail(name: str, reason: str) -> None:
@@ -305,39 +315,49 @@ def translate_paths(
         summary.failures.append((name, reason))
         echo(f"error: {name}: {reason}")
 
-    for name, reason in failures:
+    # Every process plans the whole job; what planning finds is reported (and counted) once.
+    for name, reason in failures if shard.is_main else ():
         fail(name, reason)
 
-    pending = []
+    pending, skipped = [], 0
     for job in jobs:
         if job.target is not None and job.target.exists() and not options.overwrite:
-            summary.skipped += 1
+            skipped += 1
         elif job.target is not None and job.target.is_dir():
-            fail(job.name, f"output {job.target} is a folder")
+            if shard.is_main:
+                fail(job.name, f"output {job.target} is a folder")
         else:
             pending.append(job)
-    if summary.skipped:
-        echo(f"note: {summary.skipped} output(s) already exist and were left as they are; --overwrite replaces them")
+    all_looked(shard)  # no process writes an output before every process has seen which exist
+    if shard.is_main:
+        summary.skipped = skipped
+        if skipped:
+            echo(f"note: {skipped} output(s) already exist and were left as they are; --overwrite replaces them")
 
     images = [j for j in pending if not j.video and j.source is not None and j.target is not None]
+    # Load a window of files at a time so same-size images can share a batch without holding a
+    # whole folder of photos in memory. Processes share out whole windows, the ones a single
+    # process would make, so every image meets the same batch as it would there.
+    window = translator.batch_size * 2
+    windows = share([images[k : k + window] for k in range(0, len(images), window)], shard)
     images_start = time.perf_counter()
     bar = None
-    if progress and images:
-        bar = tqdm(total=len(images), unit="img", dynamic_ncols=True, file=sys.stderr)
+    if progress and windows and shard.is_main:
+        bar = tqdm(total=sum(map(len, windows)), unit="img", dynamic_ncols=True, file=sys.stderr)
     try:
-        # Load a window of files at a time so same-size images can share a batch without holding a
-        # whole folder of photos in memory.
-        window = translator.batch_size * 2
-        for k in range(0, len(images), window):
-            _translate_image_window(translator, images[k : k + window], options, summary, fail)
+        for chunk in windows:
+            _translate_image_window(translator, chunk, options, summary, fail)
             if bar is not None:
-                bar.update(len(images[k : k + window]))
+                bar.update(len(chunk))
     finally:
         if bar is not None:
             bar.close()
     summary.image_seconds = time.perf_counter() - images_start
 
+    videos = set(share([j for j in pending if j.video and j.source is not None and j.target is not None], shard))
     for job in pending:
+        if job.video and job not in videos:
+            continue
         if job.source is None or job.target is None:
             t0 = time.perf_counter()
             _translate_stream(translator, job, options, summary, fail, stdin, stdout)
@@ -347,7 +367,7 @@ def translate_paths(
             _translate_video_job(translator, job, video_options, progress, summary, fail)
             summary.video_seconds += time.perf_counter() - t0
     summary.seconds = time.perf_counter() - start
-    return summary
+    return merge_summaries(summary, shard)
 
 
 def _translate_image_window(translator, jobs, options, summary, fail) -> None:
