@@ -2,7 +2,7 @@
 """Translation speed: seconds per image for 512x512 and 1024x1024 photos, reference vs faster paths.
 
 The model is the paper's generator (ResNet-9, ngf 64, instance norm; random weights, which time the
-same as trained ones). Every row runs the full ``cyclegan.translate.Translator`` path on a uint8
+same as trained ones), or a trained one with ``--checkpoint RUN`` (the int8 row's check needs one). Every row runs the full ``cyclegan.translate.Translator`` path on a uint8
 image (to [-1, 1], padding, forward, crop, back to uint8) with tiling off and batch 1, so the rows
 differ only in how the forward pass runs:
 
@@ -13,6 +13,10 @@ differ only in how the forward pass runs:
     fp16            fp16 autocast (GPU only)
     compile         torch.compile of the generator, fp32
     onnxruntime     the model exported to ONNX (dynamic shapes) run by ONNX Runtime, fp32
+    int8            that ONNX model quantized by ``cyclegan.quantize`` (CPU): calibrated on the run's
+                    training images with ``--checkpoint``, else on synthetic photo-like scenes; the
+                    row's note holds its image-level check against fp32 on those images
+    tensorrt        the ONNX model under ONNX Runtime's TensorRT provider (GPU, when installed)
     auto            precision="auto", threads capped (what ``cyclegan translate`` does by default):
                     the row's note says which path it chose; its setup (probe, ONNX export into
                     an empty cache) is timed separately as ``setup_s``
@@ -26,10 +30,12 @@ in 8-bit levels. Results go to a table on stdout and to JSON (``--out``).
     python bench/translate_speed.py --variants eager-fp32,bf16+cl   # rows not in the default set
     python bench/translate_speed.py --device cuda --repeats 10
     python bench/translate_speed.py --sizes 256 --variants eager-fp32,onnxruntime
+    python bench/translate_speed.py --variants eager-fp32,onnxruntime,int8,auto --checkpoint runs/h2z
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -37,21 +43,27 @@ import tempfile
 from pathlib import Path
 
 import harness
+import numpy as np
 import torch
 from harness import Stopwatch, fmt, fmt_ratio, skip
+from PIL import Image
 
 from cyclegan.config import GeneratorConfig
 from cyclegan.export import export_module
-from cyclegan.modelfile import ModelInfo, OnnxGenerator
+from cyclegan.modelfile import ModelInfo, OnnxGenerator, load_any_generator
 from cyclegan.networks import build_generator
+from cyclegan.quantize import DEFAULT_LIMITS, calibration_for, load_calibration, quantize_onnx
+from cyclegan.synthetic import make_scene
 from cyclegan.translate import Translator
 
 REFERENCE = "eager-fp32"
-VARIANTS = ("eager-fp32", "channels_last", "bf16", "bf16+cl", "fp16", "compile", "onnxruntime", "auto")
+VARIANTS = ("eager-fp32", "channels_last", "bf16", "bf16+cl", "fp16", "compile", "onnxruntime", "int8", "tensorrt",
+            "auto")
 DEFAULT_VARIANTS = {
-    "cpu": ("eager-fp32", "channels_last", "bf16", "compile", "onnxruntime", "auto"),
-    "cuda": ("eager-fp32", "channels_last", "bf16+cl", "fp16", "compile", "onnxruntime", "auto"),
+    "cpu": ("eager-fp32", "channels_last", "bf16", "compile", "onnxruntime", "int8", "auto"),
+    "cuda": ("eager-fp32", "channels_last", "bf16+cl", "fp16", "compile", "onnxruntime", "tensorrt", "auto"),
 }
+ONNX_FILES = {"onnxruntime": "resnet9.onnx", "int8": "resnet9_int8.onnx", "tensorrt": "resnet9.onnx"}
 OPTIONS = {  # Translator keywords of the eager variants
     "eager-fp32": {},
     "channels_last": {"channels_last": True},
@@ -70,9 +82,27 @@ def repeats_at(size: int, repeats: int, device: str) -> int:
     return max(1, repeats // 2) if device == "cpu" and size >= 1024 else repeats
 
 
-def reference_generator() -> torch.nn.Module:
+def reference_generator(checkpoint: str | None = None) -> torch.nn.Module:
+    if checkpoint:
+        return load_any_generator(checkpoint, direction="a2b", device="cpu").model.eval()
     torch.manual_seed(0)
     return build_generator(GeneratorConfig()).eval()  # ResNet-9, ngf 64, instance norm
+
+
+class TensorRTSession:
+    """The ONNX model under ONNX Runtime's TensorRT provider, behind the generator convention."""
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime as ort  # the onnx extra
+
+        providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), providers=providers)
+        if self.session.get_providers()[0] != "TensorrtExecutionProvider":
+            raise RuntimeError(f"TensorRT provider not used (got {self.session.get_providers()})")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        (y,) = self.session.run(None, {"image": x.detach().to("cpu", torch.float32).contiguous().numpy()})
+        return torch.from_numpy(y).to(x.device)
 
 
 class VariantSession:
@@ -89,14 +119,20 @@ class VariantSession:
     def prepare(self) -> dict:
         spec, variant, device = self.spec, self.spec["variant"], self.spec["device"]
         tmp = Path(spec["tmp"])
-        net = reference_generator()
+        net = reference_generator(spec.get("checkpoint"))
         common = {"device": device, "tile": "off", "batch_size": 1}
         with Stopwatch(device) as setup:
             if variant == "auto":
                 os.environ["CYCLEGAN_CACHE_DIR"] = str(tmp / "cache")  # empty: any ONNX export is timed
                 self.translator = Translator(model=net, precision="auto", threads=0, **common)
-            elif variant == "onnxruntime":
-                model = OnnxGenerator(path=tmp / "resnet9.onnx", device=device)
+            elif variant in ("onnxruntime", "int8"):
+                model = OnnxGenerator(path=tmp / ONNX_FILES[variant], device=device)
+                self.translator = Translator(model=model, size_multiple=net.size_multiple, **common)
+            elif variant == "tensorrt":
+                try:
+                    model = TensorRTSession(tmp / ONNX_FILES[variant])
+                except Exception as e:  # noqa: BLE001 - no provider, or it refused the model
+                    return skip(f"unsupported: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
                 self.translator = Translator(model=model, size_multiple=net.size_multiple, **common)
             else:
                 self.translator = Translator(model=net, **common, **OPTIONS[variant])
@@ -134,9 +170,11 @@ class VariantSession:
         return {"torch_threads": torch.get_num_threads()}
 
 
-def export_onnx(path: Path, log) -> str | None:
-    """Export the reference generator once for the onnxruntime row; returns an error or None."""
-    net = reference_generator()
+def export_onnx(path: Path, log, checkpoint: str | None = None) -> str | None:
+    """Export the reference generator once for the ONNX Runtime rows; returns an error or None."""
+    if path.is_file():
+        return None
+    net = reference_generator(checkpoint)
     info = ModelInfo(direction="a2b", size_multiple=net.size_multiple, config=None)
     try:
         with Stopwatch() as sw:
@@ -147,11 +185,42 @@ def export_onnx(path: Path, log) -> str | None:
     return None
 
 
+def quantize_int8(tmp: Path, log, checkpoint: str | None) -> tuple[str | None, dict | None]:
+    """The int8 row's model: the exported ONNX quantized and checked (cyclegan.quantize); (error, check)."""
+    if (error := export_onnx(tmp / ONNX_FILES["onnxruntime"], log, checkpoint)) is not None:
+        return error, None
+    try:
+        with Stopwatch() as sw:
+            if checkpoint:
+                loaded = load_any_generator(checkpoint, direction="a2b", device="cpu")
+                cfg = loaded.info.config
+                source = calibration_for(cfg, "a2b", None)
+                size = cfg.data.crop_size if cfg is not None else 256
+            else:  # random weights: photo-like synthetic scenes stand in for training images
+                source, size = tmp / "calibration", 256
+                source.mkdir(exist_ok=True)
+                rng = np.random.default_rng(0)
+                for i in range(16):
+                    Image.fromarray(make_scene(rng, size, "photo")).save(source / f"{i:02d}.png")
+            cal = load_calibration(source, size=size, size_multiple=4)
+            report = quantize_onnx(tmp / ONNX_FILES["onnxruntime"], tmp / ONNX_FILES["int8"], cal)
+    except Exception as e:  # noqa: BLE001 - reported as a skipped row
+        return f"failed: int8 quantization: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", None
+    check = {**dataclasses.asdict(report.check), "passes_default_limits": report.check.passed(DEFAULT_LIMITS),
+             "calibration": str(cal.source), "quantize_s": sw.wall_s}
+    log(f"int8: {report.check.line()} ({sw.wall_s:.0f} s)")
+    return None, check
+
+
 def skip_reason(variant: str, device: str) -> str | None:
     if device == "cpu" and variant.startswith("bf16") and not harness.cpu_bf16_support()["native"]:
         return "CPU has no native bf16 (avx512_bf16/amx); emulated bf16 is slower than fp32"
     if device == "cpu" and variant == "fp16":
         return "fp16 is a GPU path"
+    if device == "cpu" and variant == "tensorrt":
+        return "TensorRT is a GPU path"
+    if device != "cpu" and variant == "int8":
+        return "int8 is ONNX Runtime's CPU path"
     return None
 
 
@@ -190,6 +259,10 @@ def format_report(hw: dict, config: dict, results: list[dict], *, markdown: bool
         notes = [f"first call {r['first_call_s']:.1f} s"] if r["variant"] == "compile" else []
         if r["variant"] == "auto":
             notes.append(f"chose {r['chose'].split(' (')[0]}; setup {r['setup_s']:.1f} s")
+        if r["variant"] == "int8" and config.get("int8_check"):
+            c = config["int8_check"]
+            notes.append(f"check {c['psnr_min']:.1f} dB, mean {c['mean_levels']:.2f}, max {c['max_levels']} "
+                         f"({'within' if c['passes_default_limits'] else 'over'} the limits)")
         notes += harness.timing_notes(_stats(r), busy_check=cpu)
         rows.append([label, variant, fmt(r["s_per_img"], ".3f"), fmt_ratio(r["ratio"]),
                      fmt(r["maxdiff_levels"], "d"), "; ".join(notes)])
@@ -216,6 +289,8 @@ def main(argv=None) -> int:
                    "10 GPU; CPU: half as many at 1024+)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per size, the first call included")
     p.add_argument("--timeout", type=float, help="seconds per variant before it is skipped (default 420)")
+    p.add_argument("--checkpoint", help="time this run's a2b generator instead of random weights (the int8 row "
+                   "then calibrates on its training images)")
     p.add_argument("--schedule", choices=("interleaved", "sequential"),
                    help="interleaved: timed repeats round-robin over the variants (default on CPU); "
                         "sequential: one variant after another, one process alive at a time (default on GPU)")
@@ -233,7 +308,8 @@ def main(argv=None) -> int:
     if unknown:
         p.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     variants = [REFERENCE] + [v for v in dict.fromkeys(variants) if v != REFERENCE]  # every ratio needs it
-    config = {"model": "ResNet-9 generator ngf 64, instance norm (random init)", "device": device,
+    model = f"{args.checkpoint} (a2b)" if args.checkpoint else "ResNet-9 generator ngf 64, instance norm (random init)"
+    config = {"model": model, "checkpoint": args.checkpoint, "device": device,
               "sizes": sizes, "variants": variants, "repeats": args.repeats or DEFAULT_REPEATS[device],
               "warmup": args.warmup,
               "schedule": args.schedule or ("interleaved" if device == "cpu" else "sequential"),
@@ -245,13 +321,15 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for v in variants:
             reason = skip_reason(v, device)
-            if reason is None and v == "onnxruntime":
-                reason = export_onnx(Path(tmp) / "resnet9.onnx", log)
+            if reason is None and v in ("onnxruntime", "tensorrt"):
+                reason = export_onnx(Path(tmp) / ONNX_FILES[v], log, args.checkpoint)
+            elif reason is None and v == "int8":
+                reason, config["int8_check"] = quantize_int8(Path(tmp), log, args.checkpoint)
             if reason:
                 runs[v] = skip(reason)
         todo = [v for v in variants if v not in runs]
         spec = {"device": device, "sizes": sizes, "repeats": config["repeats"], "warmup": args.warmup,
-                "tmp": tmp}
+                "tmp": tmp, "checkpoint": args.checkpoint}
         jobs = [harness.Job(v, harness.worker_command(__file__, {**spec, "variant": v})) for v in todo]
         done = harness.run_workers(jobs, repeats=config["repeats"], budget_s=config["timeout_s"],
                                    interleave=config["schedule"] == "interleaved", log=log,
