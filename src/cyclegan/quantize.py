@@ -1,6 +1,6 @@
 """int8 generators: ONNX Runtime static quantization, calibrated on the source domain and checked image by image.
 
-An fp32 ONNX generator (``cyclegan.export``) becomes an int8 one in four steps:
+An fp32 ONNX generator (``cyclegan.export``) becomes an int8 one in five steps:
 
 1. Calibration images: up to ``DEFAULT_CALIBRATION_IMAGES`` training images of the domain the
    direction translates from (the run's ``data.dataroot``/``data_a``/``data_b``, or any folder or
@@ -12,14 +12,16 @@ An fp32 ONNX generator (``cyclegan.export``) becomes an int8 one in four steps:
    activations into blotches up to 99 levels; 99.999 gave 1.7 with at most 33. The calibrator is
    fed one image at a time: given all at once it holds every intermediate tensor of every image
    (about 0.5 GB per 256-pixel image for ResNet-9).
-3. ``quantize_static``: QDQ format, int8 weights per output channel, uint8 activations (ONNX
+3. ``equalize_for_norm``: every convolution read only by an instance norm gets zero-mean output
+   channels of equal spread (exact: the norm ignores both), so one 8-bit range fits all of them.
+4. ``quantize_static``: QDQ format, int8 weights per output channel, uint8 activations (ONNX
    Runtime's advice for x86 CPUs with VNNI; 7-bit weights (``reduce_range``) on x86 without it).
    Kept in fp32 (``fp32_nodes``): the first and the last convolution and the output's Tanh (the
    image enters and leaves through them, where 256 levels are the whole precision budget), every
    ConvTranspose (ONNX Runtime has no int8 kernel for it on CPU, so quantizing around it only adds
    rounding: on that ResNet-9 the decoder alone cost 11 dB of PSNR), and whatever sits only between
    fp32 nodes. The residual blocks, 88% of ResNet-9's multiply-adds, run in int8.
-4. The image-level check (``ImageCheck``): the calibration images translated by the fp32 and the
+5. The image-level check (``ImageCheck``): the calibration images translated by the fp32 and the
    int8 model, compared as 8-bit images: worst-image PSNR, mean and largest level difference.
    ``Int8Limits`` holds the limits (defaults measured on trained generators, see the README).
 
@@ -68,6 +70,7 @@ __all__ = [
     "Int8Limits",
     "Int8Report",
     "calibration_for",
+    "equalize_for_norm",
     "export_int8",
     "fp32_nodes",
     "load_calibration",
@@ -79,8 +82,9 @@ DEFAULT_CALIBRATION_IMAGES = 16
 DEFAULT_CALIBRATION_SIZE = 256  # when the model records no training crop size
 CALIBRATION_PERCENTILE = 99.999
 # Changes whenever the recipe above changes, so cached int8 models made the old way are not reused.
-RECIPE = "qdq-u8s8-perchannel-pct99.999-v1"
+RECIPE = "qdq-u8s8-perchannel-pct99.999-eq-v2"
 PSNR_CAP = 100.0  # identical images have infinite PSNR; JSON has no inf
+EQUALIZE_MIN_VARIANCE = 1e4  # x the instance norm's epsilon; see equalize_for_norm
 
 _CONVS = ("Conv", "ConvTranspose")
 _INT8_COMPUTE = ("Conv", "MatMul", "Gemm")  # ops ONNX Runtime's CPU provider runs in int8 (QDQ fused)
@@ -255,7 +259,7 @@ def _reduce_range() -> bool:
 
 
 def fp32_nodes(model) -> list[str]:
-    """Names of the nodes of an ONNX ``model`` to keep in fp32 (see the module docstring, step 3)."""
+    """Names of the nodes of an ONNX ``model`` to keep in fp32 (see the module docstring, step 4)."""
     nodes = list(model.graph.node)
     convs = [n for n in nodes if n.op_type in _CONVS]
     keep = {n.name for n in nodes if n.op_type in _OUTPUT_SQUASH or n.op_type == "ConvTranspose"}
@@ -280,6 +284,67 @@ def fp32_nodes(model) -> list[str]:
                 keep.add(n.name)
                 changed = True
     return sorted(keep)
+
+
+def equalize_for_norm(model, input_name: str, images: Sequence[np.ndarray], *, skip: set[str]) -> int:
+    """Give every int8 convolution whose only reader is an instance norm zero-mean output channels of
+    equal spread (on the calibration images), in place; returns how many were changed.
+
+    Instance norm removes each channel's mean and divides by its spread, so a per-channel offset
+    and scale of its input change nothing, except through the norm's epsilon: channels are scaled
+    to a variance of ``EQUALIZE_MIN_VARIANCE`` times it, and those below it are left alone, which
+    bounds the change of a normalised value by 1/(2 x 10^4) of itself. One 8-bit range then fits every
+    channel of the convolution's output instead of the widest one: measured on a horse2zebra
+    ResNet-9, mean difference from fp32 2.21 -> 1.96 levels, worst-image PSNR 36.9 -> 38.4 dB.
+    """
+    import onnx  # the onnx extra
+    import onnxruntime as ort  # the onnx extra
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    readers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    outputs = {o.name for o in graph.output}
+    targets = [n for n in graph.node if n.op_type == "Conv" and n.name not in skip and n.input[1] in inits
+               and len(readers[n.input[1]]) == 1 and n.output[0] not in outputs
+               and [r.op_type for r in readers.get(n.output[0], [])] == ["InstanceNormalization"]]
+    if not targets:
+        return 0
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    names = [n.output[0] for n in targets]
+    probe.graph.output.extend(onnx.helper.make_tensor_value_info(k, onnx.TensorProto.FLOAT, None) for k in names)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    means = {k: 0.0 for k in names}
+    variances = {k: 0.0 for k in names}
+    for x in images:
+        for k, y in zip(names, session.run(names, {input_name: x})):  # [1, C, H, W] each
+            means[k] = means[k] + y.mean(axis=(0, 2, 3)) / len(images)
+            variances[k] = variances[k] + y.var(axis=(2, 3)).mean(axis=0) / len(images)
+    for n in targets:
+        k = n.output[0]
+        norm = readers[k][0]
+        eps = next((a.f for a in norm.attribute if a.name == "epsilon"), 1e-5)
+        # Every channel that may move goes to the spread of the widest that may not: all then fit
+        # one range as well as the norm's epsilon allows.
+        target = np.sqrt(EQUALIZE_MIN_VARIANCE * eps)
+        std = np.sqrt(variances[k])
+        scale = np.where(variances[k] >= target**2, target / np.maximum(std, 1e-30), 1.0).astype(np.float32)
+        weight = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)  # [C_out, C_in, kH, kW]
+        has_bias = len(n.input) > 2 and n.input[2] in inits and len(readers[n.input[2]]) == 1
+        bias = numpy_helper.to_array(inits[n.input[2]]).astype(np.float32) if has_bias else np.zeros_like(scale)
+        inits[n.input[1]].CopyFrom(numpy_helper.from_array(weight * scale[:, None, None, None], n.input[1]))
+        new_bias = (scale * (bias - means[k])).astype(np.float32)  # the mean goes: the norm removes it anyway
+        if has_bias:
+            inits[n.input[2]].CopyFrom(numpy_helper.from_array(new_bias, n.input[2]))
+        else:
+            graph.initializer.append(numpy_helper.from_array(new_bias, f"{n.name}_equalized_bias"))
+            del n.input[2:]
+            n.input.append(f"{n.name}_equalized_bias")
+    return len(targets)
 
 
 # ------------------------------------------------------------------------------------ quantization
@@ -364,9 +429,10 @@ def quantize_onnx(fp32: str | os.PathLike, out: str | os.PathLike, calibration: 
                 model = onnx.load(str(pre))
                 for i, node in enumerate(model.graph.node):  # nodes_to_exclude goes by name
                     node.name = node.name or f"node_{i}"
-                onnx.save(model, str(pre))
                 input_name = model.graph.input[0].name
                 keep = fp32_nodes(model)
+                equalized = equalize_for_norm(model, input_name, images, skip=set(keep))
+                onnx.save(model, str(pre))
                 calibrator = create_calibrator(
                     str(pre), None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                     calibrate_method=CalibrationMethod.Percentile,
@@ -408,7 +474,8 @@ def quantize_onnx(fp32: str | os.PathLike, out: str | os.PathLike, calibration: 
         calibration={"source": str(calibration.source), "images": len(images), "size": calibration.size,
                      "digest": calibration.digest},
         settings={"recipe": RECIPE, "format": "QDQ", "activations": "uint8", "weights": "int8 per channel",
-                  "reduce_range": reduce_range, "percentile": CALIBRATION_PERCENTILE},
+                  "reduce_range": reduce_range, "percentile": CALIBRATION_PERCENTILE,
+                  "equalized_convolutions": equalized},
         kept_fp32=keep, int8_nodes=int8_nodes,
     )
     _write_metadata(out, reference.metadata(), report)
