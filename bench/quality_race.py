@@ -299,7 +299,8 @@ class Race:
         """``cyclegan evaluate --no-inception --classifier`` on the arm's latest checkpoint."""
         run = self.run_dir(name)
         out = self.arm_dir(name) / EVAL
-        if out.is_file() and out.stat().st_mtime >= (self.arm_dir(name) / STATE).stat().st_mtime:
+        if not self.args.rescore and out.is_file() and \
+                out.stat().st_mtime >= (self.arm_dir(name) / STATE).stat().st_mtime:
             return json.loads(out.read_text())
         cmd = ["evaluate", "--checkpoint", str(run), "--no-inception", "--classifier", "--out", str(out),
                "--device", self.args.device, "--quiet",
@@ -393,6 +394,8 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
     p.add_argument("--poll", type=float, default=0.5, help="seconds between checks of the running slices")
     p.add_argument("--slice-timeout", type=float, default=None, help="seconds before a slice is killed")
+    p.add_argument("--rescore", action="store_true", help="evaluate again arms already scored in --runs "
+                   "(e.g. after a change to the classifier)")
     p.add_argument("--tiny", action="store_true", help="seconds-long smoke run on synthetic data (tests)")
     args = p.parse_args(argv)
     if args.list_arms:

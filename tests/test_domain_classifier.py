@@ -30,6 +30,8 @@ from cyclegan.evaluate.classifier import (
     load_or_train_classifier,
 )
 from cyclegan.metrics.domain_classifier import (
+    CLASSIFIER_VERSION,
+    ClassifierNet,
     ClassifierSettings,
     DomainClassifier,
     classifier_frechet_distance,
@@ -42,9 +44,9 @@ from cyclegan.synthetic import make_scene
 from cyclegan.training import build_models
 
 # Enough steps for the synthetic families (about 200 optimiser steps), a second or two of CPU time.
-FAST = ClassifierSettings(width=8, epochs=40, min_steps=0, batch_size=16, lr=1e-2)
+FAST = ClassifierSettings(width=8, members=1, epochs=40, min_steps=0, batch_size=16, lr=1e-2)
 # For two draws of one family: half held out, so chance cannot reach the 80% threshold.
-SAME = ClassifierSettings(width=4, epochs=4, min_steps=0, batch_size=8, held_out=0.5)
+SAME = ClassifierSettings(width=4, members=1, epochs=4, min_steps=0, batch_size=8, held_out=0.5)
 
 
 @pytest.fixture(autouse=True)
@@ -95,7 +97,7 @@ def test_real_target_near_one_untranslated_source_near_zero(trained):
     test_a, test_b = family("photo", 16, 7), family("cartoon", 16, 8)
     probs_b, feats_b = classify(model, test_b)
     probs_a, feats_a = classify(model, test_a)
-    assert probs_b.shape == (16, 3) and feats_b.shape == (16, model.feature_dim)
+    assert probs_b.shape == (16, 3) and len(feats_b) == 1 and feats_b[0].shape == (16, model.feature_dim)
     assert np.allclose(probs_b.sum(axis=1), 1.0)
     assert target_share(probs_b, "B") >= 0.9  # real zebras are zebras
     assert target_share(probs_a, "B") <= 0.1  # untranslated horses are not
@@ -107,7 +109,7 @@ def test_real_target_near_one_untranslated_source_near_zero(trained):
 def test_damaged_images_are_of_neither_domain():
     """Images damaged as an unconverged generator damages them (blur, noise, checkerboards) are
     "neither": they count for no domain, where a two-way classifier would have to pick one."""
-    settings = ClassifierSettings(width=8, epochs=40, min_steps=0, batch_size=16, lr=1e-2)
+    settings = FAST
     model, report = train_domain_classifier(family("photo", 40, 1), family("cartoon", 40, 2), settings=settings)
     assert report.accuracy >= 0.9 and report.neither_accuracy >= 0.75
     test = torch.cat([family("photo", 16, 7), family("cartoon", 16, 8)])
@@ -121,7 +123,7 @@ def test_damaged_images_are_of_neither_domain():
 
 def test_training_is_deterministic_and_leaves_the_global_rng_alone():
     a, b = family("photo", 12, 1), family("cartoon", 12, 2)
-    settings = ClassifierSettings(width=4, epochs=2, min_steps=0, batch_size=8)
+    settings = ClassifierSettings(width=4, members=2, epochs=2, min_steps=0, batch_size=8)  # an ensemble of two
     torch.manual_seed(123)
     expected_next = torch.rand(3)
     torch.manual_seed(123)
@@ -144,7 +146,9 @@ def test_bad_inputs_are_refused():
     with pytest.raises(ValueError, match="probabilities"):
         target_share(np.ones((2, 2)), "B")
     # any size works, down to tiny images (ceil-mode pooling)
-    assert DomainClassifier(width=4)(torch.zeros(2, 3, 8, 8)).shape == (2, 3)
+    assert ClassifierNet(width=4)(torch.zeros(2, 3, 8, 8)).shape == (2, 3)
+    probs, feats = DomainClassifier(width=4, members=2).eval().probabilities(torch.zeros(2, 3, 8, 8))
+    assert probs.shape == (2, 3) and len(feats) == 2 and torch.allclose(probs.sum(1), torch.ones(2))
 
 
 def test_identity_generator_scores_near_zero_through_evaluate(dataroot, trained):
@@ -224,7 +228,7 @@ def test_evaluate_checkpoint_with_classifier(run, tmp_path):
     record = evaluate_checkpoint(run, use_inception=False, out=tmp_path / "e.json", classifier=True,
                                  classifier_min_accuracy=0.0, device="cpu")
     saved = json.loads((tmp_path / "e.json").read_text())
-    assert saved["classifier"]["version"] == 2 and saved["classifier"]["size"] == 32
+    assert saved["classifier"]["version"] == CLASSIFIER_VERSION and saved["classifier"]["size"] == 32
     assert "comparable only within one data set" in saved["classifier"]["note"]
     for direction in ("a2b", "b2a"):
         assert 0.0 <= record[direction]["target_share"] <= 1.0

@@ -147,8 +147,9 @@ def _read_cache(path: Path, device: torch.device) -> tuple[DomainClassifier, Cla
             meta = json.loads((f.metadata() or {})["report"])
         state = load_file(str(path))
         report = ClassifierReport(**meta)
-        width = int(state["body.0.weight"].shape[0])
-        model = DomainClassifier(width=width)
+        width = int(state["members.0.body.0.weight"].shape[0])
+        members = len({k.split(".")[1] for k in state if k.startswith("members.")})
+        model = DomainClassifier(width=width, members=members)
         model.load_state_dict(state)
     except (OSError, SafetensorError, KeyError, TypeError, ValueError, RuntimeError):
         return None
@@ -192,8 +193,8 @@ def load_or_train_classifier(
     started = time.perf_counter()
     model, report = train_domain_classifier(
         images["A"], images["B"], settings=settings, device=device,
-        on_epoch=lambda e, n, loss: echo(f"classifier: epoch {e}/{n}, loss {loss:.3f}, "
-                                      f"{time.perf_counter() - started:.0f} s"),
+        on_epoch=lambda m, e, n, loss: echo(f"classifier: network {m + 1}/{settings.members}, epoch {e}/{n}, "
+                                            f"loss {loss:.3f}, {time.perf_counter() - started:.0f} s"),
     )
     if path is not None:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
