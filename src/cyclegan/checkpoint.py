@@ -38,10 +38,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load
 from torch import nn
 
-from cyclegan import __version__
 from cyclegan.config import Config, config_from_dict
 from cyclegan.errors import CheckpointError, CorruptCheckpointError, CycleGANError, plain_reason
 from cyclegan.fileio import save_safetensors_atomic, write_text_atomic
+from cyclegan.version import __version__
 
 NETWORK_NAMES = ("G_A", "G_B", "D_A", "D_B")
 GENERATOR_FOR_DIRECTION = {"a2b": "G_A", "b2a": "G_B"}

@@ -36,8 +36,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from cyclegan import __version__
 from cyclegan.errors import CycleGANError, first_line, plain_reason
+from cyclegan.version import __version__
 
 try:  # POSIX: keeps two processes from writing the same .part at once
     import fcntl

@@ -23,7 +23,6 @@ from pathlib import Path
 
 from torch import nn
 
-from cyclegan import __version__
 from cyclegan.checkpoint import read_meta
 from cyclegan.config import Config
 from cyclegan.download import offline_mode, offline_reason
@@ -32,6 +31,7 @@ from cyclegan.export import export_module
 from cyclegan.fileio import temp_sibling, write_text_atomic
 from cyclegan.modelfile import LoadedGenerator, load_any_generator
 from cyclegan.sources import parse_hf_spec, resolve_source
+from cyclegan.version import __version__
 
 __all__ = ["PushError", "PushResult", "build_push_folder", "model_card", "push"]
 

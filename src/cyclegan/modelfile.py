@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 
-from cyclegan import __version__, networks
+from cyclegan import networks
 from cyclegan.checkpoint import (
     GENERATOR_FOR_DIRECTION,
     load_checkpoint_config,
@@ -34,6 +34,7 @@ from cyclegan.checkpoint import (
 from cyclegan.config import Config, config_from_dict
 from cyclegan.errors import CheckpointError, CycleGANError, first_line
 from cyclegan.sources import resolve_source
+from cyclegan.version import __version__
 
 __all__ = [
     "EXPORTED_WEIGHTS",

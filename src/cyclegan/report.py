@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cyclegan import __version__
 from cyclegan.errors import EvaluationError, RunDirError
 from cyclegan.fileio import write_bytes_atomic, write_text_atomic
+from cyclegan.version import __version__
 
 __all__ = ["RunLog", "build_report", "ema", "read_run_log"]
 

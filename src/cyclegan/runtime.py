@@ -41,7 +41,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cyclegan import __version__
 from cyclegan.checkpoint import file_sha256, sidecar_path
 from cyclegan.config import Config
 from cyclegan.devices import native_bf16
@@ -64,6 +63,7 @@ from cyclegan.quantize import (
     read_int8_report,
 )
 from cyclegan.synthetic import make_scene
+from cyclegan.version import __version__
 
 __all__ = [
     "AUTO_MAX_LEVELS",

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import torch
 
-from cyclegan import __version__
 from cyclegan.checkpoint import load_generator, resolve_checkpoint
 from cyclegan.config import Config
 from cyclegan.data import resolve_domains
@@ -23,6 +22,7 @@ from cyclegan.fileio import write_json_atomic
 from cyclegan.metrics.inception import FeatureExtractor
 from cyclegan.modelfile import EXPORTED_WEIGHTS, load_any_generator, model_memory_guard
 from cyclegan.sources import resolve_source
+from cyclegan.version import __version__
 
 
 def resolve_test_folders(

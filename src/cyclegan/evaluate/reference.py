@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from cyclegan import __version__
 from cyclegan.config import DataConfig
 from cyclegan.data import resolve_domains
 from cyclegan.devices import resolve_device
@@ -32,6 +31,7 @@ from cyclegan.fileio import write_json_atomic
 from cyclegan.metrics.generate import translate_uint8
 from cyclegan.metrics.reconstruction import cycle_l1, psnr, ssim
 from cyclegan.modelfile import LoadedGenerator, load_any_generator, model_memory_guard
+from cyclegan.version import __version__
 
 SOURCE_DOMAIN = {"a2b": "A", "b2a": "B"}
 

@@ -21,7 +21,6 @@ import tarfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cyclegan import __version__
 from cyclegan.download import ChecksumError, DownloadError, cache_dir, download
 from cyclegan.errors import CycleGANError, first_line, plain_reason
 from cyclegan.fileio import atomic_write, temp_sibling, write_text_atomic
@@ -34,6 +33,7 @@ from cyclegan.sources import (
     pretrained_dir,
     pretrained_model_dir,
 )
+from cyclegan.version import __version__
 
 __all__ = [
     "CatalogEntry",

@@ -35,7 +35,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from cyclegan import __version__
 from cyclegan.errors import CycleGANError, first_line
 from cyclegan.serve.errors import ApiError
 from cyclegan.serve.memory import DEFAULT_MAX_REQUEST_MEMORY, plan_request
@@ -43,6 +42,7 @@ from cyclegan.serve.models import DIRECTIONS, ServedModel
 from cyclegan.serve.upload import ACCEPTED_FORMATS, FIELD, load_upload, open_upload, read_upload
 from cyclegan.serve.worker import InferenceQueue, QueueFull
 from cyclegan.translate import OUTPUT_FORMATS
+from cyclegan.version import __version__
 
 __all__ = ["DEFAULT_BODY_TIMEOUT", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_QUEUE_SIZE",
            "create_app"]
