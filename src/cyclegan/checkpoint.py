@@ -38,6 +38,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load
 from torch import nn
 
+from cyclegan import networks as nets  # not `networks`: functions here name their dicts so
 from cyclegan.config import Config, config_from_dict
 from cyclegan.errors import CheckpointError, CorruptCheckpointError, CycleGANError, plain_reason
 from cyclegan.fileio import save_safetensors_atomic, write_text_atomic
@@ -504,14 +505,12 @@ def previous_version(ckpt: Path) -> Path | None:
 
 
 def _load_generator(ckpt: Path, *, direction: str, device, ema: bool) -> tuple[nn.Module, Config]:
-    from cyclegan.networks import build_generator  # local: keeps checkpoint importable by networks
-
     cfg = load_checkpoint_config(ckpt)
     if direction == "b2a" and cfg.model.kind != "cyclegan":
         raise CheckpointError(
             f"{ckpt}: a {cfg.model.kind} model is one-sided and translates a2b only (it has no B -> A generator)"
         )
-    net = build_generator(cfg.model.generator, init=cfg.model.init, init_gain=cfg.model.init_gain)
+    net = nets.build_generator(cfg.model.generator, init=cfg.model.init, init_gain=cfg.model.init_gain)
     name = GENERATOR_FOR_DIRECTION[direction]
     if ema and (Path(ckpt) / f"{name}_ema.safetensors").is_file():
         name += "_ema"

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.distributed.nn.functional import all_reduce  # differentiable: backward all-reduces too
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,4 @@ def global_mean(x: Tensor, info: DistInfo) -> Tensor:
     local = x.mean()
     if not info.enabled:
         return local
-    from torch.distributed.nn.functional import all_reduce
-
     return all_reduce(local) / info.world_size

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+from tqdm.auto import tqdm
 
 from cyclegan.errors import CycleGANError, PrepError, first_line
 from cyclegan.fileio import write_json_atomic, write_text_atomic
@@ -160,8 +161,6 @@ def process_video(
     pending: list[float] = []  # cut times (seconds) not yet applied
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         try:
             total = int(video.duration.frame_num)
         except (AttributeError, TypeError, ValueError):
