@@ -1,11 +1,13 @@
 """Name -> factory tables for the things users pick by name (generator, discriminator, GAN loss,
-LR policy). A registry is a plain dict filled by a decorator; its keys feed the CLI's choices and
-config validation, so a new entry is one decorated function and nothing else."""
+LR policy, model kind, import format). A registry is a plain dict filled by a decorator and lives next
+to what it registers; its keys feed the CLI's choices and config validation, so a new entry is one
+decorated function and nothing else."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 F = TypeVar("F", bound=Callable)
 
@@ -13,9 +15,19 @@ F = TypeVar("F", bound=Callable)
 class Registry(dict):
     """A dict of name -> callable with a ``register(name)`` decorator."""
 
+    # Every registry created, weakly (a throwaway registry in a test leaves when it is collected):
+    # tests/test_architecture.py checks each one's names against the CLI's choices and README.
+    _created: ClassVar[list[weakref.ref[Registry]]] = []
+
     def __init__(self, kind: str):
         super().__init__()
         self.kind = kind
+        Registry._created.append(weakref.ref(self))
+
+    @classmethod
+    def instances(cls) -> list[Registry]:
+        """The registries that exist now, in the order they were created."""
+        return [reg for ref in cls._created if (reg := ref()) is not None]
 
     def register(self, name: str) -> Callable[[F], F]:
         def add(fn: F) -> F:

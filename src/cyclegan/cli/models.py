@@ -1,0 +1,147 @@
+"""``cyclegan export``, ``import``, ``pretrained list|get`` and ``push``: model files in and out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cyclegan.errors import ExportError
+from cyclegan.export import export_generator
+from cyclegan.hub import push
+from cyclegan.importers import IMPORT_FORMATS, import_weights
+from cyclegan.pretrained import catalog_entry, get, is_downloaded, list_models
+from cyclegan.quantize import DEFAULT_LIMITS as DEFAULT_INT8_LIMITS
+from cyclegan.quantize import Int8Limits
+from cyclegan.runtime import export_int8_generator
+
+
+@click.command("export")
+@click.option("--checkpoint", required=True,
+              help="Run folder (its newest checkpoint), checkpoint folder or safetensors export.")
+@click.option("--format", "fmt", type=click.Choice(("onnx", "torchscript", "safetensors")), default="onnx",
+              show_default=True)
+@click.option("--out", required=True, help="Output .onnx / .pt file, or folder for safetensors.")
+@click.option("--direction", type=click.Choice(("a2b", "b2a")), default="a2b", show_default=True)
+@click.option("--opset", type=int, help="ONNX opset [default: the exporter's].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing export at --out.")
+@click.option("--no-ema", is_flag=True, help="Export the trained weights, not the checkpoint's EMA generator.")
+@click.option("--int8", is_flag=True,
+              help="ONNX int8 (ONNX Runtime static quantization), checked against fp32 on the calibration images "
+                   "instead of the parity check; refused above the --int8-* limits.")
+@click.option("--calibration", type=click.Path(path_type=Path),
+              help="--int8: images (folder or .npz) of the domain translated from [default: the run's training "
+                   "images of that domain].")
+@click.option("--int8-min-psnr", type=float, default=DEFAULT_INT8_LIMITS.min_psnr, show_default=True,
+              help="--int8: least PSNR (dB) of the worst calibration image against fp32.")
+@click.option("--int8-max-mean-levels", type=float, default=DEFAULT_INT8_LIMITS.max_mean_levels, show_default=True,
+              help="--int8: largest mean difference from fp32, in 8-bit levels.")
+@click.option("--int8-max-levels", type=int, default=DEFAULT_INT8_LIMITS.max_levels, show_default=True,
+              help="--int8: largest difference of any pixel from fp32, in 8-bit levels.")
+def export_cmd(checkpoint, fmt, out, direction, opset, overwrite, no_ema, int8, calibration, int8_min_psnr,
+               int8_max_mean_levels, int8_max_levels) -> None:
+    """Export one generator (ONNX, TorchScript or plain safetensors), checked against PyTorch."""
+    if int8:
+        if fmt != "onnx":
+            raise ExportError(f"--int8 is an ONNX export; drop --format {fmt}")
+        limits = Int8Limits(min_psnr=int8_min_psnr, max_mean_levels=int8_max_mean_levels, max_levels=int8_max_levels)
+        click.echo(export_int8_generator(checkpoint, out=out, direction=direction, calibration=calibration,
+                                         limits=limits, overwrite=overwrite, ema=not no_ema).line())
+        return
+    result = export_generator(checkpoint, fmt=fmt, out=out, direction=direction, overwrite=overwrite, opset=opset,
+                              ema=not no_ema)
+    click.echo(result.line())
+
+
+@click.command("import")
+@click.argument("fmt", metavar="FORMAT", type=click.Choice(sorted(IMPORT_FORMATS)))
+@click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Model folder to write: a safetensors export, or a checkpoint for a G_A + G_B pair.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing cyclegan model folder at --out.")
+def import_cmd(fmt, paths, out, overwrite) -> None:
+    """Import generators trained with other projects' code into a model folder usable everywhere.
+
+    FORMAT: official (the CycleGAN/pix2pix authors' .pth files; latest_net_G_A.pth and
+    latest_net_G_B.pth together give both directions), cut (CUT/FastCUT generators) or animeganv2
+    (the AnimeGANv2 PyTorch port: face_paint_512_v2, paprika, celeba_distill). The architecture is
+    read from the file and checked tensor by tensor.
+    """
+    click.echo(import_weights(fmt, paths, out, overwrite=overwrite).line())
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return "?"  # pragma: no cover
+
+
+@click.group()
+def pretrained() -> None:
+    """Publicly released generators: list them, download one; then use --checkpoint pretrained:NAME."""
+
+
+@pretrained.command("list")
+@click.option("--verbose", "-v", is_flag=True, help="Also each model's URL, architecture and licence notes.")
+def pretrained_list_cmd(verbose) -> None:
+    """The catalog: name, import format, download size, terms of use, what it does (* = downloaded)."""
+    models = list_models()
+    width = max(len(e.name) for e in models)
+    click.echo(f"  {'NAME':<{width}}  {'FORMAT':<10}  {'SIZE':>8}  {'TERMS':<14}  TASK")
+    for e in models:
+        mark = "*" if is_downloaded(e.name) else " "
+        terms = "non-commercial" if e.non_commercial else "see licence"
+        click.echo(f"{mark} {e.name:<{width}}  {e.format:<10}  {_size(e.size_bytes):>8}  {terms:<14}  {e.task}")
+        if verbose:
+            for label, value in (("url", e.url + (f" ({e.member})" if e.member else "")), ("from", e.family),
+                                 ("architecture", e.architecture), ("licence", e.licence),
+                                 ("note", e.licence_note), ("sha256", e.sha256 or "not published")):
+                click.echo(f"  {'':<{width}}  {label}: {value}")
+    click.echo("* downloaded. Sizes marked ? are not published. Check each model's terms (-v) before use.",
+               err=True)
+
+
+@pretrained.command("get")
+@click.argument("name")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Also copy the imported model (a safetensors export) to this folder.")
+@click.option("--overwrite", is_flag=True, help="Let --out replace an earlier copy of a model.")
+@click.option("--offline", is_flag=True,
+              help="Never use the network (as CYCLEGAN_OFFLINE=1): import a file already downloaded or put "
+                   "in place by hand, else say which file to fetch and where to put it.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def pretrained_get_cmd(name, out, overwrite, offline, quiet) -> None:
+    """Download catalog model NAME (resumable, checked), import it, and cache it."""
+    result = get(name, out=out, overwrite=overwrite, progress=False if quiet else None,
+                 offline=True if offline else None)
+    click.echo(result.line())
+    entry = catalog_entry(name)
+    if result.sha256:
+        click.echo(f"sha256 {result.sha256} of {entry.url}", err=True)
+    if entry.non_commercial:
+        click.echo(f"note: {name} is for non-commercial use: {entry.licence_note}", err=True)
+
+
+@click.command("push")
+@click.argument("run")
+@click.argument("repo_id", metavar="OWNER/REPO")
+@click.option("--direction", type=click.Choice(("both", "a2b", "b2a")), default="both", show_default=True,
+              help="Generators to upload; both = every one the model has (two for CycleGAN, one for CUT).")
+@click.option("--private", is_flag=True, help="Create the repository as private.")
+@click.option("--token", help="Hugging Face token [default: HF_TOKEN, or the one `hf auth login` saved].")
+@click.option("--license", "license_", metavar="ID", help="Licence id for the model card, e.g. mit, cc-by-nc-4.0.")
+@click.option("--eval", "eval_json", type=click.Path(dir_okay=False, path_type=Path),
+              help="eval.json whose metrics the card reports [default: the one evaluate wrote for RUN].")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep the packaged folder (exports + README.md) here.")
+@click.option("--dry-run", is_flag=True, help="Package into --out, upload nothing.")
+@click.option("--no-ema", is_flag=True, help="Upload the trained weights, not the checkpoint's EMA generator.")
+def push_cmd(run, repo_id, direction, private, token, license_, eval_json, out, dry_run, no_ema) -> None:
+    """Upload RUN (run/checkpoint folder or export) to the Hugging Face Hub with a model card."""
+    result = push(run, repo_id, direction=direction, private=private, token=token, license=license_,
+                  eval_json=eval_json, ema=not no_ema, out=out, dry_run=dry_run)
+    click.echo(result.line())
