@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import socket
@@ -556,3 +557,20 @@ def test_each_preset_trains_and_its_checkpoint_translates(preset, tiny_dataroot,
                                     str(tmp_path / "run"), "--out", str(tmp_path / "translated"), "--quiet"])
     assert out.exit_code == 0, out.output
     assert len(list((tmp_path / "translated").iterdir())) == 4
+
+
+def test_fast_preset_differs_from_the_paper_only_where_its_comment_says():
+    """`fast` = `cyclegan` with no identity loss and bf16 (the winners of bench/quality_race.py)."""
+    paper, fast = build_config(preset="cyclegan"), build_config(preset="fast")
+
+    def flat(cfg, prefix=""):
+        out = {}
+        for f in dataclasses.fields(cfg):
+            v = getattr(cfg, f.name)
+            out.update(flat(v, f"{prefix}{f.name}.") if dataclasses.is_dataclass(v) else {f"{prefix}{f.name}": v})
+        return out
+
+    a, b = flat(paper), flat(fast)
+    differ = {k for k in a if a[k] != b[k]} - {"preset"}
+    assert differ == {"loss.lambda_id", "train.precision"}, differ
+    assert (b["loss.lambda_id"], b["train.precision"]) == (0.0, "bf16")
