@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import re
 import typing
 
@@ -77,6 +78,18 @@ def test_invalid_values_name_the_key(sets, fragment):
 def test_unknown_preset_lists_choices():
     with pytest.raises(ConfigError, match="unknown preset 'nope'; choose from .*ghibli"):
         build_config(preset="nope")
+
+
+def test_preset_names_cannot_leave_the_presets_folder(tmp_path):
+    """`preset: ../x` in a --config file once read any YAML file by relative path."""
+    outside = tmp_path / "evil.yaml"
+    outside.write_text("train: {epochs: 7}\n")
+    relative = os.path.relpath(outside.with_suffix(""), PRESET_DIR)
+    cfg_file = tmp_path / "run.yaml"
+    cfg_file.write_text(f"preset: {relative}\n")
+    for kwargs in ({"preset": relative}, {"config_file": cfg_file}):
+        with pytest.raises(ConfigError, match="unknown preset"):
+            build_config(**kwargs)
 
 
 def test_bad_yaml_file_is_one_line_error(tmp_path):

@@ -228,7 +228,8 @@ def _read_yaml(path: Path) -> dict:
 
 def preset_dict(name: str) -> dict:
     path = PRESET_DIR / f"{name}.yaml"
-    if not path.is_file():
+    # A preset is a bare name: "../x" from a --config file must not read YAML outside presets/.
+    if not isinstance(name, str) or path.parent != PRESET_DIR or not path.is_file():
         raise ConfigError(f"unknown preset {short_repr(name)}; choose from {', '.join(list_presets())}")
     doc = _read_yaml(path)
     return {k: v for k, v in doc.items() if k not in ("description", "source")}
