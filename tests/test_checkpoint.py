@@ -208,3 +208,12 @@ def test_a_full_disk_during_a_background_write_is_one_line(step, tmp_path, monke
     writer.save(tmp_path / "latest", config=step.cfg, networks=step.models.networks(), state={"step": 2})
     failed = writer.close(raise_errors=False)
     assert isinstance(failed, CheckpointError)
+
+
+def test_deeply_nested_config_json_is_one_line_error(tmp_path):
+    """A hostile config.json nested 10^5 levels deep once escaped as a RecursionError traceback."""
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CheckpointError, match=r"config.json: unreadable \(nested too deeply\)"):
+        ckpt_io.load_checkpoint_config(ckpt)

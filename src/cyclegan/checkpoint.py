@@ -389,6 +389,8 @@ def load_checkpoint_config(ckpt: Path) -> Config:
     try:
         tree = json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
         return config_from_dict(tree)
+    except RecursionError:  # hostile nesting: json and the config builder recurse per level
+        raise CheckpointError(f"{ckpt / 'config.json'}: unreadable (nested too deeply)") from None
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{ckpt / 'config.json'}: unreadable ({e})") from None
     except CycleGANError as e:

@@ -89,7 +89,7 @@ class ModelInfo:
                 config=config,
                 format=str(doc.get("format", "?")),
             )
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, RecursionError) as e:  # RecursionError: hostile nesting
             raise CheckpointError(f"{where}: unreadable cyclegan metadata ({type(e).__name__}: {e})") from None
         except CycleGANError as e:
             raise CheckpointError(f"{where}: invalid config in metadata ({e})") from None
