@@ -71,7 +71,7 @@ def import_weights(fmt: str, paths: Sequence[str | Path], out: str | Path, *, ov
     provenance = {
         "format": fmt,
         "architecture": converted.architecture,
-        "sources": [{"file": p.name, "sha256": file_sha256(p)} for p in sources],
+        "sources": [{"file": p.name, "sha256": file_sha256(p)} for p in (converted.sources or sources)],
         "directions": sorted(converted.generators),
         "dropped_tensors": converted.dropped,
     }

@@ -43,6 +43,8 @@ class Converted:
     generators: dict[str, nn.Module]  # direction ("a2b" | "b2a") -> network in eval mode
     architecture: str  # one line, e.g. "ResNet generator, 9 blocks, ngf 64, instance norm"
     dropped: int = 0  # tensors discarded as the original loader discards them
+    # the files read, where they are not the paths given (a TF checkpoint prefix names .index + .data)
+    sources: tuple[Path, ...] = ()
 
 
 # ------------------------------------------------------------------------------------------------ reading
