@@ -67,7 +67,7 @@ def test_cap_threads_lowers_but_never_raises(monkeypatch):
         assert dev.cap_threads() == 1 and torch.get_num_threads() == 1  # 8 allowed, but 1 stays 1
         dev.apply_threads(2)
         assert torch.get_num_threads() == 2
-        with pytest.raises(CycleGANError, match="--threads must be >= 0"):
+        with pytest.raises(CycleGANError, match="^threads must be >= 0"):
             dev.apply_threads(-1)
     finally:
         torch.set_num_threads(before)
@@ -91,7 +91,7 @@ def test_resolve_device_refuses_what_is_not_here(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert dev.resolve_device("auto").type in ("cpu", "mps")
     assert dev.resolve_device(torch.device("cpu")) == torch.device("cpu")
-    with pytest.raises(DeviceError, match="no CUDA device"):
+    with pytest.raises(DeviceError, match="^device cuda: no CUDA device"):
         dev.resolve_device("cuda")
     with pytest.raises(DeviceError, match="choose from"):
         dev.resolve_device("tpu")

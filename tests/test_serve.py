@@ -459,7 +459,7 @@ def test_cli_serve_reports_a_missing_checkpoint_in_one_line(tmp_path):
 def test_cli_serve_checks_the_memory_limit_in_one_line(tmp_path):
     result = CliRunner().invoke(main, ["serve", "--checkpoint", str(tmp_path), "--max-request-memory", "10K"])
     assert result.exit_code == 1
-    assert result.output == "error: --max-request-memory '10K': expected a size of at least 64M, such as 1G or 512M\n"
+    assert result.output == "error: --max-request-memory '10K': must be at least 64M\n"
 
 
 def test_cli_serve_reports_a_busy_port(run_dir):

@@ -24,9 +24,12 @@ from cyclegan.config import build_config
 from cyclegan.errors import CheckpointError, TranslateError
 from cyclegan.networks import build_generator
 from cyclegan.synthetic import make_bad_files, make_odd_images, make_scene
+from cyclegan.cli.flags import as_flags
 from cyclegan.translate import (
+    TranslateOptions,
     Translator,
     blend_weights,
+    choose_backend,
     parse_bytes,
     parse_size,
     parse_tile,
@@ -85,6 +88,68 @@ def test_parsers():
     for bad, fn in (("huge", parse_tile), ("8", parse_tile), ("12y", parse_size), ("lots", parse_bytes)):
         with pytest.raises(TranslateError):
             fn(bad)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+        ({"max_side": 0}, "max_side must be >= 1, got 0"),
+        ({"tile_overlap": -1}, "tile_overlap must be >= 0, got -1"),
+        ({"tile": "8"}, "tile '8': tiles must be at least 16 pixels"),
+        ({"size": "12y"}, "size '12y': expected N or WIDTHxHEIGHT"),
+        ({"memory_budget": "lots"}, "memory_budget 'lots': expected a size such as 2G or 512M"),
+        ({"precision": "fp64"}, "precision 'fp64': choose from auto, fp32"),
+    ],
+)
+def test_options_errors_name_the_parameter_not_a_flag(fields, message):
+    with pytest.raises(TranslateError) as caught:
+        TranslateOptions(**fields)
+    assert str(caught.value).startswith(message) and "--" not in str(caught.value)
+    with pytest.raises(TranslateError, match=f"^{message.split()[0]}"):  # same check through the model path
+        Translator(model=_generator("none")[0], device="cpu", **fields)
+
+
+def test_options_parse_their_textual_forms_and_are_frozen():
+    opts = TranslateOptions(tile="512", size="640x480", memory_budget="2G")
+    assert (opts.tile, opts.size, opts.memory_budget) == (512, (640, 480), 2 * 2**30)
+    with pytest.raises(AttributeError):
+        opts.batch_size = 8  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        TranslateOptions(8)  # type: ignore[misc]  # keyword-only
+
+
+def test_cli_maps_parameter_names_to_flags_in_one_place():
+    assert as_flags("batch_size must be >= 1, got 0") == "--batch-size must be >= 1, got 0"
+    assert as_flags("device cuda: no CUDA device is available") == "--device cuda: no CUDA device is available"
+    assert (as_flags("m.onnx (onnx): precision=bf16 needs a PyTorch model; use device=cpu")
+            == "m.onnx (onnx): --precision bf16 needs a PyTorch model; use --device cpu")
+    # prose, dotted config keys and unrelated parameters are left as they are
+    for text in ("calibration needs at least one image", "data.batch_size: must be >= 1", "model.tile=3 is bad"):
+        assert as_flags(text) == text
+
+
+def test_backend_choice_is_a_separate_step_and_shared_by_option_changes():
+    net, cfg = _generator("instance")
+    opts = TranslateOptions(precision="fp32", tile="off", batch_size=2)
+    backend = choose_backend(net, size_multiple=net.size_multiple, options=opts, device="cpu", config=cfg)
+    assert backend.runtime.line() == "torch fp32 (as requested)" and backend.norms  # instance norms found
+    given = Translator(model=net, options=opts, backend=backend, device="cpu", config=cfg)
+    chosen = Translator(model=net, options=opts, device="cpu", config=cfg)
+    x = _scene(40, 56)
+    assert torch.equal(given.translate_tensor(x), chosen.translate_tensor(x))
+    # keywords override fields of options; with_options keeps the model and runtime
+    assert Translator(model=net, options=opts, batch_size=3, device="cpu").options.batch_size == 3
+    tiled = given.with_options(tile=16, max_side=32)
+    assert tiled.backend is given.backend and (tiled.tile, tiled.max_side, given.tile) == (16, 32, "off")
+    with pytest.raises(TranslateError, match="^precision: decided with the runtime"):
+        given.with_options(precision="bf16")
+
+
+def test_from_path_takes_options(run_dir):
+    t = Translator.from_path(run_dir, options=TranslateOptions(tile="off", batch_size=2), device="cpu")
+    assert (t.tile, t.batch_size, t.direction, t.runtime.backend) == ("off", 2, "a2b", "torch")
+    assert Translator.from_path(run_dir, direction="b2a", device="cpu").direction == "b2a"
 
 
 def test_tile_layout_covers_and_weights_sum_to_one():
@@ -417,6 +482,10 @@ def test_glob_rerun_does_not_translate_its_own_outputs(run_dir, photos):
 def test_cli_reports_bad_flags_in_one_line(run_dir, photos, tmp_path):
     r = _cli("translate", "--checkpoint", run_dir, photos, "--out", tmp_path / "o", "--tile", "huge")
     assert r.exit_code == 1 and r.output.strip().startswith("error: --tile")
+    r = _cli("translate", "--checkpoint", run_dir, photos, "--out", tmp_path / "o", "--batch-size", "0")
+    assert (r.exit_code, r.output) == (1, "error: --batch-size must be >= 1, got 0\n")
+    r = _cli("translate", "--checkpoint", run_dir, photos, "--out", tmp_path / "o", "--memory-budget", "10K")
+    assert (r.exit_code, r.output) == (1, "error: --memory-budget '10K': must be at least 64M\n")
     r = _cli("translate", "--checkpoint", tmp_path / "nope", photos, "--out", tmp_path / "o")
     assert r.exit_code == 1 and "nope" in r.output
 

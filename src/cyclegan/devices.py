@@ -34,7 +34,7 @@ def resolve_device(name: str | torch.device) -> torch.device:
     if isinstance(name, torch.device):
         return name
     if name not in DEVICES:
-        raise DeviceError(f"--device {name!r}: choose from {', '.join(DEVICES)}")
+        raise DeviceError(f"device {name!r}: choose from {', '.join(DEVICES)}")
     mps = getattr(torch.backends, "mps", None)
     mps_ok = mps is not None and mps.is_available()
     if name == "auto":
@@ -42,9 +42,9 @@ def resolve_device(name: str | torch.device) -> torch.device:
             return torch.device("cuda")
         return torch.device("mps") if mps_ok else torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("--device cuda: no CUDA device is available")
+        raise DeviceError("device cuda: no CUDA device is available")
     if name == "mps" and not mps_ok:
-        raise DeviceError("--device mps: MPS is not available on this machine")
+        raise DeviceError("device mps: MPS is not available on this machine")
     return torch.device(name)
 
 
@@ -168,11 +168,11 @@ def cap_threads() -> int:
 
 
 def apply_threads(threads: int | None) -> None:
-    """The ``--threads`` convention: None leaves PyTorch alone, 0 caps it (``cap_threads``), N sets N."""
+    """The ``threads`` convention (``--threads`` on the command line): None leaves PyTorch alone, 0 caps it (``cap_threads``), N sets N."""
     if threads is None:
         return
     if threads < 0:
-        raise CycleGANError(f"--threads must be >= 0, got {threads}")
+        raise CycleGANError(f"threads must be >= 0, got {threads}")
     if threads:
         torch.set_num_threads(threads)
     else:

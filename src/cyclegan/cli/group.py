@@ -11,6 +11,7 @@ import signal
 
 import click
 
+from cyclegan.cli.flags import as_flags
 from cyclegan.errors import CycleGANError, followups
 
 
@@ -46,7 +47,8 @@ class _Group(click.Group):
             _usage_error(ctx, e)
         except CycleGANError as e:
             # One line, always: messages may embed library text with newlines (torch.load's is 8 lines).
-            click.echo(f"error: {_one_line(str(e))}", err=True)
+            # The library names its parameters (batch_size); the user typed flags (--batch-size).
+            click.echo(f"error: {as_flags(_one_line(str(e)))}", err=True)
             _echo_followups(e)
             ctx.exit(1)
         except KeyboardInterrupt as e:

@@ -23,7 +23,6 @@ overstates what a GPU server keeps on the host.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,14 +62,14 @@ def _gib(n: float) -> str:
 def _plan_at(translator: Translator, source: tuple[int, int], side: int | None, limit: int,
              upload_bytes: int) -> RequestPlan:
     w, h = source
-    per_request = copy.copy(translator)  # shares the network; only the settings below differ
-    per_request.max_side = side
+    per_request = translator.with_options(max_side=side)  # shares the network and its runtime
     out_w, out_h = per_request.output_size(w, h)
     source_px, out_px = w * h, out_w * out_h
     held = upload_bytes + source_px * _HELD_SOURCE_BYTES_PER_PIXEL + out_px * _HANDLING_BYTES_PER_PIXEL
     copies = per_request.estimate_memory(w, h).copies  # does not depend on the budget
     min_tile = _MIN_TILE_SIDE**2 * translator.bytes_per_pixel
-    per_request.memory_budget = int(min(translator.memory_budget, max(limit - held - copies, min_tile)))
+    per_request = per_request.with_options(
+        memory_budget=int(min(translator.memory_budget, max(limit - held - copies, min_tile))))
     work = held + per_request.estimate_peak_bytes(w, h)
     estimate = max(upload_bytes + source_px * _SOURCE_BYTES_PER_PIXEL, work)
     return RequestPlan(translator=per_request, size=(out_w, out_h), estimate=estimate)

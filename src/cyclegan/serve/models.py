@@ -13,7 +13,7 @@ from PIL import Image
 from cyclegan.config import Config
 from cyclegan.errors import CycleGANError
 from cyclegan.serve.errors import ServeError
-from cyclegan.translate import Translator
+from cyclegan.translate import TranslateOptions, Translator
 
 __all__ = ["DIRECTIONS", "ServedModel", "config_summary", "load_models", "parse_model_spec"]
 
@@ -113,22 +113,22 @@ def load_models(
 ) -> dict[str, ServedModel]:
     """Load every ``--checkpoint`` spec once, both directions where the model has both.
 
-    ``threads`` also sizes ONNX Runtime sessions (``Translator.from_checkpoint``)."""
+    ``precision`` and ``tile`` are those of ``TranslateOptions``; ``threads`` also sizes ONNX Runtime
+    sessions (``Translator.from_path``)."""
     if not specs:
         raise ServeError("no models: give at least one --checkpoint")
+    options = TranslateOptions(precision=precision, tile=tile)  # checked once, before any model loads
     models: dict[str, ServedModel] = {}
     for spec in specs:
         name, path = parse_model_spec(spec)
         if name in models:
             raise ServeError(f"two models are named {name!r}; name them with --checkpoint NAME=PATH")
-        first = Translator.from_checkpoint(path, direction=None, device=device, precision=precision, tile=tile,
-                                           threads=threads)
+        first = Translator.from_path(path, options=options, direction=None, device=device, threads=threads)
         translators: dict[str, ImageTranslator] = {first.direction or "a2b": first}
         other = "b2a" if first.direction == "a2b" else "a2b"
         try:
-            translators[other] = Translator.from_checkpoint(
-                path, direction=other, device=device, precision=precision, tile=tile, threads=threads
-            )
+            translators[other] = Translator.from_path(path, options=options, direction=other, device=device,
+                                                      threads=threads)
         except CycleGANError as e:
             # Exported generators hold one direction by design; say so rather than fail the server.
             echo(f"{name}: serving {first.direction} only ({e})")

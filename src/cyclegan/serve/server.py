@@ -11,7 +11,6 @@ from typing import Any
 import torch
 
 from cyclegan.devices import cap_threads
-from cyclegan.errors import TranslateError
 from cyclegan.serve.errors import ServeError
 from cyclegan.serve.memory import DEFAULT_MAX_REQUEST_MEMORY
 from cyclegan.serve.models import load_models
@@ -37,15 +36,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _parse_request_memory(value: str | int) -> int:
-    try:
-        return parse_bytes(value)
-    except TranslateError:
-        # parse_bytes names translate's --memory-budget in its message; the rule is the same here.
-        raise ServeError(f"--max-request-memory {value!r}: expected a size of at least 64M, such as 1G "
-                         "or 512M") from None
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -141,7 +131,7 @@ def run_server(
     if max_connections is not None and max_connections < 1:
         raise ServeError(f"--max-connections must be >= 1, got {max_connections}")
     request_memory = (DEFAULT_MAX_REQUEST_MEMORY if max_request_memory is None
-                      else _parse_request_memory(max_request_memory))
+                      else parse_bytes(max_request_memory, name="max_request_memory"))
     # Bind before loading models, so a busy port fails in a second rather than after the loading.
     sock = bind_socket(host, port)
     # Model loading runs here; the workers set the same count for themselves. 0: the CPUs this

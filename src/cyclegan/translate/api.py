@@ -14,11 +14,12 @@ files, folders, globs and streams are ``cyclegan.translate.files``'.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,90 +27,25 @@ from PIL import Image, ImageOps
 from torch import Tensor, nn
 
 from cyclegan.config import Config
-from cyclegan.devices import (
-    MIN_MEMORY_BUDGET,
-    TRANSLATE_PRECISIONS,
-    apply_threads,
-    default_memory_budget,
-    resolve_device,
-)
+from cyclegan.devices import apply_threads, default_memory_budget, resolve_device
 from cyclegan.errors import TranslateError
 from cyclegan.image import pad_to_multiple, split_rgb_alpha, to_model_range, to_uint8
-from cyclegan.modelfile import OnnxGenerator, load_any_generator
-from cyclegan.quantize import DEFAULT_LIMITS, Int8Limits
-from cyclegan.runtime import CallableRunner, RuntimeChoice, TorchRunner, choose_runtime, int8_runtime
+from cyclegan.modelfile import load_any_generator
 from cyclegan.temporal import TemporalStabilizer
+from cyclegan.translate.backend import Backend, choose_backend
+from cyclegan.translate.options import TranslateOptions, parse_bytes, parse_size, parse_tile
 from cyclegan.translate.tiling import (
     MemoryEstimate,
     activation_bytes_per_pixel,
     blend_tiles,
     estimate_memory,
-    input_stat_norms,
     shared_norm_stats,
     tile_overlap,
     tile_side,
     tiles_per_pass,
 )
 
-__all__ = ["PreparedImage", "Translator", "parse_bytes", "parse_size", "parse_tile"]
-
-
-# ------------------------------------------------------------------------------------- small parsers
-
-
-def parse_tile(value: str | int) -> str | int:
-    """``auto`` | ``off`` | a tile side in pixels (>= 16) -> "auto" | "off" | int."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        n = value
-    else:
-        text = str(value).strip().lower()
-        if text in ("auto", "off"):
-            return text
-        try:
-            n = int(text)
-        except ValueError:
-            raise TranslateError(f"--tile {value!r}: expected auto, off or a tile size in pixels") from None
-    if n < 16:
-        raise TranslateError(f"--tile {value!r}: tiles must be at least 16 pixels")
-    return n
-
-
-def parse_size(value: str | int | tuple[int, int]) -> tuple[int, int]:
-    """``512`` -> (512, 512); ``640x480`` -> (640, 480), i.e. (width, height)."""
-    if isinstance(value, tuple):
-        w, h = value
-    elif isinstance(value, int):
-        w = h = value
-    else:
-        match = re.fullmatch(r"\s*(\d+)\s*(?:[xX*]\s*(\d+))?\s*", str(value))
-        if not match:
-            raise TranslateError(f"--size {value!r}: expected N or WIDTHxHEIGHT, e.g. 512 or 640x480")
-        w = int(match.group(1))
-        h = int(match.group(2) or match.group(1))
-    if w < 1 or h < 1:
-        raise TranslateError(f"--size {value!r}: width and height must be positive")
-    return int(w), int(h)
-
-
-_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "m": 2**20, "mb": 2**20, "g": 2**30, "gb": 2**30}
-
-
-def parse_bytes(value: str | int) -> int:
-    """``2G``, ``512M``, ``1.5GB`` or a plain number of bytes -> bytes."""
-    if isinstance(value, int):
-        n = value
-    else:
-        match = re.fullmatch(r"\s*([\d.]+)\s*([a-zA-Z]*)\s*", str(value))
-        unit = match.group(2).lower() if match else None
-        if not match or unit not in _UNITS:
-            raise TranslateError(f"--memory-budget {value!r}: expected a size such as 2G or 512M")
-        try:
-            n = int(float(match.group(1)) * _UNITS[unit])
-        except ValueError:
-            raise TranslateError(f"--memory-budget {value!r}: expected a size such as 2G or 512M") from None
-    if n < MIN_MEMORY_BUDGET:
-        raise TranslateError(f"--memory-budget {value!r}: must be at least 64M")
-    return n
+__all__ = ["PreparedImage", "TranslateOptions", "Translator", "parse_bytes", "parse_size", "parse_tile"]
 
 
 # ---------------------------------------------------------------------------------------- Translator
@@ -146,123 +82,151 @@ def _resize_array(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 class Translator:
     """Translate images with one generator at their full size (padding, tiling, batching inside).
 
-    ``model`` is an ``nn.Module`` (eager or TorchScript) with a ``size_multiple`` attribute, or any
-    callable with the generator convention (float [B, 3, H, W] in [-1, 1] -> same), e.g. an ONNX
-    Runtime session (``cyclegan.modelfile.OnnxGenerator``), which then needs ``size_multiple``. Most users want
-    ``Translator.from_checkpoint``.
+    Make one from a file with ``Translator.from_path`` (run folder, checkpoint, safetensors, ``.onnx``,
+    TorchScript), or from a loaded generator with ``Translator(model=..., options=...)``:
+
+    model
+        An ``nn.Module`` (eager or TorchScript) with a ``size_multiple`` attribute, or any callable with
+        the generator convention (float [B, 3, H, W] in [-1, 1] -> same), e.g. an ONNX Runtime session
+        (``cyclegan.modelfile.OnnxGenerator``).
+    options
+        ``TranslateOptions``: precision, tiling, memory budget, batch size, resizing, int8 calibration
+        (every field documented there). Its fields may also be given as keywords
+        (``Translator(model=net, tile="off")``), which override the same fields of ``options``.
+    size_multiple
+        The generator's input side multiple; None: the model's ``size_multiple`` attribute (required
+        for callables without one).
+    device
+        ``auto`` | ``cpu`` | ``cuda`` | ``mps`` | a ``torch.device``, for PyTorch modules (callables run
+        where they run: tensors stay on the CPU).
+    direction, config, source
+        Metadata of a loaded model: its direction (a2b | b2a), its training ``Config`` (sizes the memory
+        plan and finds int8 calibration images), and a name for messages.
+    threads
+        None leaves PyTorch's thread count alone, 0 caps it at the CPUs this process may use, N sets it
+        (process-wide, as ``torch.set_num_threads``); applied before the runtime is chosen.
+    backend
+        A ``Backend`` from ``cyclegan.translate.backend.choose_backend`` (which runtime runs the model
+        and why); None chooses one now, which for ``precision="auto"``/``"int8"`` probes, exports or
+        quantizes the model (cached), so it is the slow step of making a translator.
 
     Calling the translator with a PIL image returns a PIL image, with a numpy [H, W, 3] (or [H, W],
     [H, W, 4]) uint8 array returns a numpy array, and with a list of them returns a list; same-size
     images are batched. Alpha is kept (RGB translated, alpha re-attached); grayscale comes back RGB.
+    ``runtime`` says which runtime was chosen and why.
 
-    ``precision="auto"`` lets ``cyclegan.runtime.choose_runtime`` pick the fastest path within
-    tolerance of fp32 (a checked int8 model made earlier, bf16 autocast, ONNX Runtime or PyTorch fp32);
-    ``runtime`` says which and why. ``precision="int8"`` runs the model quantized by ONNX Runtime on
-    the CPU (``cyclegan.runtime.int8_runtime``): calibrated on ``calibration`` (a folder or .npz;
-    default: the training images of the direction's source domain, from ``config``) and refused
-    when its check against fp32 is over ``int8_limits``.
-    ``threads``: None leaves PyTorch's thread count alone, 0 caps it at the CPUs this process may use,
-    N sets it (process-wide, as ``torch.set_num_threads``).
+    Errors name the parameter (``batch_size must be >= 1, got 0``), never a command-line flag.
     """
 
     def __init__(
         self,
         *,
         model: nn.Module | Callable[[Tensor], Tensor],
+        options: TranslateOptions | None = None,
         size_multiple: int | None = None,
         device: str | torch.device = "auto",
-        precision: str = "fp32",
-        tile: str | int = "auto",
-        tile_overlap: int | None = None,
-        memory_budget: int | None = None,
-        batch_size: int = 4,
-        max_side: int | None = None,
-        size: tuple[int, int] | None = None,
-        channels_last: bool = False,
-        compile: bool = False,
-        bytes_per_pixel: float | None = None,
         direction: str | None = None,
         config: Config | None = None,
         source: str | None = None,
         threads: int | None = None,
-        calibration: str | os.PathLike | None = None,
-        int8_limits: Int8Limits = DEFAULT_LIMITS,
+        backend: Backend | None = None,
+        **option_fields: Any,
     ) -> None:
-        if precision not in TRANSLATE_PRECISIONS:
-            raise TranslateError(f"--precision {precision!r}: choose from {', '.join(TRANSLATE_PRECISIONS)}")
-        if batch_size < 1:
-            raise TranslateError(f"--batch-size must be >= 1, got {batch_size}")
-        if max_side is not None and max_side < 1:
-            raise TranslateError(f"--max-side must be >= 1, got {max_side}")
-        if tile_overlap is not None and tile_overlap < 0:
-            raise TranslateError(f"--tile-overlap must be >= 0, got {tile_overlap}")
-        self.tile = parse_tile(tile)
-        self.size = parse_size(size) if size is not None else None
-        self.max_side = max_side
-        self.batch_size = batch_size
-        self.tile_overlap = tile_overlap
+        options = options if options is not None else TranslateOptions()
+        if option_fields:
+            options = replace(options, **option_fields)
+        if size_multiple is None:
+            size_multiple = getattr(model, "size_multiple", None)
+        if not size_multiple or int(size_multiple) < 1:
+            raise TranslateError(f"{source or 'model'}: unknown size_multiple; pass size_multiple=")
+        self.size_multiple = int(size_multiple)
         self.direction = direction
         self.config = config
         self.source = source
         apply_threads(threads)
-        if isinstance(model, nn.Module):
-            self.device = resolve_device("cpu" if precision == "int8" and device == "auto" else device)
-            if size_multiple is None:
-                size_multiple = getattr(model, "size_multiple", None)
-            session = None
-            if precision == "int8":
-                if self.device.type != "cpu":
-                    raise TranslateError(f"--precision int8 runs on the CPU (ONNX Runtime), not {self.device.type}; "
-                                         "use --device cpu (or auto)")
-                self.runtime, session = int8_runtime(
-                    model, size_multiple=int(size_multiple or 4), config=config, direction=direction,
-                    calibration=calibration, limits=int8_limits, threads=torch.get_num_threads(),
-                )
-            elif precision == "auto":
-                # channels_last / compile are PyTorch options, so asking for them keeps PyTorch.
-                self.runtime, session = choose_runtime(
-                    model, self.device, int(size_multiple or 4), allow_onnx=not (channels_last or compile),
-                    threads=torch.get_num_threads(),
-                )
-            else:
-                self.runtime = RuntimeChoice("torch", precision, "as requested")
-            # int8 exists only in ONNX Runtime: tiles (below) run the module in fp32.
-            amp = "fp32" if self.runtime.precision == "int8" else self.runtime.precision
-            torch_runner = TorchRunner(module=model, device=self.device, precision=amp,
-                                       channels_last=channels_last, compile=compile)
-            self._runner: TorchRunner | CallableRunner = CallableRunner(session) if session else torch_runner
-            # Tiles always go through PyTorch: only an eager module's instance norms can be given the
-            # whole image's statistics (cyclegan.translate.tiling), whatever runs the untiled passes.
-            self._tile_runner = torch_runner
-            self._norms = input_stat_norms(model)
-        else:
-            onnx = isinstance(model, OnnxGenerator)
-            int8_file = onnx and model.is_int8
-            if precision not in ("auto", "fp32", "int8") or (precision == "int8" and not onnx):
-                raise TranslateError(f"{source or 'this model'}: --precision {precision} needs a PyTorch model; "
-                                     "ONNX Runtime runs the file as it is (fp32, or int8 for an int8 export)")
-            # The callable moves data itself (ONNX Runtime takes host arrays), so tensors stay on the CPU.
-            self.device = torch.device("cpu")
-            if precision == "int8" and not int8_file:  # an fp32 .onnx: quantized like a module
-                self.runtime, model = int8_runtime(
-                    model.path, size_multiple=int(size_multiple or 4), config=config, direction=direction,
-                    calibration=calibration, limits=int8_limits, threads=torch.get_num_threads(),
-                )
-            else:
-                backend = "onnxruntime" if onnx else "callable"
-                self.runtime = RuntimeChoice(backend, "int8" if int8_file else "fp32", "the model's own runtime")
-            self._runner = self._tile_runner = CallableRunner(model)
-            self._norms = []
-        self.precision = self.runtime.precision
-        if not size_multiple or int(size_multiple) < 1:
-            raise TranslateError(f"{source or 'model'}: unknown size_multiple; pass size_multiple=")
-        self.size_multiple = int(size_multiple)
-        self.memory_budget = memory_budget if memory_budget is not None else default_memory_budget(self.device)
+        if backend is None:
+            backend = choose_backend(model, size_multiple=self.size_multiple, options=options, device=device,
+                                     config=config, direction=direction, source=source)
+        self.backend = backend
+        self.device = backend.device
+        self.runtime = backend.runtime
+        self.precision = backend.runtime.precision
+        self._runner = backend.runner
+        self._tile_runner = backend.tile_runner
+        self._norms = backend.norms
+        self._set_options(options, config)
+
+    def _set_options(self, options: TranslateOptions, config: Config | None) -> None:
+        # The plain attributes below are what the rest of the package reads (files, video, serve).
+        self.options = options
+        self.tile = options.tile
+        self.tile_overlap = options.tile_overlap
+        self.batch_size = options.batch_size
+        self.max_side = options.max_side
+        self.size = options.size
+        self.memory_budget = (int(options.memory_budget) if options.memory_budget is not None
+                              else default_memory_budget(self.device))
+        bytes_per_pixel = options.bytes_per_pixel
         if bytes_per_pixel is None:
             bytes_per_pixel = activation_bytes_per_pixel(config.model.generator.ngf if config is not None else None)
         self.bytes_per_pixel = float(bytes_per_pixel)
 
+    def with_options(self, **changes: Any) -> Translator:
+        """A translator sharing this one's model and runtime, with some ``TranslateOptions`` fields changed
+        (resizing, tiling, budget, batch size). Fields that decide the runtime (precision, channels_last,
+        compile, calibration, int8_limits) cannot change here: make a new translator for those."""
+        fixed = sorted(set(changes) & {"precision", "channels_last", "compile", "calibration", "int8_limits"})
+        if fixed:
+            raise TranslateError(f"{', '.join(fixed)}: decided with the runtime; make a new Translator to change it")
+        other = copy.copy(self)
+        other._set_options(replace(self.options, **changes), self.config)
+        return other
+
     # ------------------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_path(
+        cls,
+        path: str | os.PathLike,
+        *,
+        options: TranslateOptions | None = None,
+        direction: str | None = None,
+        device: str = "auto",
+        ema: bool = True,
+        threads: int | None = None,
+    ) -> Translator:
+        """A translator for a run folder, checkpoint folder, safetensors export, ``.onnx`` or TorchScript file.
+
+        Two steps: the generator is loaded (``cyclegan.modelfile.load_any_generator``), then its runtime is
+        chosen (``cyclegan.translate.backend.choose_backend``, as ``options.precision`` says).
+
+        direction
+            a2b | b2a: the generator of a run or checkpoint (None: a2b); an exported model translates the
+            one direction it was exported with, and naming the other is an error.
+        device
+            ``auto`` | ``cpu`` | ``cuda`` | ``mps`` (an ``.onnx`` file runs on the CPU through ONNX Runtime).
+        ema
+            Use a checkpoint's moving-average generator when it has one (trained with an EMA decay).
+        threads
+            As for ``Translator``; set before loading, since an ONNX Runtime session fixes its thread
+            count when it is created.
+        """
+        apply_threads(threads)  # before loading: an ONNX Runtime session fixes its threads when created
+        if Path(path).suffix.lower() == ".onnx":
+            model_device: str | torch.device = device
+        else:
+            model_device = resolve_device(device)
+        loaded = load_any_generator(path, direction=direction, device=model_device, ema=ema,
+                                    threads=torch.get_num_threads() if threads is not None else None)
+        return cls(
+            model=loaded.model,
+            options=options,
+            size_multiple=loaded.info.size_multiple,
+            device=model_device if isinstance(loaded.model, nn.Module) else "cpu",
+            direction=loaded.info.direction,
+            config=loaded.info.config,
+            source=f"{loaded.path} ({loaded.kind})",
+        )
 
     @classmethod
     def from_checkpoint(
@@ -274,35 +238,12 @@ class Translator:
         tile: str | int = "auto",
         ema: bool = True,
         threads: int | None = None,
-        **options,
+        **option_fields: Any,
     ) -> Translator:
-        """A translator for a run folder, checkpoint folder, safetensors export, ``.onnx`` or TorchScript file.
-
-        ``direction`` (a2b | b2a) picks the generator of a run or checkpoint (default a2b); an exported
-        model translates the one direction it was exported with, and naming the other is an error.
-        Further keyword options are those of ``Translator(...)`` (tile_overlap, memory_budget,
-        batch_size, max_side, size, channels_last, compile, bytes_per_pixel, calibration, int8_limits).
-        """
-        apply_threads(threads)  # before loading: an ONNX Runtime session fixes its threads when created
-
-        if Path(path).suffix.lower() == ".onnx":
-            model_device: str | torch.device = device
-        else:
-            model_device = resolve_device(device)
-        # ema: a checkpoint's moving-average generator when it has one (train --ema-decay)
-        loaded = load_any_generator(path, direction=direction, device=model_device, ema=ema,
-                                    threads=torch.get_num_threads() if threads is not None else None)
-        return cls(
-            model=loaded.model,
-            size_multiple=loaded.info.size_multiple,
-            device=model_device if isinstance(loaded.model, nn.Module) else "cpu",
-            precision=precision,
-            tile=tile,
-            direction=loaded.info.direction,
-            config=loaded.info.config,
-            source=f"{loaded.path} ({loaded.kind})",
-            **options,
-        )
+        """``from_path`` with the ``TranslateOptions`` fields given as keywords (the older spelling):
+        ``Translator.from_checkpoint(path, precision="auto", tile="off", batch_size=8)``."""
+        options = TranslateOptions(precision=precision, tile=tile, **option_fields)
+        return cls.from_path(path, options=options, direction=direction, device=device, ema=ema, threads=threads)
 
     def __repr__(self) -> str:
         return (

@@ -1,0 +1,44 @@
+"""Library errors name parameters; the command line names flags. This is the one place that maps them.
+
+The library's convention (``cyclegan.translate``, ``cyclegan.devices``, the serve loader): a message
+about one argument starts with the parameter's name (``batch_size must be >= 1, got 0``,
+``tile '5': tiles must be at least 16 pixels``, ``device cuda: no CUDA device is available``), and
+names another argument as ``name=value`` (``use device=cpu``). ``as_flags`` rewrites exactly those
+two forms for the parameters in ``FLAGS`` and leaves every other word alone, so a message that
+merely contains "size" or "device" in prose is printed as the library wrote it.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["FLAGS", "as_flags"]
+
+# Library parameter -> the flag that sets it. A parameter is listed only where a command's flag sets
+# exactly it (same meaning, same values), so the rewritten message stays true.
+FLAGS: dict[str, str] = {
+    "batch_size": "--batch-size",
+    "calibration": "--calibration",
+    "device": "--device",
+    "max_request_memory": "--max-request-memory",
+    "max_side": "--max-side",
+    "memory_budget": "--memory-budget",
+    "precision": "--precision",
+    "size": "--size",
+    "threads": "--threads",
+    "tile": "--tile",
+    "tile_overlap": "--tile-overlap",
+}
+
+_NAMES = "|".join(sorted(FLAGS, key=len, reverse=True))
+# "name must ...", "name 'value'...", "name 12...", "name value: reason", "name: reason" at the start.
+_LEADING = re.compile(rf"^({_NAMES})(?= must\b| '| \"| -?\d| [^\s:]+:|:)")
+# "name=value" anywhere, not part of a dotted config key (model.tile=...) or a longer word.
+_ASSIGNED = re.compile(rf"(?<![\w.-])({_NAMES})=(?:'([^']*)'|([^\s,;:)']+))")
+
+
+def as_flags(message: str) -> str:
+    """A library error message with its parameter names (``batch_size``) written as flags (``--batch-size``)."""
+    message = _LEADING.sub(lambda m: FLAGS[m.group(1)], message, count=1)
+    return _ASSIGNED.sub(lambda m: f"{FLAGS[m.group(1)]} {m.group(2) if m.group(2) is not None else m.group(3)}",
+                         message)
