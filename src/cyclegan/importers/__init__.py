@@ -6,6 +6,8 @@ Formats (``IMPORT_FORMATS``, each its own module):
                  training checkpoints (latest_net_G_A.pth + latest_net_G_B.pth -> two directions)
     cut          CUT / FastCUT generators, with their anti-aliased resampling
     animeganv2   the PyTorch port of AnimeGANv2 (face_paint_512_v2, paprika, celeba_distill)
+    animeganv2-tf  the authors' TensorFlow-1 AnimeGANv2 checkpoints (Hayao-64.ckpt, Shinkai-53.ckpt, ...)
+    whitebox     White-box Cartoonization's TensorFlow-1 checkpoint (model-33999), guided filter included
 
 ``import_weights(fmt, paths, out)`` reads the files with ``torch.load(weights_only=True)``, infers the
 architecture from the tensors (never from flags), moves every tensor into our network under a checked
@@ -13,6 +15,7 @@ plan, writes the folder atomically and checks it by rebuilding the generators fr
 """
 
 from cyclegan.importers import animeganv2, cut, official  # noqa: F401 - each registers its format
+from cyclegan.importers import animeganv2_tf, whitebox  # noqa: F401 - TF-1 checkpoints (importers.tfcheckpoint)
 from cyclegan.importers.api import ImportResult, import_weights
 from cyclegan.importers.common import IMPORT_FORMATS, Converted, ForeignWeightsError, read_state_dict
 

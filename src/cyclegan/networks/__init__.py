@@ -6,6 +6,7 @@ that configs and the CLI accept.
 """
 
 from cyclegan.networks.animegan import AnimeGANv2Generator
+from cyclegan.networks.animegan_tf import AnimeGANv2TFGenerator
 from cyclegan.networks.attention import AttentionGenerator
 from cyclegan.networks.blocks import count_macs, count_parameters, init_weights
 from cyclegan.networks.discriminators import (
@@ -34,12 +35,14 @@ from cyclegan.networks.mobile import (
     has_distill_features,
 )
 from cyclegan.networks.vq import VectorQuantizer
+from cyclegan.networks.whitebox import WhiteBoxGenerator
 
 __all__ = [
     "ANTIALIAS_MODES",
     "DISCRIMINATORS",
     "GENERATORS",
     "AnimeGANv2Generator",
+    "AnimeGANv2TFGenerator",
     "AttentionGenerator",
     "BlurDownsample",
     "BlurUpsample",
@@ -52,6 +55,7 @@ __all__ = [
     "UnetGenerator",
     "VanillaCNNDiscriminator",
     "VectorQuantizer",
+    "WhiteBoxGenerator",
     "binomial_filter",
     "build_discriminator",
     "build_generator",
