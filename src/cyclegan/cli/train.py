@@ -4,7 +4,6 @@ resumed run's saved config, and ``training.train`` runs it."""
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import click
 from cyclegan import training
 from cyclegan.config import list_presets
 from cyclegan.devices import DEVICES, PRECISIONS
+from cyclegan.distributed import from_environment
 from cyclegan.losses import GAN_LOSSES
 from cyclegan.networks import DISCRIMINATORS, GENERATORS
 from cyclegan.schedules import LR_POLICIES
@@ -109,10 +109,11 @@ def train(out, dataroot, data_a, data_b, preset, config_file, sets, epochs, max_
                                       overrides=overrides, sets=sets)
     result = training.train(cfg, out, resume=resume, overwrite=overwrite, progress=not quiet)
     losses = ", ".join(f"{k} {result.last_log[k]:.3f}" for k in ("G_total", "D_A", "D_B") if k in result.last_log)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary line, not one per process
+    is_main = from_environment().is_main  # torchrun's RANK, read in one place
+    if is_main:  # under torchrun, one summary line, not one per process
         click.echo(f"{result.status}: step {result.step}, {losses or 'no log yet'}; run in {out}", err=True)
     if result.status == "interrupted":
-        if os.environ.get("RANK", "0") == "0":
+        if is_main:
             click.echo(training.resume_hint(out), err=True)
         sys.exit(128 + (result.stop_signal or signal.SIGINT))  # 130 for Ctrl-C, 143 for SIGTERM
 
