@@ -5,7 +5,7 @@
 Variables: ``Conv`` .. ``Conv_9`` (slim convolutions, ``weights`` [kh, kw, in, out] and ``biases``)
 and ``block_<i>/conv1``, ``block_<i>/conv2`` for the residual blocks (four in the release), 36
 variables, 1,467,075 parameters at the released channel 32. The width (``channel`` = ngf) is read
-from ``Conv/weights`` and the block count from the ``block_<i>`` names. They fill the ``whitebox``
+from ``Conv/weights``; the four blocks of ``cartoonize.py`` are required. They fill the ``whitebox``
 generator (``networks.whitebox``), which adds the guided filter ``cartoonize.py`` applies and takes
 RGB like every model here (the publisher's BGR order is handled inside). Read without TensorFlow.
 """
@@ -22,6 +22,7 @@ from cyclegan.importers.common import IMPORT_FORMATS, Converted, ForeignWeightsE
 from cyclegan.importers.official import make_config
 from cyclegan.importers.tfcheckpoint import TFCheckpoint, check_plan, load_plan
 from cyclegan.networks import GENERATORS, build_generator, count_parameters
+from cyclegan.networks.whitebox import RESIDUAL_BLOCKS
 
 SCOPE = "generator/"
 FIRST = SCOPE + "Conv/weights"
@@ -52,12 +53,9 @@ def convert_whitebox(paths: Sequence[Path]) -> Converted:
         raise ForeignWeightsError(f"{ckpt.index_path}: not a White-box Cartoonization generator: expected {FIRST} "
                                   f"[7, 7, 3, 32]; found {len(ckpt.entries)} variables: {found}{hint}")
     ngf = first.shape[3]
-    n_blocks = 0
-    while f"{SCOPE}block_{n_blocks}/conv1/weights" in ckpt.entries:
-        n_blocks += 1
-    description = f"White-box Cartoonization generator with channel {ngf}, {n_blocks} residual blocks"
-    cfg = make_config(GeneratorConfig(name="whitebox", ngf=ngf, n_blocks=n_blocks), path=ckpt.index_path)
-    plan = whitebox_plan(n_blocks)
+    description = f"White-box Cartoonization generator with channel {ngf}"
+    cfg = make_config(GeneratorConfig(name="whitebox", ngf=ngf), path=ckpt.index_path)
+    plan = whitebox_plan(RESIDUAL_BLOCKS)
     with torch.device("meta"):  # shapes only: the checkpoint is checked before the network is allocated
         shapes = GENERATORS["whitebox"](cfg.model.generator).state_dict()
     ignored = check_plan(ckpt, plan, {k: v.shape for k, v in shapes.items()}, scope=SCOPE, description=description)

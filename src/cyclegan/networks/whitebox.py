@@ -31,6 +31,7 @@ from cyclegan.networks.tfresize import upsample2x_tf1
 if TYPE_CHECKING:
     from cyclegan.config import GeneratorConfig
 
+RESIDUAL_BLOCKS = 4  # unet_generator's num_blocks, as cartoonize.py builds it
 GUIDED_FILTER_RADIUS = 1  # test_code/cartoonize.py
 GUIDED_FILTER_EPS = 5e-3
 LEAKY_SLOPE = 0.2  # tf.nn.leaky_relu's default alpha
@@ -76,7 +77,7 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, *, radius: int, eps: f
 class WhiteBoxGenerator(nn.Module):
     """See the module docstring. [B, 3, H, W] RGB in [-1, 1] -> [B, 3, H, W] RGB, H and W multiples of 8."""
 
-    def __init__(self, *, ngf: int = 32, n_blocks: int = 4) -> None:
+    def __init__(self, *, ngf: int = 32, n_blocks: int = RESIDUAL_BLOCKS) -> None:
         super().__init__()
         self.size_multiple: int = 8
         c = ngf
@@ -112,6 +113,6 @@ class WhiteBoxGenerator(nn.Module):
 
 @GENERATORS.register("whitebox")
 def whitebox(cfg: GeneratorConfig) -> nn.Module:
-    # ngf = the publisher's ``channel`` (32 released), n_blocks its residual blocks (4 released);
-    # norm, dropout and upsample do not apply (no norm layers, fixed TF-1 resize).
-    return WhiteBoxGenerator(ngf=cfg.ngf, n_blocks=cfg.n_blocks)
+    # ngf = the publisher's ``channel`` (32 released); the layer table is fixed like animeganv2's
+    # (4 residual blocks, no norm layers, TF-1 resize), so no other generator key applies.
+    return WhiteBoxGenerator(ngf=cfg.ngf)
