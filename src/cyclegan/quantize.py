@@ -7,9 +7,9 @@ An fp32 ONNX generator (``cyclegan.export``) becomes an int8 one in five steps:
    ``.npz`` given as ``--calibration``), evenly spaced over the sorted list, scaled so the shorter
    side is the training crop size and centre-cropped to a square: the scale the generator learned.
 2. Ranges: ONNX Runtime's percentile calibrator, the ``CALIBRATION_PERCENTILE`` th percentile of
-   every activation tensor. Measured on a horse2zebra ResNet-9 (held-out images): min/max ranges
-   gave 2.3 mean levels of difference from fp32; 99.99 gave 1.5 but clipped rare strong
-   activations into blotches up to 99 levels; 99.999 gave 1.7 with at most 33. The calibrator is
+   every activation tensor: min/max ranges lose precision to rare outliers, lower percentiles clip
+   rare strong activations into blotches (the comparison on a trained ResNet-9 is on the
+   documentation's Benchmarks page). The calibrator is
    fed one image at a time: given all at once it holds every intermediate tensor of every image
    (about 0.5 GB per 256-pixel image for ResNet-9).
 3. ``equalize_for_norm``: every convolution read only by an instance norm gets zero-mean output
@@ -19,11 +19,11 @@ An fp32 ONNX generator (``cyclegan.export``) becomes an int8 one in five steps:
    Kept in fp32 (``fp32_nodes``): the first and the last convolution and the output's Tanh (the
    image enters and leaves through them, where 256 levels are the whole precision budget), every
    ConvTranspose (ONNX Runtime has no int8 kernel for it on CPU, so quantizing around it only adds
-   rounding: on that ResNet-9 the decoder alone cost 11 dB of PSNR), and whatever sits only between
+   rounding), and whatever sits only between
    fp32 nodes. The residual blocks, 88% of ResNet-9's multiply-adds, run in int8.
 5. The image-level check (``ImageCheck``): the calibration images translated by the fp32 and the
    int8 model, compared as 8-bit images: worst-image PSNR, mean and largest level difference.
-   ``Int8Limits`` holds the limits (defaults measured on trained generators, see the README).
+   ``Int8Limits`` holds the limits (defaults chosen from trained generators; see the Benchmarks page).
 
 The int8 file keeps the fp32 file's ``cyclegan`` metadata (``ModelInfo``) and adds the check under
 ``cyclegan_int8`` (``modelfile.INT8_METADATA_KEY``), so ``--precision auto`` can tell a checked

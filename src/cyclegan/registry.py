@@ -30,6 +30,8 @@ class Registry(dict):
         return [reg for ref in cls._created if (reg := ref()) is not None]
 
     def register(self, name: str) -> Callable[[F], F]:
+        """Decorator: ``@REGISTRY.register("name")`` adds the decorated factory under ``name``; a name
+        registered twice is a ValueError."""
         def add(fn: F) -> F:
             if name in self:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")

@@ -2,19 +2,18 @@
 the automatic choice between them (``precision="auto"``), and the CPU thread count.
 
 ``choose_runtime`` picks, for one model on one device, the fastest path whose output stays within a
-set tolerance of PyTorch fp32. The rules follow what ``bench/translate_speed.py`` measured (README,
-Performance; ResNet-9 on a 2-core AMD EPYC with avx512_bf16, 2026-11-22):
+set tolerance of PyTorch fp32. The rules follow what ``bench/translate_speed.py`` measured (the figures are on the
+documentation's Benchmarks page, docs/benchmarks.md, not here, where they would go stale):
 
 0. On a CPU, an int8 model of these exact weights that passed its image-level check
    (``cyclegan.quantize``), when ``translate --precision int8`` or ``export --int8`` made one
    earlier: it is never made here, since that needs the training images and a minute or more.
 1. bf16 autocast where the device computes bf16 natively and a probe image stays within
-   ``AUTO_MAX_LEVELS`` of fp32: 1.63x fp32 at 512 px, 1.66x at 1024 px on that CPU.
-2. Otherwise, on a CPU with ``onnxruntime`` installed, ONNX Runtime (fp32; 1.37x at 512 px, 1.66x
-   at 1024 px there): the module is exported once, checked against PyTorch as ``cyclegan export``
+   ``AUTO_MAX_LEVELS`` of fp32.
+2. Otherwise, on a CPU with ``onnxruntime`` installed, ONNX Runtime (fp32): the module is exported once, checked against PyTorch as ``cyclegan export``
    does, and cached under ``cache_dir()`` keyed by its weights, structure and code.
-3. Otherwise PyTorch fp32 eager. channels_last is never chosen: it was slower on that CPU
-   (0.88x-0.98x).
+3. Otherwise PyTorch fp32 eager. channels_last is never chosen: it was slower than plain
+   fp32 on the CPU measured.
 
 ``int8_runtime`` is ``--precision int8``: the model quantized on calibration images and checked
 (cached under ``cache_dir()/int8`` keyed by the weights and the calibration images), refused when the

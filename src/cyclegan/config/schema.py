@@ -22,6 +22,8 @@ NETWORK_NAMES = ("G_A", "G_B", "D_A", "D_B")
 
 @dataclass(frozen=True)
 class GeneratorConfig:
+    """The generator (``model.generator.*``): a name of ``GENERATORS`` and its options."""
+
     name: str = "resnet"  # registry key: resnet | unet_128 | unet_256 | attention | animeganv2
     # animeganv2: the AnimeGANv2 generator (widths ngf/2 .. 4ngf; 64 = the original), fixed layer table
     ngf: int = 64
@@ -46,6 +48,8 @@ class GeneratorConfig:
 
 @dataclass(frozen=True)
 class DiscriminatorConfig:
+    """The discriminator (``model.discriminator.*``): a name of ``DISCRIMINATORS`` and its options."""
+
     name: str = "patch"  # registry key: patch | pixel | dual | vanilla_cnn
     ndf: int = 64
     # patch: 3 = the 70x70 PatchGAN. dual / vanilla_cnn: channel doublings, ndf -> ndf * 2**n_layers
@@ -59,6 +63,8 @@ class DiscriminatorConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """What is trained (``model.*``): the model kind and its networks."""
+
     # cyclegan: two generators, two discriminators, cycle loss (Zhu et al. 2017). cut / fastcut: one
     # generator A -> B, one discriminator, PatchNCE instead of the cycle (Park et al., ECCV 2020).
     # distill: one generator A -> B (the student) trained to reproduce a trained one (see DistillConfig).
@@ -71,6 +77,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
+    """Where the images come from and how they are loaded and augmented (``data.*``)."""
+
     dataroot: str | None = None  # folder with trainA/trainB (or trainB_<style>) and testA/testB
     data_a: str | None = None  # any folder of domain-A images (recursive); overrides dataroot
     data_b: str | None = None
@@ -91,6 +99,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
+    """The adversarial loss and the weight of every other term (``loss.*``)."""
+
     gan: str = "lsgan"  # registry key: lsgan | vanilla | hinge | wgangp
     lambda_gan: float = 1.0
     lambda_cyc: float = 10.0
@@ -128,6 +138,8 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
+    """Adam, the learning rate, its policy and its scaling with the batch (``optim.*``)."""
+
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -152,6 +164,8 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """How long, on which device and precision, and what a run writes (``train.*``)."""
+
     epochs: int = 200
     max_steps: int = 0  # stop after this many iterations (0 = no limit); for smoke runs
     max_minutes: float = 0.0  # stop (and save) after this much wall-clock training time (0 = no limit)
@@ -219,6 +233,8 @@ class DistillConfig:
 
 @dataclass(frozen=True)
 class Config:
+    """A whole run's settings, resolved by ``build_config`` and checked once by ``validate``; a run's ``config.json`` holds one."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -228,9 +244,11 @@ class Config:
     preset: str | None = None
 
     def to_dict(self) -> dict:
+        """The config as nested plain dicts (what ``config.json`` holds)."""
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
+        """The config as the JSON text of ``config.json``."""
         # allow_nan=False: NaN / Infinity are not JSON; validate refuses them, so this never fires
         # for a validated config, and a config that skipped validation cannot write an invalid file.
         return json.dumps(self.to_dict(), indent=2, sort_keys=False, allow_nan=False)

@@ -56,6 +56,8 @@ FID_WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fi
 
 @dataclass(frozen=True)
 class Features:
+    """What a feature network returns for a batch of images."""
+
     pool: np.ndarray  # float64 [N, D]: the features FID and KID compare
     logits: np.ndarray | None  # float64 [N, C]: class logits for the Inception Score, None if unavailable
 
@@ -70,7 +72,8 @@ class FeatureExtractor(Protocol):
     def __call__(self, images: torch.Tensor) -> Features:  # uint8 [N, 3, H, W] -> Features
         ...
 
-    def provenance(self) -> dict:  # JSON-able description: library, weights, preprocessing
+    def provenance(self) -> dict:
+        """A JSON-able description of the network: library, weights, preprocessing."""
         ...
 
 
@@ -223,6 +226,7 @@ class InceptionFeatureExtractor:
         return Features(pool=torch.cat(pools).numpy(), logits=torch.cat(logits).numpy())
 
     def provenance(self) -> dict:
+        """pytorch-fid's version, the weights file and its hash, the preprocessing (for eval.json)."""
         return {
             "name": self.name,
             "library": f"pytorch-fid {self.library_version}",
@@ -285,6 +289,7 @@ class RandomFeatureExtractor:
         return Features(pool=pool.double().cpu().numpy(), logits=logits.double().cpu().numpy())
 
     def provenance(self) -> dict:
+        """Marks the features as a random stand-in, not comparable with published numbers."""
         return {
             "name": self.name,
             "library": "cyclegan (random stand-in, not comparable with published numbers)",

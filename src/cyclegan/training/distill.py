@@ -63,9 +63,8 @@ from cyclegan.training.step import TRAIN_STEPS, TrainStep
 
 # The student when --student is not given, and each student's default width. At ngf 16 the mobile
 # ResNet has 52x fewer multiply-adds than ResNet-9 (0.95 G vs 49.6 G at 256x256) and the AnimeGANv2
-# generator 29x fewer (1.7 G); on the 2-core dev VM (one thread, 1024x1024) they ran 10.9x and 10.2x
-# faster than the teacher, where the mobile ResNet at ngf 24 (1.9 G) was only 4.9x faster: at these
-# widths the full-resolution layers and the memory-bound norms, not the MACs, set the time.
+# generator 29x fewer (1.7 G); at these widths the full-resolution layers and the memory-bound norms,
+# not the MACs, set the time (measured speeds: the documentation's Benchmarks page).
 DEFAULT_STUDENT = "mobile_resnet"
 STUDENT_NGF = {"mobile_resnet": 16, "animeganv2": 16}
 

@@ -55,6 +55,8 @@ from cyclegan.training.step import TrainStep, build_train_step
 
 @dataclass
 class TrainResult:
+    """What ``train`` returns: the run folder, where it stopped (``step``, ``epoch``), why (``status``) and the last logged losses."""
+
     run_dir: Path
     step: int
     epoch: int
