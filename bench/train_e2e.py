@@ -5,7 +5,7 @@
 setting runs the CLI on real image files (``--dataroot``; default the horse2zebra-128 copy next to
 the repository, else a synthetic dataset drawn here) for ``--warmup-steps`` + ``--steps``
 iterations, with the paper's networks (preset ``cyclegan``), a log line every ``--log-every``
-iterations and ``checkpoints/latest`` every ``--checkpoint-every`` (GPU: 100, seed 000's choice;
+iterations and ``checkpoints/latest`` every ``--checkpoint-every`` (GPU: 100, as the `ghibli` preset;
 CPU: 10, about as many seconds apart). The rate is read back from ``log.jsonl``: images of each
 domain per second over the windows after the warm-up, so it includes waiting for data, logging,
 sample-free checkpoint writes and any host syncs, but not start-up, compilation or the final save.

@@ -132,7 +132,7 @@ def test_every_shipped_preset_builds_and_describes_itself():
         assert build_config(preset=name).preset == name
 
 
-def test_ghibli_preset_matches_seed_000():
+def test_ghibli_preset_matches_its_documented_recipe():
     cfg = build_config(preset="ghibli")
     g = cfg.model.generator
     assert (g.name, g.n_blocks, g.ngf, g.upsample) == ("resnet", 6, 64, "transpose")

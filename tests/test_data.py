@@ -102,7 +102,7 @@ def test_resolve_domains_standard_layout_and_test_split(dataroot):
 
 
 def test_resolve_domains_kaggle_ghibli_layout(tmp_path):
-    # The Kaggle "Real to Ghibli" dataset ships trainA/ and trainB_ghibli/ (seed 000).
+    # The Kaggle "Real to Ghibli" dataset ships trainA/ and trainB_ghibli/.
     (tmp_path / "trainA").mkdir()
     (tmp_path / "trainB_ghibli").mkdir()
     assert resolve_domains(_cfg(dataroot=str(tmp_path))) == (tmp_path / "trainA", tmp_path / "trainB_ghibli")

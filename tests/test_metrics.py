@@ -1,5 +1,6 @@
-"""Metric math against independent references: scipy for FID, direct double sums for KID, seed 004's
-table for GMS, closed forms for IS / PSNR / SSIM, and spectra of images with known frequency content."""
+"""Metric math against independent references: scipy for FID, direct double sums for KID, worked
+FID / IS / GMS examples for GMS, closed forms for IS / PSNR / SSIM, and spectra of images with known
+frequency content."""
 
 from __future__ import annotations
 
@@ -154,10 +155,10 @@ def test_inception_score_closed_forms():
 # ------------------------------------------------------------------------------------------- GMS
 
 
-def test_gms_reproduces_seed_004_table():
+def test_gms_is_sqrt_fid_over_is_to_five_decimals():
     raw_to_cartoon = gms(fid=46.70193, inception_score=2.41466)
     cartoon_to_raw = gms(fid=39.83461, inception_score=3.62382)
-    # The table truncates to 5 decimals (4.3978399... is printed 4.39783), hence the 1e-5 tolerance.
+    # Reported GMS values are truncated to 5 decimals (4.3978399... is printed 4.39783), hence the 1e-5 tolerance.
     assert raw_to_cartoon == pytest.approx(4.39783, abs=1e-5)
     assert math.sqrt(46.70193 / 2.41466) == pytest.approx(4.3978, abs=5e-5)  # the issue's check
     assert cartoon_to_raw == pytest.approx(3.31548, abs=1e-5)

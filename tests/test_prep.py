@@ -1,4 +1,4 @@
-"""Dataset preparation: .npz packing/loading (seed 002) and GrabCut background removal (seed 004 task 2)."""
+"""Dataset preparation: .npz packing/loading and GrabCut background removal."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def test_validation_split_of_an_npz_domain_stays_an_array(tmp_path):
 def test_npz_key_selects_one_domain_of_a_two_array_file(tmp_path):
     a = np.zeros((2, 8, 8, 3), np.uint8)
     b = np.full((3, 8, 8, 3), 200, np.uint8)
-    np.savez_compressed(tmp_path / "both.npz", a, b)  # arr_0, arr_1, as seed 002's Keras tutorial writes
+    np.savez_compressed(tmp_path / "both.npz", a, b)  # arr_0, arr_1, as np.savez names unnamed arrays
     with pytest.raises(DataError, match="several arrays .*arr_0, arr_1.*npz_key_a"):
         open_image_array(tmp_path / "both.npz")
     cfg = DataConfig(data_a=str(tmp_path / "both.npz"), data_b=str(tmp_path / "both.npz"),

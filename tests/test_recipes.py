@@ -1,4 +1,5 @@
-"""The seed recipes' parts (seeds 001, 002, 004) and every new preset end to end, at toy sizes on CPU."""
+"""The recipe presets' parts (attention generator, VQ, dual-head and CNN discriminators, relativistic and
+structure losses, warm start) and every new preset end to end, at toy sizes on CPU."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def _all_grads_flow(net: nn.Module) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Attention generator (seed 004 sec. 1.2.1)
+# Attention generator (SE, CBAM, self-attention)
 
 
 def test_attention_blocks_shapes_and_gates():
@@ -213,10 +214,10 @@ def test_vq_replicas_share_one_codebook_under_data_parallel_training(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
-# Discriminators (seed 004 sec. 1.2.2, seed 001 sec. 4.1)
+# Discriminators (spectral-norm dual head, vanilla CNN)
 
 
-def test_dual_head_discriminator_shapes_match_seed_004():
+def test_dual_head_discriminator_trunk_and_heads_have_the_documented_shapes():
     d = DualHeadDiscriminator(ndf=64, n_layers=3)
     with torch.no_grad():
         trunk = d.trunk(torch.zeros(1, 3, 256, 256))
@@ -434,7 +435,7 @@ def test_adaptive_weighting_needs_a_term():
 
 
 # ----------------------------------------------------------------------------------------------
-# Warm start (seed 001's pre-trained discriminator)
+# Warm start (a pre-trained discriminator)
 
 
 def test_warm_start_copies_only_the_named_networks(tiny_config, tmp_path):
@@ -492,7 +493,7 @@ def test_new_presets_name_their_seed_and_describe_themselves():
         assert build_config(preset=name).preset == name
 
 
-def test_presets_carry_the_seeds_settings():
+def test_presets_carry_their_documented_settings():
     att = build_config(preset="attention-cyclegan")
     assert (att.model.generator.name, att.model.discriminator.name, att.loss.gan) == ("attention", "dual",
                                                                                       "relativistic")
@@ -528,18 +529,18 @@ _TINY = {"model.generator.ngf": 4, "model.generator.n_blocks": 2, "model.discrim
 def test_each_preset_trains_and_its_checkpoint_translates(preset, tiny_dataroot, tmp_path):
     size = 256 if preset == "photo2anime-unet" else 32  # an 8-level U-Net needs 256
     sets = {**_TINY, "data.load_size": size, "data.crop_size": size, "data.dataroot": str(tiny_dataroot)}
-    if preset == "celeb2cartoon64":  # seed 002 trains on packed arrays
+    if preset == "celeb2cartoon64":  # this recipe trains on packed arrays
         for d in ("A", "B"):
             pack_folder(tiny_dataroot / f"train{d}", tmp_path / f"{d}.npz", size=size)
         sets.update({"data.dataroot": None, "data.data_a": str(tmp_path / "A.npz"),
                      "data.data_b": str(tmp_path / "B.npz")})
-    if preset == "animal2sprite":  # seed 004 task 2 puts domain A on white first
+    if preset == "animal2sprite":  # this recipe puts domain A on white first
         remove_background(tiny_dataroot / "trainA", tmp_path / "A_white")
         sets.update({"data.dataroot": None, "data.data_a": str(tmp_path / "A_white"),
                      "data.data_b": str(tiny_dataroot / "trainB"), "model.generator.vq_codebook_size": 16,
                      "model.generator.vq_dim": 4})
     if preset == "attention-cyclegan":
-        sets["train.batch_size"] = 3  # the seed's batch size
+        sets["train.batch_size"] = 3  # the recipe's batch size
     cfg = build_config(preset=preset, overrides=sets)
     result = train(cfg, tmp_path / "run", progress=False)
     assert result.status == "max_steps" and result.step == 3

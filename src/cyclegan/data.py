@@ -42,11 +42,11 @@ def find_images(folder: str | Path, *, recursive: bool = True) -> list[Path]:
 
 
 def _domain_dir(root: Path, split: str, domain: str) -> Path | None:
-    """``root/trainA``; for B also the Kaggle "Real to Ghibli" layout ``trainB_<style>`` (seed 000)."""
+    """``root/trainA``; for B also the Kaggle "Real to Ghibli" layout ``trainB_<style>``."""
     exact = root / f"{split}{domain}"
     if exact.is_dir():
         return exact
-    # Seed 000 writes the Kaggle folder both as "trainB_ghibli" and "trainB ghibli".
+    # The Kaggle folder is written both as "trainB_ghibli" and "trainB ghibli".
     styled = sorted(p for p in root.glob(f"{split}{domain}[_ ]*") if p.is_dir())
     if len(styled) > 1:
         raise DataError(
@@ -84,7 +84,8 @@ def _usable_images(folder: Path, max_size: int) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Transforms (seed 000 sec. 4.2: resize 286 -> random crop 256 -> random flip -> [-1, 1])
+# Transforms (pix2pix's random jitter, Isola et al., CVPR 2017, appendix 6.2, kept by CycleGAN's code in
+# data/base_dataset.py: resize 286 -> random crop 256 -> random flip -> [-1, 1])
 
 
 def _scale_width(img: Image.Image, width: int, min_height: int) -> Image.Image:
@@ -343,7 +344,7 @@ def gather_training_files(cfg: DataConfig, *, batch_size: int, split: str = "tra
     dir_a, dir_b = resolve_domains(cfg, split)
     found, skipped = {}, []
     for name, folder in (("A", dir_a), ("B", dir_b)):
-        if folder.suffix.lower() == ".npz":  # seed 002: a domain packed as one uint8 array
+        if folder.suffix.lower() == ".npz":  # a domain packed as one uint8 array (prep pack)
             images = ArrayImages(folder, key=cfg.npz_key_a if name == "A" else cfg.npz_key_b,
                                  limit=cfg.max_dataset_size)
             if len(images) < batch_size:

@@ -6,8 +6,8 @@ real_pred)``; ``real_pred`` is None for the generator unless the loss sets ``gen
 (relativistic losses compare against D(real)). A prediction is whatever the discriminator returns:
 a score map, or a tuple of heads for multi-head discriminators.
 
-Besides the paper's cycle and identity L1, seed 004's extra terms live here: the relativistic
-patch + global loss, the gradient penalty (for any loss), feature matching on the discriminator's
+Besides the paper's cycle and identity L1, the attention recipes' extra terms live here: the relativistic
+(Jolicoeur-Martineau, ICLR 2019) patch + global loss, the gradient penalty (for any loss), feature matching on the discriminator's
 features, Sobel edge and pooled-chroma colour consistency, and learned uncertainty weights; and for
 small style sets, CartoonGAN's edge-promoting term and LeCam regularisation.
 """
@@ -53,7 +53,7 @@ GAN_LOSSES: Registry = Registry("GAN loss")
 
 @GAN_LOSSES.register("lsgan")
 def lsgan(*, batch_mean: BatchMean = torch.mean) -> GANLoss:
-    # Least-squares GAN (Mao et al. 2017): the paper's and seed 000's choice, more stable than BCE.
+    # Least-squares GAN (Mao et al. 2017): the paper's choice (Zhu et al., ICCV 2017, sec. 4), more stable than BCE.
     return GANLoss(
         discriminator=lambda real, fake: 0.5 * (F.mse_loss(real, torch.ones_like(real))
                                                 + F.mse_loss(fake, torch.zeros_like(fake))),
@@ -64,7 +64,7 @@ def lsgan(*, batch_mean: BatchMean = torch.mean) -> GANLoss:
 
 @GAN_LOSSES.register("vanilla")
 def vanilla(*, batch_mean: BatchMean = torch.mean) -> GANLoss:
-    # The original GAN objective as BCE on logits (seed 002's BinaryCrossentropy(from_logits=True)).
+    # The original GAN objective as BCE on logits (TensorFlow's CycleGAN tutorial: BinaryCrossentropy(from_logits=True)).
     return GANLoss(
         discriminator=lambda real, fake: 0.5 * (
             F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
@@ -96,14 +96,14 @@ def wgangp(*, batch_mean: BatchMean = torch.mean) -> GANLoss:
     )
 
 
-# Seed 004 eq. 1.2: the patch head is judged with MSE, the global head with BCE, in these proportions.
+# The patch head is judged with MSE (as LSGAN), the global head with BCE (as RaGAN), in these proportions.
 RELATIVISTIC_PATCH_WEIGHT = 0.7
 RELATIVISTIC_GLOBAL_WEIGHT = 0.3
 
 
 def relativistic_side(pos: Any, neg: Any, target: float, *, batch_mean: BatchMean = torch.mean) -> Tensor:
-    """One side of seed 004's relativistic loss (eq. 1.2): how far ``pos`` scores above the average
-    of ``neg``, against ``target`` (1 = True, 0 = False).
+    """One side of the relativistic average loss (RaGAN: Jolicoeur-Martineau, ICLR 2019): how far ``pos``
+    scores above the average of ``neg``, against ``target`` (1 = True, 0 = False).
 
     With (patch [B, 1, h, w], global [B, 1]) tuples:
         0.7 * MSE(pos_patch - mean(neg_patch), target)
@@ -114,8 +114,8 @@ def relativistic_side(pos: Any, neg: Any, target: float, *, batch_mean: BatchMea
     average score of the other kind. ``batch_mean`` takes that average; under several processes it
     must span the global batch (``distributed.global_mean``), as one process would compute it.
 
-    The seed's mirrored fake side swaps real and fake and True for False, so its MSE target is 0;
-    RaLSGAN uses -1 there instead. We follow the seed: D then holds real patches one unit above the
+    The mirrored fake side swaps real and fake and True for False, so its MSE target is 0;
+    RaLSGAN uses -1 there instead. With 0, D holds real patches one unit above the
     average fake (and the fake ones at the real average) rather than pushing them apart symmetrically.
     """
     if isinstance(pos, (tuple, list)):
@@ -132,7 +132,7 @@ def relativistic_side(pos: Any, neg: Any, target: float, *, batch_mean: BatchMea
 
 @GAN_LOSSES.register("relativistic")
 def relativistic(*, batch_mean: BatchMean = torch.mean) -> GANLoss:
-    # Seed 004 sec. 1.5.1: D wants real above the average fake ("True") and fake not above the
+    # D wants real above the average fake ("True") and fake not above the
     # average real ("False"); G wants the mirror image. Both sides are averaged, halving D's objective
     # as for the other losses (and as RaGAN's reference code does for G).
     return GANLoss(
@@ -182,7 +182,7 @@ def gradient_penalty(
 
     real, fake: [B, C, H, W]; one mixing weight per sample. For a multi-head D the gradient is that of
     the sum of all heads' scores. Used by wgangp, and by any loss when ``loss.gradient_penalty`` is
-    set (seed 004 eq. 1.1 adds it to its relativistic loss to keep D from learning too fast).
+    set (added to a relativistic loss it keeps D from learning too fast).
 
     ``loss_scale`` is fp16 training's grad-scaler scale: the input gradient is taken of the scaled
     score and unscaled afterwards, so small fp16 gradients do not underflow (PyTorch's AMP recipe
@@ -309,16 +309,16 @@ def identity_loss(same: Tensor, original: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
-# Seed 004's extra generator terms
+# Extra generator terms (the attention and sprite recipes)
 
 
 def feature_matching_loss(fake_features: Sequence[Tensor], real_features: Sequence[Tensor]) -> Tensor:
     """Mean over layers of L1(features of generated images, features of real target images).
 
-    Seed 004 "Feature loss": a perceptual loss whose features come from the discriminator being
-    trained rather than a pre-trained network. The real features are constants (detached): the term
+    A perceptual loss whose features come from the discriminator being trained rather than a
+    pre-trained network (feature matching, pix2pixHD: Wang et al., CVPR 2018, eq. 4). The real features are constants (detached): the term
     moves the generator, never D. Pass ``D.features(x)[:-1]``, the intermediate activations; the last
-    element is the score map, which the adversarial loss already covers. As in the seed, the L1 is
+    element is the score map, which the adversarial loss already covers. The L1 is
     taken position by position between a generated image and a real target-domain image of the
     same batch slot, which for unpaired data pulls generated images toward target-domain feature
     statistics rather than toward one particular picture.
@@ -347,8 +347,8 @@ def sobel_edges(x: Tensor, *, eps: float = 1e-6) -> Tensor:
 
 
 def edge_loss(output: Tensor, source: Tensor) -> Tensor:
-    """L1 between the Sobel edge maps of a generator's output and its input (seed 004 task 2 "Edge
-    Consistency"): the translation may repaint surfaces but should keep outlines where they were."""
+    """L1 between the Sobel edge maps of a generator's output and its input ("edge
+    consistency"): the translation may repaint surfaces but should keep outlines where they were."""
     return F.l1_loss(sobel_edges(output), sobel_edges(source))
 
 
@@ -361,8 +361,8 @@ def chroma(x: Tensor) -> Tensor:
 
 
 def color_loss(output: Tensor, source: Tensor, *, pool: int = 4) -> Tensor:
-    """L1 between the chroma of output and input, each average-pooled by ``pool`` (seed 004 task 2
-    "Color Consistency"). Chroma leaves brightness, shading and outlines free; pooling leaves texture
+    """L1 between the chroma of output and input, each average-pooled by ``pool`` ("colour
+    consistency", in the spirit of DPED's colour loss: Ignatov et al., ICCV 2017). Chroma leaves brightness, shading and outlines free; pooling leaves texture
     free, so what is held is the broad hue of each region: a brown animal stays a brown sprite."""
     a, b = chroma(output), chroma(source)
     if pool > 1:

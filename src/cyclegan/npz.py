@@ -1,12 +1,12 @@
-"""Image arrays in ``.npz`` files: one domain as a uint8 ``[N, H, W, 3]`` array (seed 002 stored its
-64x64 CelebA / CartoonSet images this way, "in compressed .npz format for efficient processing").
+"""Image arrays in ``.npz`` files: one domain as a uint8 ``[N, H, W, 3]`` array, as Keras CycleGAN
+tutorials store small datasets (e.g. 64x64 CelebA / CartoonSet10k) with ``np.savez_compressed``.
 
 Writing (``write_image_array``, used by ``cyclegan prep pack``) goes to a temporary file that is renamed
 into place, so an interrupted pack never leaves a truncated archive behind.
 
 Reading (``open_image_array``) depends on how the member was stored:
 
-- compressed (``np.savez_compressed``, the default, as in seed 002): numpy cannot map a deflated
+- compressed (``np.savez_compressed``, the default): numpy cannot map a deflated
   member, so the array is decompressed into memory once per process (10,000 images of 64x64 are
   123 MB);
 - stored (``--no-compress``, ``np.savez``): the member's bytes sit verbatim in the zip, so we locate

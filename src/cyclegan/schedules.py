@@ -35,7 +35,7 @@ def cosine_policy(epoch: int, optim: OptimConfig, train: TrainConfig) -> float:
 def cosine_restarts_policy(epoch: int, optim: OptimConfig, train: TrainConfig) -> float:
     # SGDR (Loshchilov & Hutter, ICLR 2017), stepped once per epoch like torch's
     # CosineAnnealingWarmRestarts: cycles of t_0, t_0 * t_mult, ... epochs, each annealing from lr to
-    # eta_min and restarting at lr (seed 004 sec. 1.1.1: T_0 10, T_mult 2, eta_min 1e-5).
+    # eta_min and restarting at lr (SGDR: Loshchilov & Hutter, ICLR 2017, eq. 5).
     length, position = optim.t_0, epoch
     while position >= length:
         position -= length

@@ -1,6 +1,6 @@
 """Analyses of trained models, one module per ``cyclegan analyze`` subcommand.
 
-    fourier   spectra of inputs and their translations by one or more checkpoints (seed 001 sec. 5.2):
+    fourier   spectra of inputs and their translations by one or more checkpoints (Durall et al., CVPR 2020):
               the figure and its numbers
     video     warping error of a translated video against its input (Lai et al., ECCV 2018), with
               the input's own error as the floor

@@ -1,7 +1,7 @@
 """``cyclegan analyze fourier``: spectra of inputs and their translations by one or more checkpoints.
 
-Reproduces seed 001's figure 5 (an input and its U-Net / ResNet translations, log-magnitude spectra
-after fftshift, side by side) and adds what the seed reads off it by eye as numbers: the azimuthally
+Draws an input and its translations (U-Net / ResNet, say) beside their log-magnitude spectra after
+fftshift, and adds as numbers what such a figure is read for by eye: the azimuthally
 averaged radial power spectrum over all inputs, of each checkpoint's translations and of a folder of
 real target-domain images, and the high-frequency energy ratio above a cutoff.
 """

@@ -114,7 +114,7 @@ def analyze() -> None:
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 def analyze_fourier_cmd(inputs, checkpoints, out, json_out, direction, real, cutoff, max_side, max_show,
                         device) -> None:
-    """Spectra of INPUTS (images or folders) and their translations (seed 001 sec. 5.2)."""
+    """Spectra of INPUTS (images or folders) and their translations (Durall et al., CVPR 2020)."""
     result = analyze_fourier(
         inputs, checkpoints=checkpoints, out=out, json_out=json_out, direction=direction, real=real,
         cutoff=cutoff, max_side=max_side, max_show=max_show, device=resolve_device(device),

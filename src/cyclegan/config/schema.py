@@ -91,7 +91,7 @@ class DataConfig:
     pin_memory: bool = True
     n_samples: int = 4  # images per domain in the fixed sample grid
     val_fraction: float = 0.0  # hold out this share of each training domain for --eval-every
-    # data_a / data_b may also be .npz files of uint8 [N, H, W, 3] images (seed 002, `cyclegan prep
+    # data_a / data_b may also be .npz files of uint8 [N, H, W, 3] images (`np.savez_compressed`, `cyclegan prep
     # pack`); the array name inside, when the file holds several (unset: "images" or the only array).
     npz_key_a: str | None = None
     npz_key_b: str | None = None
@@ -106,7 +106,7 @@ class LossConfig:
     lambda_cyc: float = 10.0
     lambda_id: float = 5.0  # absolute weight on the identity L1 (= paper's 0.5 x lambda_cyc); 0 disables
     lambda_gp: float = 10.0  # gradient penalty weight, used by wgangp and when gradient_penalty is on
-    gradient_penalty: bool = False  # gradient penalty with any loss.gan, not only wgangp (seed 004 eq. 1.1)
+    gradient_penalty: bool = False  # gradient penalty with any loss.gan, not only wgangp (Gulrajani et al., NeurIPS 2017, eq. 3)
     pool_size: int = 50  # 0 disables the image pool
     lambda_fm: float = 0.0  # feature matching: L1 between D's features of real and generated images
     lambda_edge: float = 0.0  # L1 between Sobel edge maps of a generator's input and output
@@ -156,7 +156,7 @@ class OptimConfig:
     # two time-scale updates (TTUR, Heusel et al., NeurIPS 2017: D faster than G, e.g. 4 with lr 1e-4)
     d_lr_ratio: float = 1.0
     # cosine_restarts (SGDR, Loshchilov & Hutter 2017): cycles of t_0, t_0 * t_mult, ... epochs, each
-    # annealing from lr to eta_min (seed 004: 10, 2, 1e-5)
+    # annealing from lr to eta_min (the attention-cyclegan preset: 10, 2, 1e-5)
     t_0: int = 10
     t_mult: int = 2
     eta_min: float = 0.0
@@ -179,7 +179,7 @@ class TrainConfig:
     # dominates at batch 1) | max-autotune
     compile_mode: str = "default"
     log_every: int = 50  # iterations between log lines; logging is the only host sync
-    save_latest_every: int = 100  # iterations between checkpoints/latest (seed 000)
+    save_latest_every: int = 100  # iterations between checkpoints/latest: at most this much work is lost to a crash
     save_epoch_every: int = 5  # epochs between checkpoints/epoch_NNNN
     keep_epochs: int = 0  # keep only the last K epoch checkpoints (0 = keep all)
     # Epoch and best checkpoints also keep the training state (optimisers, pools: three quarters of the
@@ -199,7 +199,7 @@ class TrainConfig:
     grad_checkpointing: bool = False  # recompute residual-block activations in backward (less memory)
     num_threads: int = 0  # CPU intra-op threads (0 = PyTorch's default capped at the CPUs this process may use)
     # Warm start: copy these networks' weights from an earlier run or checkpoint before the first
-    # step of a new run (seed 001 sec. 5.1's "pre-trained discriminator"); ignored on --resume.
+    # step of a new run (e.g. a pre-trained discriminator to steady a small-data run); ignored on --resume.
     init_from: str | None = None
     init_nets: str = "D_A,D_B"  # comma-separated subset of G_A, G_B, D_A, D_B
     # Exponential moving average of the generators' weights (StyleGAN-style); 0 = off. Samples,

@@ -135,7 +135,7 @@ def evaluate_generators(
     for key in ("fid", "kid_mean", "is_mean", "gms", "cycle_l1", "psnr", "ssim", "target_share", "classifier_fd"):
         vals = [result[d][key] for d in directions if key in result[d]]
         if vals and len(vals) == len(directions):
-            # seed 004's "Avg GMS" is exactly this mean for gms
+            # "Avg GMS" (cyclegan.metrics.gms) is this mean for gms
             summary[f"{key.removesuffix('_mean')}_avg"] = average_gms(vals) if key == "gms" else float(np.mean(vals))
     result["summary"] = summary
     return result

@@ -5,9 +5,9 @@
     fid             Frechet distance and feature statistics
     kid             Kernel Inception Distance (unbiased MMD^2, cubic polynomial kernel)
     isc             Inception Score (mean, std over splits)
-    gms             seed 004's GMS = sqrt(FID / IS)
+    gms             GMS = sqrt(FID / IS), lower is better
     reconstruction  cycle L1, PSNR, SSIM (no pretrained network needed)
-    fourier         spectra, radial power spectrum, high-frequency ratio (seed 001 sec. 5.2)
+    fourier         spectra, radial power spectrum, high-frequency ratio (Durall et al., CVPR 2020)
     generate        whole-image generator runs for measurement
 
 The evaluation protocol over a test split lives in ``cyclegan.evaluate``, the ``cyclegan analyze``

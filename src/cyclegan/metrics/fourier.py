@@ -1,11 +1,11 @@
-"""Fourier-domain analysis of translations (seed 001 sec. 5.2).
+"""Fourier-domain analysis of translations.
 
-Seed 001 compares U-Net and ResNet generators by the 2-D FFT of an input and its translations with
-the zero frequency shifted to the centre, normalised by 1/sqrt(MN) (its eq. 9; numpy's
-``norm="ortho"``). It reads the pictures qualitatively ("ResNet discards some high frequency
-components"); here the same spectra are also summarised as numbers:
+Generators are compared (U-Net against ResNet, say) by the 2-D FFT of an input and its translations,
+the zero frequency shifted to the centre and normalised by 1/sqrt(MN) (numpy's ``norm="ortho"``).
+Read by eye such pictures stay qualitative; here the spectra are also summarised as numbers, as
+Durall, Keuper & Keuper (CVPR 2020) do with the azimuthal average of the power spectrum:
 
-- ``log_magnitude_spectrum``: log(1 + |F|) after fftshift, the picture of seed 001's figure 5;
+- ``log_magnitude_spectrum``: log(1 + |F|) after fftshift, the usual picture of a spectrum;
 - ``radial_power_spectrum``: |F|^2 averaged over rings of equal spatial frequency (azimuthal average),
   in cycles per pixel, so images of different sizes share one frequency axis and can be averaged;
 - ``high_frequency_ratio``: the share of (non-DC) spectral energy above a cutoff frequency.
@@ -55,7 +55,7 @@ def to_luminance(image: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def _spectrum(gray: np.ndarray) -> np.ndarray:
-    """Centred orthonormal 2-D FFT, complex [H, W] (seed 001 eq. 9)."""
+    """Centred orthonormal 2-D FFT, complex [H, W] (F(u, v) = 1/sqrt(MN) sum f(m, n) e^{-2 pi i (mu/M + nv/N)})."""
     return np.fft.fftshift(np.fft.fft2(gray, norm="ortho"))
 
 

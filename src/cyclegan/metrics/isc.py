@@ -2,7 +2,7 @@
 
 As in the original code, the images are cut into ``splits`` contiguous parts in their given order,
 the score is computed on each part with that part's own marginal p(y), and the mean and standard
-deviation of the per-part scores are reported (seed 004 reports "2.41466 +- 0.24392" this way).
+deviation of the per-part scores are reported (openai/improved-gan, inception_score/model.py).
 """
 
 from __future__ import annotations

@@ -1,15 +1,15 @@
-"""The attention generator of seed 004 (sec. 1.2.1), with the optional VQ bottleneck of its task 2.
+"""The attention generator: SE (Hu et al., CVPR 2018) and CBAM (Woo et al., ECCV 2018) residual blocks and
+a SAGAN self-attention layer (Zhang et al., ICML 2019), with an optional VQ bottleneck (cyclegan.networks.vq).
 
     encoder      c7s1-ngf, d(2ngf), d(4ngf)                       as the paper's ResNet generator
-    [VQ]         1x1 conv to vq_dim, nearest-code lookup, 1x1 conv back   (seed 004 sec. 2.2.1)
+    [VQ]         1x1 conv to vq_dim, nearest-code lookup, 1x1 conv back   (VQ-VAE, NeurIPS 2017)
     res blocks   n_blocks residual blocks, each recalibrated by squeeze-and-excitation; every
                  ``cbam_every``-th one ("improved") also applies CBAM before the SE
     attention    one self-attention layer over all bottleneck positions (global coherence)
     decoder      u(2ngf), u(ngf), c7s1-3, tanh                       as the paper's ResNet generator
 
-The seed names two block types, "mixed" residual blocks with SE attention and "improved" ones with
-channel + spatial attention (CBAM) where "all blocks benefit from SE"; its figure (not in the text we
-have) fixes where each sits. We alternate them, mixed first, so every improved block is preceded by a
+There are two block types, "mixed" residual blocks with SE attention and "improved" ones that add
+channel + spatial attention (CBAM) in front of the SE. We alternate them, mixed first, so every improved block is preceded by a
 plain-SE one: with 9 blocks and ``cbam_every=2`` blocks 2, 4, 6 and 8 are improved.
 
 ``forward(x)`` returns the image, like every generator, so translation, export and checkpoint loading
@@ -56,7 +56,7 @@ class SqueezeExcitation(nn.Module):
 class ChannelAttention(nn.Module):
     """CBAM's channel branch (Woo et al., ECCV 2018): one shared MLP on the average- and the
     max-pooled descriptor, summed, then a sigmoid. Max pooling adds the most salient response per
-    channel, which average pooling alone washes out (seed 004: "both max and average pooling")."""
+    channel, which average pooling alone washes out (Woo et al., ECCV 2018, sec. 3, channel attention)."""
 
     def __init__(self, *, channels: int, reduction: int = 16) -> None:
         super().__init__()
@@ -104,7 +104,7 @@ class CBAM(nn.Module):
 class AttentionResidualBlock(nn.Module):
     """x + SE(CBAM(body(x))), body as in the paper's residual block (reflection-padded 3x3 convs,
     instance norm, ReLU between). The attention re-weights the residual before it is added, as SE-ResNet
-    and CBAM do, so the identity path stays untouched. ``cbam`` selects seed 004's "improved" block.
+    and CBAM do, so the identity path stays untouched. ``cbam`` selects the "improved" block.
 
     The SE gate is computed from the block's input x, not from body(x): the residual ends in instance
     norm without affine parameters, so every channel of body(x) has mean exactly 0 and an SE squeeze

@@ -1,7 +1,7 @@
 """Building blocks shared by the generators and discriminators, plus weight initialisation.
 
-Layer choices follow the CycleGAN paper (Zhu et al. 2017, appendix 7.2) and the layer tables in
-seed 000 section 5.3: reflection padding in the generator, instance norm, ReLU in generators and
+Layer choices follow the CycleGAN paper (Zhu et al., ICCV 2017, appendix 7.2) and its code
+(junyanz/pytorch-CycleGAN-and-pix2pix, models/networks.py): reflection padding in the generator, instance norm, ReLU in generators and
 LeakyReLU(0.2) in discriminators.
 """
 
@@ -69,8 +69,8 @@ def residual_body(*, channels: int, norm: str, dropout: float) -> nn.Sequential:
 
 class ResnetBlock(nn.Module):
     """Residual block of the ResNet generator: x + (pad, conv3x3, norm, ReLU, [dropout], pad,
-    conv3x3, norm). Reflection padding instead of zero padding avoids border artifacts (seed 000,
-    section 5.4); no ReLU after the sum, as in the paper's code."""
+    conv3x3, norm). Reflection padding instead of zero padding avoids border artifacts (Zhu et al.,
+    ICCV 2017, appendix 7.2); no ReLU after the sum, as in the paper's code."""
 
     def __init__(self, *, channels: int, norm: str = "instance", dropout: float = 0.0) -> None:
         super().__init__()
@@ -90,7 +90,7 @@ def upconv(
     ResNet generator, kernel 4 in the U-Net). ``resize``: nearest-neighbour 2x upsampling followed
     by a reflection-padded 3x3 conv; every output pixel then gets the same number of kernel taps,
     which removes the checkerboard artifacts of strided transposed convs (Odena et al. 2016,
-    "Deconvolution and checkerboard artifacts", cited by seed 001).
+    "Deconvolution and checkerboard artifacts", Distill 2016).
     """
     if mode == "transpose":
         if kernel_size == 3:

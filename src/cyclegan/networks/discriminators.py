@@ -1,5 +1,5 @@
-"""Discriminators: the PatchGAN of pix2pix/CycleGAN and its 1x1 "pixel" variant, seed 004's
-spectral-normalised dual-head discriminator and seed 001's plain CNN.
+"""Discriminators: the PatchGAN of pix2pix/CycleGAN and its 1x1 "pixel" variant, a spectral-normalised
+(Miyato et al., ICLR 2018) dual-head discriminator (PatchGAN + global head) and a plain CNN with one logit.
 
 The PatchGAN and pixel variants output a map of real/fake scores rather than one scalar; ``dual``
 returns a (patch map, global score) tuple; ``vanilla_cnn`` one logit per image. All expose
@@ -47,8 +47,8 @@ class NLayerDiscriminator(_StagedDiscriminator):
 
     4x4 convs with padding 1: the first has no norm; the next n_layers - 1 are stride 2 with channels
     doubling up to 8ndf; then one stride-1 conv to min(2**n_layers, 8) * ndf and a stride-1 conv to
-    one channel. With n_layers=3 every output pixel sees a 70x70 input patch (seed 000 section
-    5.3.2), 2,764,737 parameters at ndf=64, and a 256x256 image gives a 30x30 map.
+    one channel. With n_layers=3 every output pixel sees a 70x70 input patch (Isola et al., CVPR
+    2017, sec. 3.2.2; Zhu et al., ICCV 2017, appendix 7.2), 2,764,737 parameters at ndf=64, and a 256x256 image gives a 30x30 map.
     """
 
     def __init__(
@@ -127,7 +127,7 @@ def pixel_discriminator(cfg: DiscriminatorConfig) -> nn.Module:
 
 
 # ----------------------------------------------------------------------------------------------
-# Seed 004's dual-head discriminator and seed 001's plain CNN
+# The dual-head discriminator and the plain CNN
 
 
 def _spectral(layer: nn.Module) -> nn.Module:
@@ -138,18 +138,17 @@ def _spectral(layer: nn.Module) -> nn.Module:
 
 
 class DualHeadDiscriminator(nn.Module):
-    """Seed 004 sec. 1.2.2: a shared trunk of stride-2 convs, each spectral-normalised and followed by
+    """A shared trunk of stride-2 convs, each spectral-normalised (Miyato et al., ICLR 2018) and followed by
     instance norm and LeakyReLU(0.2), with channels doubling ``n_layers`` times from ndf (64 -> 512 for
     n_layers=3, capped at 8ndf), then two heads on the trunk's output:
 
     - patch head, a spectral-normalised 3x3 conv to one channel: a score per local patch (PatchGAN);
     - global head, average pooling and a spectral-normalised fully connected layer: one score per image.
 
-    Trunk: n_layers + 1 convs of 4x4, stride 2, padding 1 (the seed gives no kernel size; 4x4 s2 p1
-    halves sizes exactly, as in the PatchGAN). At 256x256 and n_layers=3 the trunk ends at
-    [B, 512, 16, 16], the seed's numbers; seed 004 task 2 removes the last downsampling for 96x96
-    sprites (n_layers=2): [B, 256, 12, 12]. The seed normalises every conv output, the first included,
-    and so do we. Spectral norm covers the fully connected layer too, as in SN-GAN.
+    Trunk: n_layers + 1 convs of 4x4, stride 2, padding 1 (4x4 s2 p1 halves sizes exactly, as in the
+    PatchGAN). At 256x256 and n_layers=3 the trunk ends at [B, 512, 16, 16]; the animal2sprite preset
+    drops the last downsampling for 96x96 sprites (n_layers=2): [B, 256, 12, 12]. Every conv output is
+    normalised, the first included. Spectral norm covers the fully connected layer too, as in SN-GAN.
 
     ``forward`` returns the tuple (patch [B, 1, h, w], global [B, 1]); losses that know about two heads
     (``relativistic``) weigh them separately, the others average over heads.
@@ -199,11 +198,11 @@ class DualHeadDiscriminator(nn.Module):
 
 
 class VanillaCNNDiscriminator(_StagedDiscriminator):
-    """Seed 001 sec. 4.1's "vanilla discriminator": 3x3 convs in a row ending in a fully connected layer
+    """A "vanilla" CNN discriminator: 3x3 convs in a row ending in a fully connected layer
     that compresses 512 channels to one real/fake logit per image.
 
-    The seed gives only the kernel size and the last width; we use stride-2 3x3 convs (padding 1)
-    whose channels double from ndf to ndf * 2**n_layers (64 -> 512 for n_layers=3, capped at 8ndf),
+    Stride-2 3x3 convs (padding 1) whose channels double from ndf to ndf * 2**n_layers (64 -> 512 for
+    n_layers=3, capped at 8ndf),
     norm and LeakyReLU(0.2) after each but the first conv (no norm on the image, as in the PatchGAN),
     then global average pooling so the fully connected layer sees exactly those 512 channels whatever
     the image size. [B, 3, H, W] -> [B, 1].

@@ -1,6 +1,6 @@
 """Vector-quantisation bottleneck (VQ-VAE: van den Oord, Vinyals & Kavukcuoglu, NeurIPS 2017).
 
-Seed 004 task 2 (sec. 2.2.1) puts a VQ block between the generator's encoder and its residual blocks
+The ``attention`` generator can put a VQ block between its encoder and its residual blocks
 so that animal photos and Pokemon sprites, which have no direct pixel correspondence, meet in a small
 discrete vocabulary of features. Every encoder vector is replaced by its nearest codebook entry;
 

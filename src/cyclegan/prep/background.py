@@ -1,8 +1,8 @@
 """``cyclegan prep remove-background``: each image's subject on a white background.
 
-Seed 004 task 2, sec. 2.3.2: the Pokemon sprites sit on white, so the animal photos must too, or the
-generator spends its capacity learning to paint backgrounds white. The seed used a pretrained VGG16; we
-download no weights and use OpenCV's GrabCut (Rother, Kolmogorov & Blake, SIGGRAPH 2004) instead:
+For a style domain drawn on white (game sprites, clip art), the photos of the other domain must sit on
+white too, or the generator spends its capacity learning to paint backgrounds white. A pretrained
+segmentation network would need downloaded weights; we download none and use OpenCV's GrabCut (Rother, Kolmogorov & Blake, SIGGRAPH 2004) instead:
 colour mixture models of foreground and background, initialised from a centred rectangle (the subject
 of a curated animal photo is near the middle), refined by graph cuts. Where GrabCut fails, a folder of
 hand-made masks (white = subject) overrides it image by image. A preview grid (originals, masks,

@@ -1,6 +1,6 @@
 """``cyclegan prep pack``: a folder of images as one uint8 [N, S, S, 3] array in an .npz.
 
-Seed 002's 64x64 "compressed .npz format"; train on it with ``--data-a a.npz --data-b b.npz`` (see
+One domain at, e.g., 64x64, as ``np.savez_compressed`` writes it; train on it with ``--data-a a.npz --data-b b.npz`` (see
 ``cyclegan.npz``).
 """
 

@@ -74,7 +74,7 @@ def build_ema(cfg: Config, generators: dict[str, nn.Module]) -> dict[str, EMA]:
 def warm_start(models: CycleGAN, cfg: Config) -> list[str]:
     """Copy the networks named in ``train.init_nets`` from the run or checkpoint ``train.init_from``.
 
-    Seed 001 (sec. 5.1) stabilised training on a small dataset with "a pre-trained discriminator";
+    A discriminator pre-trained on the same domains steadies the first steps on a small dataset;
     this starts D_A/D_B (or any of the four) from an earlier run's weights. The architectures must
     match; the optimiser state is not copied.
     """

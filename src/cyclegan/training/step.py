@@ -164,15 +164,15 @@ class TrainStep:
                 losses["idt_A"] = identity_loss(self._generate("G_A", real_b, aux), real_b)
                 losses["idt_B"] = identity_loss(self._generate("G_B", real_a, aux), real_a)
                 terms["idt"] = loss_cfg.lambda_id * (losses["idt_A"] + losses["idt_B"])
-            if loss_cfg.lambda_edge > 0:  # seed 004 task 2: outlines stay where they were
+            if loss_cfg.lambda_edge > 0:  # outlines stay where they were (Sobel)
                 losses["edge_A"] = edge_loss(fake_b, real_a)
                 losses["edge_B"] = edge_loss(fake_a, real_b)
                 terms["edge"] = loss_cfg.lambda_edge * (losses["edge_A"] + losses["edge_B"])
-            if loss_cfg.lambda_color > 0:  # seed 004 task 2: broad hues stay
+            if loss_cfg.lambda_color > 0:  # broad hues stay (pooled chroma)
                 losses["color_A"] = color_loss(fake_b, real_a, pool=loss_cfg.color_pool)
                 losses["color_B"] = color_loss(fake_a, real_b, pool=loss_cfg.color_pool)
                 terms["color"] = loss_cfg.lambda_color * (losses["color_A"] + losses["color_B"])
-            if loss_cfg.lambda_fm > 0:  # seed 004 "Feature loss": D's features of fake vs real target
+            if loss_cfg.lambda_fm > 0:  # D's features of fake vs real target (pix2pixHD, Wang et al., CVPR 2018, eq. 4)
                 d_a, d_b = self.models.D_A, self.models.D_B
                 losses["fm_A"] = feature_matching_loss(d_b.features(fake_b)[:-1], d_b.features(real_b)[:-1])
                 losses["fm_B"] = feature_matching_loss(d_a.features(fake_a)[:-1], d_a.features(real_a)[:-1])
