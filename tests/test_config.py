@@ -151,7 +151,7 @@ def test_crop_size_must_suit_the_generator():
 
 
 # ----------------------------------------------------------------------------------------------
-# Hardening (issue 12): every float is finite, whatever the source
+# Every float is finite, whatever the source
 
 
 def _runner() -> CliRunner:
@@ -240,7 +240,7 @@ def test_cli_lr_non_finite_is_one_line_and_creates_nothing(tmp_path, value):
 
 
 # ----------------------------------------------------------------------------------------------
-# Hardening (issue 12): hostile YAML and huge values give short one-line errors
+# Hostile YAML and huge values give short one-line errors
 
 
 def _alias_bomb(levels: int = 8) -> str:
@@ -346,7 +346,7 @@ def test_short_repr_caps_any_value():
 
 
 # ----------------------------------------------------------------------------------------------
-# Hardening (issue 12): a checkpoint whose config describes networks too large to build
+# A checkpoint whose config describes networks too large to build
 
 
 @pytest.fixture
@@ -382,7 +382,7 @@ def test_a_checkpoint_too_large_to_build_is_one_line_error(tmp_path, giant_check
 
 
 # ----------------------------------------------------------------------------------------------
-# --crop-size / --load-size (issue 12): the flags official CycleGAN users type first
+# --crop-size / --load-size: the flags official CycleGAN users type first
 
 
 def test_train_crop_size_and_load_size_flags_set_the_config(tmp_path, monkeypatch):
@@ -408,7 +408,7 @@ def test_train_crop_size_flag_is_validated(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
-# Small style sets (issue 15): edge-promoting loss and LeCam
+# Small style sets: edge-promoting loss and LeCam
 
 
 def test_edge_promote_and_lecam_are_off_by_default_and_settable():

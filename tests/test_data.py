@@ -433,7 +433,7 @@ def test_gather_max_dataset_size(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
-# Images smaller than the load size (issue 12): one warning line, from headers only
+# Images smaller than the load size: one warning line, from headers only
 
 
 def _domain(folder: Path, n: int, size) -> list[Path]:
@@ -525,7 +525,7 @@ def test_small_image_check_skips_unreadable_headers(tmp_path):
     assert small_image_warning(files, DataConfig()) is None
 
 
-# --------------------------------------------------------------- edge-smoothed style images (issue 15)
+# ---------------------------------------------------------------------------- edge-smoothed style images
 
 
 def _noise_png(path: Path, size, seed: int) -> Path:

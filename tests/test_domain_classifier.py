@@ -1,4 +1,4 @@
-"""The domain-classification score (issue 18) on two synthetic image families (``synthetic.make_scene``:
+"""The domain-classification score on two synthetic image families (``synthetic.make_scene``:
 noisy "photo" scenes as domain A, flat "cartoon" scenes as domain B): near 100% for real target images,
 near 0% for untranslated source images, refusal when the held-out accuracy is too low, the cache, and
 ``cyclegan evaluate --classifier`` / ``--eval-every`` end to end. Small settings keep each training to

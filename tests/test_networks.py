@@ -397,7 +397,7 @@ def test_features_are_differentiable():
 
 
 # ----------------------------------------------------------------------------------------------
-# Sizes that cannot be built (issue 12): estimated on the meta device, refused with one line
+# Sizes that cannot be built: estimated on the meta device, refused with one line
 
 
 def test_parameter_estimate_matches_the_paper_networks():

@@ -1,4 +1,4 @@
-"""bench/quality_race.py on tiny settings (issue 18): two arms on synthetic data, each trained in two
+"""bench/quality_race.py on tiny settings: two arms on synthetic data, each trained in two
 CPU-time slices by the real ``cyclegan train`` (the second resuming the first), scored by ``cyclegan
 evaluate --classifier``, reported as a table with the paper recipe as the reference row and as JSON.
 Timings are not asserted, only that the budget was spent and every number is there."""

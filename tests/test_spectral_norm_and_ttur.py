@@ -1,4 +1,4 @@
-"""Recipe options added for the quality-per-minute search (issue 18): spectral normalisation in the
+"""Recipe options of the quality-per-minute search (bench/quality_race.py): spectral normalisation in the
 PatchGAN (model.discriminator.spectral_norm) and two time-scale learning rates (optim.d_lr_ratio)."""
 
 from __future__ import annotations

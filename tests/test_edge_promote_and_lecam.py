@@ -1,4 +1,5 @@
-"""Issue 15 wiring: edge-promoting loss and LeCam in the training step (resume, gradients, anime-style)."""
+"""The edge-promoting loss and LeCam in the training step: bitwise resume, which network the gradients
+reach, and the anime-style preset end to end."""
 
 import pytest
 import torch

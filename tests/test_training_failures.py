@@ -1,4 +1,4 @@
-"""Training-loop hardening (issue 12): a full disk, diverging losses, damaged checkpoints, SIGTERM,
+"""How training survives failures: a full disk, diverging losses, damaged checkpoints, SIGTERM,
 resume from any complete checkpoint, lean epoch checkpoints, messages that start on their own line."""
 
 from __future__ import annotations
