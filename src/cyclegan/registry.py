@@ -1,13 +1,21 @@
 """Name -> factory tables for the things users pick by name (generator, discriminator, GAN loss,
 LR policy, model kind, import format). A registry is a plain dict filled by a decorator and lives next
 to what it registers; its keys feed the CLI's choices and config validation, so a new entry is one
-decorated function and nothing else."""
+decorated function and nothing else.
+
+Names are matched as users type them: exactly, else case-insensitively where that names one entry;
+an unknown name is answered with the nearest names (``did_you_mean``). The CLI's choice flags
+(``cli.choices``), config validation and preset loading use the same two functions.
+"""
 
 from __future__ import annotations
 
+import difflib
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import ClassVar, TypeVar
+
+from cyclegan.errors import short_repr
 
 F = TypeVar("F", bound=Callable)
 
@@ -30,8 +38,6 @@ class Registry(dict):
         return [reg for ref in cls._created if (reg := ref()) is not None]
 
     def register(self, name: str) -> Callable[[F], F]:
-        """Decorator: ``@REGISTRY.register("name")`` adds the decorated factory under ``name``; a name
-        registered twice is a ValueError."""
         def add(fn: F) -> F:
             if name in self:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
@@ -40,7 +46,43 @@ class Registry(dict):
 
         return add
 
+    def canonical(self, name: str) -> str:
+        """The registered spelling of ``name`` (``ResNet`` -> ``resnet``); KeyError naming the
+        nearest names when none matches."""
+        found = match_name(name, self)
+        if found is None:
+            raise KeyError(unknown_name_message(self.kind, name, self))
+        return found
+
     def get_or_raise(self, name: str):
-        if name not in self:
-            raise KeyError(f"unknown {self.kind} {name!r}; choose from {', '.join(sorted(self))}")
-        return self[name]
+        return self[self.canonical(name)]
+
+
+def match_name(name: str, choices: Iterable[str]) -> str | None:
+    """``name`` itself if it is a choice, else the one choice equal to it ignoring case, else None
+    (also None when two choices differ only in case: then no guess is safe)."""
+    choices = list(choices)
+    if name in choices:
+        return name
+    if not isinstance(name, str):
+        return None
+    folded = [c for c in choices if c.casefold() == name.casefold()]
+    return folded[0] if len(folded) == 1 else None
+
+
+def did_you_mean(name: object, choices: Iterable[str]) -> str:
+    """" (did you mean 'x'?)" for a near miss of one of ``choices`` (difflib's ratio >= 0.6, on
+    lower case), else ""."""
+    if not isinstance(name, str) or len(name) > 200:  # a pasted paragraph is no near miss
+        return ""
+    by_folded = {c.casefold(): c for c in choices}
+    near = difflib.get_close_matches(name.casefold(), list(by_folded), n=2, cutoff=0.6)
+    if not near:
+        return ""
+    return " (did you mean " + " or ".join(repr(by_folded[n]) for n in near) + "?)"
+
+
+def unknown_name_message(what: str, name: object, choices: Iterable[str]) -> str:
+    """The one-line refusal of an unknown ``name``: the nearest names first, then every choice."""
+    choices = sorted(choices)
+    return f"unknown {what} {short_repr(name)}{did_you_mean(name, choices)}; choose from {', '.join(choices)}"

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from cyclegan import training
+from cyclegan.cli.choices import NameChoice
 from cyclegan.config import list_presets
 from cyclegan.devices import DEVICES, PRECISIONS
 from cyclegan.distributed import from_environment
@@ -19,6 +20,9 @@ from cyclegan.networks import DISCRIMINATORS, GENERATORS
 from cyclegan.schedules import LR_POLICIES
 from cyclegan.training import TRAIN_STEPS
 
+PRECISION_HELP = ("auto (default for a new run): bf16 autocast where the device computes bf16 natively "
+                  "(Ampere+ GPUs, CPUs with AVX512-BF16 or AMX), else fp32; config.json records the choice, "
+                  "so --resume keeps it.")
 
 @click.command()
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -29,14 +33,17 @@ from cyclegan.training import TRAIN_STEPS
               help="Any folder of domain-A images (recursive), or an .npz from `cyclegan prep pack`.")
 @click.option("--data-b", type=click.Path(path_type=Path),
               help="Any folder of domain-B images (recursive), or an .npz from `cyclegan prep pack`.")
-@click.option("--preset", help="Recipe name (see `cyclegan presets`).")
+@click.option("--preset", type=NameChoice(list(list_presets()), "preset"), metavar="NAME",
+              help="Recipe name (see `cyclegan presets`; any case).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help="YAML config file (applied after the preset).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Any config key, e.g. --set model.generator.n_blocks=6 (repeatable).")
 @click.option("--epochs", type=int, help="Total epochs.")
-@click.option("--max-steps", type=int, help="Stop after N iterations (smoke runs).")
-@click.option("--max-minutes", type=float, help="Stop and save after this much training time.")
+@click.option("--max-steps", type=click.IntRange(min=1), metavar="N",
+              help="Train at most N iterations in this invocation (with --resume: N more), then save.")
+@click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), metavar="M",
+              help="Stop and save after M minutes of training in this invocation; --resume goes on.")
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float, help="Initial learning rate of both Adam optimisers.")
 @click.option("--crop-size", type=int, help="Training crop in pixels (data.crop_size; default 256).")
@@ -44,8 +51,9 @@ from cyclegan.training import TRAIN_STEPS
               help="Images are resized to this before the random crop (data.load_size; default 286).")
 @click.option("--seed", type=int)
 @click.option("--num-workers", type=int, help="DataLoader worker processes.")
-@click.option("--device", type=click.Choice(DEVICES))
-@click.option("--precision", type=click.Choice(PRECISIONS))
+@click.option("--device", type=NameChoice(DEVICES))
+@click.option("--precision", type=NameChoice(("auto", *PRECISIONS)),
+              help=PRECISION_HELP)
 @click.option("--channels-last/--no-channels-last", default=None)
 @click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the networks.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its newest complete checkpoint (normally checkpoints/latest).")
@@ -55,15 +63,16 @@ from cyclegan.training import TRAIN_STEPS
               help="Start some networks from this earlier run or checkpoint (a pre-trained discriminator).")
 @click.option("--init-nets", metavar="NAMES",
               help="Networks --init-from copies, comma-separated (default D_A,D_B).")
-@click.option("--model", "kind", type=click.Choice(list(TRAIN_STEPS)),
+@click.option("--model", "kind", type=NameChoice(list(TRAIN_STEPS), "model kind"),
               help="Model kind (model.kind): cyclegan (two-sided), or one-sided cut / fastcut (PatchNCE).")
 # Choices from the registries, as --set model.generator.name=... etc. would take them.
-@click.option("--generator", type=click.Choice(list(GENERATORS)),
+@click.option("--generator", type=NameChoice(list(GENERATORS), "generator"),
               help="Generator architecture (model.generator.name).")
-@click.option("--discriminator", type=click.Choice(list(DISCRIMINATORS)),
+@click.option("--discriminator", type=NameChoice(list(DISCRIMINATORS), "discriminator"),
               help="Discriminator architecture (model.discriminator.name).")
-@click.option("--gan-loss", type=click.Choice(list(GAN_LOSSES)), help="Adversarial loss (loss.gan).")
-@click.option("--lr-policy", type=click.Choice(list(LR_POLICIES)), help="Learning-rate schedule (optim.lr_policy).")
+@click.option("--gan-loss", type=NameChoice(list(GAN_LOSSES), "GAN loss"), help="Adversarial loss (loss.gan).")
+@click.option("--lr-policy", type=NameChoice(list(LR_POLICIES), "LR policy"),
+              help="Learning-rate schedule (optim.lr_policy).")
 @click.option("--ema-decay", type=float, help="Keep an EMA of the generators (e.g. 0.999); 0 = off.")
 @click.option("--diffaug", metavar="POLICY", help="DiffAugment before D: e.g. color,translation,cutout.")
 @click.option("--eval-every", type=int, help="Score the test split every N epochs; keeps checkpoints/best.")
@@ -83,7 +92,7 @@ def train(out, dataroot, data_a, data_b, preset, config_file, sets, epochs, max_
         "data.crop_size": crop_size,
         "data.load_size": load_size,
         "train.epochs": epochs,
-        "train.max_steps": max_steps,
+        "train.max_steps": training.stop_after(out, max_steps, resume=resume),
         "train.max_minutes": max_minutes,
         "train.batch_size": batch_size,
         "train.seed": seed,
@@ -109,8 +118,9 @@ def train(out, dataroot, data_a, data_b, preset, config_file, sets, epochs, max_
                                       overrides=overrides, sets=sets)
     result = training.train(cfg, out, resume=resume, overwrite=overwrite, progress=not quiet)
     losses = ", ".join(f"{k} {result.last_log[k]:.3f}" for k in ("G_total", "D_A", "D_B") if k in result.last_log)
+    # under torchrun, one summary line, not one per process; "nothing to do" has been said already
     is_main = from_environment().is_main  # torchrun's RANK, read in one place
-    if is_main:  # under torchrun, one summary line, not one per process
+    if is_main and result.status != "nothing_to_do":
         click.echo(f"{result.status}: step {result.step}, {losses or 'no log yet'}; run in {out}", err=True)
     if result.status == "interrupted":
         if is_main:
@@ -136,13 +146,16 @@ def train(out, dataroot, data_a, data_b, preset, config_file, sets, epochs, max_
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Any config key, e.g. --set distill.lambda_feature=0 (repeatable).")
 @click.option("--epochs", type=int, help="Total epochs (default: the teacher's).")
-@click.option("--max-steps", type=int, help="Stop after N iterations.")
-@click.option("--max-minutes", type=float, help="Stop and save after this much training time.")
+@click.option("--max-steps", type=click.IntRange(min=1), metavar="N",
+              help="Train at most N iterations in this invocation (with --resume: N more), then save.")
+@click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), metavar="M",
+              help="Stop and save after M minutes of training in this invocation; --resume goes on.")
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float)
 @click.option("--seed", type=int)
-@click.option("--device", type=click.Choice(DEVICES))
-@click.option("--precision", type=click.Choice(PRECISIONS))
+@click.option("--device", type=NameChoice(DEVICES))
+@click.option("--precision", type=NameChoice(("auto", *PRECISIONS)),
+              help=PRECISION_HELP)
 @click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the networks.")
 @click.option("--ema-decay", type=float, help="Keep an EMA of the student (e.g. 0.999); 0 = off.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its newest complete checkpoint.")
@@ -151,7 +164,8 @@ def train(out, dataroot, data_a, data_b, preset, config_file, sets, epochs, max_
 def distill(teacher, out, data_a, data_b, student, student_ngf, direction, sets, epochs, max_steps, max_minutes,
             batch_size, lr, seed, device, precision, compile_, ema_decay, resume, overwrite, quiet):
     """Train a small student generator to reproduce a trained one (GAN Compression's distillation)."""
-    overrides = {"train.epochs": epochs, "train.max_steps": max_steps, "train.max_minutes": max_minutes,
+    overrides = {"train.epochs": epochs, "train.max_steps": training.stop_after(out, max_steps, resume=resume),
+                 "train.max_minutes": max_minutes,
                  "train.batch_size": batch_size, "optim.lr": lr, "train.seed": seed, "train.device": device,
                  "train.precision": precision, "train.compile": compile_, "train.ema_decay": ema_decay}
     cfg = training.distill_run_config(out, teacher=teacher, resume=resume, data_a=data_a, data_b=data_b,
@@ -162,7 +176,8 @@ def distill(teacher, out, data_a, data_b, student, student_ngf, direction, sets,
                f"D_B's real images: {'domain B' if cfg.distill.real == 'b' else 'the teacher outputs'}", err=True)
     result = training.train(cfg, out, resume=resume, overwrite=overwrite, progress=not quiet)
     losses = ", ".join(f"{k} {result.last_log[k]:.3f}" for k in ("distill_l1", "G_gan", "D_B") if k in result.last_log)
-    click.echo(f"{result.status}: step {result.step}, {losses or 'no log yet'}; student in {out}", err=True)
+    if result.status != "nothing_to_do":
+            click.echo(f"{result.status}: step {result.step}, {losses or 'no log yet'}; student in {out}", err=True)
     if result.status == "interrupted":
         click.echo(training.resume_hint(out).replace("cyclegan train", "cyclegan distill"), err=True)
         sys.exit(128 + (result.stop_signal or signal.SIGINT))

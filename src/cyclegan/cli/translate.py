@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from cyclegan.cli.choices import NameChoice
 from cyclegan.devices import DEVICES, TRANSLATE_PRECISIONS, precision_warning
 from cyclegan.temporal import TEMPORAL_MODES
 from cyclegan.translate import (
@@ -17,6 +18,7 @@ from cyclegan.translate import (
     shard_group,
     translate_paths,
 )
+from cyclegan.translate.files import check_output_target
 
 
 @click.command("translate")
@@ -26,11 +28,11 @@ from cyclegan.translate import (
                    "(runs through ONNX Runtime) or TorchScript .pt.")
 @click.option("--out", help="Output folder (names mirror the inputs), a file name for a single input, or - "
                             "for one image to stdout (the default when the input is - for stdin).")
-@click.option("--direction", type=click.Choice(("a2b", "b2a")), default=None,
+@click.option("--direction", type=NameChoice(("a2b", "b2a")), default=None,
               help="Generator of a run/checkpoint [default: a2b]; exported models have one direction.")
 @click.option("--recursive", is_flag=True, help="Descend into subfolders of folder inputs (and ** in globs).")
 @click.option("--suffix", default="", help="Appended to each output file name, e.g. _ghibli.")
-@click.option("--format", "fmt", type=click.Choice(("png", "jpg", "webp")), default=None,
+@click.option("--format", "fmt", type=NameChoice(("png", "jpg", "webp")), default=None,
               help="Output image format [default: the input's if png/jpg/webp, else png].")
 @click.option("--quality", type=int, default=95, show_default=True, help="JPEG/WebP quality.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (inputs are never overwritten).")
@@ -41,8 +43,8 @@ from cyclegan.translate import (
 @click.option("--tile-overlap", type=int, help="Pixels shared by neighbouring tiles [default: tile/4, max 128].")
 @click.option("--memory-budget", help="Memory for one forward pass, e.g. 2G [default: half of what is free].")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Same-size images (or frames) per pass.")
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(TRANSLATE_PRECISIONS), default="auto", show_default=True,
+@click.option("--device", type=NameChoice(DEVICES), default="auto", show_default=True)
+@click.option("--precision", type=NameChoice(TRANSLATE_PRECISIONS), default="auto", show_default=True,
               help="auto: the fastest path within tolerance of fp32: on CPU an int8 model of these weights that "
                    "passed its check (made by --precision int8 or export --int8), bf16 where the hardware has it "
                    "and the output stays within 8 levels, else ONNX Runtime on CPU when installed, else fp32. "
@@ -52,7 +54,7 @@ from cyclegan.translate import (
                    "model's training images of that domain].")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="CPU threads (0: PyTorch's default capped at the CPUs this process may use).")
-@click.option("--temporal", type=click.Choice(TEMPORAL_MODES), default="off", show_default=True,
+@click.option("--temporal", type=NameChoice(TEMPORAL_MODES), default="off", show_default=True,
               help="Video flicker: flow warps the previous output along the optical flow and blends it where the "
                    "motion is reliable (needs OpenCV, the prep extra); blend mixes it in place (ghosts motion).")
 @click.option("--temporal-strength", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.8,
@@ -70,6 +72,7 @@ def translate_cmd(ctx, inputs, model, out, direction, recursive, suffix, fmt, qu
     Under torchrun (e.g. torchrun --nproc-per-node 4 -m cyclegan translate DIR --out OUT) the inputs
     are split across the processes: the same files as one process, one summary line.
     """
+    check_output_target(inputs, out)  # a wrong --out costs no model load
     with shard_group() as shard:
         with main_first(shard):  # one process fills the ONNX/int8 cache, the others then read it
             translator = Translator.from_checkpoint(

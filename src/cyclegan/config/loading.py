@@ -20,6 +20,7 @@ import yaml
 from cyclegan.config.schema import Config
 from cyclegan.config.validation import check_finite, short_text, validate
 from cyclegan.errors import ConfigError, first_line, short_repr
+from cyclegan.registry import match_name, unknown_name_message
 
 # The shipped recipes (cyclegan/presets/*.yaml), beside this package.
 PRESET_DIR = Path(__file__).parent.parent / "presets"
@@ -226,11 +227,19 @@ def _read_yaml(path: Path) -> dict:
     return doc
 
 
+def preset_name(name: str) -> str:
+    """The shipped preset ``name`` names, in its own spelling (``Ghibli`` -> ``ghibli``); a near miss
+    is refused with the nearest names. A preset is a bare name: "../x" from a --config file must not
+    read YAML outside presets/."""
+    shipped = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    found = match_name(name, shipped) if isinstance(name, str) else None
+    if found is None:
+        raise ConfigError(unknown_name_message("preset", name, shipped))
+    return found
+
+
 def preset_dict(name: str) -> dict:
-    path = PRESET_DIR / f"{name}.yaml"
-    # A preset is a bare name: "../x" from a --config file must not read YAML outside presets/.
-    if not isinstance(name, str) or path.parent != PRESET_DIR or not path.is_file():
-        raise ConfigError(f"unknown preset {short_repr(name)}; choose from {', '.join(list_presets())}")
+    path = PRESET_DIR / f"{preset_name(name)}.yaml"
     doc = _read_yaml(path)
     return {k: v for k, v in doc.items() if k not in ("description", "source")}
 
@@ -255,7 +264,7 @@ def build_config(
     tree: dict = dict(base or {})
     if preset is not None:
         tree = _deep_merge(tree, preset_dict(preset))
-        tree["preset"] = preset
+        tree["preset"] = preset_name(preset)
     if config_file is not None:
         doc = _read_yaml(Path(config_file))
         if "preset" in doc and preset is None and doc["preset"] is not None:

@@ -30,6 +30,7 @@ from cyclegan.diffaug import POLICIES, parse_policy
 from cyclegan.errors import ConfigError, first_line, short_repr
 from cyclegan.losses import GAN_LOSSES
 from cyclegan.networks import DISCRIMINATORS, GENERATORS, has_distill_features
+from cyclegan.registry import did_you_mean
 from cyclegan.schedules import LR_POLICIES
 
 # One network's weights (parameters and buffers) may take at most 4 GiB in fp32. The paper's networks
@@ -71,7 +72,8 @@ def short_text(text: str, limit: int = 80) -> str:
 
 def _choice(key: str, value: str, allowed) -> None:
     if value not in allowed:
-        raise ConfigError(f"{key}: {short_repr(value)} is not allowed; choose from {', '.join(sorted(allowed))}")
+        raise ConfigError(f"{key}: {short_repr(value)} is not allowed{did_you_mean(value, allowed)}; "
+                          f"choose from {', '.join(sorted(allowed))}")
 
 
 def _at_least(key: str, value, low) -> None:
@@ -204,7 +206,7 @@ def validate(cfg: Config) -> None:
     _at_least("train.max_minutes", t.max_minutes, 0.0)
     _at_least("train.batch_size", t.batch_size, 1)
     _choice("train.device", t.device, DEVICES)
-    _choice("train.precision", t.precision, PRECISIONS)
+    _choice("train.precision", t.precision, ("auto", *PRECISIONS))  # auto: training.banner.resolve_precision
     for name in ("log_every", "save_latest_every", "save_epoch_every", "sample_every"):
         _at_least(f"train.{name}", getattr(t, name), 1)
     _at_least("train.keep_epochs", t.keep_epochs, 0)

@@ -9,6 +9,7 @@ The package holds one concept per module:
     distill   one distillation iteration (a student generator learns a trained teacher; GAN
               Compression, Li et al. 2020), registered in ``TRAIN_STEPS``, and the config of such a run
     rundir    run-directory rules: config of a new or resumed run, refusals, --overwrite, resume checks
+    banner    what a run will do and cost: the start banner, the measured estimate, "auto" precision
     log       ``log.jsonl`` and TensorBoard scalars
     samples   sample grids
     state     the training state saved for an exact resume (``state.pt``)
@@ -39,6 +40,7 @@ from cyclegan.training.rundir import (
     prepare_run_dir,
     resolve_run_config,
     resume_hint,
+    stop_after,
 )
 from cyclegan.training.samples import sample_grid, save_sample
 from cyclegan.training.signals import STOP_SIGNALS, StopFlag, ignore_stop_signals
@@ -83,6 +85,7 @@ __all__ = [
     "resume_hint",
     "sample_grid",
     "save_sample",
+    "stop_after",
     "teacher_fingerprint",
     "train",
     "training_state",

@@ -9,6 +9,7 @@ evaluation. What those write, and the state they share, is ``training.recorder.R
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 import time
@@ -44,6 +45,7 @@ from cyclegan.fileio import write_text_atomic
 from cyclegan.prep.edges import edge_smooth_folder
 from cyclegan.schedules import learning_rate
 from cyclegan.sources import resolve_source
+from cyclegan.training.banner import StepTimer, describe_run, estimate_lines, plan_run, resolve_precision
 from cyclegan.training.log import JsonlLog
 from cyclegan.training.recorder import Position, RunRecorder
 from cyclegan.training.rundir import check_resume_compatible, check_run_dir, prepare_run_dir
@@ -60,7 +62,9 @@ class TrainResult:
     run_dir: Path
     step: int
     epoch: int
-    status: str  # "finished" | "max_steps" | "time_limit" | "interrupted" | "aborted" | "diverged" (stop record)
+    # "finished" | "max_steps" | "time_limit" | "interrupted" | "aborted" | "diverged" (the stop record's);
+    # "nothing_to_do": a resumed run that had already trained all its epochs (nothing written)
+    status: str
     last_log: dict = field(default_factory=dict)
     # "interrupted": the signal that asked for the stop (SIGINT or SIGTERM; SIGINT when another
     # process of a torchrun job received it); the CLI exits 128 + this number
@@ -83,7 +87,6 @@ def train(
     writes the run directory (log, samples, checkpoints, metrics).
     """
     out = Path(out)
-    tcfg = cfg.train
     info = dist_env.from_environment()
     main = info.is_main
 
@@ -91,10 +94,17 @@ def train(
     # run (--overwrite) or create the directory: a typo in --dataroot must not cost the user their
     # previous run.
     check_run_dir(out, resume=resume, overwrite=overwrite)
-    if tcfg.init_from and not resume:  # a wrong --init-from must fail before --overwrite clears a run
-        ckpt_io.resolve_checkpoint(resolve_source(tcfg.init_from))
-    device = _process_device(tcfg.device, info)
-    apply_threads(tcfg.num_threads)  # 0: PyTorch's default, capped at the CPUs a container grants
+    if cfg.train.init_from and not resume:  # a wrong --init-from must fail before --overwrite clears a run
+        ckpt_io.resolve_checkpoint(resolve_source(cfg.train.init_from))
+    device = _process_device(cfg.train.device, info)
+    apply_threads(cfg.train.num_threads)  # 0: PyTorch's default, capped at the CPUs a container grants
+    # precision "auto" becomes what this device runs well (bf16 where native, else fp32) here, once:
+    # config.json records the resolved value, so a resume (on this machine or another) continues
+    # the same arithmetic instead of choosing again; log.jsonl's start record keeps what was asked.
+    precision_requested = cfg.train.precision
+    precision, precision_reason = resolve_precision(precision_requested, device)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=precision))
+    tcfg = cfg.train
 
     # -- data: every file is checked before any training work
     data = _training_data(cfg, info)
@@ -116,6 +126,18 @@ def train(
     # -- model, optimisers, state
     step_fn = build_train_step(cfg, device, warm_start_nets=not resume, dist=info)
     pos = _resume(step_fn, out, cfg, echo=echo if main else None) if resume else Position()
+    plan = plan_run(cfg, device=device, precision=precision, precision_reason=precision_reason,
+                    images_a=len(data.files.a), images_b=len(data.files.b), steps_per_epoch=data.steps_per_epoch,
+                    start_step=pos.step, world_size=info.world_size)
+    if main:
+        for line in describe_run(plan):
+            echo(line)
+    if pos.epoch > tcfg.epochs or (tcfg.max_steps and pos.step >= tcfg.max_steps):
+        # resumed at the end: say so in plain words and touch nothing (no log record, no checkpoint)
+        if main:
+            echo(_nothing_to_do(pos, tcfg))
+        dist_env.shutdown(info, clean=True)
+        return TrainResult(run_dir=out, step=pos.step, epoch=pos.epoch, status="nothing_to_do")
 
     # -- evaluation (--eval-every): built once, so real-image features are computed once
     evaluator, best = None, None
@@ -134,28 +156,37 @@ def train(
         log = JsonlLog(out / "log.jsonl", out / "tensorboard" if tcfg.tensorboard else None)
         log.write({"event": "resume" if resume else "start", "step": pos.step, "epoch": pos.epoch,
                    "device": str(device), "world_size": info.world_size, "images_a": len(data.files.a),
-                   "images_b": len(data.files.b), "time": time.time()})
+                   "images_b": len(data.files.b), "precision": precision,
+                   "precision_requested": precision_requested, "stop_step": plan.stop_step, "time": time.time()})
         if evaluator is not None:
             log.write({"event": "eval_setup", **evaluator.describe()})
     fixed = dataset.fixed_batch(cfg.data.n_samples)
     if main and not resume:
         save_sample(sample_grid(step_fn, fixed), out / "samples" / "epoch_0000.png")
 
-    total_steps = data.steps_per_epoch * tcfg.epochs
-    if tcfg.max_steps:
-        total_steps = min(total_steps, tcfg.max_steps)
     bar = None
-    if progress and main:
-        bar = tqdm(total=total_steps, initial=min(pos.step, total_steps), unit="it", dynamic_ncols=True,
-                   file=sys.stderr)
+    if progress and main:  # this invocation's iterations: up to --max-steps more, else to the last epoch
+        bar = tqdm(total=plan.stop_step, initial=pos.step, unit="it", dynamic_ncols=True, file=sys.stderr)
     run = RunRecorder(cfg=cfg, out=out, step_fn=step_fn, pos=pos, info=info, log=log, evaluator=evaluator,
                       best=best, fixed=fixed, bar=bar, resume=resume, echo=echo)
 
+    def report_estimate(seconds_per_step: float) -> None:
+        run.event({"event": "estimate", "step": pos.step, "seconds_per_step": seconds_per_step,
+                   "seconds_left": seconds_per_step * max(0, plan.stop_step - pos.step)})
+        if bar is not None:
+            bar.clear()
+        for line in estimate_lines(plan, seconds_per_step, cfg=cfg, device=device):
+            echo(line)
+        if bar is not None:
+            bar.refresh()
+
+    timer = StepTimer(device, report_estimate) if main else None
+
     # -- the loop
     status = "finished"
-    if tcfg.max_steps and pos.step >= tcfg.max_steps:
-        status = "max_steps"  # resumed at or past the limit: nothing to do, not one step more
     started = time.monotonic()
+    if tcfg.max_minutes:
+        run.deadline = started + 60.0 * tcfg.max_minutes  # the progress bar shows what is left of it
     error: BaseException | None = None
     try:
         with StopFlag() as stop:
@@ -177,6 +208,8 @@ def train(
                         pos.step += 1
                         pos.epoch_step += 1
                         run.add(losses)
+                        if timer is not None:
+                            timer.step()
                         # -- logging
                         is_log_step = pos.step % tcfg.log_every == 0
                         if is_log_step:
@@ -301,6 +334,14 @@ def _set_learning_rate(step_fn: TrainStep, lr: float, *, d_ratio: float = 1.0) -
     for opt, scale in ((step_fn.opt_g, 1.0), (step_fn.opt_d, d_ratio)):
         for group in opt.param_groups:
             group["lr"] = lr * scale
+
+
+def _nothing_to_do(pos: Position, tcfg: TrainConfig) -> str:
+    if pos.epoch > tcfg.epochs:
+        return (f"nothing to do: the run has already trained all its {tcfg.epochs} epochs ({pos.step:,} "
+                "iterations); to train on, resume with a larger --epochs")
+    return (f"nothing to do: the run is already at iteration {pos.step:,} and train.max_steps stops it at "
+            f"{tcfg.max_steps:,}; --max-steps N on the command line trains N more")
 
 
 def _stop_status(

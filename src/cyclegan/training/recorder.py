@@ -81,6 +81,9 @@ class RunRecorder:
         self.sums: dict[str, Tensor] = {}
         self.window_steps, self.window_start, self.data_time = 0, time.perf_counter(), 0.0
         self.last_log: dict = {}
+        # time.monotonic() at which --max-minutes ends this invocation, None without: the progress
+        # bar shows what is left of it beside tqdm's own estimate for the iterations
+        self.deadline: float | None = None
 
     # ------------------------------------------------------------------------------ loss window
 
@@ -110,8 +113,12 @@ class RunRecorder:
         self.event(record)
         self.last_log = record
         if self.bar is not None:
-            self.bar.set_postfix({k: f"{record[k]:.3f}" for k in ("G_total", "D_A", "D_B") if k in record}
-                                 | {"img/s": f"{record['img_per_s']:.1f}"}, refresh=False)
+            postfix = ({k: f"{record[k]:.3f}" for k in ("G_total", "D_A", "D_B") if k in record}
+                       | {"img/s": f"{record['img_per_s']:.1f}"})
+            if self.deadline is not None:
+                left = max(0, int(self.deadline - time.monotonic()))
+                postfix["budget left"] = f"{left // 60}:{left % 60:02d}"
+            self.bar.set_postfix(postfix, refresh=False)
         self.sums, self.window_steps, self.window_start, self.data_time = {}, 0, time.perf_counter(), 0.0
 
     def check_finite(self, values: dict[str, float], *, first: int, last: int) -> None:

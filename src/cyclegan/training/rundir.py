@@ -30,8 +30,12 @@ def resolve_run_config(
     overrides: dict | None = None,
     sets=(),
 ) -> Config:
-    """The config of a new run, or of a resumed one: its saved ``config.json`` plus any new flags."""
-    base = None
+    """The config of a new run, or of a resumed one: its saved ``config.json`` plus any new flags.
+
+    A new run's ``train.precision`` is "auto" unless the preset, the config file or a flag sets it; a
+    resumed run keeps the precision its config.json recorded (``train`` records the resolved one).
+    """
+    base = None if resume else {"train": {"precision": "auto"}}
     if resume:
         saved = Path(out) / "config.json"
         if not saved.is_file():
@@ -50,6 +54,21 @@ def resolve_run_config(
 
 
 DATA_PATH_KEYS = ("data.dataroot", "data.data_a", "data.data_b")
+
+
+def stop_after(out: Path, steps: int | None, *, resume: bool) -> int | None:
+    """``train.max_steps`` for "train ``steps`` more iterations in this invocation" (the command
+    line's ``--max-steps``): the iteration at which the run stops, counted from the step of the
+    checkpoint a resume continues from. None passes None through (no budget)."""
+    if not steps or not resume:
+        return steps
+    if not (Path(out) / "config.json").is_file():
+        return steps  # train refuses this resume itself, with its own message
+    try:
+        done = ckpt_io.checkpoint_step(ckpt_io.resume_checkpoint(out))
+    except CheckpointError:
+        return steps  # no checkpoint to resume: train says so
+    return steps + (done or 0)
 
 
 def check_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:

@@ -36,7 +36,7 @@ from cyclegan.translate.api import PreparedImage, Translator
 from cyclegan.translate.shard import all_looked, check_group, merge_summaries, share
 from cyclegan.translate.video import VIDEO_EXTENSIONS, translate_video
 
-__all__ = ["OUTPUT_FORMATS", "OutputOptions", "TranslateSummary", "translate_paths"]
+__all__ = ["OUTPUT_FORMATS", "OutputOptions", "TranslateSummary", "check_output_target", "translate_paths"]
 
 # --format name -> (Pillow format, file extension)
 OUTPUT_FORMATS = {"png": ("PNG", ".png"), "jpg": ("JPEG", ".jpg"), "webp": ("WEBP", ".webp")}
@@ -134,6 +134,32 @@ def _below_out(path: Path, out: Path | None, base: Path) -> bool:
         out_r = out.resolve()
         return base.resolve() in out_r.parents and out_r in path.resolve().parents
     return False
+
+
+def check_output_target(inputs: Sequence[str], out: str | os.PathLike | None) -> None:
+    """Refuse, before any model is loaded or image read, an ``out`` that cannot take the outputs: a
+    file where a folder is needed, a folder where a file is needed (one input, ``out`` named like an
+    image or video), or a place that cannot be created or written. Touches nothing on disk."""
+    if out is None or str(out) == "-":
+        return
+    out = Path(out)
+    single = len(inputs) == 1 and (inputs[0] == "-" or Path(inputs[0]).is_file())
+    names_file = single and out.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
+    if names_file and out.is_dir():
+        raise TranslateError(f"--out {out}: is a folder, but for one input --out names the output file; "
+                             "give a file name, or a folder name without an image extension")
+    if not names_file and out.exists() and not out.is_dir():
+        what = "one input" if single else f"{len(inputs)} inputs" if len(inputs) > 1 else "a folder or pattern"
+        raise TranslateError(f"--out {out}: is a file, but {what} need an output folder; choose a folder name"
+                             + (" (or name the output file with an image extension)" if single else ""))
+    folder = out.parent if names_file else out
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise TranslateError(f"--out {out}: {existing} is a file, not a folder")
+    if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
+        raise TranslateError(f"--out {out}: cannot write in {existing} (permission denied)")
 
 
 def _image_suffix(source_suffix: str, fmt: str | None) -> str:
@@ -303,6 +329,7 @@ def translate_paths(
     TemporalStabilizer(mode=temporal, strength=temporal_strength)  # bad values fail before any work
     video_options = {"temporal": temporal, "temporal_strength": temporal_strength}
     start = time.perf_counter()
+    check_output_target(inputs, out)
     to_stdout = out is not None and str(out) == "-"
     out_path = Path(out) if out is not None and not to_stdout else None
     jobs, failures = _plan(inputs, out_path, recursive=recursive, options=options, to_stdout=to_stdout)
