@@ -300,9 +300,7 @@ def test_git_blob_sha1_is_checked(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin", "x"]
 
 
-def test_git_blob_sha1_of_a_known_empty_file():
+def test_git_blob_sha1_of_a_known_empty_file(tmp_path):
     # `git hash-object /dev/null`: the id every git host gives an empty file.
-    import tempfile
-
-    with tempfile.NamedTemporaryFile() as f:
-        assert file_git_sha1(f.name) == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+    (tmp_path / "empty").write_bytes(b"")
+    assert file_git_sha1(tmp_path / "empty") == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import tarfile
 from pathlib import Path
@@ -31,22 +32,110 @@ ZOO = ["apple2orange", "orange2apple", "summer2winter_yosemite", "winter2summer_
        "zebra2horse", "monet2photo", "style_monet", "style_cezanne", "style_ukiyoe", "style_vangogh", "sat2map",
        "map2sat", "cityscapes_photo2label", "cityscapes_label2photo", "facades_photo2label", "facades_label2photo",
        "iphone2dslr_flower"]
+N_SHIPPED = 36  # the zoo's 18, CUT's 6, 4 AnimeGANv2 port files, 4 AnimeGANv2 originals, White-box, 2 v3, Scenimefy
 
 
-def test_catalog_holds_the_zoo_cut_and_animeganv2_releases():
+def test_catalog_holds_the_zoo_cut_animegan_whitebox_and_scenimefy_releases():
     catalog = load_catalog()
-    by_format = {f: [e.name for e in catalog.values() if e.format == f] for f in ("official", "cut", "animeganv2")}
+    formats = ("official", "cut", "animeganv2", "animeganv2-tf", "whitebox", "onnx")
+    by_format = {f: [e.name for e in catalog.values() if e.format == f] for f in formats}
     assert by_format["official"] == ZOO  # the authors' 18, in their script's order
-    assert len(by_format["cut"]) == 6 and len(by_format["animeganv2"]) == 4
+    assert len(by_format["cut"]) == 7 and len(by_format["animeganv2"]) == 4  # CUT's 6 + Scenimefy
+    assert by_format["animeganv2-tf"] == ["animeganv2_hayao_64", "animeganv2_hayao_99", "animeganv2_shinkai_53",
+                                          "animeganv2_paprika_54"]
+    assert by_format["whitebox"] == ["whitebox_cartoon"]
+    assert by_format["onnx"] == ["animeganv3_hayao_36", "animeganv3_shinkai_37"]
     assert sum(map(len, by_format.values())) == len(catalog)
     for e in catalog.values():
         assert e.url.startswith(("http://", "https://")) and e.task and e.architecture and e.licence
+        assert e.styles and e.publisher and e.input_convention, e.name
         assert e.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", e.sha256)
         if e.non_commercial:
             assert "non-commercial" in e.licence_note.lower(), e.name
+        if e.format not in ("official", "cut") or e.name == "scenimefy_shinkai":  # git and release hosts: https
+            assert all(f.url.startswith("https://") for f in e.downloads()), e.name
+        if e.format in ("animeganv2-tf", "whitebox", "onnx") or e.name == "scenimefy_shinkai":
+            assert e.non_commercial, e.name
+            if not any(f.sha256 or f.git_sha1 for f in e.downloads()):
+                assert "no hash" in e.hash_note, e.name  # said, not silently missing
     assert catalog["horse2zebra"].url.endswith("/cyclegan/pretrained_models/horse2zebra.pth")
     assert catalog["cat2dog_cut"].member == "cat2dog_cut_pretrained/latest_net_G.pth"
     assert catalog["animeganv2_paprika"].non_commercial  # converted from the original's NC weights
+    assert catalog["sat2map"].non_commercial and catalog["map2sat"].non_commercial  # scraped Google Maps
+    assert {e.name for e in catalog.values() if "ghibli" in e.styles} == {
+        "animeganv2_hayao_64", "animeganv2_hayao_99", "animeganv3_hayao_36"}
+    assert {"animeganv2_shinkai_53", "animeganv3_shinkai_37", "scenimefy_shinkai"} <= {
+        e.name for e in catalog.values() if "shinkai" in e.styles}
+
+
+def test_git_hosted_weights_carry_the_publishers_blob_ids_and_are_pinned_to_a_commit():
+    catalog = load_catalog()
+    blobs = {"animeganv2_paprika": "58086c9db9fc7a9e5c2876ca31b8079599352643",
+             "animeganv2_face_paint_512_v2": "d75102f8f201ddaf8dbe6b913b1a97585b55f838",
+             "animeganv2_face_paint_512_v1": "19c1a1da4d9580186109a2b055d91044e5127de6",
+             "animeganv2_celeba_distill": "3b7ea61b02254980831cc3bc77af30666dbc999c"}
+    for name, blob in blobs.items():
+        e = catalog[name]
+        assert e.git_sha1 == blob
+        assert re.fullmatch(r"https://raw\.githubusercontent\.com/bryandlee/animegan2-pytorch/[0-9a-f]{40}/weights/"
+                            + re.escape(e.file), e.url)
+    wb = catalog["whitebox_cartoon"]
+    assert [f.name for f in wb.downloads()] == ["model-33999.index", "model-33999.data-00000-of-00001"]
+    assert [f.git_sha1 for f in wb.downloads()] == ["f1749e5542e83cf01a19aa1b2a3a7370a17efa41",
+                                                     "785cdcb8a0ab9bf44171c087878cc84863562eab"]
+    assert wb.import_path == "model-33999" and wb.licence == "CC BY-NC-SA 4.0"
+    hayao = catalog["animeganv2_hayao_64"]
+    assert hayao.import_path == "Hayao-64.ckpt"
+    assert [f.name for f in hayao.downloads()] == ["Hayao-64.ckpt.index", "Hayao-64.ckpt.data-00000-of-00001"]
+    v3 = catalog["animeganv3_hayao_36"]
+    assert v3.url == "https://github.com/TachibanaYoshino/AnimeGANv3/releases/download/v1.1.0/AnimeGANv3_Hayao_36.onnx"
+    assert v3.import_options == {"layout": "nhwc", "value_range": "-1,1", "channels": "rgb", "multiple": 8,
+                                 "min_side": 256}
+    assert catalog["scenimefy_shinkai"].licence == "S-Lab License 1.0"
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"member": 5}, "model horse2zebra: member must be a string or null, not an integer"),
+    ({"non_commercial": "yes"}, "non_commercial must be true or false, not a string"),
+    ({"size_bytes": True}, "size_bytes must be an integer or null, not true or false"),
+    ({"url": None}, "url must be a string, not null"),
+    ({"styles": "ghibli"}, "styles must be a list"),
+    ({"styles": ["Ghibli!"]}, "styles must be a list of lower-case tags"),
+    ({"git_sha1": "abc"}, "git_sha1 must be 40 hex digits"),
+    ({"import_options": {"layout": 3}}, "import_options: layout must be a string, not an integer"),
+    ({"import_options": {"colour": "rgb"}}, "import_options has unknown key 'colour'"),
+    ({"files": [{"name": "a.index", "url": 5}]}, "files[0]: url must be a string"),
+    ({"files": [{"name": "../a", "url": "https://x/a"}], "url": None}, "url must be a string"),
+    ({"task": ["a"]}, "task must be a string, not a list"),
+])
+def test_every_catalog_field_is_checked_by_type_with_one_line_naming_file_model_and_field(
+        tmp_path, monkeypatch, change, message):
+    extra = tmp_path / "mine.json"
+    extra.write_text(json.dumps({"models": [catalog_entry("horse2zebra").to_json() | change]}))
+    monkeypatch.setenv("CYCLEGAN_PRETRAINED_CATALOG", str(extra))
+    with pytest.raises(ModelSourceError) as info:
+        load_catalog()
+    msg = str(info.value)
+    assert msg.startswith(f"{extra}: model horse2zebra") and message in msg and "\n" not in msg
+    res = _runner().invoke(main, ["pretrained", "list"])
+    assert res.exit_code == 1 and res.stderr.startswith(f"error: {extra}: model horse2zebra")
+    assert "Traceback" not in res.output + res.stderr
+
+
+def test_files_entries_are_checked_too(tmp_path, monkeypatch):
+    extra = tmp_path / "mine.json"
+    base = {k: v for k, v in catalog_entry("whitebox_cartoon").to_json().items()}
+    for files, message in (([{"name": "../evil", "url": "https://x/a"}], "files[0]: name must be a plain file name"),
+                           ([{"name": "a", "url": "https://x/a"}, {"name": "a", "url": "https://x/b"}],
+                            "two entries of the same name"),
+                           (["a"], "files[0]: must be an object")):
+        extra.write_text(json.dumps({"models": [base | {"files": files}]}))
+        monkeypatch.setenv("CYCLEGAN_PRETRAINED_CATALOG", str(extra))
+        with pytest.raises(ModelSourceError, match=re.escape(message)):
+            load_catalog()
+    extra.write_text(json.dumps({"models": [base | {"url": "https://x/a"}]}))
+    with pytest.raises(ModelSourceError, match="either files or url"):
+        load_catalog()
 
 
 def test_unknown_names_suggest_close_ones():
@@ -56,13 +145,13 @@ def test_unknown_names_suggest_close_ones():
 
 def test_extra_catalog_adds_and_replaces_entries(tmp_path, monkeypatch):
     extra = tmp_path / "mirror.json"
-    mirror = dict(vars(catalog_entry("horse2zebra")), url="https://mirror.example/horse2zebra.pth")
+    mirror = dict(catalog_entry("horse2zebra").to_json(), url="https://mirror.example/horse2zebra.pth")
     mine = dict(mirror, name="my_model", url="https://models.example/my.pth", file="my.pth")
     extra.write_text(json.dumps({"models": [mirror, mine]}))
     monkeypatch.setenv("CYCLEGAN_PRETRAINED_CATALOG", str(extra))
     catalog = load_catalog()
     assert catalog["horse2zebra"].url == "https://mirror.example/horse2zebra.pth"
-    assert catalog["my_model"].file == "my.pth" and len(catalog) == len(ZOO) + 6 + 4 + 1
+    assert catalog["my_model"].file == "my.pth" and len(catalog) == N_SHIPPED + 1
     extra.write_text(json.dumps({"models": [dict(mine, sha256="abc")]}))
     with pytest.raises(ModelSourceError, match="sha256 must be 64 hex digits"):
         load_catalog()
@@ -151,13 +240,21 @@ def _tar_with(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
+SPLIT_INDEX = b"tiny index of a two-file checkpoint"
+LOCAL = 9  # the entries local_catalog serves
+
+
+def _blob(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
 ARCHIVE = _tar_with({"checkpoints/tiny_a_pretrained/latest_net_G.pth": ZOO_FILE,
                      "checkpoints/tiny_b_pretrained/latest_net_G.pth": _bytes_of(official_state(seed=1))})
 
 
 def _entry(name: str, url: str, **kw) -> dict:
-    base = dict(vars(catalog_entry("horse2zebra")), name=name, url=url, file=url.rsplit("/", 1)[-1],
-                task="tiny test model", non_commercial=False)
+    base = dict(catalog_entry("horse2zebra").to_json(), name=name, url=url, file=url.rsplit("/", 1)[-1],
+                task="tiny test model", non_commercial=False, styles=["test"])
     return base | kw
 
 
@@ -168,8 +265,16 @@ def local_catalog(tmp_path, monkeypatch):
     monkeypatch.delenv("CYCLEGAN_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1")
-    files = {"/zoo/tiny.pth": ZOO_FILE, "/cut/models.tar": ARCHIVE}
-    with serve(files) as srv:
+    files = {"/zoo/tiny.pth": ZOO_FILE, "/cut/models.tar": ARCHIVE, "/split/tiny.ckpt.index": SPLIT_INDEX,
+             "/split/tiny.ckpt.data-00000-of-00001": ZOO_FILE, "/zoo/junk.pth": b"\x00junk" * 100,
+             "/zoo/page.pth": b"<html><body>Sign in to download</body></html>"}
+    with serve(files, content_type={"/zoo/page.pth": "text/html"}) as srv:
+        split = _entry("tiny_split", srv.url, import_path="tiny.ckpt", files=[
+            {"name": "tiny.ckpt.index", "url": srv.url + "/split/tiny.ckpt.index", "git_sha1": _blob(SPLIT_INDEX)},
+            {"name": "tiny.ckpt.data-00000-of-00001", "url": srv.url + "/split/tiny.ckpt.data-00000-of-00001",
+             "git_sha1": _blob(ZOO_FILE), "size_bytes": len(ZOO_FILE)}])
+        for key in ("url", "file", "member", "size_bytes", "sha256", "git_sha1"):
+            split.pop(key, None)
         entries = [
             _entry("tiny", srv.url + "/zoo/tiny.pth", sha256=hashlib.sha256(ZOO_FILE).hexdigest(),
                    size_bytes=len(ZOO_FILE)),
@@ -179,7 +284,11 @@ def local_catalog(tmp_path, monkeypatch):
             _entry("tiny_a", srv.url + "/cut/models.tar", member="tiny_a_pretrained/latest_net_G.pth"),
             _entry("tiny_b", srv.url + "/cut/models.tar", member="tiny_b_pretrained/latest_net_G.pth"),
             _entry("tiny_c", srv.url + "/cut/models.tar", member="tiny_c_pretrained/latest_net_G.pth"),
+            split,
+            _entry("tiny_junk", srv.url + "/zoo/junk.pth"),
+            _entry("tiny_html", srv.url + "/zoo/page.pth", styles=["test", "ghibli"]),
         ]
+        assert len(entries) == LOCAL
         path = tmp_path / "catalog.json"
         path.write_text(json.dumps({"models": entries}))
         monkeypatch.setenv("CYCLEGAN_PRETRAINED_CATALOG", str(path))
@@ -269,7 +378,7 @@ def test_cli_get_with_out_and_list(local_catalog, tmp_path):
     assert res.exit_code == 1 and "refusing to replace it" in res.stderr and (out / "notes.txt").exists()
     res = _runner().invoke(main, ["pretrained", "list"])
     lines = res.stdout.splitlines()
-    assert res.exit_code == 0 and len(lines) == 1 + 28 + 6
+    assert res.exit_code == 0 and len(lines) == 1 + N_SHIPPED + LOCAL
     row = next(line for line in lines if " tiny_nohash " in line)
     assert row.startswith("*") and "non-commercial" in row and "official" in row
     assert any(line.startswith("  horse2zebra ") and "?" in line for line in lines)  # size not published
@@ -292,3 +401,136 @@ def test_translate_with_a_pretrained_model_before_and_after_get(local_catalog, t
     res = _runner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert Image.open(out).size == (20, 12)
+
+
+# ------------------------------------------------------------------ trust: multi-file, failures, re-checks, verify
+
+
+def test_a_two_file_checkpoint_is_fetched_into_one_folder_checked_and_imported_from_its_prefix(
+        local_catalog, monkeypatch):
+    srv = local_catalog
+    seen = []
+    real = pretrained.import_weights
+
+    def by_prefix(fmt, paths, out, *, options=None, **kw):  # stands in for animeganv2-tf / whitebox
+        (prefix,) = paths
+        seen.append((fmt, Path(prefix).name, sorted(p.name for p in Path(prefix).parent.iterdir()), options))
+        data = Path(str(prefix) + ".data-00000-of-00001")
+        return real("official", [data], out, **kw)
+
+    monkeypatch.setattr(pretrained, "import_weights", by_prefix)
+    got = pretrained.get("tiny_split", progress=False)
+    assert seen == [("official", "tiny.ckpt", ["tiny.ckpt.data-00000-of-00001", "tiny.ckpt.index"], None)]
+    assert got.source == cache_dir() / "pretrained" / "tiny_split" / "source" / "tiny.ckpt"
+    assert sorted(r[0] for r in srv.requests) == ["/split/tiny.ckpt.data-00000-of-00001", "/split/tiny.ckpt.index"]
+    record = pretrained.read_record("tiny_split")
+    assert [(f["name"], f["git_sha1"]) for f in record["files"]] == [
+        ("tiny.ckpt.index", _blob(SPLIT_INDEX)), ("tiny.ckpt.data-00000-of-00001", _blob(ZOO_FILE))]
+    res = _runner().invoke(main, ["pretrained", "verify", "tiny_split"])
+    assert res.exit_code == 0 and res.stdout.startswith("ok   tiny_split (")
+
+
+def test_a_file_that_does_not_match_the_publishers_git_blob_is_not_kept(local_catalog, tmp_path, monkeypatch):
+    srv = local_catalog
+    srv.files["/split/tiny.ckpt.index"] = b"a different index"  # the server's copy is not the publisher's
+    with pytest.raises(ChecksumError, match="git blob SHA-1 .* is not the publisher's"):
+        pretrained.get("tiny_split", progress=False)
+    assert not (cache_dir() / "pretrained" / "tiny_split" / "source" / "tiny.ckpt.index").exists()
+
+
+def test_a_download_that_fails_to_import_is_removed_with_one_line(local_catalog):
+    srv = local_catalog
+    for attempt in (1, 2):  # the second get downloads again instead of failing on the cached bytes
+        res = _runner().invoke(main, ["pretrained", "get", "tiny_junk", "--quiet"])
+        error = res.stderr.strip().splitlines()[-1]
+        assert res.exit_code == 1 and error.startswith("error: tiny_junk: importing")
+        assert "removed junk.pth from the cache" in error and "next get downloads it again" in error
+        assert not (cache_dir() / "pretrained" / "tiny_junk" / "source" / "junk.pth").exists()
+        assert [r for r in srv.requests if r[0] == "/zoo/junk.pth"] == [("/zoo/junk.pth", None)] * attempt
+    assert not pretrained.is_downloaded("tiny_junk")
+
+
+def test_an_html_page_is_never_cached_by_get(local_catalog):
+    srv = local_catalog
+    for attempt in (1, 2):
+        res = _runner().invoke(main, ["pretrained", "get", "tiny_html", "--quiet"])
+        assert res.exit_code == 1 and "sent an HTML page" in res.stderr and "nothing was saved" in res.stderr
+        assert len([r for r in srv.requests if r[0] == "/zoo/page.pth"]) == attempt
+    base = cache_dir() / "pretrained" / "tiny_html"
+    assert not base.exists() or [p for p in base.rglob("*") if p.is_file()] == []
+
+
+def _recatalog(monkeypatch, name: str, **change) -> None:
+    path = Path(os.environ["CYCLEGAN_PRETRAINED_CATALOG"])
+    doc = json.loads(path.read_text())
+    for e in doc["models"]:
+        if e["name"] == name:
+            e.update(change)
+    path.write_text(json.dumps(doc))
+
+
+def test_get_rechecks_a_cached_model_against_a_hash_the_catalog_gained_later(local_catalog, monkeypatch):
+    srv = local_catalog
+    pretrained.get("tiny_nohash", progress=False)
+    _recatalog(monkeypatch, "tiny_nohash", sha256="ab" * 32)
+    with pytest.raises(pretrained.PretrainedError) as info:
+        pretrained.get("tiny_nohash", progress=False)
+    msg = str(info.value)
+    assert "does not match the catalog" in msg and f"the catalog says {'ab' * 32}" in msg
+    assert f"delete {cache_dir() / 'pretrained' / 'tiny_nohash'}" in msg and "\n" not in msg
+    _recatalog(monkeypatch, "tiny_nohash", sha256=hashlib.sha256(ZOO_FILE).hexdigest(), git_sha1=_blob(ZOO_FILE))
+    assert not pretrained.get("tiny_nohash", progress=False).downloaded
+    _recatalog(monkeypatch, "tiny_nohash", sha256=None, git_sha1="1" * 40)
+    with pytest.raises(pretrained.PretrainedError, match="git blob SHA-1 .*, the catalog says 1111"):
+        pretrained.get("tiny_nohash", progress=False)
+    assert len(srv.requests) == 1  # all from the cache
+
+
+@pytest.mark.parametrize("damage", ["[1, 2]", '{"files": [{"name": 5}]}', "{not json"])
+def test_a_damaged_download_json_is_not_a_traceback(local_catalog, damage):
+    pretrained.get("tiny", progress=False)
+    record = cache_dir() / "pretrained" / "tiny" / "download.json"
+    record.write_text(damage)
+    assert pretrained.read_record("tiny") is None
+    again = pretrained.get("tiny", progress=False)  # the files still match the catalog's hash: usable
+    assert not again.downloaded and again.source == cache_dir() / "pretrained" / "tiny" / "source" / "tiny.pth"
+    res = _runner().invoke(main, ["pretrained", "verify", "tiny"])
+    assert res.exit_code == 1 and f"BAD  tiny: {record}" in res.stdout and "Traceback" not in res.output
+
+
+def test_verify_reports_each_damaged_or_missing_file_on_one_line(local_catalog):
+    pretrained.get("tiny", progress=False)
+    pretrained.get("tiny_a", progress=False)
+    res = _runner().invoke(main, ["pretrained", "verify"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.splitlines() == ["ok   tiny (3 files)", "ok   tiny_a (3 files)"]
+    source = cache_dir() / "pretrained" / "tiny" / "source" / "tiny.pth"
+    source.write_bytes(ZOO_FILE[:100] + bytes([ZOO_FILE[100] ^ 1]) + ZOO_FILE[101:])  # bit rot
+    weights = pretrained_model_dir("tiny_a") / "generator.safetensors"
+    weights.unlink()
+    res = _runner().invoke(main, ["pretrained", "verify"])
+    lines = res.stdout.splitlines()
+    assert res.exit_code == 1 and "2 of 2 models failed the check" in res.stderr
+    assert lines[0] == f"BAD  tiny: {source}: changed since it was downloaded " \
+                       f"(SHA-256 {hashlib.sha256(source.read_bytes()).hexdigest()}, recorded " \
+                       f"{hashlib.sha256(ZOO_FILE).hexdigest()})"
+    assert lines[1] == f"BAD  tiny_a: {weights}: missing"
+    res = _runner().invoke(main, ["pretrained", "verify", "tiny_b"])
+    assert res.exit_code == 1 and "tiny_b: not downloaded" in res.stderr
+
+
+def test_list_by_style_prints_the_terms(local_catalog):
+    res = _runner().invoke(main, ["pretrained", "list", "--style", "Ghibli"])
+    assert res.exit_code == 0, res.output
+    names = [line.split()[0] for line in res.stdout.splitlines()[1:] if not line.startswith("   ")]
+    assert names == ["animeganv2_hayao_64", "animeganv2_hayao_99", "animeganv3_hayao_36", "tiny_html"]
+    terms = [line.strip() for line in res.stdout.splitlines() if "NON-COMMERCIAL" in line]
+    assert len(terms) == 3 and all("non-commercial purposes only" in t for t in terms)
+    res = _runner().invoke(main, ["pretrained", "list", "--style", "pixar"])
+    assert res.exit_code == 1 and "style 'pixar': no catalog model has it (styles:" in res.stderr
+    assert "ghibli" in res.stderr and "shinkai" in res.stderr
+
+
+def test_get_shows_non_commercial_terms_before_downloading(local_catalog):
+    res = _runner().invoke(main, ["pretrained", "get", "tiny_nohash", "--quiet", "--offline"])
+    assert res.exit_code == 1 and res.stderr.startswith("note: tiny_nohash is for non-commercial use only")

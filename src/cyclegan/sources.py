@@ -23,7 +23,7 @@ import difflib
 import json
 import os
 import re
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -34,8 +34,10 @@ from cyclegan.errors import CheckpointError, first_line
 __all__ = [
     "CATALOG_ENV",
     "HF_PREFIX",
+    "IMPORT_OPTION_TYPES",
     "PRETRAINED_PREFIX",
     "CatalogEntry",
+    "CatalogFile",
     "ModelSourceError",
     "catalog_entry",
     "is_source_spec",
@@ -59,16 +61,27 @@ class ModelSourceError(CheckpointError):
     """A ``pretrained:`` or ``hf:`` source that cannot be resolved to a local model."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
+class CatalogFile:
+    """One file of a download: where it is, and what the publisher says it is (each check is optional)."""
+
+    name: str  # plain file name in the model's source folder
+    url: str
+    size_bytes: int | None = None
+    sha256: str | None = None
+    git_sha1: str | None = None  # the git blob id, for a file served from a git repository
+
+
+@dataclass(frozen=True, kw_only=True)
 class CatalogEntry:
     """One publicly released generator the ``pretrained`` command can fetch and import."""
 
     name: str
     task: str  # what it does, "horse photo -> zebra photo"
     family: str  # the method and who released it
-    format: str  # importer: official | cut | animeganv2
-    url: str
-    file: str  # file name of the download (shared by models released in one archive)
+    format: str  # importer: official | cut | animeganv2 | animeganv2-tf | whitebox | onnx
+    url: str  # of the (first) download
+    file: str  # file name of the (first) download (shared by models released in one archive)
     member: str | None  # path inside an archive download (its tail), else None
     architecture: str
     licence: str
@@ -77,36 +90,170 @@ class CatalogEntry:
     size_bytes: int | None  # of the download, when the publisher states it
     sha256: str | None  # of the download, when the publisher states it
     homepage: str
+    publisher: str = ""  # who released the weights (a person, a lab, a third party exporting them)
+    styles: tuple[str, ...] = ()  # lower-case tags: ghibli, hayao, shinkai, paprika, cartoon, face, ...
+    git_sha1: str | None = None  # git blob SHA-1 of the download, for a file served from a git repository
+    hash_note: str = ""  # why no hash is given, where none is
+    input_convention: str = ""  # what the original code feeds the network (layout, range, channels, sizes)
+    # Several files imported together (a TF-1 checkpoint's .index and .data): each fetched and checked into
+    # the model's source folder, then ``import_path`` (a file name or a checkpoint prefix there) is imported.
+    files: tuple[CatalogFile, ...] = ()
+    import_path: str | None = None
+    # The importer's options (an ONNX graph's convention: layout, value_range, channels, multiple, min_side).
+    import_options: dict[str, object] = field(default_factory=dict)
+
+    def downloads(self) -> tuple[CatalogFile, ...]:
+        """Every file to fetch: ``files``, or the one download the top-level fields describe."""
+        if self.files:
+            return self.files
+        return (CatalogFile(name=self.file, url=self.url, size_bytes=self.size_bytes, sha256=self.sha256,
+                            git_sha1=self.git_sha1),)
+
+    def to_json(self) -> dict:
+        """The entry as the catalog writes it (round-trips through ``load_catalog``)."""
+        doc = asdict(self)
+        doc["styles"] = list(self.styles)
+        doc["files"] = [asdict(f) for f in self.files]
+        drop = _SINGLE_FILE_FIELDS if self.files else ("files",)
+        return {k: v for k, v in doc.items() if k not in drop}
 
 
-_FIELDS = {f.name for f in fields(CatalogEntry)}
-_OPTIONAL = {"member", "size_bytes", "sha256"}
+# The catalog's fields and the JSON types each takes; ``None`` in a tuple means null is allowed.
+_STR, _OPT_STR, _OPT_INT = (str,), (str, None), (int, None)
+_REQUIRED: dict[str, tuple] = {
+    "name": _STR, "task": _STR, "family": _STR, "format": _STR, "architecture": _STR, "licence": _STR,
+    "licence_note": _STR, "non_commercial": (bool,), "homepage": _STR,
+}
+_OPTIONAL: dict[str, tuple] = {
+    "url": _STR, "file": _STR, "member": _OPT_STR, "size_bytes": _OPT_INT, "sha256": _OPT_STR,
+    "git_sha1": _OPT_STR, "publisher": _STR, "styles": (list,), "hash_note": _STR, "input_convention": _STR,
+    "files": (list,), "import_path": _OPT_STR, "import_options": (dict,),
+}
+# Top-level fields that describe the one download of an entry without a files list.
+_SINGLE_FILE_FIELDS = ("url", "file", "member", "size_bytes", "sha256", "git_sha1")
+_FILE_FIELDS: dict[str, tuple] = {"name": _STR, "url": _STR, "size_bytes": _OPT_INT, "sha256": _OPT_STR,
+                                  "git_sha1": _OPT_STR}
+# Importer keyword arguments a catalog may set, and their JSON types (the importer checks the values).
+IMPORT_OPTION_TYPES: dict[str, tuple] = {
+    "layout": _STR, "value_range": _STR, "channels": _STR, "multiple": (int,), "min_side": (int,),
+    "convert": (bool,),
+}
+_JSON_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
+               dict: "an object", None: "null"}
+
+
+def _has_type(value: object, kinds: tuple) -> bool:
+    for kind in kinds:
+        if kind is None:
+            ok = value is None
+        elif isinstance(value, bool):  # JSON true is no integer
+            ok = kind is bool
+        else:
+            ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
+        if ok:
+            return True
+    return False
+
+
+def _kind_of(value: object) -> str:
+    return "null" if value is None else _JSON_NAMES.get(type(value), type(value).__name__)
+
+
+def _typed(doc: dict, specs: dict[str, tuple], where: str) -> None:
+    for key, kinds in specs.items():
+        if key in doc and not _has_type(doc[key], kinds):
+            want = " or ".join(_JSON_NAMES[k] for k in kinds)
+            raise ModelSourceError(f"{where}: {key} must be {want}, not {_kind_of(doc[key])} ({doc[key]!r:.40})")
+
+
+def _hex(value: str | None, digits: int, key: str, where: str) -> str | None:
+    if value is not None and not re.fullmatch(f"[0-9a-fA-F]{{{digits}}}", value):
+        raise ModelSourceError(f"{where}: {key} must be {digits} hex digits or null")
+    return value.lower() if value else None
+
+
+def _plain_name(value: str, key: str, where: str) -> str:
+    if not value or "/" in value or "\\" in value or value.startswith(".") or "\0" in value:
+        raise ModelSourceError(f"{where}: {key} must be a plain file name, not {value!r:.60}")
+    return value
+
+
+def _url(value: str, where: str, key: str = "url") -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ModelSourceError(f"{where}: {key} must be http(s), not {value!r:.60}")
+    return value
+
+
+def _size(value: int | None, where: str, key: str = "size_bytes") -> int | None:
+    if value is not None and value <= 0:
+        raise ModelSourceError(f"{where}: {key} must be a positive integer or null")
+    return value
+
+
+def _file(doc: object, where: str) -> CatalogFile:
+    if not isinstance(doc, dict):
+        raise ModelSourceError(f"{where}: must be an object, not {_kind_of(doc)}")
+    if missing := sorted({"name", "url"} - set(doc)):
+        raise ModelSourceError(f"{where}: lacks {', '.join(missing)}")
+    if unknown := sorted(set(doc) - set(_FILE_FIELDS)):
+        raise ModelSourceError(f"{where}: unknown keys {', '.join(unknown)}")
+    _typed(doc, _FILE_FIELDS, where)
+    return CatalogFile(name=_plain_name(doc["name"], "name", where), url=_url(doc["url"], where),
+                       size_bytes=_size(doc.get("size_bytes"), where),
+                       sha256=_hex(doc.get("sha256"), 64, "sha256", where),
+                       git_sha1=_hex(doc.get("git_sha1"), 40, "git_sha1", where))
+
+
+def _import_options(doc: dict, where: str) -> dict[str, object]:
+    for key, value in doc.items():
+        if key not in IMPORT_OPTION_TYPES:
+            raise ModelSourceError(f"{where}: import_options has unknown key {key!r:.40} "
+                                   f"(known: {', '.join(IMPORT_OPTION_TYPES)})")
+        _typed({key: value}, {key: IMPORT_OPTION_TYPES[key]}, f"{where}: import_options")
+    return dict(doc)
 
 
 def _entry(doc: object, where: str) -> CatalogEntry:
+    """One catalog model, every field checked for its JSON type: a wrong one is one line naming
+    the catalog file, the model and the field (user catalogs are edited by hand)."""
     if not isinstance(doc, dict):
-        raise ModelSourceError(f"{where}: a catalog model must be a JSON object")
+        raise ModelSourceError(f"{where}: a catalog model must be a JSON object, not {_kind_of(doc)}")
     name = doc.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
-        raise ModelSourceError(f"{where}: invalid model name {name!r} (letters, digits, _ . -)")
-    if missing := sorted(_FIELDS - _OPTIONAL - set(doc)):
-        raise ModelSourceError(f"{where}: model {name} lacks {', '.join(missing)}")
-    if unknown := sorted(set(doc) - _FIELDS):
-        raise ModelSourceError(f"{where}: model {name} has unknown keys {', '.join(unknown)}")
-    sha = doc.get("sha256")
-    if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha)):
-        raise ModelSourceError(f"{where}: model {name}: sha256 must be 64 hex digits or null")
-    size = doc.get("size_bytes")
-    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
-        raise ModelSourceError(f"{where}: model {name}: size_bytes must be a positive integer or null")
-    if not str(doc["url"]).startswith(("http://", "https://")):
-        raise ModelSourceError(f"{where}: model {name}: url must be http(s)")
-    if "/" in str(doc["file"]) or "\\" in str(doc["file"]) or str(doc["file"]).startswith("."):
-        raise ModelSourceError(f"{where}: model {name}: file must be a plain file name")
-    values = {k: doc.get(k) for k in _FIELDS}
-    values["sha256"] = sha.lower() if sha else None
-    values["non_commercial"] = bool(doc["non_commercial"])
-    return CatalogEntry(**values)
+        raise ModelSourceError(f"{where}: invalid model name {name!r:.60} (letters, digits, _ . -)")
+    at = f"{where}: model {name}"
+    if missing := sorted(set(_REQUIRED) - set(doc)):
+        raise ModelSourceError(f"{at} lacks {', '.join(missing)}")
+    if unknown := sorted(set(doc) - set(_REQUIRED) - set(_OPTIONAL)):
+        raise ModelSourceError(f"{at} has unknown keys {', '.join(unknown)}")
+    _typed(doc, _REQUIRED | _OPTIONAL, at)
+    files = tuple(_file(f, f"{at}: files[{i}]") for i, f in enumerate(doc.get("files", [])))
+    if not files and not ("url" in doc and "file" in doc):
+        raise ModelSourceError(f"{at} lacks url and file (or a files list)")
+    if files and any(k in doc for k in _SINGLE_FILE_FIELDS):
+        raise ModelSourceError(f"{at}: give either files or url/file/member/size_bytes/sha256/git_sha1, not both")
+    if len({f.name for f in files}) != len(files):
+        raise ModelSourceError(f"{at}: files has two entries of the same name")
+    styles = doc.get("styles", [])
+    if not all(isinstance(t, str) and re.fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", t) for t in styles):
+        raise ModelSourceError(f"{at}: styles must be a list of lower-case tags (letters, digits, -)")
+    import_path = doc.get("import_path")
+    if import_path is not None:
+        _plain_name(import_path, "import_path", at)
+    first = files[0] if files else None
+    member = doc.get("member")
+    if member is not None and (not member.strip("/") or ".." in member.split("/")):
+        raise ModelSourceError(f"{at}: member must be a path inside the archive")
+    return CatalogEntry(
+        name=name, task=doc["task"], family=doc["family"], format=doc["format"],
+        url=_url(first.url if first else doc["url"], at), file=first.name if first else _plain_name(doc["file"], "file", at),
+        member=member, architecture=doc["architecture"], licence=doc["licence"], licence_note=doc["licence_note"],
+        non_commercial=doc["non_commercial"], size_bytes=_size(doc.get("size_bytes"), at),
+        sha256=_hex(doc.get("sha256"), 64, "sha256", at), homepage=doc["homepage"],
+        publisher=doc.get("publisher", ""), styles=tuple(styles), git_sha1=_hex(doc.get("git_sha1"), 40, "git_sha1", at),
+        hash_note=doc.get("hash_note", ""), input_convention=doc.get("input_convention", ""), files=files,
+        import_path=import_path, import_options=_import_options(doc.get("import_options", {}), at),
+    )
 
 
 def _read_catalog(text: str, where: str) -> dict[str, CatalogEntry]:
@@ -191,10 +338,15 @@ def _pretrained(spec: str, direction: str | None) -> Path:
     model = pretrained_model_dir(name)
     if model.is_dir() and any(model.iterdir()):
         return _pick_direction(model, direction, spec)
-    what = f"{entry.url}, take {entry.member} out of it," if entry.member else entry.url
+    if entry.files:
+        what = " and ".join(f.url for f in entry.downloads()) + " into one folder"
+        target = entry.import_path or entry.file
+    else:
+        what = f"{entry.url}, take {entry.member} out of it," if entry.member else entry.url
+        target = "FILE"
     raise ModelSourceError(
         f"pretrained model {name} is not downloaded: run `cyclegan pretrained get {name}`, or download "
-        f"{what} by hand and run `cyclegan import {entry.format} FILE --out {model}`"
+        f"{what} by hand and run `cyclegan import {entry.format} {target} --out {model}`"
     )
 
 

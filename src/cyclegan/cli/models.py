@@ -1,4 +1,4 @@
-"""``cyclegan export``, ``import``, ``pretrained list|get`` and ``push``: model files in and out."""
+"""``cyclegan export``, ``import``, ``pretrained list|get|verify`` and ``push``: model files in and out."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from cyclegan.errors import ExportError
 from cyclegan.export import export_generator
 from cyclegan.hub import push
 from cyclegan.importers import IMPORT_FORMATS, import_weights
-from cyclegan.pretrained import catalog_entry, get, is_downloaded, list_models
+from cyclegan.pretrained import catalog_entry, get, is_downloaded, list_models, terms, verify
 from cyclegan.quantize import DEFAULT_LIMITS as DEFAULT_INT8_LIMITS
 from cyclegan.quantize import Int8Limits
 from cyclegan.runtime import export_int8_generator
@@ -82,48 +82,89 @@ def _size(n: int | None) -> str:
 
 @click.group()
 def pretrained() -> None:
-    """Publicly released generators: list them, download one; then use --checkpoint pretrained:NAME."""
+    """Publicly released generators: list them, download one, re-check the cache; then use --model pretrained:NAME."""
 
 
 @pretrained.command("list")
-@click.option("--verbose", "-v", is_flag=True, help="Also each model's URL, architecture and licence notes.")
-def pretrained_list_cmd(verbose) -> None:
+@click.option("--style", metavar="TAG",
+              help="Only the models of this style: ghibli, hayao, shinkai, paprika, cartoon, face, ... "
+                   "(each model's terms are printed under it).")
+@click.option("--verbose", "-v", is_flag=True, help="Also each model's URL, publisher, input convention and hashes.")
+def pretrained_list_cmd(style, verbose) -> None:
     """The catalog: name, import format, download size, terms of use, what it does (* = downloaded)."""
-    models = list_models()
+    models = list_models(style)
     width = max(len(e.name) for e in models)
-    click.echo(f"  {'NAME':<{width}}  {'FORMAT':<10}  {'SIZE':>8}  {'TERMS':<14}  TASK")
+    click.echo(f"  {'NAME':<{width}}  {'FORMAT':<13}  {'SIZE':>8}  {'TERMS':<14}  {'STYLES':<22}  TASK")
     for e in models:
         mark = "*" if is_downloaded(e.name) else " "
-        terms = "non-commercial" if e.non_commercial else "see licence"
-        click.echo(f"{mark} {e.name:<{width}}  {e.format:<10}  {_size(e.size_bytes):>8}  {terms:<14}  {e.task}")
+        size = sum(f.size_bytes for f in e.downloads()) if all(f.size_bytes for f in e.downloads()) else None
+        tags = ",".join(e.styles) or "-"
+        click.echo(f"{mark} {e.name:<{width}}  {e.format:<13}  {_size(size):>8}  {_terms_word(e):<14}  "
+                   f"{tags:<22}  {e.task}")
+        if style is not None or verbose:
+            click.echo(f"  {'':<{width}}  {terms(e)}")
         if verbose:
-            for label, value in (("url", e.url + (f" ({e.member})" if e.member else "")), ("from", e.family),
-                                 ("architecture", e.architecture), ("licence", e.licence),
-                                 ("note", e.licence_note), ("sha256", e.sha256 or "not published")):
+            urls = ", ".join(f.url for f in e.downloads()) + (f" ({e.member})" if e.member else "")
+            checks = "; ".join(_checks(f) for f in e.downloads())
+            for label, value in (("url", urls), ("from", e.publisher or e.family), ("family", e.family),
+                                 ("architecture", e.architecture), ("input", e.input_convention or "-"),
+                                 ("checked by", checks + (f" ({e.hash_note})" if e.hash_note else ""))):
                 click.echo(f"  {'':<{width}}  {label}: {value}")
-    click.echo("* downloaded. Sizes marked ? are not published. Check each model's terms (-v) before use.",
-               err=True)
+    click.echo("* downloaded. Sizes marked ? are not published. Check each model's terms before use "
+               "(--style or -v prints them).", err=True)
+
+
+def _terms_word(entry) -> str:
+    return "non-commercial" if entry.non_commercial else "see licence"
+
+
+def _checks(file) -> str:
+    parts = [f"{k} {v}" for k, v in (("sha256", file.sha256), ("git blob", file.git_sha1),
+                                      ("bytes", file.size_bytes)) if v is not None]
+    return f"{file.name}: " + (", ".join(parts) if parts else "no published hash (SHA-256 recorded on download)")
 
 
 @pretrained.command("get")
 @click.argument("name")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Also copy the imported model (a safetensors export) to this folder.")
+              help="Also copy the imported model to this folder.")
 @click.option("--overwrite", is_flag=True, help="Let --out replace an earlier copy of a model.")
 @click.option("--offline", is_flag=True,
-              help="Never use the network (as CYCLEGAN_OFFLINE=1): import a file already downloaded or put "
+              help="Never use the network (as CYCLEGAN_OFFLINE=1): import files already downloaded or put "
                    "in place by hand, else say which file to fetch and where to put it.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def pretrained_get_cmd(name, out, overwrite, offline, quiet) -> None:
-    """Download catalog model NAME (resumable, checked), import it, and cache it."""
+    """Download catalog model NAME (resumable, bounded, checked), import it, and cache it."""
+    entry = catalog_entry(name)
+    if entry.non_commercial:  # before the download, so nobody fetches it without seeing them
+        click.echo(f"note: {name} is for non-commercial use only: {entry.licence}; {entry.licence_note}", err=True)
     result = get(name, out=out, overwrite=overwrite, progress=False if quiet else None,
                  offline=True if offline else None)
     click.echo(result.line())
-    entry = catalog_entry(name)
     if result.sha256:
         click.echo(f"sha256 {result.sha256} of {entry.url}", err=True)
-    if entry.non_commercial:
-        click.echo(f"note: {name} is for non-commercial use: {entry.licence_note}", err=True)
+
+
+@pretrained.command("verify")
+@click.argument("name", required=False)
+def pretrained_verify_cmd(name) -> None:
+    """Re-check the cache: every download against the catalog and download.json, every imported model
+    against its recorded hashes (one line per problem; exit status 1 if any)."""
+    checks = verify(name)
+    if not checks:
+        click.echo("nothing downloaded yet: nothing to verify", err=True)
+        return
+    bad = 0
+    for check in checks:
+        if check.ok:
+            click.echo(f"ok   {check.name} ({check.checked} files)")
+        for problem in check.problems:
+            click.echo(f"BAD  {check.name}: {problem}")
+        bad += not check.ok
+    if bad:
+        click.echo(f"error: {bad} of {len(checks)} models failed the check; delete the folder named and run "
+                   "`cyclegan pretrained get NAME` again", err=True)
+        raise SystemExit(1)
 
 
 @click.command("push")
