@@ -155,10 +155,21 @@ def model_card(
 ) -> str:
     """The README.md of a pushed model: Hub metadata, use, architecture, data, recipe, metrics, licence."""
     tree = config.to_dict()
-    model, data, train, optim, loss = tree["model"], tree["data"], tree["train"], tree["optim"], tree["loss"]
-    kind = model["kind"]
+    kind = tree["model"]["kind"]
+    sections = [
+        _card_header(repo_id, kind=kind, directions=directions, license=license),
+        _card_architecture(tree["model"], parameters=parameters, size_multiple=size_multiple),
+        _card_data(tree["data"]),
+        _card_recipe(tree, step=step, epoch=epoch),
+        _card_metrics(metrics),
+        _card_licence(license),
+    ]
+    return "\n".join(line for section in sections for line in section)
+
+
+def _card_header(repo_id: str, *, kind: str, directions: tuple[str, ...], license: str | None) -> list[str]:
+    """Hub metadata (YAML front matter), title, what the repository holds and how to use it."""
     two = len(directions) == 2
-    gen = model["generator"]
     lines = [
         "---",
         "library_name: cyclegan",
@@ -184,33 +195,47 @@ def model_card(
     ]
     if two:
         lines.append(f"cyclegan translate photo.jpg --checkpoint hf:{repo_id} --direction b2a --out back.png")
-    lines += [
+    return lines + [
         "```",
         "",
         ("Each folder is a safetensors export: `generator.safetensors` (the weights, with the model's settings "
         "in its metadata), `config.json` (the full training config) and `meta.json` (SHA-256 of both, "
         "checked on load)."),
         "",
+    ]
+
+
+def _card_architecture(model: dict, *, parameters: int, size_multiple: int) -> list[str]:
+    gen = model["generator"]
+    return [
         "## Architecture",
         "",
         "| | |",
         "|---|---|",
-        f"| model | {kind} |",
+        f"| model | {model['kind']} |",
         f"| generator | {gen['name']}: " + ", ".join(f"{k} {v}" for k, v in gen.items() if k != "name") + " |",
         f"| parameters | {parameters:,} per generator |",
         f"| input | RGB in [-1, 1], height and width multiples of {size_multiple} (translate pads) |",
         "",
-        "## Training data",
-        "",
     ]
+
+
+def _card_data(data: dict) -> list[str]:
+    lines = ["## Training data", ""]
     if data.get("data_a") or data.get("data_b"):
         lines += [f"- domain A: `{data.get('data_a')}`", f"- domain B: `{data.get('data_b')}`"]
     else:
         lines.append(f"- `{data.get('dataroot')}` (trainA/ and trainB/)")
-    lines += [
+    return lines + [
         (f"- images resized to {data['load_size']}, random crops of {data['crop_size']} ({data['preprocess']}, "
         f"flip {'on' if data['flip'] else 'off'})"),
         "",
+    ]
+
+
+def _card_recipe(tree: dict, *, step: int | None, epoch: int | None) -> list[str]:
+    train, optim, loss = tree["train"], tree["optim"], tree["loss"]
+    return [
         "## Recipe",
         "",
         f"- preset: `{tree.get('preset') or 'none'}`",
@@ -220,30 +245,36 @@ def model_card(
         "- loss settings: " + ", ".join(f"{k} {v}" for k, v in loss.items() if isinstance(v, (int, float, str))
                                  and not isinstance(v, bool) and v not in (0, 0.0, None)),
         "",
-        "## Metrics",
-        "",
     ]
-    if metrics:
-        feats = metrics.get("features") or {}
-        d = metrics.get("data") or {}
-        lines += [
-            (f"From `cyclegan evaluate` ({metrics.get('time', '?')}; checkpoint step {metrics.get('step', '?')}; "
-            f"test images {d.get('test_a', '?')} and {d.get('test_b', '?')} at {d.get('image_size', '?')} px; "
-            f"features: {feats.get('name', 'none')})."),
-            "",
-            "| direction | " + " | ".join(label for _, label in _METRICS) + " |",
-            "|---|" + "---|" * len(_METRICS),
-        ]
-        for direction in DIRECTIONS:
-            if isinstance(metrics.get(direction), dict):
-                scores = metrics[direction]
-                lines.append(f"| {direction} | " + " | ".join(_fmt(scores.get(k)) for k, _ in _METRICS) + " |")
-        if metrics.get("inception_error"):
-            lines += ["", f"FID/KID/IS were not computed: {metrics['inception_error']}"]
-    else:
-        lines.append("No eval.json was found for this checkpoint: run `cyclegan evaluate` before pushing "
-                     "to report FID, KID, IS and cycle metrics here.")
+
+
+def _card_metrics(metrics: dict | None) -> list[str]:
+    """The eval.json scores as a table, or a note saying how to get them."""
+    lines = ["## Metrics", ""]
+    if not metrics:
+        return lines + [("No eval.json was found for this checkpoint: run `cyclegan evaluate` before pushing "
+                         "to report FID, KID, IS and cycle metrics here.")]
+    feats = metrics.get("features") or {}
+    d = metrics.get("data") or {}
     lines += [
+        (f"From `cyclegan evaluate` ({metrics.get('time', '?')}; checkpoint step {metrics.get('step', '?')}; "
+        f"test images {d.get('test_a', '?')} and {d.get('test_b', '?')} at {d.get('image_size', '?')} px; "
+        f"features: {feats.get('name', 'none')})."),
+        "",
+        "| direction | " + " | ".join(label for _, label in _METRICS) + " |",
+        "|---|" + "---|" * len(_METRICS),
+    ]
+    for direction in DIRECTIONS:
+        if isinstance(metrics.get(direction), dict):
+            scores = metrics[direction]
+            lines.append(f"| {direction} | " + " | ".join(_fmt(scores.get(k)) for k, _ in _METRICS) + " |")
+    if metrics.get("inception_error"):
+        lines += ["", f"FID/KID/IS were not computed: {metrics['inception_error']}"]
+    return lines
+
+
+def _card_licence(license: str | None) -> list[str]:
+    return [
         "",
         "## Licence",
         "",
@@ -253,7 +284,6 @@ def model_card(
         "non-commercial use only) apply to them too.",
         "",
     ]
-    return "\n".join(lines)
 
 
 # -------------------------------------------------------------------------------------- upload

@@ -7,9 +7,11 @@ import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from cyclegan.checkpoint import load_generator, resolve_checkpoint
 from cyclegan.config import Config
@@ -88,46 +90,19 @@ def evaluate_checkpoint(
     start = time.perf_counter()
     ckpt = resolve_checkpoint(resolve_source(checkpoint))
     dev = resolve_device(device)
-    with model_memory_guard(ckpt):
-        if (ckpt / EXPORTED_WEIGHTS).is_file():  # a safetensors export or import: one generator, one direction
-            loaded = load_any_generator(ckpt, device=dev)
-            if loaded.info.direction != "a2b" or loaded.info.config is None:
-                raise EvaluationError(f"{ckpt}: holds only the {loaded.info.direction} generator; evaluate scores "
-                                      "a2b (A -> B) and, for a checkpoint with both, b2a")
-            g_a, cfg, g_b = loaded.model, loaded.info.config, None
-        else:
-            g_a, cfg = load_generator(ckpt, direction="a2b", device=dev)
-            # One-sided models (CUT / FastCUT) have no B -> A generator: only a2b is scored.
-            g_b = load_generator(ckpt, direction="b2a", device=dev)[0] if cfg.model.kind == "cyclegan" else None
-    folder_a, folder_b = resolve_test_folders(
-        cfg,
-        dataroot=Path(dataroot) if dataroot else None,
-        test_a=Path(test_a) if test_a else None,
-        test_b=Path(test_b) if test_b else None,
-    )
-    size = image_size or cfg.data.crop_size
-    images_a, skipped_a = load_domain(folder_a, "A", size=size, max_images=max_images)
-    images_b, skipped_b = load_domain(folder_b, "B", size=size, max_images=max_images)
-    skipped = skipped_a + skipped_b
-    if skipped:
-        names = "; ".join(f"{p} ({why})" for p, why in skipped)
-        echo(f"warning: skipped {len(skipped)} unreadable image(s): {names}")
-    echo(f"evaluate: {len(images_a)} test-A and {len(images_b)} test-B images at {size}x{size} on {dev}")
+    g_a, g_b, cfg = _load_generators(ckpt, dev)
+    test = _load_test_images(cfg, dataroot=dataroot, test_a=test_a, test_b=test_b,
+                             size=image_size or cfg.data.crop_size, max_images=max_images, echo=echo)
+    echo(f"evaluate: {len(test.images['A'])} test-A and {len(test.images['B'])} test-B images at "
+         f"{test.size}x{test.size} on {dev}")
     # Before any translation: a classifier below the accuracy threshold refuses the whole evaluation.
-    scorer = build_domain_scorer(cfg, {"A": images_a, "B": images_b}, dataroot=Path(dataroot) if dataroot else None,
+    scorer = build_domain_scorer(cfg, test.images, dataroot=Path(dataroot) if dataroot else None,
                                  min_accuracy=classifier_min_accuracy, device=dev, echo=echo) if classifier else None
-
-    inception_error = None
-    if extractor is None and use_inception:
-        extractor, inception_error = try_inception(Path(inception_weights) if inception_weights else None, dev)
-        if inception_error:
-            echo("evaluate: no Inception network, so no FID/KID/IS; computing the reconstruction metrics")
-    elif extractor is None:
-        inception_error = "Inception metrics disabled (--no-inception)"
-
+    extractor, inception_error = _feature_extractor(extractor, use_inception=use_inception,
+                                                    inception_weights=inception_weights, device=dev, echo=echo)
     scores = evaluate_generators(
         {"G_A": g_a, **({"G_B": g_b} if g_b is not None else {})},
-        images={"A": images_a, "B": images_b},
+        images=test.images,
         extractor=extractor,
         batch_size=batch_size,
         kid_subsets=kid_subsets,
@@ -137,25 +112,19 @@ def evaluate_checkpoint(
         progress=progress,
         domain_scorer=scorer,
     )
-    meta = {}
-    try:
-        meta = json.loads((ckpt / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        pass  # meta.json is informational; the weights and config are what matter
     record = {
         "schema": EVAL_SCHEMA,
         "cyclegan_version": __version__,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "checkpoint": str(ckpt),
-        "step": meta.get("step"),
-        "epoch": meta.get("epoch"),
+        **_step_and_epoch(ckpt),
         "generator": cfg.model.generator.name,
         "data": {
-            "test_a": str(folder_a),
-            "test_b": str(folder_b),
-            "image_size": size,
+            "test_a": str(test.folder_a),
+            "test_b": str(test.folder_b),
+            "image_size": test.size,
             "resize": "bicubic to image_size x image_size",
-            "skipped": [f"{p} ({why})" for p, why in skipped],
+            "skipped": [f"{p} ({why})" for p, why in test.skipped],
         },
         "features": extractor.provenance() if extractor is not None else None,
         "inception_error": inception_error,
@@ -169,3 +138,71 @@ def evaluate_checkpoint(
     return record
 
 
+def _load_generators(ckpt: Path, device: torch.device) -> tuple[nn.Module, nn.Module | None, Config]:
+    """(G_A, G_B or None, config) of a checkpoint folder or a safetensors export (a2b only)."""
+    with model_memory_guard(ckpt):
+        if (ckpt / EXPORTED_WEIGHTS).is_file():  # a safetensors export or import: one generator, one direction
+            loaded = load_any_generator(ckpt, device=device)
+            if loaded.info.direction != "a2b" or loaded.info.config is None:
+                raise EvaluationError(f"{ckpt}: holds only the {loaded.info.direction} generator; evaluate scores "
+                                      "a2b (A -> B) and, for a checkpoint with both, b2a")
+            return loaded.model, None, loaded.info.config
+        g_a, cfg = load_generator(ckpt, direction="a2b", device=device)
+        # One-sided models (CUT / FastCUT) have no B -> A generator: only a2b is scored.
+        g_b = load_generator(ckpt, direction="b2a", device=device)[0] if cfg.model.kind == "cyclegan" else None
+        return g_a, g_b, cfg
+
+
+@dataclass(frozen=True)
+class _TestImages:
+    folder_a: Path
+    folder_b: Path
+    size: int
+    images: dict[str, torch.Tensor]  # "A" / "B" -> uint8 [N, 3, size, size]
+    skipped: list[tuple[Path, str]]  # unreadable files and why
+
+
+def _load_test_images(
+    cfg: Config, *, dataroot: str | os.PathLike | None, test_a: str | os.PathLike | None,
+    test_b: str | os.PathLike | None, size: int, max_images: int | None, echo: Callable[[str], None],
+) -> _TestImages:
+    """The test split, resized to ``size``; unreadable images are left out and reported through ``echo``."""
+    folder_a, folder_b = resolve_test_folders(
+        cfg,
+        dataroot=Path(dataroot) if dataroot else None,
+        test_a=Path(test_a) if test_a else None,
+        test_b=Path(test_b) if test_b else None,
+    )
+    images_a, skipped_a = load_domain(folder_a, "A", size=size, max_images=max_images)
+    images_b, skipped_b = load_domain(folder_b, "B", size=size, max_images=max_images)
+    skipped = skipped_a + skipped_b
+    if skipped:
+        names = "; ".join(f"{p} ({why})" for p, why in skipped)
+        echo(f"warning: skipped {len(skipped)} unreadable image(s): {names}")
+    return _TestImages(folder_a=folder_a, folder_b=folder_b, size=size, images={"A": images_a, "B": images_b},
+                       skipped=skipped)
+
+
+def _feature_extractor(
+    extractor: FeatureExtractor | None, *, use_inception: bool, inception_weights: str | os.PathLike | None,
+    device: torch.device, echo: Callable[[str], None],
+) -> tuple[FeatureExtractor | None, str | None]:
+    """The given extractor, else Inception when wanted and found; with the reason when there is none."""
+    if extractor is not None:
+        return extractor, None
+    if not use_inception:
+        return None, "Inception metrics disabled (--no-inception)"
+    extractor, error = try_inception(Path(inception_weights) if inception_weights else None, device)
+    if error:
+        echo("evaluate: no Inception network, so no FID/KID/IS; computing the reconstruction metrics")
+    return extractor, error
+
+
+def _step_and_epoch(ckpt: Path) -> dict[str, int | None]:
+    try:
+        meta = json.loads((ckpt / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = {}  # meta.json is informational; the weights and config are what matter
+    if not isinstance(meta, dict):
+        meta = {}
+    return {"step": meta.get("step"), "epoch": meta.get("epoch")}

@@ -138,6 +138,24 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+@dataclass(frozen=True)
+class _Limits:
+    """What one request may bring and cost; checked once in ``create_app``."""
+
+    max_upload_bytes: int
+    max_pixels: int
+    body_timeout: float
+    max_request_memory: int
+
+    def __post_init__(self) -> None:
+        if self.max_upload_bytes < 1 or self.max_pixels < 1:
+            raise ValueError("max_upload_bytes and max_pixels must be positive")
+        if not self.body_timeout > 0:
+            raise ValueError(f"body_timeout must be positive, got {self.body_timeout}")
+        if self.max_request_memory < 1:
+            raise ValueError(f"max_request_memory must be positive, got {self.max_request_memory}")
+
+
 def create_app(
     models: Mapping[str, ServedModel],
     *,
@@ -159,19 +177,12 @@ def create_app(
     """
     if not models:
         raise ValueError("create_app needs at least one model")
-    if max_upload_bytes < 1 or max_pixels < 1:
-        raise ValueError("max_upload_bytes and max_pixels must be positive")
-    if not body_timeout > 0:
-        raise ValueError(f"body_timeout must be positive, got {body_timeout}")
-    if max_request_memory < 1:
-        raise ValueError(f"max_request_memory must be positive, got {max_request_memory}")
+    limits = _Limits(max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, body_timeout=body_timeout,
+                     max_request_memory=max_request_memory)
     models = dict(models)
-    default_model = next(iter(models))
     # OpenMP's thread count is a per-thread setting, so each worker thread sets its own.
     queue = InferenceQueue(workers=workers, queue_size=queue_size,
                            initializer=(lambda: torch.set_num_threads(threads)) if threads else None)
-    locks = {(m.name, d): threading.Lock() for m in models.values() for d in m.directions}
-    page = {name: _static_text(name) for name in ("index.html", *_STATIC)}
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -186,7 +197,6 @@ def create_app(
     )
     app.state.models = models
     app.state.queue = queue
-
     if cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -196,8 +206,14 @@ def create_app(
             expose_headers=["Retry-After", "Content-Disposition", "X-Image-Width", "X-Image-Height",
                             "X-Processing-Seconds"],
         )
+    _add_error_handlers(app)
+    _add_page_routes(app)
+    _add_api_routes(app, models, queue, limits)
+    return app
 
-    # ------------------------------------------------------------------------------------ errors
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """The error contract: every failure is JSON ``{"error": ...}`` with the status of the module docstring."""
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -220,7 +236,10 @@ def create_app(
         log.exception("unexpected error", exc_info=exc)
         return _error(500, f"internal server error ({type(exc).__name__}); see the server log")
 
-    # --------------------------------------------------------------------------------------- page
+
+def _add_page_routes(app: FastAPI) -> None:
+    """The web page and its two static files, read once from the package."""
+    page = {name: _static_text(name) for name in ("index.html", *_STATIC)}
 
     @app.get("/", include_in_schema=False)
     async def index() -> HTMLResponse:
@@ -236,7 +255,54 @@ def create_app(
     for name, media_type in _STATIC.items():
         _static_route(name, media_type)
 
-    # ---------------------------------------------------------------------------------------- API
+
+def _pick(models: Mapping[str, ServedModel], model: str | None, direction: str | None) -> tuple[ServedModel, str]:
+    """The requested model (default: the first) and direction (default: its first), or a 404 / 422."""
+    name = model if model is not None else next(iter(models))
+    served = models.get(name)
+    if served is None:
+        raise ApiError(404, f"unknown model {name!r}; available: {', '.join(models)}", valid=list(models))
+    valid = served.directions
+    chosen = direction if direction is not None else valid[0]
+    if chosen not in valid:
+        what = "direction" if chosen in DIRECTIONS else "unknown direction"
+        raise ApiError(422, f"{what} {chosen!r} for model {name!r}; choose from {', '.join(valid)}", valid=valid)
+    return served, chosen
+
+
+_TRANSLATE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {t: {} for t in _MEDIA_TYPES.values()}, "description": "The translated image."},
+    404: {"description": "Unknown model (`valid` lists the names)."},
+    408: {"description": "The upload did not arrive within the server's body timeout."},
+    413: {"description": "Upload over the byte limit, image over the pixel limit, or translating it "
+                         "would need more than the memory limit per request (`limit_bytes`, "
+                         "`estimate_bytes`, and `fitting_max_side`: the largest max_side that fits)."},
+    415: {"description": "Not a supported image (the content is checked, not the name or type)."},
+    422: {"description": "Bad parameter, e.g. a direction the model does not have."},
+    503: {"description": "Queue full; retry after `Retry-After` seconds."},
+}
+# FastAPI cannot infer a multipart body it does not parse (serve.upload streams it), so it is declared.
+_TRANSLATE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FIELD],
+                    "properties": {FIELD: {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
+}
+
+
+def _add_api_routes(app: FastAPI, models: dict[str, ServedModel], queue: InferenceQueue, limits: _Limits) -> None:
+    """/healthz, /api/models and /api/translate."""
+    default_model = next(iter(models))
+    # One image at a time per network (see _run_job).
+    locks = {(m.name, d): threading.Lock() for m in models.values() for d in m.directions}
 
     @app.get("/healthz", summary="Liveness and queue figures")
     async def healthz() -> dict[str, Any]:
@@ -248,57 +314,17 @@ def create_app(
             "models": [m.describe() for m in models.values()],
             "default_model": default_model,
             "limits": {
-                "max_upload_bytes": max_upload_bytes,
-                "max_pixels": max_pixels,
-                "max_request_memory": max_request_memory,
+                "max_upload_bytes": limits.max_upload_bytes,
+                "max_pixels": limits.max_pixels,
+                "max_request_memory": limits.max_request_memory,
                 "max_side": MAX_SIDE_LIMIT,
                 "accepted": [f.lower() for f in ACCEPTED_FORMATS],
                 "formats": list(OUTPUT_FORMATS),
             },
         }
 
-    def _pick(model: str | None, direction: str | None) -> tuple[ServedModel, str]:
-        name = model if model is not None else default_model
-        served = models.get(name)
-        if served is None:
-            raise ApiError(404, f"unknown model {name!r}; available: {', '.join(models)}", valid=list(models))
-        valid = served.directions
-        chosen = direction if direction is not None else valid[0]
-        if chosen not in valid:
-            what = "direction" if chosen in DIRECTIONS else "unknown direction"
-            raise ApiError(422, f"{what} {chosen!r} for model {name!r}; choose from {', '.join(valid)}", valid=valid)
-        return served, chosen
-
-    @app.post(
-        "/api/translate",
-        summary="Translate one image at full resolution",
-        response_class=Response,
-        responses={
-            200: {"content": {t: {} for t in _MEDIA_TYPES.values()}, "description": "The translated image."},
-            404: {"description": "Unknown model (`valid` lists the names)."},
-            408: {"description": "The upload did not arrive within the server's body timeout."},
-            413: {"description": "Upload over the byte limit, image over the pixel limit, or translating it "
-                                 "would need more than the memory limit per request (`limit_bytes`, "
-                                 "`estimate_bytes`, and `fitting_max_side`: the largest max_side that fits)."},
-            415: {"description": "Not a supported image (the content is checked, not the name or type)."},
-            422: {"description": "Bad parameter, e.g. a direction the model does not have."},
-            503: {"description": "Queue full; retry after `Retry-After` seconds."},
-        },
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "multipart/form-data": {
-                        "schema": {
-                            "type": "object",
-                            "required": [FIELD],
-                            "properties": {FIELD: {"type": "string", "format": "binary"}},
-                        }
-                    }
-                },
-            }
-        },
-    )
+    @app.post("/api/translate", summary="Translate one image at full resolution", response_class=Response,
+              responses=_TRANSLATE_RESPONSES, openapi_extra=_TRANSLATE_BODY)
     async def translate(
         request: Request,
         model: str | None = Query(None, description=f"Model name (default: {default_model}); see /api/models."),
@@ -309,15 +335,15 @@ def create_app(
                                                  "further if the server's memory limit needs it)."),
         quality: int = Query(92, ge=1, le=100, description="JPEG / WebP quality."),
     ) -> Response:
-        served, chosen = _pick(model, direction)
+        served, chosen = _pick(models, model, direction)
         queue.ensure_space()  # refuse before the upload is read, not after
         try:
-            data = await read_upload(request, max_bytes=max_upload_bytes, timeout=body_timeout)
+            data = await read_upload(request, max_bytes=limits.max_upload_bytes, timeout=limits.body_timeout)
         except ClientDisconnect:
             raise ApiError(400, "the client disconnected during the upload") from None
         job = _Job(data=data, translator=served.translators[chosen], lock=locks[(served.name, chosen)],
-                   max_side=max_side, fmt=format, quality=quality, max_pixels=max_pixels,
-                   max_request_memory=max_request_memory)
+                   max_side=max_side, fmt=format, quality=quality, max_pixels=limits.max_pixels,
+                   max_request_memory=limits.max_request_memory)
         result: _Result = await queue.submit(lambda: _run_job(job))
         return Response(
             result.body,
@@ -330,5 +356,3 @@ def create_app(
                 "X-Processing-Seconds": f"{result.seconds:.3f}",  # decode + translate + encode
             },
         )
-
-    return app
