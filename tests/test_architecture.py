@@ -26,7 +26,7 @@ OPTIONAL = {
     "huggingface_hub",  # hub
     "imagehash", "scenedetect",  # frames
     "matplotlib",  # eval
-    "onnx", "onnxruntime", "onnxscript",  # onnx
+    "onnx", "onnxruntime", "onnxscript", "onnx2torch",  # onnx
     "pytorch_fid", "scipy",  # eval
     "tensorboard",  # tensorboard
 }

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from cyclegan import networks
 from cyclegan.checkpoint import (
     GENERATOR_FOR_DIRECTION,
+    file_sha256,
     load_checkpoint_config,
     load_generator,
     load_into,
@@ -33,11 +34,15 @@ from cyclegan.checkpoint import (
 )
 from cyclegan.config import Config, config_from_dict
 from cyclegan.errors import CheckpointError, CycleGANError, first_line
+from cyclegan.networks.foreign import ForeignGenerator, OnnxConvention, convert_onnx_graph
 from cyclegan.sources import resolve_source
 from cyclegan.version import __version__
 
 __all__ = [
     "EXPORTED_WEIGHTS",
+    "FOREIGN_GRAPH",
+    "FOREIGN_INFO",
+    "FOREIGN_WRAPPED",
     "INT8_METADATA_KEY",
     "METADATA_KEY",
     "TORCHSCRIPT_EXTRA",
@@ -56,6 +61,11 @@ INT8_METADATA_KEY = "cyclegan_int8"  # an int8 model's quantization report (cycl
 TORCHSCRIPT_EXTRA = "cyclegan.json"
 EXPORTED_WEIGHTS = "generator.safetensors"
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript")
+# A folder written by ``cyclegan import onnx``: the publisher's graph as given, the same graph behind our
+# convention (ONNX Runtime's file), and foreign.json (convention, backend, hashes; cyclegan.importers.onnx_foreign).
+FOREIGN_GRAPH = "foreign.onnx"
+FOREIGN_WRAPPED = "generator.onnx"
+FOREIGN_INFO = "foreign.json"
 
 
 @dataclass(frozen=True)
@@ -102,7 +112,7 @@ class LoadedGenerator:
 
     model: nn.Module | OnnxGenerator
     info: ModelInfo
-    kind: str  # "checkpoint" | "safetensors" | "torchscript" | "onnx"
+    kind: str  # "checkpoint" | "safetensors" | "torchscript" | "onnx" | "foreign" (import onnx, in PyTorch)
     path: Path
 
 
@@ -271,6 +281,8 @@ def _load_any(
     path: Path, *, direction: str | None, device: str | torch.device, ema: bool, threads: int | None
 ) -> LoadedGenerator:
     if path.is_dir():
+        if (path / FOREIGN_INFO).is_file():
+            return _load_foreign(path, direction=direction, device=device, threads=threads)
         if (path / EXPORTED_WEIGHTS).is_file():
             net, info = load_safetensors_file(path / EXPORTED_WEIGHTS, torch.device(device))
             _single_direction(info, direction, path)
@@ -302,3 +314,40 @@ def _load_any(
         f"{path}: unknown model file type {suffix or '(none)'}; expected a run or checkpoint folder, "
         ".onnx, .safetensors or TorchScript .pt"
     )
+
+
+def _load_foreign(path: Path, *, direction: str | None, device: str | torch.device,
+                  threads: int | None) -> LoadedGenerator:
+    """A folder of ``cyclegan import onnx``: its files checked against the hashes foreign.json records,
+    then the graph converted to PyTorch again (backend torch) or run by ONNX Runtime (backend onnxruntime)."""
+    try:
+        doc = json.loads((path / FOREIGN_INFO).read_text())
+        convention = OnnxConvention.from_dict(doc["convention"])
+        backend, hashes = str(doc["backend"]), dict(doc["sha256"])
+    except (ValueError, KeyError, TypeError, RecursionError, CheckpointError) as e:
+        raise CheckpointError(f"{path / FOREIGN_INFO}: unreadable ({first_line(e, type(e).__name__)})") from None
+    for name in (FOREIGN_GRAPH, FOREIGN_WRAPPED):
+        if not (path / name).is_file() or file_sha256(path / name) != hashes.get(name):
+            raise CheckpointError(f"{path / name}: missing or changed since it was imported (SHA-256 differs)")
+    info = ModelInfo(direction="a2b", size_multiple=convention.multiple, config=None, format="onnx-import")
+    _single_direction(info, direction, path)
+    if backend == "onnxruntime":
+        runner = OnnxGenerator(path=path / FOREIGN_WRAPPED, device=str(device), threads=threads)
+        return LoadedGenerator(model=runner, info=info, kind="onnx", path=path / FOREIGN_WRAPPED)
+    if backend != "torch":
+        raise CheckpointError(f"{path / FOREIGN_INFO}: unknown backend {backend!r}")
+    try:
+        import onnx  # the onnx extra
+
+        graph = convert_onnx_graph(onnx.load(str(path / FOREIGN_GRAPH), load_external_data=False))
+    except ImportError:
+        raise CheckpointError(f"{path}: running an imported ONNX model in PyTorch needs onnx and onnx2torch "
+                              "(pip install 'cyclegan[onnx]')") from None
+    except Exception as e:  # noqa: BLE001 - onnx2torch and the version converter raise many types
+        raise CheckpointError(f"{path / FOREIGN_GRAPH}: no longer converts to PyTorch "
+                              f"({type(e).__name__}: {first_line(e, 'no detail')})") from None
+    net = ForeignGenerator(net=graph, convention=convention)
+    net.onnx_graph = path / FOREIGN_WRAPPED  # ONNX Runtime's file for --precision auto / int8 (cyclegan.runtime)
+    if str(device) != "auto":
+        net = net.to(device)
+    return LoadedGenerator(model=net.eval(), info=info, kind="foreign", path=path)

@@ -168,7 +168,8 @@ def _module_key(module: nn.Module, size_multiple: int) -> str:
     for name, t in module.state_dict().items():
         t = t.detach().cpu().contiguous()
         h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        # A fresh buffer: a broadcast constant (stride 0, as onnx2torch keeps some) cannot be viewed as bytes.
+        h.update(torch.empty(t.numel(), dtype=t.dtype).copy_(t.reshape(-1)).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:24]
 
 
@@ -186,6 +187,9 @@ def onnx_cached(module: nn.Module, *, size_multiple: int, threads: int | None = 
 
     Returns (generator, path, exported_now). Raises CycleGANError (or OSError) when it cannot.
     """
+    own = getattr(module, "onnx_graph", None)  # an imported ONNX model's own graph (networks.foreign)
+    if own is not None:
+        return OnnxGenerator(path=Path(own), device="cpu", threads=threads), Path(own), False
     path = cache_dir() / "onnx" / f"{_module_key(module, size_multiple)}.onnx"
     if path.is_file():
         with contextlib.suppress(CheckpointError):  # unreadable (e.g. truncated by a full disk): redo it

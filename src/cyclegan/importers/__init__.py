@@ -16,6 +16,7 @@ plan, writes the folder atomically and checks it by rebuilding the generators fr
 
 from cyclegan.importers import animeganv2, cut, official  # noqa: F401 - each registers its format
 from cyclegan.importers import animeganv2_tf, whitebox  # noqa: F401 - TF-1 checkpoints (importers.tfcheckpoint)
+from cyclegan.importers import onnx_foreign  # noqa: F401 - registers format onnx
 from cyclegan.importers.api import ImportResult, import_weights
 from cyclegan.importers.common import IMPORT_FORMATS, Converted, ForeignWeightsError, read_state_dict
 

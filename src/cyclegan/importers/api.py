@@ -32,7 +32,7 @@ from cyclegan.modelfile import ModelInfo, load_any_generator
 
 PROVENANCE_KEY = "imported"  # meta.json: {"format", "architecture", "sources": [{"file", "sha256"}], ...}
 # What a folder may hold for --overwrite to replace it: one of our model folders, nothing of the user's.
-MODEL_FOLDER_FILES = frozenset({"config.json", "meta.json", "state.pt"})
+MODEL_FOLDER_FILES = frozenset({"config.json", "meta.json", "state.pt", "foreign.json"})
 
 
 @dataclass(frozen=True)
@@ -43,21 +43,28 @@ class ImportResult:
     architecture: str  # e.g. "official ResNet generator with 9 blocks, ngf 64, instance norm (11,378,179 parameters)"
     max_abs_diff: float  # written-and-rebuilt vs converted generator on a random input; 0 when it passed
     dropped: int = 0  # tensors discarded as the original loader discards them
+    folder: str = ""  # what was written, where not our weights (Converted.folder)
+    note: str = ""  # the format's own remark (Converted.note), appended to the line
 
     def line(self) -> str:
-        what = "checkpoint" if len(self.directions) > 1 else "safetensors export"
+        what = self.folder or ("checkpoint" if len(self.directions) > 1 else "safetensors export")
         text = (f"imported {self.architecture}, {' and '.join(self.directions)}, as a {what} into {self.path}; "
                 f"rebuilt from the written files: max abs diff {self.max_abs_diff:g}")
         if self.dropped:
             text += f"; dropped {self.dropped} InstanceNorm running statistics (pre-0.4 files), as the authors' loader does"
+        if self.note:
+            text += f"; {self.note}"
         return text
 
 
-def import_weights(fmt: str, paths: Sequence[str | Path], out: str | Path, *, overwrite: bool = False) -> ImportResult:
+def import_weights(fmt: str, paths: Sequence[str | Path], out: str | Path, *, overwrite: bool = False,
+                   options: object | None = None) -> ImportResult:
     """Convert the generator file(s) ``paths`` of import format ``fmt`` into the model folder ``out``.
 
     The architecture is inferred from the tensors' names and shapes and every tensor must fit it;
     ``out`` must not exist unless ``overwrite`` (and then must be a cyclegan model folder).
+    ``options``: the typed options object a format declared (``IMPORT_FORMATS.options[fmt]``, e.g.
+    ``OnnxImportOptions`` for onnx); formats without options take none.
     Raises ForeignWeightsError (a CheckpointError) with one line on any problem.
     """
     if fmt not in IMPORT_FORMATS:
@@ -67,7 +74,7 @@ def import_weights(fmt: str, paths: Sequence[str | Path], out: str | Path, *, ov
         raise ForeignWeightsError(f"cyclegan import {fmt}: no file given")
     dest = Path(out)
     _check_destination(dest, sources, overwrite)
-    converted = IMPORT_FORMATS[fmt](sources)
+    converted = IMPORT_FORMATS[fmt](sources, **_format_options(fmt, options))
     provenance = {
         "format": fmt,
         "architecture": converted.architecture,
@@ -85,11 +92,25 @@ def import_weights(fmt: str, paths: Sequence[str | Path], out: str | Path, *, ov
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ImportResult(path=dest, format=fmt, directions=tuple(sorted(converted.generators)),
-                        architecture=converted.architecture, max_abs_diff=diff, dropped=converted.dropped)
+                        architecture=converted.architecture, max_abs_diff=diff, dropped=converted.dropped,
+                        folder=converted.folder, note=converted.note)
+
+
+def _format_options(fmt: str, options: object | None) -> dict:
+    """``options=`` for a format that declared a type for them; nothing for one that did not."""
+    wanted = IMPORT_FORMATS.options.get(fmt)
+    if wanted is None:
+        if options is not None:
+            raise ForeignWeightsError(f"import format {fmt} takes no options")
+        return {}
+    if not isinstance(options, wanted):
+        raise ForeignWeightsError(f"import format {fmt} needs its options ({wanted.__name__}), got "
+                                  f"{type(options).__name__}")
+    return {"options": options}
 
 
 def _is_model_file(path: Path) -> bool:
-    return path.is_file() and (path.name in MODEL_FOLDER_FILES or path.suffix == ".safetensors")
+    return path.is_file() and (path.name in MODEL_FOLDER_FILES or path.suffix in (".safetensors", ".onnx"))
 
 
 def _check_destination(dest: Path, sources: Sequence[Path], overwrite: bool) -> None:
@@ -107,6 +128,9 @@ def _check_destination(dest: Path, sources: Sequence[Path], overwrite: bool) -> 
 
 
 def _write(converted: Converted, tmp: Path, provenance: dict) -> None:
+    if converted.write is not None:
+        converted.write(tmp, provenance)
+        return
     gens = converted.generators
     if len(gens) == 1:
         ((direction, net),) = gens.items()

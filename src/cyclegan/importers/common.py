@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pickle
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,12 +39,17 @@ class ForeignWeightsError(CheckpointError):
 class Converted:
     """A format's result: generators holding the imported weights and the config that rebuilds them."""
 
-    config: Config
+    config: Config | None  # None: the generator is not one of ours (format onnx)
     generators: dict[str, nn.Module]  # direction ("a2b" | "b2a") -> network in eval mode
     architecture: str  # one line, e.g. "ResNet generator, 9 blocks, ngf 64, instance norm"
     dropped: int = 0  # tensors discarded as the original loader discards them
     # the files read, where they are not the paths given (a TF checkpoint prefix names .index + .data)
     sources: tuple[Path, ...] = ()
+    # A format whose folder is not our weights (a foreign ONNX graph) writes it itself:
+    # write(folder, provenance) creates ``folder``; ``folder`` and ``note`` then describe it in the result line.
+    write: Callable[[Path, dict], None] | None = None
+    folder: str = ""
+    note: str = ""
 
 
 # ------------------------------------------------------------------------------------------------ reading
