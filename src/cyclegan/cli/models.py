@@ -10,6 +10,8 @@ from cyclegan.errors import ExportError
 from cyclegan.export import export_generator
 from cyclegan.hub import push
 from cyclegan.importers import IMPORT_FORMATS, import_weights
+from cyclegan.importers.onnx_foreign import OnnxImportOptions
+from cyclegan.networks.foreign import CHANNELS, LAYOUTS, VALUE_RANGES, ConventionError, OnnxConvention
 from cyclegan.pretrained import catalog_entry, get, is_downloaded, list_models, terms, verify
 from cyclegan.quantize import DEFAULT_LIMITS as DEFAULT_INT8_LIMITS
 from cyclegan.quantize import Int8Limits
@@ -59,15 +61,50 @@ def export_cmd(checkpoint, fmt, out, direction, opset, overwrite, no_ema, int8, 
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Model folder to write: a safetensors export, or a checkpoint for a G_A + G_B pair.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing cyclegan model folder at --out.")
-def import_cmd(fmt, paths, out, overwrite) -> None:
+@click.option("--layout", type=click.Choice(LAYOUTS), help="onnx: where the graph wants the channels (AnimeGANv3: nhwc).")
+@click.option("--range", "value_range", type=click.Choice(VALUE_RANGES),
+              help="onnx: the graph's pixel range, in and out (AnimeGANv3: -1,1).")
+@click.option("--channels", type=click.Choice(CHANNELS), help="onnx: channel order (AnimeGANv3: rgb).")
+@click.option("--multiple", type=int, help="onnx: both sides a multiple of N (AnimeGANv3: 8).")
+@click.option("--min-side", type=int, default=0, show_default=True,
+              help="onnx: both sides at least N pixels; smaller images are padded (AnimeGANv3: 256).")
+@click.option("--no-convert", is_flag=True,
+              help="onnx: keep the graph for ONNX Runtime alone (inference only) instead of converting it to PyTorch.")
+def import_cmd(fmt, paths, out, overwrite, layout, value_range, channels, multiple, min_side, no_convert) -> None:
     """Import generators trained with other projects' code into a model folder usable everywhere.
 
     FORMAT: official (the CycleGAN/pix2pix authors' .pth files; latest_net_G_A.pth and
-    latest_net_G_B.pth together give both directions), cut (CUT/FastCUT generators) or animeganv2
-    (the AnimeGANv2 PyTorch port: face_paint_512_v2, paprika, celeba_distill). The architecture is
-    read from the file and checked tensor by tensor.
+    latest_net_G_B.pth together give both directions), cut (CUT/FastCUT generators), animeganv2
+    (the AnimeGANv2 PyTorch port: face_paint_512_v2, paprika, celeba_distill) or onnx (any
+    image-to-image ONNX generator, e.g. AnimeGANv3's: give its convention with --layout, --range,
+    --channels, --multiple and --min-side; it is converted to PyTorch and checked against ONNX Runtime).
+    The architecture is read from the file and checked tensor by tensor.
     """
-    click.echo(import_weights(fmt, paths, out, overwrite=overwrite).line())
+    click.echo(import_weights(fmt, paths, out, overwrite=overwrite,
+                              options=_import_options(fmt, layout=layout, value_range=value_range, channels=channels,
+                                                      multiple=multiple, min_side=min_side,
+                                                      no_convert=no_convert)).line())
+
+
+# The flag of each OnnxConvention field, for its errors.
+_CONVENTION_FLAGS = {"layout": "--layout", "value_range": "--range", "channels": "--channels",
+                     "multiple": "--multiple", "min_side": "--min-side"}
+
+
+def _import_options(fmt: str, *, no_convert: bool, **convention) -> OnnxImportOptions | None:
+    given = [_CONVENTION_FLAGS[k] for k, v in convention.items() if v is not None and not (k == "min_side" and v == 0)]
+    if fmt != "onnx":
+        if given or no_convert:
+            raise click.UsageError(f"{(given or ['--no-convert'])[0]} applies to import onnx only")
+        return None
+    if missing := [_CONVENTION_FLAGS[k] for k, v in convention.items() if v is None]:
+        raise click.UsageError(f"import onnx needs the graph's convention: {', '.join(missing)} "
+                               "(AnimeGANv3: --layout nhwc --range -1,1 --channels rgb --multiple 8 --min-side 256)")
+    try:
+        return OnnxImportOptions(convention=OnnxConvention(**convention), convert=not no_convert)
+    except ConventionError as e:
+        flag = _CONVENTION_FLAGS.get(e.parameter, e.parameter)
+        raise click.UsageError(f"{flag}: {str(e).split(': ', 1)[-1]}") from None
 
 
 def _size(n: int | None) -> str:
