@@ -21,8 +21,10 @@ from safetensors.torch import load_file
 
 from cyclegan.checkpoint import load_generator
 from cyclegan.cli import main
+from cyclegan.cli import translate as cli_translate
 from cyclegan.config import Config, config_from_dict
 from cyclegan.synthetic import make_bad_files, make_unpaired_dataset
+from cyclegan.translate import files as translate_files
 
 # 4 images per domain at batch 1 = 4 steps per epoch, so 12 steps finish three epochs.
 N_IMAGES = 4
@@ -153,14 +155,53 @@ def test_generator_rebuilds_from_the_checkpoint_alone(trained_run):
 
 
 def test_resume_continues_from_latest(run_copy):
-    # No data flags: a resumed run takes everything from its config.json.
-    result = cli("train", "--out", run_copy, "--resume", "--max-steps", 14, "--quiet")
+    # No data flags: a resumed run takes everything from its config.json; --max-steps is a budget of
+    # this invocation, so a run at step 12 trains 2 more.
+    result = cli("train", "--out", run_copy, "--resume", "--max-steps", 2, "--quiet")
     assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "this invocation: from iteration 12, 2 iterations (--max-steps), to iteration 14" in result.stderr
+    assert "max_steps: step 14" in result.stderr
     records = [json.loads(line) for line in (run_copy / "log.jsonl").read_text().splitlines()]
     resumes = [r for r in records if r.get("event") == "resume"]
     assert len(resumes) == 1 and resumes[0]["step"] == 12  # appended to the old log, not a new one
     assert records[0]["event"] == "start"
     assert torch.load(run_copy / "checkpoints" / "latest" / "state.pt", weights_only=True)["step"] == 14
+
+
+def test_train_starts_with_a_banner(trained_run):
+    _, result = trained_run
+    lines = result.stderr.splitlines()
+    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("run: ")):]  # after any warnings
+    assert lines[0].startswith("run: cyclegan on cpu") and "(auto: " in lines[0]  # a new run: --precision auto
+    assert lines[1].startswith("recipe: preset tiny, with ")
+    assert lines[2] == "images: 4 A, 4 B; 4 iterations per epoch, 4 epochs = 16 iterations"
+    assert lines[3] == "this invocation: 12 iterations (--max-steps), to iteration 12"
+
+
+def test_resume_at_the_end_of_the_run_has_nothing_to_do(run_copy):
+    # 12 steps of 4 per epoch: --epochs 3 is already done
+    before = snapshot(run_copy)
+    result = cli("train", "--out", run_copy, "--resume", "--epochs", 3, "--quiet")
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert result.stderr.splitlines()[-1] == ("nothing to do: the run has already trained all its 3 epochs "
+                                              "(12 iterations); to train on, resume with a larger --epochs")
+    assert snapshot(run_copy) == before
+
+
+def test_names_match_in_any_case_and_near_misses_are_named(tmp_path, dataroot):
+    out = tmp_path / "run"
+    # any case is the same name: the refusal is about the data, not the names
+    result = cli("train", "--dataroot", tmp_path / "absent", "--out", out, "--preset", "TINY",
+                 "--generator", "ResNet", "--gan-loss", "LSGAN", "--precision", "Auto", "--quiet")
+    assert_clean_error(result, "absent")
+    for args, needles in [
+        (("--preset", "ghilbi"), ("unknown preset 'ghilbi'", "did you mean 'ghibli'", "choose from")),
+        (("--generator", "resnt"), ("unknown generator 'resnt'", "did you mean 'resnet'")),
+        (("--model", "cyclgan"), ("unknown model kind 'cyclgan'", "did you mean 'cyclegan'")),
+        (("--set", "model.generator.name=resnt"), ("model.generator.name", "did you mean 'resnet'")),
+    ]:
+        assert_clean_error(cli("train", "--dataroot", dataroot, "--out", out, *args, "--quiet"), *needles)
+    assert not out.exists()
 
 
 def test_train_with_data_a_data_b_and_bad_files_mixed_in(tmp_path, dataroot):
@@ -395,3 +436,38 @@ def test_flag_errors_are_one_line_with_exit_2(args, expected):
 def test_a_group_without_a_command_shows_its_help():
     result = _runner().invoke(main, ["analyze"])
     assert "fourier" in result.output and "error:" not in result.output
+
+
+# ------------------------------------------------------------------ translate: --out checked first
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Fails the test if translate loads a model: a wrong --out must be refused before that."""
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(cli_translate.Translator, "from_checkpoint", refuse)
+
+
+def test_translate_refuses_a_wrong_out_before_loading_the_model(tmp_path, dataroot, no_model_load, monkeypatch):
+    images = dataroot / "trainA"
+    one = min(images.iterdir())
+    text = tmp_path / "existing.txt"
+    text.write_text("keep me")
+    folder_named_like_a_file = tmp_path / "result.png"
+    folder_named_like_a_file.mkdir()
+    cases = [
+        ((str(images), "--out", text), ("existing.txt", "is a file", "need an output folder")),
+        ((str(one), "--out", folder_named_like_a_file), ("result.png", "is a folder", "names the output file")),
+        ((str(images), "--out", text / "sub"), ("existing.txt is a file, not a folder",)),
+    ]
+    for args, needles in cases:
+        assert_clean_error(cli("translate", *args, "--model", tmp_path / "no-model"), *needles)
+    assert text.read_text() == "keep me" and not any(folder_named_like_a_file.iterdir())
+    # a folder this process may not write in (root writes anywhere, so the permission is what is checked)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(translate_files.os, "access", lambda path, mode: Path(path) != locked)
+    assert_clean_error(cli("translate", str(images), "--out", locked / "out", "--model", tmp_path / "no-model"),
+                       "cannot write in", "permission denied")

@@ -22,5 +22,5 @@ class NameChoice(click.Choice):
         found = match_name(value, self.choices)
         if found is not None:
             return found
-        what = self.what or (f"value for {param.get_error_hint(ctx)}" if param is not None else "value")
+        what = self.what or "value"  # click names the flag before it: "Invalid value for '--format': ..."
         self.fail(unknown_name_message(what, value, self.choices), param, ctx)
