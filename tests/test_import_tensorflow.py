@@ -23,7 +23,8 @@ from cyclegan.checkpoint import file_sha256, read_meta
 from cyclegan.cli import main
 from cyclegan.image import to_uint8
 from cyclegan.importers import IMPORT_FORMATS, ForeignWeightsError, import_weights
-from cyclegan.importers.tfcheckpoint import TFCheckpoint, crc32c, masked_crc32c
+from cyclegan.importers.tfcheckpoint import TFCheckpoint, crc32c, masked_crc32c, tf_shape
+from cyclegan.importers.whitebox import whitebox_plan
 from cyclegan.modelfile import load_any_generator
 from cyclegan.networks import AnimeGANv2Generator, WhiteBoxGenerator, count_parameters
 
@@ -294,3 +295,25 @@ def test_python_api_import_matches_the_reference_after_writing(tmp_path):
     with torch.inference_mode():
         y = net(_input().flip(1)).flip(1)
     assert _levels(y, _reference("whitebox/output_bgr.npy")) <= 1
+
+
+# The variable table of the publisher's released checkpoint, as its index lists it
+# (SystemErrorWang/White-box-Cartoonization, test_code/saved_models/model-33999.index): name -> shape.
+RELEASED_WHITEBOX = {
+    "Conv": (7, 7, 3, 32), "Conv_1": (3, 3, 32, 32), "Conv_2": (3, 3, 32, 64), "Conv_3": (3, 3, 64, 64),
+    "Conv_4": (3, 3, 64, 128), "Conv_5": (3, 3, 128, 64), "Conv_6": (3, 3, 64, 64), "Conv_7": (3, 3, 64, 32),
+    "Conv_8": (3, 3, 32, 32), "Conv_9": (7, 7, 32, 3),
+    **{f"block_{b}/{c}": (3, 3, 128, 128) for b in range(4) for c in ("conv1", "conv2")},
+}
+
+
+def test_the_whitebox_plan_is_the_released_checkpoints_variable_table():
+    with torch.device("meta"):
+        ours = WhiteBoxGenerator(ngf=32).state_dict()
+    shapes = [tuple(v.shape) for v in ours.values()]
+    table = {name: tf_shape(shape, kind) for (name, kind), shape in zip(whitebox_plan(4), shapes)}
+    expected = {}
+    for layer, shape in RELEASED_WHITEBOX.items():
+        expected[f"generator/{layer}/weights"] = shape
+        expected[f"generator/{layer}/biases"] = (shape[-1],)
+    assert table == expected

@@ -89,13 +89,13 @@ def _prefix_in_folder(folder: Path) -> Path:
     # inside this folder, as TensorFlow's own test scripts do.
     state = folder / "checkpoint"
     if state.is_file() and state.stat().st_size < 1 << 16:
-        found = re.search(r'^model_checkpoint_path:\s*"([^"\n]+)"', state.read_text(errors="replace"), re.M)
+        found = re.search(r'^model_checkpoint_path:\s*"([^"\n]+)"', state.read_text(errors="replace"), re.MULTILINE)
         if found and (folder / (Path(found.group(1)).name + INDEX_SUFFIX)).is_file():
             return folder / Path(found.group(1)).name
     indexes = sorted(folder.glob(f"*{INDEX_SUFFIX}"))
     if len(indexes) != 1:
         raise ForeignWeightsError(f"{folder}: holds {len(indexes)} TensorFlow checkpoints (*.index); give the "
-                                  "checkpoint prefix, e.g. {folder}/Hayao-64.ckpt")
+                                  f"checkpoint prefix, e.g. {folder}/Hayao-64.ckpt")
     return indexes[0].with_name(indexes[0].name[: -len(INDEX_SUFFIX)])
 
 

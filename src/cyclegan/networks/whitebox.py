@@ -48,7 +48,11 @@ class _ResBlock(nn.Module):
         self.conv2 = _conv(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.leaky_relu(self.conv1(x), LEAKY_SLOPE))
+        return x + self.conv2(_lrelu(self.conv1(x)))
+
+
+def _lrelu(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu(x, LEAKY_SLOPE)
 
 
 def _down(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
@@ -96,13 +100,12 @@ class WhiteBoxGenerator(nn.Module):
 
     def generate(self, x: torch.Tensor) -> torch.Tensor:
         """The U-Net alone, in the publisher's channel order. [B, 3, H, W] -> [B, 3, H, W]"""
-        act = lambda t: F.leaky_relu(t, LEAKY_SLOPE)  # noqa: E731
-        x0 = act(self.conv0(x))  # [B, c, H, W]
-        x1 = act(self.conv2(act(_down(x0, self.conv1))))  # [B, 2c, H/2, W/2]
-        x2 = act(self.conv4(act(_down(x1, self.conv3))))  # [B, 4c, H/4, W/4]
-        x2 = act(self.conv5(self.blocks(x2)))  # [B, 2c, H/4, W/4]
-        x3 = act(self.conv7(act(self.conv6(upsample2x_tf1(x2) + x1))))  # [B, c, H/2, W/2]
-        x4 = act(self.conv8(upsample2x_tf1(x3) + x0))  # [B, c, H, W]
+        x0 = _lrelu(self.conv0(x))  # [B, c, H, W]
+        x1 = _lrelu(self.conv2(_lrelu(_down(x0, self.conv1))))  # [B, 2c, H/2, W/2]
+        x2 = _lrelu(self.conv4(_lrelu(_down(x1, self.conv3))))  # [B, 4c, H/4, W/4]
+        x2 = _lrelu(self.conv5(self.blocks(x2)))  # [B, 2c, H/4, W/4]
+        x3 = _lrelu(self.conv7(_lrelu(self.conv6(upsample2x_tf1(x2) + x1))))  # [B, c, H/2, W/2]
+        x4 = _lrelu(self.conv8(upsample2x_tf1(x3) + x0))  # [B, c, H, W]
         return self.conv9(x4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
