@@ -534,3 +534,39 @@ def test_list_by_style_prints_the_terms(local_catalog):
 def test_get_shows_non_commercial_terms_before_downloading(local_catalog):
     res = _runner().invoke(main, ["pretrained", "get", "tiny_nohash", "--quiet", "--offline"])
     assert res.exit_code == 1 and res.stderr.startswith("note: tiny_nohash is for non-commercial use only")
+
+
+TF_FIXTURES = Path(__file__).parent / "fixtures" / "tf"
+
+
+@pytest.mark.parametrize(("fmt", "folder", "prefix"), [("animeganv2-tf", "animeganv2", "Hayao-8.ckpt"),
+                                                       ("whitebox", "whitebox", "model-4")])
+def test_tensorflow_checkpoints_in_the_publishers_layout_get_and_translate(
+        local_catalog, tmp_path, monkeypatch, fmt, folder, prefix):
+    """Files written by TensorFlow itself (tests/fixtures/make_tf_fixtures.py), served as a git host serves
+    them, fetched into one folder, checked against their git blob ids, imported from the prefix, run."""
+    from PIL import Image
+
+    srv = local_catalog
+    names = [f"{prefix}.index", f"{prefix}.data-00000-of-00001"]
+    for n in names:
+        srv.files[f"/{folder}/{n}"] = (TF_FIXTURES / folder / n).read_bytes()
+    entry = {k: v for k, v in catalog_entry("whitebox_cartoon").to_json().items()} | {
+        "name": f"tiny_{folder}", "format": fmt, "import_path": prefix,
+        "files": [{"name": n, "url": f"{srv.url}/{folder}/{n}", "git_sha1": _blob(srv.files[f"/{folder}/{n}"]),
+                   "size_bytes": len(srv.files[f"/{folder}/{n}"])} for n in names]}
+    path = Path(os.environ["CYCLEGAN_PRETRAINED_CATALOG"])
+    doc = json.loads(path.read_text())
+    doc["models"].append(entry)
+    path.write_text(json.dumps(doc))
+    res = _runner().invoke(main, ["pretrained", "get", f"tiny_{folder}", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "non-commercial use only: CC BY-NC-SA 4.0" in res.stderr  # the entry's terms, shown
+    photo, out = tmp_path / "photo.png", tmp_path / "styled.png"
+    Image.new("RGB", (37, 21), (90, 160, 220)).save(photo)
+    res = _runner().invoke(main, ["translate", str(photo), "--model", f"pretrained:tiny_{folder}", "--out", str(out),
+                                  "--device", "cpu", "--precision", "fp32", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert Image.open(out).size == (37, 21)
+    res = _runner().invoke(main, ["pretrained", "verify", f"tiny_{folder}"])
+    assert res.exit_code == 0 and res.stdout.startswith(f"ok   tiny_{folder}")
