@@ -47,7 +47,7 @@ def test_catalog_holds_the_zoo_cut_animegan_whitebox_and_scenimefy_releases():
     assert by_format["onnx"] == ["animeganv3_hayao_36", "animeganv3_shinkai_37"]
     assert sum(map(len, by_format.values())) == len(catalog)
     for e in catalog.values():
-        assert e.url.startswith(("http://", "https://")) and e.task and e.architecture and e.licence
+        assert e.url.startswith("https://") and e.task and e.architecture and e.licence  # every host serves https
         assert e.styles and e.publisher and e.input_convention, e.name
         assert e.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", e.sha256)
         if e.non_commercial:
