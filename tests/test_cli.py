@@ -172,7 +172,7 @@ def test_train_starts_with_a_banner(trained_run):
     _, result = trained_run
     lines = result.stderr.splitlines()
     lines = lines[next(i for i, line in enumerate(lines) if line.startswith("run: ")):]  # after any warnings
-    assert lines[0].startswith("run: cyclegan on cpu") and "(auto: " in lines[0]  # a new run: --precision auto
+    assert lines[0].startswith("run: cyclegan on ") and "(auto: " in lines[0]  # a new run: --precision auto
     assert lines[1].startswith("recipe: preset tiny, with ")
     assert lines[2] == "images: 4 A, 4 B; 4 iterations per epoch, 4 epochs = 16 iterations"
     assert lines[3] == "this invocation: 12 iterations (--max-steps), to iteration 12"

@@ -72,8 +72,8 @@ def match_name(name: str, choices: Iterable[str]) -> str | None:
 
 def did_you_mean(name: object, choices: Iterable[str]) -> str:
     """" (did you mean 'x'?)" for a near miss of one of ``choices`` (difflib's ratio >= 0.6, on
-    lower case), else ""."""
-    if not isinstance(name, str) or len(name) > 200:  # a pasted paragraph is no near miss
+    lower case), else "". Names under 3 characters get no guess: one letter decides their ratio."""
+    if not isinstance(name, str) or not 3 <= len(name) <= 200:  # nor does a pasted paragraph
         return ""
     by_folded = {c.casefold(): c for c in choices}
     near = difflib.get_close_matches(name.casefold(), list(by_folded), n=2, cutoff=0.6)
