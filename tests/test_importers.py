@@ -10,6 +10,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import struct
+import subprocess
+import sys
+import zipfile
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 
@@ -466,9 +472,137 @@ def test_pickled_objects_are_refused_without_running_them(tmp_path, capsys):
     sd = resnet_state()
     sd["model.1.weight"] = Payload()
     src = _save(sd, tmp_path / "evil.pth")
-    with pytest.raises(ForeignWeightsError, match="holds more than tensors .*weights_only=True"):
+    with pytest.raises(ForeignWeightsError, match=r"holds pickled code or objects \(print\), not only tensors; it was not loaded"):
         import_weights("official", [src], tmp_path / "out")
     assert "must never run" not in capsys.readouterr().out
+
+
+class SystemCall:
+    """Pickles as a GLOBAL posix.system call: what a hostile .pth runs under torch.load(weights_only=False)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_calling_os_system_is_refused_as_code_without_torchs_advice(tmp_path):
+    marker = tmp_path / "pwned"
+    sd = resnet_state()
+    sd["model.1.weight"] = SystemCall(marker)
+    src = _save(sd, tmp_path / "evil.pth")
+    res = CliRunner().invoke(main, ["import", "official", str(src), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 1 and res.output.strip().count("\n") == 0, res.output
+    assert f"{src}: holds pickled code or objects (posix.system)" in res.output
+    assert "was not loaded" in res.output
+    for advice in ("weights_only", "arbitrary code", "trusted source", "Re-running"):
+        assert advice not in res.output
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_a_broken_pickle_stream_is_unreadable_without_torchs_advice(tmp_path):
+    src = _save(resnet_state(), tmp_path / "g.pth")
+    with zipfile.ZipFile(src) as z:
+        members = {i.filename: z.read(i) for i in z.infolist()}
+    pkl = next(n for n in members if n.endswith("data.pkl"))
+    members[pkl] = b"\x80\x02\xff\xff\xff"  # protocol 2, then no opcode
+    with zipfile.ZipFile(tmp_path / "bad.pth", "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    with pytest.raises(ForeignWeightsError) as info:
+        import_weights("official", [tmp_path / "bad.pth"], tmp_path / "out")
+    assert "not a readable PyTorch" in str(info.value) and "weights_only" not in str(info.value)
+
+
+def test_a_float64_weight_beyond_float32_range_names_the_tensor_of_the_input_file(tmp_path):
+    sd = resnet_state()
+    sd["model.4.weight"] = sd["model.4.weight"].double()
+    sd["model.4.weight"][0, 0, 0, 0] = 1e300  # finite as float64, inf as float32
+    src = _save(sd, tmp_path / "g.pth")
+    with pytest.raises(ForeignWeightsError) as info:
+        import_weights("official", [src], tmp_path / "out")
+    msg = str(info.value)
+    assert msg.startswith(f"{src}: tensor model.4.weight holds values that are not finite as float32"), msg
+    assert ".import-" not in msg and "diverged" not in msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.pth"]
+
+
+def _stride0_resnet(*, ngf: int, n_blocks: int) -> dict:
+    """The authors' ResNet layout at width ``ngf``, every tensor a stride-0 view of one stored zero."""
+    with torch.device("meta"):  # shapes only: the real network would take gigabytes
+        shapes = resnet_state(ngf=ngf, n_blocks=n_blocks)
+    return OrderedDict((k, torch.zeros(1).expand(v.shape)) for k, v in shapes.items())
+
+
+def _zip_bomb(path: Path, *, inflated: int) -> Path:
+    """A torch.save zip archive plus one deflated member of ``inflated`` zero bytes (about 1 KB per MiB),
+    written by hand: a full-flushed deflate block of 1 MiB of zeros, repeated."""
+    tiny = _save(resnet_state(), path.with_name("tiny.pth"))
+    with zipfile.ZipFile(tiny) as z:
+        stored = [(i.filename, z.read(i)) for i in z.infolist()]
+    mib = bytes(1 << 20)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = deflate.compress(mib) + deflate.flush(zlib.Z_FULL_FLUSH)
+    body = block * (inflated >> 20) + deflate.flush()
+    crc = 0
+    for _ in range(inflated >> 20):
+        crc = zlib.crc32(mib, crc)
+    # The bomb replaces the record of the first tensor, which torch.load inflates whole to read it.
+    members = [(name, body, 8, crc, inflated) if name.endswith("/data/0") else (name, data, 0, zlib.crc32(data),
+                                                                              len(data)) for name, data in stored]
+    out, central = bytearray(), bytearray()
+    for name, data, method, crc32, size in members:
+        raw = name.encode()
+        central += struct.pack("<4s4H2H3L5H2L", b"PK\x01\x02", 20, 20, 0, method, 0, 0x21, crc32, len(data),
+                               size, len(raw), 0, 0, 0, 0, 0, len(out)) + raw
+        out += struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, method, 0, 0x21, crc32, len(data), size,
+                           len(raw), 0) + raw + data
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(members), len(members), len(central), len(out), 0)
+    path.write_bytes(bytes(out + central + end))
+    return path
+
+
+PEAK_SCRIPT = """
+import resource, sys
+from cyclegan.importers import ForeignWeightsError, import_weights
+import_weights("official", [sys.argv[1]], sys.argv[2] + "/warm")  # a real import: torch and our code warm
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for i, hostile in enumerate(sys.argv[3:]):
+    try:
+        import_weights("official", [hostile], sys.argv[2] + f"/out{i}")
+        print("ACCEPTED", hostile)
+    except ForeignWeightsError as e:
+        print("REFUSED", e)
+    print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base, flush=True)
+"""
+
+
+def test_memory_is_bounded_by_the_file_not_by_the_sizes_it_declares(tmp_path):
+    """Three small hostile files, each refused with peak memory (ru_maxrss, in a fresh process) at most
+    64 MB above a real import's: an ngf-620 file as in the issue (6.8 KB, half its tensors missing), a
+    complete ngf-256 file of stride-0 views (declaring 727 MB), and a 1 MB zip whose member inflates
+    to 1 GiB."""
+    full = _stride0_resnet(ngf=620, n_blocks=9)
+    # Every block's first conv (so 9 blocks are inferred), nothing after it: 24 of 48 tensors missing.
+    lacking = OrderedDict((k, v) for i, (k, v) in enumerate(full.items()) if i < 6 or "conv_block.1." in k)
+    hostile = [  # smallest peak before the fix first: ru_maxrss only grows
+        _zip_bomb(tmp_path / "bomb.pth", inflated=1 << 30),
+        _save(_stride0_resnet(ngf=256, n_blocks=9), tmp_path / "stride0.pth"),
+        _save(lacking, tmp_path / "ngf620.pth"),
+    ]
+    assert [p.stat().st_size < limit for p, limit in zip(hostile, (1_200_000, 20_000, 20_000))] == [True] * 3
+    proc = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(_save(resnet_state(), tmp_path / "real.pth")),
+                           str(tmp_path), *map(str, hostile)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    verdicts, peaks = lines[0::2], [int(x.split()[1]) for x in lines[1::2]]
+    assert [v.split()[0] for v in verdicts] == ["REFUSED"] * 3, proc.stdout
+    assert "would inflate to 1,07" in verdicts[0]
+    assert "declare 727,048,204 bytes" in verdicts[1] and "stores only" in verdicts[1]
+    assert "9 blocks, ngf 620" in verdicts[2] and "is missing (and 23 more)" in verdicts[2]
+    assert max(peaks) < 64 * 1024, peaks  # KB
+    print("peak memory above a real import, KB:", peaks)
 
 
 @pytest.mark.parametrize(("content", "match"), [
@@ -487,7 +621,7 @@ def test_junk_and_missing_files_are_one_line(tmp_path):
         import_weights("official", [tmp_path / "junk.pth"], tmp_path / "out")
     with pytest.raises(ForeignWeightsError, match="no such file"):
         import_weights("official", [tmp_path / "nope.pth"], tmp_path / "out")
-    with pytest.raises(ForeignWeightsError, match="choose from animeganv2, cut, official"):
+    with pytest.raises(ForeignWeightsError, match="choose from animeganv2, .*cut, official"):
         import_weights("keras", [tmp_path / "junk.pth"], tmp_path / "out")
 
 
@@ -506,7 +640,7 @@ def test_missing_extra_and_misshapen_tensors_are_named(tmp_path):
         import_weights("official", [_save(bent, tmp_path / "c.pth")], tmp_path / "out")
     bad = OrderedDict(sd)
     bad["model.1.bias"] = torch.full((4,), float("nan"))
-    with pytest.raises(ForeignWeightsError, match="model.1.bias holds non-finite"):
+    with pytest.raises(ForeignWeightsError, match="model.1.bias holds values that are not finite as float32"):
         import_weights("official", [_save(bad, tmp_path / "d.pth")], tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary leftovers

@@ -11,8 +11,6 @@ expected shape, or the import stops with one line saying what was expected and w
 
 from __future__ import annotations
 
-import pickle
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from cyclegan.config import Config
-from cyclegan.errors import CheckpointError, first_line
+from cyclegan.errors import CheckpointError
 from cyclegan.registry import Registry
+from cyclegan.torchfile import UnsafeFileError, load_weights_only
 
 # name -> convert(paths) -> Converted; the keys are the formats ``cyclegan import`` accepts.
 IMPORT_FORMATS = Registry("import format")
@@ -54,17 +53,13 @@ class Converted:
 
 # ------------------------------------------------------------------------------------------------ reading
 
-# The reason inside torch's multi-line refusal: "Unsupported global: GLOBAL builtins.exec" (a pickled
-# object) or "Unsupported operand 110" (bytes that are no pickle at all).
-_REFUSAL = re.compile(r"WeightsUnpickler error:\s*(.*?)(?: was not an allowed global| Please use|\n|$)")
-
-
 def read_state_dict(path: Path) -> dict[str, Tensor]:
     """The tensors of a PyTorch state-dict file, read with ``torch.load(weights_only=True)``.
 
     Only a flat mapping of names to tensors is accepted: pickled code, modules or optimiser states
-    are refused before anything of them runs. A ``module.`` prefix on every key (a network saved
-    inside nn.DataParallel) is removed.
+    are refused before anything of them runs, and so is a zip archive whose members would inflate
+    far beyond the file's size (``torchfile.load_weights_only``). A ``module.`` prefix on every key
+    (a network saved inside nn.DataParallel) is removed.
     """
     path = Path(path)
     if not path.exists():
@@ -72,21 +67,11 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise ForeignWeightsError(f"{path}: not a file; give the weights file itself (e.g. latest_net_G.pth)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = _REFUSAL.search(str(e))
-        why = found.group(1).strip() if found else ""
-        if "global" not in why.lower():  # not a refused object but a broken stream ("Unsupported operand")
-            raise ForeignWeightsError(f"{path}: not a readable PyTorch weights file "
-                                      f"({why or first_line(e, type(e).__name__)})") from None
-        raise ForeignWeightsError(
-            f"{path}: holds more than tensors ({why}); weights are read with torch.load(weights_only=True) "
-            "and nothing else is accepted"
-        ) from None
-    except Exception as e:  # noqa: BLE001 - torch raises many types (RuntimeError, KeyError, EOFError) for junk
-        raise ForeignWeightsError(
-            f"{path}: not a readable PyTorch weights file ({type(e).__name__}: {first_line(e, 'no detail')})"
-        ) from None
+        obj = load_weights_only(path, what="PyTorch weights file")
+    except UnsafeFileError as e:
+        raise ForeignWeightsError(f"{path}: {e.reason}") from None
+    except OSError as e:
+        raise ForeignWeightsError(f"{path}: unreadable ({e.strerror or type(e).__name__})") from None
     if not isinstance(obj, Mapping):
         raise ForeignWeightsError(f"{path}: expected a state dict (tensor names -> tensors), found a "
                                   f"{type(obj).__name__}")
@@ -203,13 +188,15 @@ def bias_mode(norm: str) -> str:
     return {"instance": "stored", "batch": "absent", "none": "zero"}[norm]
 
 
-def load_layout(net: nn.Module, tensors: Mapping[str, Tensor], layout: Layout, *, path: Path) -> int:
-    """Fill ``net`` from ``tensors`` by ``layout``; returns how many tensors were dropped.
+def check_layout(tensors: Mapping[str, Tensor], layout: Layout, ours: Mapping[str, Tensor], *, path: Path) -> None:
+    """Check ``tensors`` against ``layout`` and our network's state dict ``ours`` (which may live on the
+    meta device: only names, shapes and dtypes are read), each failure one line naming ``path``.
 
-    Checks, each failing with one line naming ``path``: no tensor missing, none left over, every
-    shape equal to ours, every value finite, every fixed buffer equal to the expected filter.
+    In order, so that nothing large is made before the cheap checks pass: no tensor missing, none left
+    over, every shape equal to ours; then the sizes: the tensors may declare no more bytes than the
+    file stores (a tensor is a view of its storage, so a tiny storage with stride 0 can declare
+    gigabytes); then every value finite in our dtype, and every fixed buffer the expected filter.
     """
-    ours = net.state_dict()
     keys = [s.key for s in layout.slots if s.key is not None]
     if len(layout.slots) != len(ours) or len(set(keys)) != len(keys):  # a layout that disagrees with our code
         raise RuntimeError(f"importer bug: {layout.description}: {len(layout.slots)} slots for {len(ours)} "
@@ -225,34 +212,71 @@ def load_layout(net: nn.Module, tensors: Mapping[str, Tensor], layout: Layout, *
                                   f"{extra[0]} "
                                   f"{list(tensors[extra[0]].shape)}"
                                   + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+    used = {slot.key: target for slot, target in zip(layout.slots, ours.values())
+            if slot.key is not None and slot.key in tensors}
+    for key, target in used.items():
+        _check_kind(tensors[key], target, key, layout, path)
+    for key, expected in layout.constants.items():
+        if tuple(tensors[key].shape) != tuple(expected.shape):
+            raise ForeignWeightsError(f"{path}: {key} has shape {list(tensors[key].shape)}, expected "
+                                      f"{list(expected.shape)} for the inferred {layout.description}")
+    _check_stored_size(tensors, [*used, *layout.constants], path)
+    for key, target in used.items():
+        if target.is_floating_point() and not bool(torch.isfinite(tensors[key].to(target.dtype)).all()):
+            raise ForeignWeightsError(f"{path}: tensor {key} holds values that are not finite as {_dtype(target)} "
+                                      f"(NaN, inf, or beyond {_dtype(target)}'s range)")
+    for key, expected in layout.constants.items():
+        if not torch.allclose(tensors[key].double(), expected.double(), rtol=0, atol=1e-6):
+            raise ForeignWeightsError(f"{path}: {key} is not the binomial blur filter of the inferred "
+                                      f"{layout.description}")
+
+
+def load_layout(net: nn.Module, tensors: Mapping[str, Tensor], layout: Layout, *, path: Path) -> int:
+    """Fill ``net`` from ``tensors`` by ``layout`` after ``check_layout``; returns how many tensors were dropped."""
+    ours = net.state_dict()
+    check_layout(tensors, layout, ours, path=path)
     state: dict[str, Tensor] = {}
     for (name, target), slot in zip(ours.items(), layout.slots):
         if slot.key is None or slot.key not in tensors:
             state[name] = torch.full_like(target, float(slot.default))
-            continue
-        state[name] = _checked(tensors[slot.key], target, slot.key, layout, path)
-    for key, expected in layout.constants.items():
-        got = tensors[key]
-        if tuple(got.shape) != tuple(expected.shape) or not torch.allclose(got.double(), expected.double(),
-                                                                               rtol=0, atol=1e-6):
-            raise ForeignWeightsError(f"{path}: {key} is not the binomial blur filter of the inferred "
-                                      f"{layout.description} (shape {list(got.shape)}, expected {list(expected.shape)})")
+        else:
+            state[name] = tensors[slot.key].detach().to(dtype=target.dtype).contiguous().clone()
     net.load_state_dict(state, strict=True)
     return sum(1 for k in tensors if k in layout.droppable)
 
 
-def _checked(tensor: Tensor, target: Tensor, key: str, layout: Layout, path: Path) -> Tensor:
+def _dtype(t: Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def _check_kind(tensor: Tensor, target: Tensor, key: str, layout: Layout, path: Path) -> None:
     if tuple(tensor.shape) != tuple(target.shape):
         raise ForeignWeightsError(f"{path}: tensor {key} has shape {list(tensor.shape)}, expected "
                                   f"{list(target.shape)} for the inferred {layout.description}")
     if target.is_floating_point():
         if not tensor.is_floating_point():
             raise ForeignWeightsError(f"{path}: tensor {key} holds {tensor.dtype} values, expected floats")
-        if not bool(torch.isfinite(tensor).all()):
-            raise ForeignWeightsError(f"{path}: tensor {key} holds non-finite values (NaN or inf)")
     elif tensor.is_floating_point() or tensor.is_complex():
         raise ForeignWeightsError(f"{path}: tensor {key} holds {tensor.dtype} values, expected integers")
-    return tensor.detach().to(dtype=target.dtype).contiguous().clone()
+
+
+def _check_stored_size(tensors: Mapping[str, Tensor], keys: Sequence[str], path: Path) -> None:
+    """The tensors ``keys`` may declare no more bytes than their storages hold: views that repeat one
+    stored value (stride 0) or overlap would make a small file ask for gigabytes once copied."""
+    declared = sum(tensors[k].numel() * tensors[k].element_size() for k in keys)
+    storages = {}
+    for k in keys:
+        storage = tensors[k].untyped_storage()
+        storages[(storage.data_ptr(), storage.nbytes())] = storage.nbytes()
+    stored = sum(storages.values())
+    if declared > stored:
+        worst = max(keys, key=lambda k: tensors[k].numel() * tensors[k].element_size()
+                    - tensors[k].untyped_storage().nbytes())
+        t = tensors[worst]
+        raise ForeignWeightsError(
+            f"{path}: its tensors declare {declared:,} bytes but the file stores only {stored:,} (e.g. {worst} "
+            f"{list(t.shape)} is a view of {t.untyped_storage().nbytes():,} stored bytes); refusing to expand it"
+        )
 
 
 def one_file(paths: Sequence[Path], fmt: str, what: str) -> Path:

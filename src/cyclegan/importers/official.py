@@ -22,6 +22,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 
 from cyclegan.config import Config, GeneratorConfig, config_from_dict
@@ -32,12 +33,13 @@ from cyclegan.importers.common import (
     ForeignWeightsError,
     Layout,
     bias_mode,
+    check_layout,
     detect_norm,
     load_layout,
     no_layout,
     read_state_dict,
 )
-from cyclegan.networks import binomial_filter, build_generator, count_parameters
+from cyclegan.networks import GENERATORS, binomial_filter, build_generator, count_parameters
 
 RESNET_EXPECTED = "a ResNet (model.1.weight [ngf, 3, 7, 7], model.<i>.conv_block...) or U-Net (model.model.0.weight)"
 UNET_NAMES = {7: "unet_128", 8: "unet_256"}
@@ -193,8 +195,16 @@ def make_config(gcfg: GeneratorConfig, *, kind: str = "cyclegan", path: Path) ->
 def convert_generator(
     path: Path, gcfg: GeneratorConfig, layout: Layout, tensors: Mapping[str, Tensor], *, kind: str = "cyclegan"
 ) -> tuple[nn.Module, Config, int]:
-    """Build our generator for ``gcfg`` and fill it by ``layout``: (network in eval mode, config, dropped)."""
+    """Build our generator for ``gcfg`` and fill it by ``layout``: (network in eval mode, config, dropped).
+
+    The file is checked against the network's shapes on the meta device first, so a small file that
+    declares a huge network (and then lacks tensors, or holds views of a few stored bytes) is refused
+    before the network is allocated: what an import allocates is bounded by what the file stores.
+    """
     cfg = make_config(gcfg, kind=kind, path=path)
+    with torch.device("meta"):  # shapes only, no storage
+        shapes = GENERATORS[cfg.model.generator.name](cfg.model.generator).state_dict()
+    check_layout(tensors, layout, shapes, path=path)
     net = build_generator(cfg.model.generator, init=cfg.model.init, init_gain=cfg.model.init_gain)
     dropped = load_layout(net, tensors, layout, path=path)
     return net.eval(), cfg, dropped
