@@ -32,6 +32,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cyclegan.cli import main
+from cyclegan.config import build_config, validate
 from cyclegan.synthetic import make_scene, make_unpaired_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,6 +175,7 @@ def test_every_code_block_names_its_language():
 
 def test_the_docs_have_examples_of_both_kinds():
     # A parser that silently found nothing would pass every other test here.
+    assert YAML_BLOCKS
     modes = {(b.lang, b.mode) for b in CHECKED}
     assert {("bash", "run"), ("python", "run"), ("bash", "syntax-only"), ("python", "syntax-only")} <= modes
 
@@ -197,6 +199,17 @@ def test_the_command_check_catches_a_renamed_flag_or_command_or_choice():
     assert cyclegan_commands("torchrun --nproc-per-node 2 -m cyclegan train --out r  # note\n") == [
         ["train", "--out", "r"]
     ]
+
+
+YAML_BLOCKS = [b for b in ALL_BLOCKS if b.lang == "yaml" and b.mode != "skip"]
+
+
+@pytest.mark.parametrize("block", YAML_BLOCKS, ids=[b.where for b in YAML_BLOCKS])
+def test_yaml_block_is_a_valid_config_file(block, tmp_path):
+    # A `yaml` block in the docs is a --config file: a renamed key or a removed value fails here.
+    path = tmp_path / "config.yaml"
+    path.write_text(block.code, encoding="utf-8")
+    validate(build_config(config_file=path))
 
 
 # ---------------------------------------------------------------------------- executed examples
@@ -317,3 +330,27 @@ def test_mkdocs_build_strict(tmp_path):
     warnings = [line for line in proc.stderr.splitlines() if "WARNING" in line or "ERROR" in line]
     assert proc.returncode == 0, "mkdocs build --strict failed:\n" + "\n".join(warnings or [proc.stderr[-3000:]])
     assert (tmp_path / "site" / "reference" / "cli" / "index.html").is_file()
+
+
+def _anchors(markdown: str) -> set[str]:
+    """Heading ids as Python-Markdown's toc makes them (GitHub makes the same for these headings)."""
+    ids = set()
+    for heading in re.findall(r"^#{1,6} (.+)$", markdown, flags=re.M):
+        text = re.sub(r"[^\w\s-]", "", heading.replace("`", "")).strip().lower()
+        ids.add(re.sub(r"[-\s]+", "-", text))
+    return ids
+
+
+def test_readme_links_point_at_existing_files_and_headings():
+    # README is not part of the site, so the strict build does not check its links.
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([^)\s]+)\)", readme)
+    assert any(link.startswith("docs/") for link in links)
+    for link in links:
+        if link.startswith(("http://", "https://")):
+            continue
+        path, _, anchor = link.partition("#")
+        target = ROOT / path if path else ROOT / "README.md"
+        assert target.exists(), f"README.md links to {link}, which does not exist"
+        if anchor:
+            assert anchor in _anchors(target.read_text(encoding="utf-8")), f"README.md links to {link}: no such heading"
