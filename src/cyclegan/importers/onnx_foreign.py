@@ -20,6 +20,7 @@ every later command rebuilds the generator from these with no flags
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,7 +236,7 @@ def _worst(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
         if x.shape != y.shape:
             return float("inf")
         diff = float(((x.double() - y.double()).abs() * 127.5).max())
-        worst = max(worst, diff if diff == diff else float("inf"))  # NaN counts as unbounded
+        worst = max(worst, diff if math.isfinite(diff) else float("inf"))  # NaN counts as unbounded
     return worst
 
 
