@@ -294,3 +294,30 @@ def test_cli_edge_smooth(tmp_path):
     assert "wrote 1 edge-smoothed images" in r.output
     r = cli("prep", "edge-smooth", style, "--out", style / "inner")
     assert r.exit_code != 0 and r.output.startswith("error: ") and "inside it" in r.output
+
+
+@pytest.mark.parametrize("manifest", ["[1, 2]", '{"settings": [1], "rescale": "x"}', '{"settings": {}}', "{nope"])
+def test_edge_smooth_refuses_a_manifest_of_the_wrong_shape_in_one_line(tmp_path, manifest):
+    style = tmp_path / "style"
+    style.mkdir()
+    Image.fromarray(_drawn_shape()).save(style / "a.png")
+    (tmp_path / "smooth").mkdir()
+    (tmp_path / "smooth" / "edge_smooth.json").write_text(manifest)
+    r = cli("prep", "edge-smooth", style, "--out", tmp_path / "smooth")
+    assert r.exit_code == 1 and r.output.startswith("error: ") and r.output.count("\n") == 1, r.output
+    assert "edge_smooth.json" in r.output
+    assert (tmp_path / "smooth" / "edge_smooth.json").read_text() == manifest  # left as it was
+
+
+def test_edge_smooth_warns_when_two_images_differ_only_in_extension(tmp_path):
+    style = tmp_path / "style"
+    style.mkdir()
+    Image.fromarray(_drawn_shape()).save(style / "a.png")
+    Image.fromarray(_drawn_shape()[::-1]).save(style / "a.jpg", quality=95)
+    r = cli("prep", "edge-smooth", style, "--out", tmp_path / "smooth")
+    assert r.exit_code == 0, r.output
+    assert "warning: skipped" in r.output and "a.png" in r.output and "rename one of them" in r.output
+    assert "wrote 1 edge-smoothed images" in r.output
+    # The kept copy is a.jpg's (sorted first), written once and not overwritten by a.png's.
+    expected = edge_smooth(np.asarray(Image.open(style / "a.jpg").convert("RGB")))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "smooth" / "a.png")), expected)

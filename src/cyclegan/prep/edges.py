@@ -15,7 +15,6 @@ training run's own cache scales as its data pipeline does (``data.training_scale
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from cyclegan.data import find_images
 from cyclegan.errors import DataError, ImageLoadError, PrepError
 from cyclegan.fileio import write_json_atomic
 from cyclegan.image import IMAGE_EXTENSIONS, load_image, save_image_atomic
+from cyclegan.jsonfile import read_json_object
 from cyclegan.prep.deps import opencv
 
 # CartoonGAN's settings as commonly reproduced (the paper gives the steps, not the numbers): Canny
@@ -115,7 +115,8 @@ def edge_smooth_folder(
     before smoothing; ``rescale_key`` describes it for the folder's manifest (e.g. the data config's
     preprocess and load size), so copies made at another scale are never reused. Copies already in ``out_dir`` from an earlier run with the same settings are
     kept, so a second run only fills in what is missing; a folder made with other settings is refused
-    rather than mixed. Unreadable images are skipped and reported.
+    rather than mixed. Unreadable images are skipped and reported, and so is the second of two images
+    that differ only in extension (a.png, a.jpg: one copy name, a.png), which would overwrite the first's copy.
     """
     settings.check()
     style_dir, out_dir = Path(style_dir), Path(out_dir)
@@ -133,11 +134,7 @@ def edge_smooth_folder(
         raise ValueError("a custom rescale needs a rescale_key describing it")
     record = {"settings": dataclasses.asdict(settings), "rescale": rescale_key or f"shorter side {settings.size}"}
     if manifest.is_file():
-        try:
-            previous = json.loads(manifest.read_text())
-        except (OSError, ValueError) as e:
-            raise PrepError(f"{manifest}: unreadable ({e.__class__.__name__}); delete it or choose another --out") \
-                from None
+        previous = read_json_object(manifest, {"settings": dict, "rescale": str}, error=PrepError)
         if previous != record:
             raise PrepError(f"{out_dir}: holds copies made with other settings ({previous.get('settings')}); "
                             "choose another --out")
@@ -147,8 +144,14 @@ def edge_smooth_folder(
     write_json_atomic(manifest, record)
     resize = rescale or (lambda img: scale_shorter_side(img, settings.size))
     written, existing, skipped = 0, 0, []
+    first_for: dict[Path, Path] = {}
     for i, path in enumerate(files):
         target = smoothed_path(path, style_dir, out_dir)
+        if (first := first_for.setdefault(target, path)) != path:
+            # a.png and a.jpg: one copy name, and training pairs both with it (data.edge_smoothed_files).
+            skipped.append((path, f"same name as {first.name}, whose copy {target.name} it would overwrite; "
+                                  "rename one of them to smooth both"))
+            continue
         if target.is_file():
             existing += 1
         else:
