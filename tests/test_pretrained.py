@@ -179,6 +179,11 @@ def test_missing_pretrained_model_says_what_to_run_and_what_to_fetch():
         resolve_source("pretrained:cat2dog_cut")
     with pytest.raises(ModelSourceError, match="unknown pretrained model 'nope'"):
         resolve_source("pretrained:nope")
+    with pytest.raises(ModelSourceError) as info:  # a two-file checkpoint: both files, and the prefix to import
+        resolve_source("pretrained:whitebox_cartoon")
+    msg = str(info.value)
+    assert "model-33999.index and " in msg and "model-33999.data-00000-of-00001 into one folder" in msg
+    assert "`cyclegan import whitebox model-33999 --out " in msg
 
 
 def test_pretrained_model_in_the_cache_resolves_and_picks_a_direction(tmp_path, monkeypatch):
@@ -351,8 +356,8 @@ def test_offline_get_names_the_file_and_imports_one_put_there_by_hand(local_cata
     res = _runner().invoke(main, ["pretrained", "get", "tiny"])
     dest = cache_dir() / "pretrained" / "tiny" / "source" / "tiny.pth"
     assert res.exit_code == 1 and srv.requests == []
-    error = res.stderr.strip()
-    assert error.startswith("error:") and "\n" not in error
+    terms, error = res.stderr.strip().splitlines()  # the terms come first, before any download
+    assert terms.startswith("terms of tiny: BSD-2-Clause") and error.startswith("error:")
     assert f"download {srv.url}/zoo/tiny.pth by hand and put it at {dest}" in error
     dest.parent.mkdir(parents=True)
     dest.write_bytes(ZOO_FILE)  # what the user does by hand
@@ -536,6 +541,33 @@ def test_get_shows_non_commercial_terms_before_downloading(local_catalog):
     assert res.exit_code == 1 and res.stderr.startswith("note: tiny_nohash is for non-commercial use only")
 
 
+def test_onnx_catalog_options_reach_the_importer_and_bad_ones_stop_before_any_download(local_catalog, monkeypatch):
+    srv = local_catalog
+    v3 = catalog_entry("animeganv3_hayao_36").to_json() | {"name": "tiny_onnx", "url": srv.url + "/zoo/tiny.pth",
+                                                             "file": "tiny.onnx"}
+    path = Path(os.environ["CYCLEGAN_PRETRAINED_CATALOG"])
+    doc = json.loads(path.read_text())
+    doc["models"] += [v3, v3 | {"name": "tiny_onnx_bad", "import_options": {"layout": "hwcn", "value_range": "-1,1",
+                                                                            "channels": "rgb", "multiple": 8}}]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(pretrained.PretrainedError, match="tiny_onnx_bad: import_options: layout 'hwcn'"):
+        pretrained.get("tiny_onnx_bad", progress=False)
+    assert srv.requests == []
+    seen = []
+
+    def capture(fmt, paths, out, *, options=None, **kw):
+        seen.append((fmt, options))
+        raise pretrained.PretrainedError("stop here")
+
+    monkeypatch.setattr(pretrained, "import_weights", capture)
+    with pytest.raises(pretrained.PretrainedError):
+        pretrained.get("tiny_onnx", progress=False)
+    ((fmt, options),) = seen
+    c = options.convention
+    assert fmt == "onnx" and options.convert
+    assert (c.layout, c.value_range, c.channels, c.multiple, c.min_side) == ("nhwc", "-1,1", "rgb", 8, 256)
+
+
 TF_FIXTURES = Path(__file__).parent / "fixtures" / "tf"
 
 
@@ -570,3 +602,28 @@ def test_tensorflow_checkpoints_in_the_publishers_layout_get_and_translate(
     assert Image.open(out).size == (37, 21)
     res = _runner().invoke(main, ["pretrained", "verify", f"tiny_{folder}"])
     assert res.exit_code == 0 and res.stdout.startswith(f"ok   tiny_{folder}")
+
+
+def test_an_onnx_release_with_animeganv3s_convention_gets_and_translates_at_an_odd_size(local_catalog, tmp_path):
+    from PIL import Image
+
+    srv = local_catalog
+    graph = (Path(__file__).parent / "fixtures" / "onnx" / "animeganv3_like.onnx").read_bytes()
+    srv.files["/release/AnimeGANv3_like.onnx"] = graph
+    entry = catalog_entry("animeganv3_hayao_36").to_json() | {
+        "name": "tiny_v3", "url": srv.url + "/release/AnimeGANv3_like.onnx", "file": "AnimeGANv3_like.onnx",
+        "sha256": hashlib.sha256(graph).hexdigest()}
+    path = Path(os.environ["CYCLEGAN_PRETRAINED_CATALOG"])
+    doc = json.loads(path.read_text())
+    doc["models"].append(entry)
+    path.write_text(json.dumps(doc))
+    res = _runner().invoke(main, ["pretrained", "get", "tiny_v3", "--quiet"])
+    assert res.exit_code == 0, res.output
+    photo, out = tmp_path / "photo.png", tmp_path / "styled.png"
+    Image.new("RGB", (101, 67), (200, 120, 40)).save(photo)
+    res = _runner().invoke(main, ["translate", str(photo), "--model", "pretrained:tiny_v3", "--out", str(out),
+                                  "--device", "cpu", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert Image.open(out).size == (101, 67)
+    res = _runner().invoke(main, ["pretrained", "verify", "tiny_v3"])
+    assert res.exit_code == 0 and res.stdout.startswith("ok   tiny_v3"), res.output

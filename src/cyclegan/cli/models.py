@@ -173,8 +173,11 @@ def _checks(file) -> str:
 def pretrained_get_cmd(name, out, overwrite, offline, quiet) -> None:
     """Download catalog model NAME (resumable, bounded, checked), import it, and cache it."""
     entry = catalog_entry(name)
-    if entry.non_commercial:  # before the download, so nobody fetches it without seeing them
+    # Before the download, so nobody fetches a model without seeing its terms.
+    if entry.non_commercial:
         click.echo(f"note: {name} is for non-commercial use only: {entry.licence}; {entry.licence_note}", err=True)
+    else:
+        click.echo(f"terms of {name}: {entry.licence}; {entry.licence_note}", err=True)
     result = get(name, out=out, overwrite=overwrite, progress=False if quiet else None,
                  offline=True if offline else None)
     click.echo(result.line())

@@ -29,6 +29,9 @@ from cyclegan.download import DownloadError, download, file_git_sha1
 from cyclegan.errors import CycleGANError, first_line, plain_reason
 from cyclegan.fileio import atomic_write, temp_sibling
 from cyclegan.importers import IMPORT_FORMATS, import_weights
+from cyclegan.importers.onnx_foreign import FORMAT as ONNX_FORMAT
+from cyclegan.importers.onnx_foreign import OnnxImportOptions
+from cyclegan.networks.foreign import ConventionError, OnnxConvention
 from cyclegan.pretrained.record import RECORD, FileRecord, read_record, write_record
 from cyclegan.pretrained.verify import ModelCheck, catalog_problems, download_path, verify_model
 from cyclegan.sources import (
@@ -169,6 +172,16 @@ def _check_importer(entry: CatalogEntry) -> object | None:
     if entry.format not in IMPORT_FORMATS:
         raise PretrainedError(f"{entry.name}: needs the import format {entry.format!r}, which this installation "
                               f"lacks (it has {', '.join(sorted(IMPORT_FORMATS))}); update cyclegan")
+    if entry.format == ONNX_FORMAT:
+        options = dict(entry.import_options)
+        convert = options.pop("convert", True)
+        try:
+            return OnnxImportOptions(convention=OnnxConvention(**options), convert=convert)
+        except ConventionError as e:
+            raise PretrainedError(f"{entry.name}: import_options: {first_line(e)}") from None
+        except TypeError:  # a field missing: the catalog reader checked names and types, not completeness
+            raise PretrainedError(f"{entry.name}: import_options must give layout, value_range, channels and "
+                                  "multiple for an onnx model") from None
     if entry.import_options:
         raise PretrainedError(f"{entry.name}: import format {entry.format} takes no import_options")
     return None
