@@ -304,7 +304,8 @@ def test_build_applies_init():
 
 
 def test_registry_names():
-    assert set(GENERATORS) == {"resnet", "unet_128", "unet_256", "attention", "animeganv2", "mobile_resnet"}
+    assert set(GENERATORS) == {"resnet", "unet_128", "unet_256", "attention", "animeganv2", "mobile_resnet",
+                               "animeganv2_tf", "whitebox"}
     assert set(DISCRIMINATORS) == {"patch", "pixel", "dual", "vanilla_cnn"}
 
 
@@ -523,8 +524,10 @@ def test_antialias_config_is_validated():
         build_config(overrides={"model.generator.antialias": "yes"})
     with pytest.raises(ConfigError, match="antialias_up_filter"):
         build_config(overrides={"model.generator.antialias": "up", "model.generator.antialias_up_filter": 8})
-    with pytest.raises(ConfigError, match="needs model.generator.name=resnet"):
+    with pytest.raises(ConfigError, match="model.generator.antialias: used by generators resnet; not by unet_128"):
         build_config(overrides={"model.generator.name": "unet_128", "model.generator.antialias": "down"})
+    with pytest.raises(ConfigError, match="antialias_filter: sizes the downsampling blur"):
+        build_config(overrides={"model.generator.antialias": "up", "model.generator.antialias_filter": 5})
     with pytest.raises(ConfigError, match="leave it transpose"):
         build_config(overrides={"model.generator.antialias": "both", "model.generator.upsample": "resize"})
 

@@ -39,12 +39,11 @@ from safetensors.torch import load
 from torch import nn
 
 from cyclegan import networks as nets  # not `networks`: functions here name their dicts so
-from cyclegan.config import Config, config_from_dict
+from cyclegan.config import NETWORK_NAMES, Config, config_from_dict
 from cyclegan.errors import CheckpointError, CorruptCheckpointError, CycleGANError, plain_reason
 from cyclegan.fileio import save_safetensors_atomic, write_text_atomic
 from cyclegan.version import __version__
 
-NETWORK_NAMES = ("G_A", "G_B", "D_A", "D_B")
 GENERATOR_FOR_DIRECTION = {"a2b": "G_A", "b2a": "G_B"}
 
 

@@ -30,6 +30,9 @@ class Registry(dict):
     def __init__(self, kind: str):
         super().__init__()
         self.kind = kind
+        # name -> the typed options class an entry reads from its config section (the entry owns them);
+        # entries registered without one read no options beyond their section's common keys.
+        self.options: dict[str, type] = {}
         Registry._created.append(weakref.ref(self))
 
     @classmethod
@@ -37,11 +40,15 @@ class Registry(dict):
         """The registries that exist now, in the order they were created."""
         return [reg for ref in cls._created if (reg := ref()) is not None]
 
-    def register(self, name: str) -> Callable[[F], F]:
+    def register(self, name: str, *, options: type | None = None) -> Callable[[F], F]:
+        """Decorator: ``@REGISTRY.register("name")`` adds the decorated factory under ``name`` (with
+        ``options``, the dataclass of its options); a name registered twice is a ValueError."""
         def add(fn: F) -> F:
             if name in self:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self[name] = fn
+            if options is not None:
+                self.options[name] = options
             return fn
 
         return add
@@ -55,6 +62,7 @@ class Registry(dict):
         return found
 
     def get_or_raise(self, name: str):
+        """The entry of ``name`` in any case spelling; KeyError naming the nearest names when none matches."""
         return self[self.canonical(name)]
 
 

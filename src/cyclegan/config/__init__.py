@@ -5,9 +5,12 @@ Precedence (later wins): dataclass defaults (the CycleGAN paper) -> preset YAML 
 ``config.json`` in every run directory and inside every checkpoint, so any artefact can rebuild its
 networks without flags.
 
-    schema      the dataclasses (``Config`` and its sections) and the closed sets of values
+    schema      the dataclasses (``Config`` and its sections) and the closed sets of values every run
+                reads; imports nothing from the project, so the parts name it in type hints
+    kinds       what each model kind reads (``KINDS``) and keys that take effect only with another
     loading     YAML/JSON reading, presets, ``--set`` parsing, ``build_config``, ``replace``
-    validation  ``validate``: every range, cross-field and registry-name check, network size and fit
+    validation  ``validate`` (ranges, registry names, each part's own rules, network size and fit) and
+                ``refuse_unused`` (keys the chosen kind or network would ignore)
 """
 
 from cyclegan.config.loading import (
@@ -22,17 +25,21 @@ from cyclegan.config.loading import (
     preset_dict,
     replace,
 )
-from cyclegan.config.schema import (
+from cyclegan.config.kinds import (
+    ACTIVE_WHEN,
     ADAPTIVE_WEIGHTING,
-    ANTIALIAS,
     DISTILL_REAL,
     EDGE_PROMOTE_DIRECTIONS,
-    INITS,
+    KINDS,
     MODEL_KINDS,
+    KindOptions,
+)
+from cyclegan.config.schema import (
+    COMPILE_MODES,
+    INITS,
+    LR_SCALING,
     NETWORK_NAMES,
-    NORMS,
     PREPROCESS,
-    UPSAMPLE,
     Config,
     DataConfig,
     DiscriminatorConfig,
@@ -50,10 +57,15 @@ from cyclegan.config.validation import (
     check_discriminator_fits,
     estimate_parameters,
     generator_size_multiple,
+    refuse_unused,
     validate,
 )
+from cyclegan.networks.generators import ANTIALIAS_MODES as ANTIALIAS
+from cyclegan.networks.options import NORMS
+from cyclegan.networks.options import UPSAMPLE_MODES as UPSAMPLE
 
 __all__ = [
+    "ACTIVE_WHEN", "COMPILE_MODES", "KINDS", "LR_SCALING", "KindOptions", "refuse_unused",
     "ADAPTIVE_WEIGHTING", "ANTIALIAS", "DISTILL_REAL", "EDGE_PROMOTE_DIRECTIONS", "INITS", "MAX_CONFIG_BYTES",
     "MAX_DISCRIMINATOR_LAYERS", "MAX_NETWORK_BYTES", "MAX_RESIDUAL_BLOCKS", "MAX_YAML_DEPTH", "MODEL_KINDS",
     "NETWORK_NAMES", "NORMS", "PREPROCESS", "PRESET_DIR", "UPSAMPLE", "Config", "DataConfig",

@@ -8,6 +8,7 @@ Precedence (later wins): dataclass defaults (the CycleGAN paper) -> preset YAML 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import types
@@ -18,7 +19,7 @@ from typing import Any
 import yaml
 
 from cyclegan.config.schema import Config
-from cyclegan.config.validation import check_finite, short_text, validate
+from cyclegan.config.validation import check_finite, refuse_unused, short_text, validate
 from cyclegan.errors import ConfigError, first_line, short_repr
 from cyclegan.registry import match_name, unknown_name_message
 
@@ -265,10 +266,14 @@ def build_config(
     if preset is not None:
         tree = _deep_merge(tree, preset_dict(preset))
         tree["preset"] = preset_name(preset)
+    # What the saved config and the preset set: kept by refuse_unused (a recipe is for its own kind and
+    # networks; swapping one part keeps the rest). Copied: the merges below write into nested sections.
+    recipe = copy.deepcopy(tree)
     if config_file is not None:
         doc = _read_yaml(Path(config_file))
         if "preset" in doc and preset is None and doc["preset"] is not None:
             tree = _deep_merge(tree, preset_dict(str(doc["preset"])))
+            recipe = copy.deepcopy(tree)
         tree = _deep_merge(tree, {k: v for k, v in doc.items() if k not in ("description", "source")})
     for key, value in (overrides or {}).items():
         if value is not None:
@@ -278,6 +283,7 @@ def build_config(
         _set_dotted(tree, key, value)
     cfg = _from_dict(Config, tree)
     validate(cfg)
+    refuse_unused(cfg, inherited=recipe)  # what was asked now is never ignored; saved configs still load
     return cfg
 
 

@@ -1,6 +1,12 @@
 """The config schema: typed, frozen dataclasses whose defaults are the CycleGAN paper's settings, and
-the closed sets of values some fields take. Registry-backed fields (generator, discriminator, GAN loss,
-LR policy) are checked against their registries in ``config.validation``."""
+the closed sets of values of the fields every run reads. It imports nothing from the project, so the
+parts name these classes in their type hints without reaching the rest of ``config``.
+
+The keys of ``model.generator`` and ``model.discriminator`` beyond ``name`` and ``ngf`` / ``ndf`` are
+the options of one network or another: each network declares the ones it reads (and their allowed
+values and rules) in the options class registered beside it (``networks/``); ``config.kinds`` declares
+which ``loss.*`` and ``distill.*`` keys each model kind reads. This file keeps them flat because that
+is the config.json format."""
 
 from __future__ import annotations
 
@@ -8,15 +14,11 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-NORMS = ("instance", "batch", "none")
 INITS = ("normal", "xavier", "kaiming", "orthogonal")
 PREPROCESS = ("resize_and_crop", "scale_width", "scale_width_and_crop", "crop", "none")
-UPSAMPLE = ("transpose", "resize")
-ANTIALIAS = ("none", "down", "up", "both")
-MODEL_KINDS = ("cyclegan", "cut", "fastcut", "distill")
-DISTILL_REAL = ("b", "teacher")  # what the distilled student's discriminator sees as real
-ADAPTIVE_WEIGHTING = ("none", "uncertainty")
-EDGE_PROMOTE_DIRECTIONS = ("a", "b", "both")  # whose discriminator sees the edge-smoothed copies
+LR_SCALING = ("none", "sqrt", "linear")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+# The networks of a CycleGAN checkpoint, the ones train.init_nets may name.
 NETWORK_NAMES = ("G_A", "G_B", "D_A", "D_B")
 
 
@@ -24,41 +26,34 @@ NETWORK_NAMES = ("G_A", "G_B", "D_A", "D_B")
 class GeneratorConfig:
     """The generator (``model.generator.*``): a name of ``GENERATORS`` and its options."""
 
-    name: str = "resnet"  # registry key: resnet | unet_128 | unet_256 | attention | animeganv2
-    # animeganv2: the AnimeGANv2 generator (widths ngf/2 .. 4ngf; 64 = the original), fixed layer table
-    ngf: int = 64
-    n_blocks: int = 9  # residual blocks of the ResNet generator (paper: 9 at 256px, 6 at 128px)
-    norm: str = "instance"
-    dropout: float = 0.0  # paper's CycleGAN uses none; pix2pix-style 0.5 is an option
-    upsample: str = "transpose"  # transpose (paper) | resize (nearest + conv, no checkerboard)
-    # -- resnet only: anti-aliased resampling as in the CUT authors' default generator (blur pooling,
-    # Zhang, ICML 2019): none | down | up | both (CUT: both); the binomial blur sizes (CUT: 3 and 4)
-    antialias: str = "none"
+    name: str = "resnet"  # a key of networks.GENERATORS (`cyclegan train --help` lists them)
+    ngf: int = 64  # width of the first layer; every generator scales with it
+    # -- options of some generators (each generator's options class says which it reads and why)
+    n_blocks: int = 9  # resnet, attention, mobile_resnet: residual blocks (paper: 9 at 256px, 6 at 128px)
+    norm: str = "instance"  # resnet, unet_*, attention, mobile_resnet
+    dropout: float = 0.0  # resnet, unet_*, attention, mobile_resnet
+    upsample: str = "transpose"  # resnet, unet_*, attention, mobile_resnet: transpose | resize
+    antialias: str = "none"  # resnet: none | down | up | both (networks.generators.ResnetOptions)
     antialias_filter: int = 3
     antialias_up_filter: int = 4
-    # -- attention generator only (seed 004 sec. 1.2.1)
-    se_reduction: int = 16  # squeeze-and-excitation bottleneck: channels / se_reduction
-    cbam_every: int = 2  # every k-th residual block also gets CBAM (0 = SE-only blocks)
-    self_attention: bool = True  # a self-attention layer after the residual blocks
-    # -- vector-quantised bottleneck between encoder and residual blocks (seed 004 sec. 2.2.1)
-    vq_codebook_size: int = 0  # number of codes; 0 = no quantisation
-    vq_dim: int = 64  # code dimension (1x1 convs project to and from it)
-    vq_ema_decay: float = 0.99  # EMA codebook updates; 0 = learn the codebook by gradient instead
+    se_reduction: int = 16  # attention (networks.attention.AttentionOptions)
+    cbam_every: int = 2
+    self_attention: bool = True
+    vq_codebook_size: int = 0
+    vq_dim: int = 64
+    vq_ema_decay: float = 0.99
 
 
 @dataclass(frozen=True)
 class DiscriminatorConfig:
     """The discriminator (``model.discriminator.*``): a name of ``DISCRIMINATORS`` and its options."""
 
-    name: str = "patch"  # registry key: patch | pixel | dual | vanilla_cnn
+    name: str = "patch"  # a key of networks.DISCRIMINATORS
     ndf: int = 64
-    # patch: 3 = the 70x70 PatchGAN. dual / vanilla_cnn: channel doublings, ndf -> ndf * 2**n_layers
-    # (capped at 8ndf) over n_layers + 1 stride-2 convs; 3 = seed 004's 64 -> 512, 16x16 map at 256px.
-    n_layers: int = 3
+    # -- options of some discriminators (networks.discriminators: PatchOptions, PixelOptions, ...)
+    n_layers: int = 3  # patch, dual, vanilla_cnn; 3 = the 70x70 PatchGAN
     norm: str = "instance"
-    # patch / pixel: spectral normalisation of every conv (Miyato et al., ICLR 2018), bounding how fast
-    # D can sharpen; dual always has it
-    spectral_norm: bool = False
+    spectral_norm: bool = False  # patch, pixel (dual always has it)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
-"""The one place a config is checked: ranges, closed sets, cross-field rules, registry names (the
-parts' registries, imported here: config sits above the parts layer), and the networks' size and fit
-to the crop, measured on the meta device before anything is allocated."""
+"""The one place a config is checked. Each part checks its own keys: a generator or discriminator
+through the options class registered beside it (``networks.options``), a model kind through its
+declaration in ``config.kinds``; this module runs them, checks the sections every kind reads, refuses
+keys that the chosen kind or network would ignore (``refuse_unused``), and measures the networks' size
+and fit to the crop on the meta device before anything is allocated."""
 
 from __future__ import annotations
 
@@ -9,17 +11,21 @@ import math
 
 import torch
 
-from cyclegan.config.schema import (
+from cyclegan.config.kinds import (
+    ACTIVE_WHEN,
     ADAPTIVE_WEIGHTING,
-    ANTIALIAS,
     DISTILL_REAL,
     EDGE_PROMOTE_DIRECTIONS,
-    INITS,
+    KIND_SECTIONS,
+    KINDS,
     MODEL_KINDS,
+)
+from cyclegan.config.schema import (
+    COMPILE_MODES,
+    INITS,
+    LR_SCALING,
     NETWORK_NAMES,
-    NORMS,
     PREPROCESS,
-    UPSAMPLE,
     Config,
     DiscriminatorConfig,
     GeneratorConfig,
@@ -29,9 +35,20 @@ from cyclegan.devices import DEVICES, PRECISIONS
 from cyclegan.diffaug import POLICIES, parse_policy
 from cyclegan.errors import ConfigError, first_line, short_repr
 from cyclegan.losses import GAN_LOSSES
-from cyclegan.networks import DISCRIMINATORS, GENERATORS, has_distill_features
-from cyclegan.registry import did_you_mean
+from cyclegan.networks import DISCRIMINATORS, GENERATORS
+from cyclegan.networks.options import (
+    MAX_DISCRIMINATOR_LAYERS,
+    MAX_RESIDUAL_BLOCKS,
+    option_names,
+    read_options,
+    require_at_least as _at_least,
+    require_at_most as _at_most,
+    require_choice as _choice,
+    require_fraction as _fraction,
+)
 from cyclegan.schedules import LR_POLICIES
+
+__all__ = ["MAX_DISCRIMINATOR_LAYERS", "MAX_RESIDUAL_BLOCKS"]  # re-exported from cyclegan.config
 
 # One network's weights (parameters and buffers) may take at most 4 GiB in fp32. The paper's networks
 # have 11.4M (ResNet-9 generator, 45 MB) and 2.8M parameters (70x70 PatchGAN); training holds four
@@ -39,13 +56,6 @@ from cyclegan.schedules import LR_POLICIES
 # before a single activation, past one 80 GB accelerator. Beyond it a config is a typo or a damaged
 # config.json (ngf 131072 asked torch for 190 TB), refused before anything is allocated.
 MAX_NETWORK_BYTES = 4 << 30
-# Structural counts the size check itself must build on the meta device, one module each: capped so
-# the check stays instant. The paper uses 6 or 9 residual blocks; every discriminator halves the
-# input at least n_layers times, so more than 30 layers could not fit any image.
-MAX_RESIDUAL_BLOCKS = 1000
-MAX_DISCRIMINATOR_LAYERS = 30
-
-
 def check_finite(key: str, number: float) -> None:
     # inf / nan pass every range check written as a comparison (nan compares false both ways), train
     # to NaN weights, and json.dumps writes them as the non-JSON tokens NaN / Infinity.
@@ -70,73 +80,50 @@ def short_text(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _choice(key: str, value: str, allowed) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}: {short_repr(value)} is not allowed{did_you_mean(value, allowed)}; "
-                          f"choose from {', '.join(sorted(allowed))}")
-
-
-def _at_least(key: str, value, low) -> None:
-    if value < low:
-        raise ConfigError(f"{key}: must be >= {low}, got {short_repr(value)}")
-
-
-def _at_most(key: str, value, high) -> None:
-    if value > high:
-        raise ConfigError(f"{key}: must be <= {high}, got {short_repr(value)}")
-
-
 def validate(cfg: Config) -> None:
-    """Every cross-field and range check lives here, so an invalid run fails before any work."""
+    """Every range, closed-set, cross-field and registry-name check, so an invalid run fails before any
+    work. Keys a kind or network would ignore are refused separately (``refuse_unused``): an old
+    config.json that carries one still loads."""
     # First, so a non-finite value is reported under its own key, not as another key's range error
     # (optim.lr nan used to fail as "optim.eta_min: must be in [0, nan]").
     _check_all_finite(cfg)
-    g, d = cfg.model.generator, cfg.model.discriminator
-    _choice("model.generator.name", g.name, GENERATORS)
-    _choice("model.generator.norm", g.norm, NORMS)
-    _choice("model.generator.upsample", g.upsample, UPSAMPLE)
-    _at_least("model.generator.ngf", g.ngf, 1)
-    _at_least("model.generator.n_blocks", g.n_blocks, 0)
-    _at_most("model.generator.n_blocks", g.n_blocks, MAX_RESIDUAL_BLOCKS)
-    if not 0.0 <= g.dropout < 1.0:
-        raise ConfigError(f"model.generator.dropout: must be in [0, 1), got {g.dropout}")
-    _choice("model.generator.antialias", g.antialias, ANTIALIAS)
-    for name in ("antialias_filter", "antialias_up_filter"):
-        _at_least(f"model.generator.{name}", getattr(g, name), 1)
-        _at_most(f"model.generator.{name}", getattr(g, name), 7)
-    if g.antialias != "none" and g.name != "resnet":
-        raise ConfigError(f"model.generator.antialias: anti-aliased resampling needs model.generator.name=resnet, "
-                          f"not {short_repr(g.name)}")
-    if g.antialias in ("up", "both") and g.upsample != "transpose":
-        raise ConfigError(f"model.generator.antialias {g.antialias}: the blurred upsampling replaces "
-                          f"model.generator.upsample; leave it transpose, not {short_repr(g.upsample)}")
-    if g.name == "animeganv2" and g.ngf % 2:
-        raise ConfigError(f"model.generator.ngf: animeganv2 starts at ngf/2 channels; needs an even ngf, got {g.ngf}")
-    _at_least("model.generator.se_reduction", g.se_reduction, 1)
-    _at_least("model.generator.cbam_every", g.cbam_every, 0)
-    _at_least("model.generator.vq_codebook_size", g.vq_codebook_size, 0)
-    _at_least("model.generator.vq_dim", g.vq_dim, 1)
-    if not 0.0 <= g.vq_ema_decay < 1.0:
-        raise ConfigError(f"model.generator.vq_ema_decay: must be in [0, 1), got {g.vq_ema_decay}")
-    if g.vq_codebook_size and g.name != "attention":
-        raise ConfigError(
-            f"model.generator.vq_codebook_size: the VQ bottleneck needs model.generator.name=attention, "
-            f"not {short_repr(g.name)}"
-        )
-    _choice("model.discriminator.name", d.name, DISCRIMINATORS)
-    _choice("model.discriminator.norm", d.norm, NORMS)
-    _at_least("model.discriminator.ndf", d.ndf, 1)
-    _at_least("model.discriminator.n_layers", d.n_layers, 1)
-    if d.spectral_norm and d.name not in ("patch", "pixel"):
-        raise ConfigError(f"model.discriminator.spectral_norm: only patch and pixel take it (dual always has "
-                          f"it), not {short_repr(d.name)}")
-    _at_most("model.discriminator.n_layers", d.n_layers, MAX_DISCRIMINATOR_LAYERS)
-    _choice("model.init", cfg.model.init, INITS)
-    _choice("model.kind", cfg.model.kind, MODEL_KINDS)
-    if cfg.model.kind in ("cut", "fastcut") and g.name != "resnet":
-        raise ConfigError(f"model.kind {cfg.model.kind}: PatchNCE taps the ResNet encoder; "
-                          f"model.generator.name must be resnet, got {g.name}")
+    generator = _check_model(cfg)
+    _check_data(cfg, generator)
+    _check_loss(cfg)
+    _check_optim(cfg)
+    _check_train(cfg, generator)
+    _check_distill(cfg)
+    KINDS[cfg.model.kind].check(cfg, generator)
 
+
+def _check_part(key: str, section, registry) -> None:
+    """The section's name against ``registry``, then the registered options' own rules."""
+    _choice(f"{key}.name", section.name, registry)
+    options = registry.options.get(section.name)
+    if options is not None and hasattr(options, "check"):
+        read_options(options, section).check(key)
+
+
+def _check_model(cfg: Config) -> torch.nn.Module:
+    """Both networks' options, then both built on the meta device (shapes only, no memory): their
+    size and fit to the crop. Returns the meta generator for the checks that ask what it can do."""
+    g, d = cfg.model.generator, cfg.model.discriminator
+    _choice("model.kind", cfg.model.kind, MODEL_KINDS)
+    _at_least("model.generator.ngf", g.ngf, 1)
+    _check_part("model.generator", g, GENERATORS)
+    _at_least("model.discriminator.ndf", d.ndf, 1)
+    _check_part("model.discriminator", d, DISCRIMINATORS)
+    _choice("model.init", cfg.model.init, INITS)
+    gen, disc = _meta_generator(g), _meta_discriminator(d)
+    _check_network_size("generator", f"model.generator.ngf {g.ngf}", _weight_count(gen),
+                        "model.generator.ngf, n_blocks or vq_codebook_size")
+    _check_network_size("discriminator", f"model.discriminator.ndf {d.ndf}", _weight_count(disc),
+                        "model.discriminator.ndf or n_layers")
+    _check_discriminator_net_fits(disc, d, cfg.data.crop_size)
+    return gen
+
+
+def _check_data(cfg: Config, generator: torch.nn.Module) -> None:
     data = cfg.data
     _choice("data.preprocess", data.preprocess, PREPROCESS)
     _at_least("data.crop_size", data.crop_size, 8)
@@ -152,41 +139,49 @@ def validate(cfg: Config) -> None:
     for name in ("npz_key_a", "npz_key_b"):
         if getattr(data, name) == "":
             raise ConfigError(f"data.{name}: empty array name (unset it to use the file's only array)")
+    _fraction("data.val_fraction", data.val_fraction)
+    multiple = int(getattr(generator, "size_multiple", 1))
+    if data.crop_size % multiple:
+        raise ConfigError(
+            f"data.crop_size ({data.crop_size}) must be a multiple of {multiple} for generator "
+            f"{cfg.model.generator.name}"
+        )
 
+
+def _check_loss(cfg: Config) -> None:
     loss = cfg.loss
     _choice("loss.gan", loss.gan, GAN_LOSSES)
     for name in ("lambda_gan", "lambda_cyc", "lambda_id", "lambda_gp", "lambda_fm", "lambda_edge",
-                 "lambda_color", "lambda_vq", "lambda_edge_promote", "lambda_lecam"):
+                 "lambda_color", "lambda_vq", "lambda_edge_promote", "lambda_lecam", "lambda_nce"):
         _at_least(f"loss.{name}", getattr(loss, name), 0.0)
     _choice("loss.edge_promote_direction", loss.edge_promote_direction, EDGE_PROMOTE_DIRECTIONS)
-    if cfg.model.kind != "cyclegan" and loss.edge_promote_direction != "b":
-        raise ConfigError(f"loss.edge_promote_direction: model.kind {cfg.model.kind} has one discriminator, "
-                          f"on domain B; use b, not {short_repr(loss.edge_promote_direction)}")
     if loss.edge_smooth_dir == "":
         raise ConfigError("loss.edge_smooth_dir: empty path (unset it to cache the smoothed copies in the run)")
     if loss.edge_smooth_dir is not None and loss.edge_promote_direction == "both":
         raise ConfigError("loss.edge_smooth_dir: one folder holds one domain's copies; with "
                           "edge_promote_direction both leave it unset (the run caches both)")
-    if not 0.0 <= loss.lecam_decay < 1.0:
-        raise ConfigError(f"loss.lecam_decay: must be in [0, 1), got {loss.lecam_decay}")
+    _fraction("loss.lecam_decay", loss.lecam_decay)
     _at_least("loss.pool_size", loss.pool_size, 0)
     _at_least("loss.color_pool", loss.color_pool, 1)
     _choice("loss.adaptive_weighting", loss.adaptive_weighting, ADAPTIVE_WEIGHTING)
-    if loss.adaptive_weighting != "none" and not any(
-        getattr(loss, n) > 0 for n in ("lambda_cyc", "lambda_id", "lambda_edge", "lambda_color", "lambda_fm")
-    ):
-        raise ConfigError("loss.adaptive_weighting: no term to weigh (lambda_cyc/id/edge/color/fm are all 0)")
+    _at_least("loss.nce_patches", loss.nce_patches, 1)
+    _at_least("loss.nce_mlp_dim", loss.nce_mlp_dim, 1)
+    if loss.nce_temperature <= 0:
+        raise ConfigError(f"loss.nce_temperature: must be > 0, got {loss.nce_temperature}")
 
+
+def _check_optim(cfg: Config) -> None:
     opt = cfg.optim
     _choice("optim.lr_policy", opt.lr_policy, LR_POLICIES)
     if opt.lr <= 0:
         raise ConfigError(f"optim.lr: must be > 0, got {opt.lr}")
-    for name in ("beta1", "beta2"):
-        v = getattr(opt, name)
-        if not 0.0 <= v < 1.0:
-            raise ConfigError(f"optim.{name}: must be in [0, 1), got {v}")
+    _fraction("optim.beta1", opt.beta1)
+    _fraction("optim.beta2", opt.beta2)
     if opt.decay_epochs is not None:
         _at_least("optim.decay_epochs", opt.decay_epochs, 0)
+        if opt.lr_policy == "linear" and opt.decay_epochs > cfg.train.epochs:
+            raise ConfigError(f"optim.decay_epochs ({opt.decay_epochs}) must be <= train.epochs "
+                              f"({cfg.train.epochs}) with lr_policy linear")
     _at_least("optim.step_epochs", opt.step_epochs, 1)
     _at_least("optim.t_0", opt.t_0, 1)
     _at_least("optim.t_mult", opt.t_mult, 1)
@@ -194,14 +189,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"optim.d_lr_ratio: must be > 0, got {opt.d_lr_ratio}")
     if not 0.0 <= opt.eta_min <= opt.lr:
         raise ConfigError(f"optim.eta_min: must be in [0, optim.lr = {opt.lr}], got {opt.eta_min}")
+    _choice("optim.lr_scaling", opt.lr_scaling, LR_SCALING)
 
+
+def _check_train(cfg: Config, generator: torch.nn.Module) -> None:
     t = cfg.train
     _at_least("train.epochs", t.epochs, 1)
-    if opt.lr_policy == "linear" and opt.decay_epochs is not None and opt.decay_epochs > t.epochs:
-        raise ConfigError(
-            f"optim.decay_epochs ({opt.decay_epochs}) must be <= train.epochs ({t.epochs}) "
-            "with lr_policy linear"
-        )
     _at_least("train.max_steps", t.max_steps, 0)
     _at_least("train.max_minutes", t.max_minutes, 0.0)
     _at_least("train.batch_size", t.batch_size, 1)
@@ -211,19 +204,21 @@ def validate(cfg: Config) -> None:
         _at_least(f"train.{name}", getattr(t, name), 1)
     _at_least("train.keep_epochs", t.keep_epochs, 0)
     nets = [n.strip() for n in t.init_nets.split(",")]
-    bad = [n for n in nets if n not in NETWORK_NAMES]
-    if bad or not t.init_nets.strip():
+    if any(n not in NETWORK_NAMES for n in nets) or not t.init_nets.strip():
         raise ConfigError(
             f"train.init_nets: {short_repr(t.init_nets)} is not a comma-separated list of "
             f"{', '.join(NETWORK_NAMES)}"
         )
     if t.init_from == "":
         raise ConfigError("train.init_from: empty path (unset it to start from random weights)")
+    own = KINDS[cfg.model.kind].networks
+    if t.init_from and (missing := [n for n in nets if n not in own]):
+        raise ConfigError(f"train.init_nets: a {cfg.model.kind} model has no {', '.join(missing)} "
+                          f"(it has {', '.join(own)})")
     _at_least("train.eval_every", t.eval_every, 0)
     if not 0.0 <= t.classifier_min_accuracy <= 1.0:
         raise ConfigError(f"train.classifier_min_accuracy: must be in [0, 1], got {t.classifier_min_accuracy}")
-    _choice("train.compile_mode", t.compile_mode, ("default", "reduce-overhead", "max-autotune"))
-    _choice("optim.lr_scaling", opt.lr_scaling, ("none", "sqrt", "linear"))
+    _choice("train.compile_mode", t.compile_mode, COMPILE_MODES)
     _at_least("train.num_threads", t.num_threads, 0)
     if t.ema_decay and not 0.0 < t.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay: must be 0 (off) or in (0, 1), got {t.ema_decay}")
@@ -234,29 +229,17 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"train.diffaug: {short_repr(t.diffaug)} is not a comma-separated subset of {', '.join(POLICIES)}"
         ) from None
-    _at_least("loss.nce_patches", cfg.loss.nce_patches, 1)
-    _at_least("loss.nce_mlp_dim", cfg.loss.nce_mlp_dim, 1)
-    if cfg.loss.nce_temperature <= 0:
-        raise ConfigError(f"loss.nce_temperature: must be > 0, got {cfg.loss.nce_temperature}")
-    if not 0.0 <= cfg.data.val_fraction < 1.0:
-        raise ConfigError(f"data.val_fraction: must be in [0, 1), got {cfg.data.val_fraction}")
-    # Both networks on the meta device (shapes only, no memory): their size, then their fit to the crop.
-    gen, disc = _meta_generator(g), _meta_discriminator(d)
-    _check_network_size("generator", f"model.generator.ngf {g.ngf}", _weight_count(gen),
-                        "model.generator.ngf, n_blocks or vq_codebook_size")
-    _check_network_size("discriminator", f"model.discriminator.ndf {d.ndf}", _weight_count(disc),
-                        "model.discriminator.ndf or n_layers")
-    _check_discriminator_net_fits(disc, d, cfg.data.crop_size)
-    multiple = int(getattr(gen, "size_multiple", 1))
-    if cfg.data.crop_size % multiple:
-        raise ConfigError(
-            f"data.crop_size ({cfg.data.crop_size}) must be a multiple of {multiple} for generator "
-            f"{cfg.model.generator.name}"
-        )
-    _validate_distill(cfg, student_has_features=has_distill_features(gen))
+    if t.grad_checkpointing and not hasattr(generator, "checkpoint_blocks"):
+        raise ConfigError(f"train.grad_checkpointing: generator {cfg.model.generator.name} does not support it "
+                          f"(used by generators {', '.join(_checkpointing_generators())})")
 
 
-def _validate_distill(cfg: Config, *, student_has_features: bool) -> None:
+def _checkpointing_generators() -> list[str]:
+    return [name for name in sorted(GENERATORS)
+            if hasattr(_meta_generator(GeneratorConfig(name=name)), "checkpoint_blocks")]
+
+
+def _check_distill(cfg: Config) -> None:
     dist = cfg.distill
     _choice("distill.direction", dist.direction, ("a2b", "b2a"))
     _choice("distill.real", dist.real, DISTILL_REAL)
@@ -265,14 +248,68 @@ def _validate_distill(cfg: Config, *, student_has_features: bool) -> None:
     for name in ("teacher", "teacher_sha256"):
         if getattr(dist, name) == "":
             raise ConfigError(f"distill.{name}: empty (unset it)")
-    if cfg.model.kind != "distill":
-        return
-    if not dist.teacher:
-        raise ConfigError("distill.teacher: model.kind distill needs a teacher (a run, checkpoint or exported "
-                          "generator); use `cyclegan distill --teacher RUN`")
-    if dist.lambda_feature > 0 and not student_has_features:
-        raise ConfigError(f"distill.lambda_feature: generator {cfg.model.generator.name} exposes no intermediate "
-                          "features (resnet, mobile_resnet and animeganv2 do); set it to 0 to match outputs only")
+
+
+# ----------------------------------------------------------------------------------------------
+# Keys the chosen kind or network would ignore
+
+# A key set to one of these turns something off: harmless where nothing reads it (``loss.lambda_cyc
+# 0`` for CUT), so a preset's settings carry over to a kind that lacks the term.
+_OFF = (0, False, None, "", "none")
+# Keys of model.generator / model.discriminator every network reads.
+_COMMON_NETWORK_KEYS = ("name", "ngf", "ndf")
+
+
+def refuse_unused(cfg: Config, *, inherited: dict | None = None) -> None:
+    """Refuse every key set away from its default (and not to "off") that the chosen model kind,
+    generator or discriminator does not read, or that takes effect only when another key is on
+    (``config.kinds.ACTIVE_WHEN``): one line naming the key and the kinds or networks that read it.
+    ``build_config`` runs it for every run it builds; loading a saved config.json does not, and a key
+    whose value comes unchanged from ``inherited`` (the saved config a run resumes from and the preset,
+    as a tree) is kept: a run started before a key was refused still resumes, and a preset's recipe
+    still applies with one part swapped (``--preset tiny --generator animeganv2``)."""
+    values, defaults = _flat(cfg.to_dict()), _flat(Config().to_dict())
+    kept = _flat(inherited or {})
+    for key, value in values.items():
+        if value == defaults[key] or value in _OFF or (key in kept and kept[key] == value):
+            continue
+        section, _, name = key.rpartition(".")
+        users = _readers(cfg, section, name)
+        if users is not None:
+            who, chosen = users
+            if chosen not in who:
+                raise ConfigError(f"{key}: used by {section_noun(section)} {', '.join(who) or 'none'}; "
+                                  f"not by {chosen}")
+        if key in ACTIVE_WHEN and not ACTIVE_WHEN[key][0](cfg):
+            raise ConfigError(f"{key}: takes effect only with {ACTIVE_WHEN[key][1]}")
+
+
+def section_noun(section: str) -> str:
+    return {"model.generator": "generators", "model.discriminator": "discriminators"}.get(section, "model kinds")
+
+
+def _readers(cfg: Config, section: str, name: str) -> tuple[list[str], str] | None:
+    """(the kinds or networks that read ``section.name``, the chosen one), or None when every one does."""
+    if section in ("model.generator", "model.discriminator"):
+        if name in _COMMON_NETWORK_KEYS:
+            return None
+        registry = GENERATORS if section == "model.generator" else DISCRIMINATORS
+        chosen = cfg.model.generator.name if section == "model.generator" else cfg.model.discriminator.name
+        return [n for n in sorted(registry) if name in option_names(registry.options.get(n))], chosen
+    if section in KIND_SECTIONS:
+        key = f"{section}.{name}"
+        return [k for k, kind in KINDS.items() if key in kind.options], cfg.model.kind
+    return None
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
 
 
 def _on_meta(build, key: str, what: str):

@@ -22,16 +22,19 @@ size of the matching encoder map, as the port's ``forward`` does by default.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cyclegan.errors import ConfigError
 from cyclegan.networks.generators import GENERATORS
+from cyclegan.networks.options import read_options
 
 if TYPE_CHECKING:
-    from cyclegan.config import GeneratorConfig
+    from cyclegan.config.schema import GeneratorConfig
 
 
 class ConvNormLReLU(nn.Sequential):
@@ -122,7 +125,17 @@ class AnimeGANv2Generator(nn.Module):
         return torch.tanh(self.to_rgb(self.up2(h)))  # [B, 3, H, W]
 
 
-@GENERATORS.register("animeganv2")
+@dataclass(frozen=True)
+class AnimeGANv2Options:
+    """A fixed layer table (no norm, n_blocks, dropout or upsample keys); ngf scales the widths."""
+
+    ngf: int = 64
+
+    def check(self, key: str) -> None:
+        if self.ngf % 2:
+            raise ConfigError(f"{key}.ngf: animeganv2 starts at ngf/2 channels; needs an even ngf, got {self.ngf}")
+
+
+@GENERATORS.register("animeganv2", options=AnimeGANv2Options)
 def animeganv2(cfg: GeneratorConfig) -> nn.Module:
-    # Fixed layer table (norm, n_blocks, dropout and upsample do not apply); ngf scales the widths.
-    return AnimeGANv2Generator(ngf=cfg.ngf)
+    return AnimeGANv2Generator(**vars(read_options(AnimeGANv2Options, cfg)))

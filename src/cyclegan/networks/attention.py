@@ -19,18 +19,21 @@ the codebook perplexity as tensors, which the training step adds to the generato
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cyclegan.errors import ConfigError
 from cyclegan.networks.blocks import residual_body
 from cyclegan.networks.generators import GENERATORS, ResnetGenerator
+from cyclegan.networks.options import ResidualOptions, read_options, require_at_least, require_fraction
 from cyclegan.networks.vq import VectorQuantizer
 
 if TYPE_CHECKING:
-    from cyclegan.config import GeneratorConfig
+    from cyclegan.config.schema import GeneratorConfig
 
 
 class SqueezeExcitation(nn.Module):
@@ -218,10 +221,33 @@ class AttentionGenerator(ResnetGenerator):
         return (y, aux) if return_aux else y
 
 
-@GENERATORS.register("attention")
+@dataclass(frozen=True)
+class AttentionOptions(ResidualOptions):
+    """``model.generator`` keys of the attention generator: the squeeze-and-excitation bottleneck
+    (channels / se_reduction), CBAM on every k-th block (0: SE only), a self-attention layer after
+    the blocks, and the optional vector-quantised bottleneck (vq_codebook_size codes of vq_dim; 0:
+    none), whose codebook follows an EMA of decay vq_ema_decay (0: learned by gradient instead)."""
+
+    se_reduction: int = 16
+    cbam_every: int = 2
+    self_attention: bool = True
+    vq_codebook_size: int = 0
+    vq_dim: int = 64
+    vq_ema_decay: float = 0.99
+
+    def check(self, key: str) -> None:
+        super().check(key)
+        require_at_least(f"{key}.se_reduction", self.se_reduction, 1)
+        require_at_least(f"{key}.cbam_every", self.cbam_every, 0)
+        require_at_least(f"{key}.vq_codebook_size", self.vq_codebook_size, 0)
+        require_at_least(f"{key}.vq_dim", self.vq_dim, 1)
+        require_fraction(f"{key}.vq_ema_decay", self.vq_ema_decay)
+        if not self.vq_codebook_size:  # the code size and its decay would be accepted and ignored
+            for name, default in (("vq_dim", 64), ("vq_ema_decay", 0.99)):
+                if getattr(self, name) != default:
+                    raise ConfigError(f"{key}.{name}: shapes the VQ bottleneck; needs {key}.vq_codebook_size > 0")
+
+
+@GENERATORS.register("attention", options=AttentionOptions)
 def attention_generator(cfg: GeneratorConfig) -> nn.Module:
-    return AttentionGenerator(
-        ngf=cfg.ngf, n_blocks=cfg.n_blocks, norm=cfg.norm, dropout=cfg.dropout, upsample=cfg.upsample,
-        se_reduction=cfg.se_reduction, cbam_every=cfg.cbam_every, self_attention=cfg.self_attention,
-        vq_codebook_size=cfg.vq_codebook_size, vq_dim=cfg.vq_dim, vq_ema_decay=cfg.vq_ema_decay,
-    )
+    return AttentionGenerator(ngf=cfg.ngf, **vars(read_options(AttentionOptions, cfg)))

@@ -9,16 +9,25 @@ feature-matching loss.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from cyclegan.networks.blocks import allocation_guard, init_weights, norm_layer, uses_bias
+from cyclegan.networks.options import (
+    MAX_DISCRIMINATOR_LAYERS,
+    NORMS,
+    read_options,
+    require_at_least,
+    require_at_most,
+    require_choice,
+)
 from cyclegan.registry import Registry
 
 if TYPE_CHECKING:
-    from cyclegan.config import DiscriminatorConfig
+    from cyclegan.config.schema import DiscriminatorConfig
 
 DISCRIMINATORS = Registry("discriminator")
 
@@ -114,16 +123,50 @@ def spectral_norm_convs(net: nn.Module) -> nn.Module:
     return net
 
 
-@DISCRIMINATORS.register("patch")
+@dataclass(frozen=True)
+class PixelOptions:
+    """``model.discriminator`` keys of the 1x1 pixel discriminator; spectral_norm: spectral
+    normalisation of every conv (Miyato et al., ICLR 2018), bounding how fast D can sharpen."""
+
+    norm: str = "instance"
+    spectral_norm: bool = False
+
+    def check(self, key: str) -> None:
+        require_choice(f"{key}.norm", self.norm, NORMS)
+
+
+@dataclass(frozen=True)
+class LayeredOptions:
+    """``model.discriminator`` keys of the discriminators built from n_layers stride-2 stages."""
+
+    norm: str = "instance"
+    # patch: 3 = the 70x70 PatchGAN. dual / vanilla_cnn: channel doublings, ndf -> ndf * 2**n_layers
+    # (capped at 8ndf) over n_layers + 1 stride-2 convs; 3 = 64 -> 512, a 16x16 map at 256px.
+    n_layers: int = 3
+
+    def check(self, key: str) -> None:
+        require_choice(f"{key}.norm", self.norm, NORMS)
+        require_at_least(f"{key}.n_layers", self.n_layers, 1)
+        require_at_most(f"{key}.n_layers", self.n_layers, MAX_DISCRIMINATOR_LAYERS)
+
+
+@dataclass(frozen=True)
+class PatchOptions(LayeredOptions):
+    spectral_norm: bool = False  # as PixelOptions
+
+
+@DISCRIMINATORS.register("patch", options=PatchOptions)
 def patch_discriminator(cfg: DiscriminatorConfig) -> nn.Module:
-    net = NLayerDiscriminator(ndf=cfg.ndf, n_layers=cfg.n_layers, norm=cfg.norm)
-    return spectral_norm_convs(net) if cfg.spectral_norm else net
+    opts = read_options(PatchOptions, cfg)
+    net = NLayerDiscriminator(ndf=cfg.ndf, n_layers=opts.n_layers, norm=opts.norm)
+    return spectral_norm_convs(net) if opts.spectral_norm else net
 
 
-@DISCRIMINATORS.register("pixel")
+@DISCRIMINATORS.register("pixel", options=PixelOptions)
 def pixel_discriminator(cfg: DiscriminatorConfig) -> nn.Module:
-    net = PixelDiscriminator(ndf=cfg.ndf, norm=cfg.norm)
-    return spectral_norm_convs(net) if cfg.spectral_norm else net
+    opts = read_options(PixelOptions, cfg)
+    net = PixelDiscriminator(ndf=cfg.ndf, norm=opts.norm)
+    return spectral_norm_convs(net) if opts.spectral_norm else net
 
 
 # ----------------------------------------------------------------------------------------------
@@ -235,14 +278,14 @@ class VanillaCNNDiscriminator(_StagedDiscriminator):
         self.stages = nn.Sequential(*stages)
 
 
-@DISCRIMINATORS.register("dual")
+@DISCRIMINATORS.register("dual", options=LayeredOptions)  # always spectral-normalised
 def dual_discriminator(cfg: DiscriminatorConfig) -> nn.Module:
-    return DualHeadDiscriminator(ndf=cfg.ndf, n_layers=cfg.n_layers, norm=cfg.norm)
+    return DualHeadDiscriminator(ndf=cfg.ndf, **vars(read_options(LayeredOptions, cfg)))
 
 
-@DISCRIMINATORS.register("vanilla_cnn")
+@DISCRIMINATORS.register("vanilla_cnn", options=LayeredOptions)
 def vanilla_cnn_discriminator(cfg: DiscriminatorConfig) -> nn.Module:
-    return VanillaCNNDiscriminator(ndf=cfg.ndf, n_layers=cfg.n_layers, norm=cfg.norm)
+    return VanillaCNNDiscriminator(ndf=cfg.ndf, **vars(read_options(LayeredOptions, cfg)))
 
 
 def build_discriminator(

@@ -12,6 +12,7 @@ Every generator maps [B, 3, H, W] in [-1, 1] to [B, 3, H, W] in [-1, 1] (Tanh ou
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -30,13 +31,49 @@ from cyclegan.networks.blocks import (
     upconv,
     uses_bias,
 )
+from cyclegan.networks.options import (
+    ConvOptions,
+    ResidualOptions,
+    read_options,
+    require_at_least,
+    require_at_most,
+    require_choice,
+)
 from cyclegan.registry import Registry
 
 if TYPE_CHECKING:
-    from cyclegan.config import GeneratorConfig
+    from cyclegan.config.schema import GeneratorConfig
 
 GENERATORS = Registry("generator")
 ANTIALIAS_MODES = ("none", "down", "up", "both")
+
+
+@dataclass(frozen=True)
+class ResnetOptions(ResidualOptions):
+    """``model.generator`` keys of the ResNet generator. Anti-aliased resampling as in the CUT
+    authors' default generator (none | down | up | both; CUT: both) with binomial blurs of the given
+    sizes (CUT: 3 down, 4 up)."""
+
+    antialias: str = "none"
+    antialias_filter: int = 3
+    antialias_up_filter: int = 4
+
+    def check(self, key: str) -> None:
+        super().check(key)
+        require_choice(f"{key}.antialias", self.antialias, ANTIALIAS_MODES)
+        for name in ("antialias_filter", "antialias_up_filter"):
+            require_at_least(f"{key}.{name}", getattr(self, name), 1)
+            require_at_most(f"{key}.{name}", getattr(self, name), 7)
+        if self.antialias in ("up", "both") and self.upsample != "transpose":
+            raise ConfigError(f"{key}.antialias {self.antialias}: the blurred upsampling replaces {key}.upsample; "
+                              f"leave it transpose, not {self.upsample!r}")
+        # A filter size without the blur it sizes would be accepted and ignored.
+        if self.antialias not in ("down", "both") and self.antialias_filter != 3:
+            raise ConfigError(f"{key}.antialias_filter: sizes the downsampling blur; needs {key}.antialias "
+                              f"down or both, not {self.antialias}")
+        if self.antialias not in ("up", "both") and self.antialias_up_filter != 4:
+            raise ConfigError(f"{key}.antialias_up_filter: sizes the upsampling blur; needs {key}.antialias "
+                              f"up or both, not {self.antialias}")
 
 
 def binomial_filter(size: int) -> torch.Tensor:
@@ -348,24 +385,21 @@ class UnetGenerator(nn.Module):
 # Registry: name -> (GeneratorConfig -> nn.Module)
 
 
-@GENERATORS.register("resnet")
+@GENERATORS.register("resnet", options=ResnetOptions)
 def resnet_generator(cfg: GeneratorConfig) -> nn.Module:
-    return ResnetGenerator(
-        ngf=cfg.ngf, n_blocks=cfg.n_blocks, norm=cfg.norm, dropout=cfg.dropout, upsample=cfg.upsample,
-        antialias=cfg.antialias, antialias_filter=cfg.antialias_filter, antialias_up_filter=cfg.antialias_up_filter,
-    )
+    return ResnetGenerator(ngf=cfg.ngf, **vars(read_options(ResnetOptions, cfg)))
 
 
-@GENERATORS.register("unet_128")
+@GENERATORS.register("unet_128", options=ConvOptions)
 def unet_128(cfg: GeneratorConfig) -> nn.Module:
     # 7 levels: 128 -> 1 at the bottleneck.
-    return UnetGenerator(num_downs=7, ngf=cfg.ngf, norm=cfg.norm, dropout=cfg.dropout, upsample=cfg.upsample)
+    return UnetGenerator(num_downs=7, ngf=cfg.ngf, **vars(read_options(ConvOptions, cfg)))
 
 
-@GENERATORS.register("unet_256")
+@GENERATORS.register("unet_256", options=ConvOptions)
 def unet_256(cfg: GeneratorConfig) -> nn.Module:
     # 8 levels: 256 -> 1 at the bottleneck.
-    return UnetGenerator(num_downs=8, ngf=cfg.ngf, norm=cfg.norm, dropout=cfg.dropout, upsample=cfg.upsample)
+    return UnetGenerator(num_downs=8, ngf=cfg.ngf, **vars(read_options(ConvOptions, cfg)))
 
 
 def build_generator(cfg: GeneratorConfig, *, init: str = "normal", init_gain: float = 0.02) -> nn.Module:

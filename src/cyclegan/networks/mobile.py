@@ -35,9 +35,10 @@ from cyclegan.errors import ConfigError
 from cyclegan.networks.animegan import AnimeGANv2Generator
 from cyclegan.networks.blocks import dropout_layer, norm_layer, uses_bias
 from cyclegan.networks.generators import GENERATORS, ResnetGenerator
+from cyclegan.networks.options import ResidualOptions, read_options
 
 if TYPE_CHECKING:
-    from cyclegan.config import GeneratorConfig
+    from cyclegan.config.schema import GeneratorConfig
 
 # Feature maps every tap returns: the projections and the loss pair the i-th of student and teacher.
 N_FEATURES = 4
@@ -118,10 +119,9 @@ def _use_group_norm_kernel(net: nn.Module) -> None:
             _use_group_norm_kernel(child)
 
 
-@GENERATORS.register("mobile_resnet")
+@GENERATORS.register("mobile_resnet", options=ResidualOptions)
 def mobile_resnet(cfg: GeneratorConfig) -> nn.Module:
-    return MobileResnetGenerator(ngf=cfg.ngf, n_blocks=cfg.n_blocks, norm=cfg.norm, dropout=cfg.dropout,
-                                 upsample=cfg.upsample)
+    return MobileResnetGenerator(ngf=cfg.ngf, **vars(read_options(ResidualOptions, cfg)))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -3,11 +3,11 @@
 The package holds one concept per module:
 
     models    the four CycleGAN networks, the Adam factory, EMA copies, the warm start
-    step      one CycleGAN iteration (generator phase, pools, discriminator phase) and
-              ``TRAIN_STEPS``, the step builder of each ``model.kind``
-    cut       one CUT / FastCUT iteration (Park et al. 2020), registered in ``TRAIN_STEPS``
-    distill   one distillation iteration (a student generator learns a trained teacher; GAN
-              Compression, Li et al. 2020), registered in ``TRAIN_STEPS``, and the config of such a run
+    step      ``TrainStep`` (what every kind's iteration shares), ``ModelKind`` (what a kind states),
+              ``build_train_step`` (the shared machinery, once), ``TRAIN_STEPS`` and the CycleGAN kind
+    cut       the CUT / FastCUT kind (Park et al. 2020)
+    distill   the distillation kind (a student generator learns a trained teacher; GAN Compression,
+              Li et al. 2020) and the config of such a run
     rundir    run-directory rules: config of a new or resumed run, refusals, --overwrite, resume checks
     banner    what a run will do and cost: the start banner, the measured estimate, "auto" precision
     log       ``log.jsonl`` and TensorBoard scalars
@@ -20,11 +20,10 @@ The package holds one concept per module:
 Importing the package imports every step builder, so ``TRAIN_STEPS`` always holds every model kind.
 """
 
-from cyclegan.training.cut import CUTNets, CUTStep, build_cut_step
+from cyclegan.training.cut import CUTNets, CUTStep
 from cyclegan.training.distill import (
     DistillNets,
     DistillStep,
-    build_distill_step,
     distill_run_config,
     teacher_fingerprint,
 )
@@ -47,8 +46,9 @@ from cyclegan.training.signals import STOP_SIGNALS, StopFlag, ignore_stop_signal
 from cyclegan.training.state import restore_training_state, training_state
 from cyclegan.training.step import (
     TRAIN_STEPS,
+    CycleGANStep,
+    ModelKind,
     TrainStep,
-    build_cyclegan_step,
     build_train_step,
     weighted_terms,
 )
@@ -62,6 +62,8 @@ __all__ = [
     "CUTNets",
     "CUTStep",
     "CycleGAN",
+    "CycleGANStep",
+    "ModelKind",
     "DistillNets",
     "DistillStep",
     "JsonlLog",
@@ -69,9 +71,6 @@ __all__ = [
     "TrainResult",
     "TrainStep",
     "adam",
-    "build_cut_step",
-    "build_cyclegan_step",
-    "build_distill_step",
     "build_ema",
     "build_models",
     "build_train_step",

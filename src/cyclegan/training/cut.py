@@ -4,7 +4,9 @@ One generator ``G_A`` (A -> B), one discriminator ``D_B``, and per-layer project
 second generator and no cycle. Content is kept by the PatchNCE loss between the encoder features of
 the input and of its translation (``patchnce.py``). Each iteration follows the paper's code order:
 
-    discriminator step  D_B on real B against G_A(A) (through the image pool when pool_size > 0)
+    discriminator step  D_B on real B against G_A(A) (through the image pool when pool_size > 0), with
+                        the discriminator regularisers every kind has (gradient penalty, LeCam,
+                        edge-promoting: ``TrainStep.discriminator_loss``)
     generator step      lambda_gan x adversarial + lambda_nce x PatchNCE(A, G_A(A))
                         [+ PatchNCE(B, G_A(B)), the NCE identity loss, for CUT]
 
@@ -16,21 +18,16 @@ before the contrast, which asks G to commute with horizontal flips.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from cyclegan.config import Config
 from cyclegan.devices import autocast
-from cyclegan.diffaug import parse_policy
-from cyclegan.distributed import DistInfo, global_mean
-from cyclegan.losses import build_gan_loss
 from cyclegan.networks import build_discriminator, build_generator
 from cyclegan.patchnce import PatchSampleMLP, nce_layer_channels, patch_nce_loss
-from cyclegan.pool import ImagePool
-from cyclegan.training.models import adam, build_ema, warm_start
-from cyclegan.training.step import TRAIN_STEPS, TrainStep
+from cyclegan.training.step import TRAIN_STEPS, ModelKind, TrainStep
 
 
 @dataclass
@@ -65,7 +62,7 @@ class CUTStep(TrainStep):
                      for qi, ki in zip(q, k)]
         return sum(per_layer) / len(per_layer)
 
-    def __call__(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def iterate(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         loss_cfg, m = self.cfg.loss, self.compiled
         real_a, real_b = self._prepare(batch["A"]), self._prepare(batch["B"])
         n = real_a.shape[0]
@@ -77,13 +74,10 @@ class CUTStep(TrainStep):
             fake_b = fake[:n]
 
         # -- discriminator step
-        pooled = self._pool(self.pool_b, fake_b.detach())
+        pooled = self._pool("D_B", fake_b.detach())
+        smooth = {"B": self._prepare(batch["B_smooth"])} if "B_smooth" in batch else {}
         with autocast(self.device, self.cfg.train.precision):
-            real_pred, fake_pred = self._disc(m.D_B, real_b), self._disc(m.D_B, pooled)
-            d_terms: dict[str, Tensor] = {}
-            d_loss = self.gan.discriminator(real_pred, fake_pred)
-            smooth = self._prepare(batch["B_smooth"]) if "B_smooth" in batch else None
-            d_loss = d_loss + self.small_data_terms("D_B", m.D_B, real_pred, fake_pred, smooth, d_terms)
+            d_loss, d_terms = self.discriminator_loss([("D_B", real_b, pooled)], smooth)
         self._backward_and_step(d_loss, self.opt_d)
 
         # -- generator step
@@ -100,9 +94,9 @@ class CUTStep(TrainStep):
         self._backward_and_step(total, self.opt_g)
         self._update_ema()
         self.models.D_B.requires_grad_(True)
-        self.scaler.update()
-        losses.update(G_total=total, D_B=d_loss, **d_terms)
-        return {k: v.detach() for k, v in losses.items()}
+        # D_B: the discriminator's total with its regularisers, as this step has always logged it
+        losses.update(G_total=total, D_B=d_loss, **{k: v for k, v in d_terms.items() if k != "D_B"})
+        return losses
 
     def eval_generators(self) -> dict[str, nn.Module]:
         return {"G_A": self.generator_for_samples("G_A")}
@@ -114,40 +108,16 @@ class CUTStep(TrainStep):
         return [real_a, g(real_a), real_b, g(real_b)]
 
 
-@TRAIN_STEPS.register("cut")
-@TRAIN_STEPS.register("fastcut")  # the same step; FastCUT is CUT with the fastcut preset's loss settings
-def build_cut_step(
-    cfg: Config, device: torch.device, *, warm_start_nets: bool = True, dist: DistInfo | None = None
-) -> CUTStep:
-    torch.manual_seed(cfg.train.seed)
+def _cut_networks(cfg: Config, context: dict[str, Any]) -> CUTNets:
     m = cfg.model
-    nets = CUTNets(
+    return CUTNets(
         G_A=build_generator(m.generator, init=m.init, init_gain=m.init_gain),
         D_B=build_discriminator(m.discriminator, init=m.init, init_gain=m.init_gain),
         F=PatchSampleMLP(channels=nce_layer_channels(ngf=m.generator.ngf), nc=cfg.loss.nce_mlp_dim),
     )
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.preserve_format
-    for net in nets.networks().values():
-        net.to(device=device, memory_format=memory_format)
-    if cfg.train.grad_checkpointing:
-        nets.G_A.checkpoint_blocks = True
-    if warm_start_nets and cfg.train.init_from:
-        warm_start(nets, cfg)
-    compiled = nets
-    if cfg.train.compile:
-        compiled = CUTNets(**{k: torch.compile(v, mode=cfg.train.compile_mode) for k, v in nets.networks().items()})
-    return CUTStep(
-        cfg=cfg,
-        models=nets,
-        compiled=compiled,
-        opt_g=adam(list(nets.G_A.parameters()) + list(nets.F.parameters()), cfg, device),
-        opt_d=adam(list(nets.D_B.parameters()), cfg, device, lr_scale=cfg.optim.d_lr_ratio),
-        gan=build_gan_loss(cfg.loss.gan, batch_mean=partial(global_mean, info=dist or DistInfo())),
-        pool_a=ImagePool(size=0),
-        pool_b=ImagePool(size=cfg.loss.pool_size, seed=cfg.train.seed + 2),
-        scaler=torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16"),
-        device=device,
-        ema=build_ema(cfg, {"G_A": nets.G_A}),
-        augment=parse_policy(cfg.train.diffaug),
-        dist=dist or DistInfo(),
-    )
+
+
+CUT = ModelKind(step=CUTStep, networks=_cut_networks, generators=("G_A",), discriminators=("D_B",),
+                trained_with_generators=("F",))
+TRAIN_STEPS.register("cut")(CUT)
+TRAIN_STEPS.register("fastcut")(CUT)  # the same step; FastCUT is CUT with the fastcut preset's loss settings

@@ -32,7 +32,7 @@ import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass
-from functools import partial
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -43,10 +43,7 @@ from cyclegan.checkpoint import load_checkpoint_config, load_into, resolve_check
 from cyclegan.config import Config, GeneratorConfig, LossConfig, build_config
 from cyclegan.data import resolve_domains
 from cyclegan.devices import autocast
-from cyclegan.diffaug import parse_policy
-from cyclegan.distributed import DistInfo, global_mean
 from cyclegan.errors import CheckpointError, ConfigError, DataError
-from cyclegan.losses import build_gan_loss
 from cyclegan.modelfile import EXPORTED_WEIGHTS, load_any_generator
 from cyclegan.networks import (
     FeatureProjections,
@@ -55,11 +52,9 @@ from cyclegan.networks import (
     distill_channels,
     distill_features,
 )
-from cyclegan.pool import ImagePool
 from cyclegan.sources import is_source_spec, resolve_source
-from cyclegan.training.models import adam, build_ema, warm_start
 from cyclegan.training.rundir import resolve_run_config
-from cyclegan.training.step import TRAIN_STEPS, TrainStep
+from cyclegan.training.step import TRAIN_STEPS, ModelKind, TrainStep
 
 # The student when --student is not given, and each student's default width. At ngf 16 the mobile
 # ResNet has 52x fewer multiply-adds than ResNet-9 (0.95 G vs 49.6 G at 256x256) and the AnimeGANv2
@@ -142,7 +137,7 @@ class FeatureTap(nn.Module):
 class DistillNets:
     G_A: nn.Module  # the student, A -> B
     D_B: nn.Module  # real B (or the teacher's outputs) vs the student's outputs
-    P: FeatureProjections | None  # student -> teacher feature projections; None without the feature loss
+    P: FeatureProjections | None = None  # student -> teacher feature projections; None without the feature loss
 
     def networks(self) -> dict[str, nn.Module]:
         return {"G_A": self.G_A, "D_B": self.D_B, **({"P": self.P} if self.P is not None else {})}
@@ -161,7 +156,15 @@ class DistillStep(TrainStep):
     teacher_tap: nn.Module | None = None  # FeatureTap(teacher), possibly compiled
     student_tap: nn.Module | None = None  # FeatureTap(G_A), possibly compiled
 
-    def __call__(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def __post_init__(self) -> None:
+        features = self.models.P is not None
+        self.teacher_tap = FeatureTap(self.teacher, features=features)
+        self.student_tap = FeatureTap(self.models.G_A, features=features)
+        if self.cfg.train.compile:
+            self.teacher_tap = torch.compile(self.teacher_tap, mode=self.cfg.train.compile_mode)
+            self.student_tap = torch.compile(self.student_tap, mode=self.cfg.train.compile_mode)
+
+    def iterate(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         dist, m = self.cfg.distill, self.compiled
         real_a = self._prepare(batch["A"])  # [B, 3, S, S]
         with autocast(self.device, self.cfg.train.precision):
@@ -172,10 +175,10 @@ class DistillStep(TrainStep):
             t_out, s_out = t_out.float(), s_out.float()
         real = self._prepare(batch["B"]) if dist.real == "b" else t_out
 
-        # -- discriminator step
-        pooled = self._pool(self.pool_b, s_out.detach())
+        # -- discriminator step (with the regularisers every kind has: TrainStep.discriminator_loss)
+        pooled = self._pool("D_B", s_out.detach())
         with autocast(self.device, self.cfg.train.precision):
-            d_loss = self.gan.discriminator(self._disc(m.D_B, real), self._disc(m.D_B, pooled))
+            d_loss, d_terms = self.discriminator_loss([("D_B", real, pooled)], {})
         self._backward_and_step(d_loss, self.opt_d)
 
         # -- generator step: the student and the projections
@@ -193,9 +196,8 @@ class DistillStep(TrainStep):
         self._backward_and_step(total, self.opt_g)
         self._update_ema()
         self.models.D_B.requires_grad_(True)
-        self.scaler.update()
-        losses.update(G_total=total, D_B=d_loss)
-        return {k: v.detach() for k, v in losses.items()}
+        losses.update(G_total=total, D_B=d_loss, **{k: v for k, v in d_terms.items() if k != "D_B"})
+        return losses
 
     def eval_generators(self) -> dict[str, nn.Module]:
         return {"G_A": self.generator_for_samples("G_A")}
@@ -206,61 +208,30 @@ class DistillStep(TrainStep):
         return [real_a, self.teacher(real_a), self.generator_for_samples("G_A")(real_a)]
 
 
-@TRAIN_STEPS.register("distill")
-def build_distill_step(
-    cfg: Config, device: torch.device, *, warm_start_nets: bool = True, dist: DistInfo | None = None
-) -> DistillStep:
-    """Student, discriminator, projections (weights depend only on ``train.seed``), the frozen teacher,
-    Adam for student + projections and for D_B; D_B inherited from the teacher on a new run."""
-    dist = dist or DistInfo()
-    teacher = load_teacher(cfg, device)
-    torch.manual_seed(cfg.train.seed)
+def _distill_networks(cfg: Config, context: dict[str, Any]) -> DistillNets:
+    """Student, projections (when distill.lambda_feature > 0), D_B, in this order."""
     m = cfg.model
     student = build_generator(m.generator, init=m.init, init_gain=m.init_gain)
-    features = cfg.distill.lambda_feature > 0
     projections = None
-    if features:
+    if cfg.distill.lambda_feature > 0:
         projections = FeatureProjections(student_channels=distill_channels(student),
-                                         teacher_channels=distill_channels(teacher))
-    nets = DistillNets(G_A=student, D_B=build_discriminator(m.discriminator, init=m.init, init_gain=m.init_gain),
+                                         teacher_channels=distill_channels(context["teacher"]))
+    return DistillNets(G_A=student, D_B=build_discriminator(m.discriminator, init=m.init, init_gain=m.init_gain),
                        P=projections)
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.preserve_format
-    for net in nets.networks().values():
-        net.to(device=device, memory_format=memory_format)
-    if cfg.train.grad_checkpointing:
-        if not hasattr(student, "checkpoint_blocks"):
-            raise ConfigError(f"train.grad_checkpointing: generator {m.generator.name} does not support it")
-        student.checkpoint_blocks = True
-    if warm_start_nets:
-        if cfg.distill.inherit_discriminator and (found := teacher_discriminator(cfg)) is not None:
-            load_into(nets.D_B, found[0], found[1])
-        if cfg.train.init_from:
-            warm_start(nets, cfg)
-    teacher_tap, student_tap = FeatureTap(teacher, features=features), FeatureTap(student, features=features)
-    compiled = nets
-    if cfg.train.compile:
-        compile_ = partial(torch.compile, mode=cfg.train.compile_mode)
-        teacher_tap, student_tap = compile_(teacher_tap), compile_(student_tap)
-        compiled = DistillNets(G_A=compile_(student), D_B=compile_(nets.D_B), P=projections)
-    g_params = list(student.parameters()) + (list(projections.parameters()) if projections is not None else [])
-    return DistillStep(
-        cfg=cfg,
-        models=nets,
-        compiled=compiled,
-        opt_g=adam(g_params, cfg, device),
-        opt_d=adam(list(nets.D_B.parameters()), cfg, device),
-        gan=build_gan_loss(cfg.loss.gan, batch_mean=partial(global_mean, info=dist)),
-        pool_a=ImagePool(size=0),
-        pool_b=ImagePool(size=cfg.loss.pool_size, seed=cfg.train.seed + 2),
-        scaler=torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16"),
-        device=device,
-        ema=build_ema(cfg, {"G_A": student}),
-        augment=parse_policy(cfg.train.diffaug),
-        dist=dist,
-        teacher=teacher,
-        teacher_tap=teacher_tap,
-        student_tap=student_tap,
-    )
+
+
+def _inherit_discriminator(cfg: Config, nets: DistillNets, context: dict[str, Any]) -> None:
+    if cfg.distill.inherit_discriminator and (found := teacher_discriminator(cfg)) is not None:
+        load_into(nets.D_B, found[0], found[1])
+
+
+# The frozen teacher is loaded first (and checked against the run's fingerprint); D_B starts from the
+# teacher's on a new run.
+TRAIN_STEPS.register("distill")(ModelKind(
+    step=DistillStep, networks=_distill_networks, generators=("G_A",), discriminators=("D_B",),
+    trained_with_generators=("P",), prepare=lambda cfg, device: {"teacher": load_teacher(cfg, device)},
+    inherit=_inherit_discriminator,
+))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -38,22 +38,34 @@ class CycleGAN:
 def build_models(cfg: Config, device: torch.device) -> CycleGAN:
     """Build the four networks; weights depend only on ``train.seed``."""
     torch.manual_seed(cfg.train.seed)
+    nets = cyclegan_networks(cfg)
+    build_networks_on(nets, cfg, device, generators=("G_A", "G_B"))
+    return nets
+
+
+def cyclegan_networks(cfg: Config, context: dict | None = None) -> CycleGAN:
+    """G_A, G_B, D_A, D_B built in this order (their weights follow the RNG's state)."""
     m = cfg.model
-    nets = CycleGAN(
+    return CycleGAN(
         G_A=build_generator(m.generator, init=m.init, init_gain=m.init_gain),
         G_B=build_generator(m.generator, init=m.init, init_gain=m.init_gain),
         D_A=build_discriminator(m.discriminator, init=m.init, init_gain=m.init_gain),
         D_B=build_discriminator(m.discriminator, init=m.init, init_gain=m.init_gain),
     )
+
+
+def build_networks_on(nets, cfg: Config, device: torch.device, *, generators: tuple[str, ...]) -> None:
+    """Every network of ``nets`` onto ``device`` in the run's memory format; the ``generators`` with
+    checkpointed residual blocks under ``train.grad_checkpointing``."""
     memory_format = torch.channels_last if cfg.train.channels_last else torch.preserve_format
     for net in nets.networks().values():
         net.to(device=device, memory_format=memory_format)
     if cfg.train.grad_checkpointing:
-        for g in (nets.G_A, nets.G_B):
-            if not hasattr(g, "checkpoint_blocks"):
-                raise ConfigError(f"train.grad_checkpointing: generator {m.generator.name} does not support it")
+        for name in generators:
+            g = getattr(nets, name)
+            if not hasattr(g, "checkpoint_blocks"):  # validation refuses it first; a hand-built config too
+                raise ConfigError(f"train.grad_checkpointing: generator {cfg.model.generator.name} does not support it")
             g.checkpoint_blocks = True
-    return nets
 
 
 def adam(params, cfg: Config, device: torch.device, *, lr_scale: float = 1.0) -> torch.optim.Adam:

@@ -38,8 +38,8 @@ def training_state(step: TrainStep, *, global_step: int, epoch: int, epoch_step:
         "opt_g": step.opt_g.state_dict(),
         "opt_d": step.opt_d.state_dict(),
         "scaler": step.scaler.state_dict(),
-        "pool_a": step.pool_a.state_dict(),
-        "pool_b": step.pool_b.state_dict(),
+        # "pool_a" / "pool_b": the pools of D_A / D_B (a one-sided kind has D_B's alone)
+        **{f"pool_{name[-1].lower()}": pool.state_dict() for name, pool in step.pools.items()},
         "rng": _rng_state(),
         **({"loss_weights": step.loss_weights.state_dict()} if step.loss_weights is not None else {}),
         **({"lecam": {k: v.state_dict() for k, v in step.lecam.items()}} if step.lecam else {}),
@@ -65,8 +65,8 @@ def restore_training_state(step: TrainStep, ckpt: Path) -> dict:
         step.opt_d.load_state_dict(state["opt_d"])
         if state.get("scaler"):
             step.scaler.load_state_dict(state["scaler"])
-        step.pool_a.load_state_dict(state["pool_a"], device=step.device)
-        step.pool_b.load_state_dict(state["pool_b"], device=step.device)
+        for name, pool in step.pools.items():
+            pool.load_state_dict(state[f"pool_{name[-1].lower()}"], device=step.device)
         if step.loss_weights is not None:
             step.loss_weights.load_state_dict(state["loss_weights"])
         for name, anchors in step.lecam.items():

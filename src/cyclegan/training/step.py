@@ -7,14 +7,22 @@ Every iteration runs
     pool                fakes go through the image history pools
     discriminator step  adversarial loss (+ gradient penalty), one Adam step for (D_A, D_B)
 
-``TRAIN_STEPS`` maps each ``model.kind`` to the function that builds its step (``cyclegan`` here,
-``cut``/``fastcut`` in ``training.cut``); ``config.MODEL_KINDS`` lists the same names for validation.
+A model kind is one ``ModelKind`` registered in ``TRAIN_STEPS`` (``cyclegan`` here, ``cut``/``fastcut``
+in ``training.cut``, ``distill`` in ``training.distill``): the networks it builds, which of them are
+generators and discriminators, and its ``TrainStep`` subclass (how it steps). ``build_train_step`` does
+everything the kinds share once: seeding, device and memory format, checkpointed residual blocks, the
+warm start, torch.compile, Adam for each side, the GAN loss, GradScaler, image pools, EMA, DiffAugment
+and LeCam anchors; ``TrainStep`` holds the shared parts of an iteration (preparation, the
+discriminator loss with its regularisers, backward with gradient averaging). What each kind reads from
+the config is declared in ``config.kinds`` under the same name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -42,24 +50,33 @@ from cyclegan.losses import (
 )
 from cyclegan.pool import ImagePool
 from cyclegan.registry import Registry
-from cyclegan.training.models import CycleGAN, adam, build_ema, build_models, warm_start
+from cyclegan.training.models import adam, build_ema, build_networks_on, cyclegan_networks, warm_start
 
-# model.kind -> fn(cfg, device, *, warm_start_nets, dist) -> TrainStep
+# model.kind -> its ModelKind
 TRAIN_STEPS: Registry = Registry("model kind")
+
+
+class Networks(Protocol):
+    """A kind's named networks (``CycleGAN``, ``CUTNets``, ``DistillNets``): attributes by name."""
+
+    def networks(self) -> dict[str, nn.Module]: ...
+
+    def train(self, mode: bool = True) -> None: ...
 
 
 @dataclass
 class TrainStep:
-    """Everything one iteration needs; ``__call__`` runs it and returns detached losses."""
+    """Everything one iteration needs; a kind's subclass defines ``__call__`` (runs it and returns
+    detached losses), ``eval_generators`` and ``sample_rows``."""
 
     cfg: Config
-    models: CycleGAN
-    compiled: CycleGAN  # the same modules, possibly wrapped by torch.compile
+    models: Networks
+    compiled: Networks  # the same modules, possibly wrapped by torch.compile
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
     gan: GANLoss
-    pool_a: ImagePool
-    pool_b: ImagePool
+    # discriminator name -> the pool of generated images it sees ("D_A": fakes of domain A)
+    pools: dict[str, ImagePool]
     scaler: torch.amp.GradScaler
     device: torch.device
     # Learned weights of the non-adversarial generator terms (loss.adaptive_weighting=uncertainty);
@@ -83,6 +100,28 @@ class TrainStep:
             extra = extra + loss_cfg.lambda_lecam * losses[f"lecam_{name}"]
         return extra
 
+    def discriminator_loss(self, judged: list[tuple[str, Tensor, Tensor]], smooth: dict[str, Tensor]
+                           ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Each (discriminator, real, fake) of ``judged``: its adversarial loss, edge-promoting and LeCam
+        terms, then the gradient penalty of each (wgangp, or loss.gradient_penalty). ``smooth``: the
+        edge-smoothed style images by domain letter. Returns (the total to minimise, the terms)."""
+        m, losses, total = self.compiled, {}, 0
+        for name, real, fake in judged:
+            net = getattr(m, name)
+            real_pred, fake_pred = self._disc(net, real), self._disc(net, fake)
+            losses[name] = self.gan.discriminator(real_pred, fake_pred)
+            total = total + losses[name] + self.small_data_terms(name, net, real_pred, fake_pred,
+                                                                 smooth.get(name[-1]), losses)
+        if self.gan.needs_gradient_penalty or self.cfg.loss.gradient_penalty:
+            # fp16: penalise the unscaled gradient of the scaled score (one host read of the scale)
+            scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+            penalties = []
+            for name, real, fake in judged:
+                losses[f"gp_{name[-1]}"] = gradient_penalty(getattr(m, name), real, fake, loss_scale=scale)
+                penalties.append(losses[f"gp_{name[-1]}"])
+            total = total + self.cfg.loss.lambda_gp * sum(penalties[1:], penalties[0])
+        return total, losses
+
     def _disc(self, net: nn.Module, x: Tensor):
         """A discriminator call: real and fake images alike are augmented first (DiffAugment, sec. 3),
         differentiably, so the generator is trained through the augmentation."""
@@ -96,18 +135,25 @@ class TrainStep:
         """The averaged generator when EMA is on (what translate will use), else the trained one."""
         return self.ema[name].module if name in self.ema else getattr(self.models, name)
 
+    def __call__(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """One iteration of the kind's ``iterate`` on uint8 ``batch`` ({"A", "B": [B, 3, H, W]}, and
+        "A_smooth"/"B_smooth" with the edge-promoting loss); its losses, detached."""
+        losses = self.iterate(batch)
+        self.scaler.update()
+        return {k: v.detach() for k, v in losses.items()}
+
+    def iterate(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The kind's iteration: both optimiser steps; returns its losses (not yet detached)."""
+        raise NotImplementedError
+
     def eval_generators(self) -> dict[str, nn.Module]:
-        return {name: self.generator_for_samples(name) for name in ("G_A", "G_B")}
+        raise NotImplementedError
+
+    def sample_rows(self, fixed: dict[str, Tensor]) -> list[Tensor]:
+        raise NotImplementedError
 
     def checkpoint_networks(self) -> dict[str, nn.Module]:
         return {**self.models.networks(), **{f"{k}_ema": v.module for k, v in self.ema.items()}}
-
-    def sample_rows(self, fixed: dict[str, Tensor]) -> list[Tensor]:
-        """Rows: real A | fake B | reconstructed A | real B | fake A | reconstructed B (seed 000 6.4)."""
-        g_a, g_b = self.generator_for_samples("G_A"), self.generator_for_samples("G_B")
-        real_a, real_b = self._prepare(fixed["A"]), self._prepare(fixed["B"])
-        fake_b, fake_a = g_a(real_a), g_b(real_b)
-        return [real_a, fake_b, g_b(fake_b), real_b, fake_a, g_a(fake_a)]
 
     def _backward_and_step(self, total: Tensor, optimizer: torch.optim.Optimizer) -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -115,9 +161,10 @@ class TrainStep:
         average_gradients((p for group in optimizer.param_groups for p in group["params"]), self.dist)
         self.scaler.step(optimizer)
 
-    def _pool(self, pool: ImagePool, fakes: Tensor) -> Tensor:
-        # All processes query one pool with the global batch, so they keep identical pools.
-        return local_slice(pool.query(gather_batch(fakes, self.dist)), self.dist)
+    def _pool(self, name: str, fakes: Tensor) -> Tensor:
+        """Fakes for discriminator ``name`` through its image pool. All processes query one pool with
+        the global batch, so they keep identical pools."""
+        return local_slice(self.pools[name].query(gather_batch(fakes, self.dist)), self.dist)
 
     def _prepare(self, batch: Tensor) -> Tensor:  # uint8 [B, 3, H, W] -> float [-1, 1] on device
         x = to_model_range(batch.to(self.device, non_blocking=True))
@@ -138,6 +185,12 @@ class TrainStep:
         # so torch.compile traces each once per grad mode rather than also once per dtype. Exact:
         # autocast rounds it back to the same bf16 values at the next convolution.
         return y.float()
+
+
+
+@dataclass
+class CycleGANStep(TrainStep):
+    """One CycleGAN iteration: generator phase, pools, discriminator phase (module docstring)."""
 
     def generator_step(self, real_a: Tensor, real_b: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         m, loss_cfg = self.compiled, self.cfg.loss
@@ -202,31 +255,28 @@ class TrainStep:
     def discriminator_step(
         self, real_a: Tensor, real_b: Tensor, fake_a: Tensor, fake_b: Tensor, smooth: dict[str, Tensor] | None = None
     ) -> dict[str, Tensor]:
-        m, smooth = self.compiled, smooth or {}
         with autocast(self.device, self.cfg.train.precision):
-            losses, total = {}, 0
-            for name, net, real, fake, domain in (("D_A", m.D_A, real_a, fake_a, "A"), ("D_B", m.D_B, real_b, fake_b, "B")):
-                real_pred, fake_pred = self._disc(net, real), self._disc(net, fake)
-                losses[name] = self.gan.discriminator(real_pred, fake_pred)
-                total = total + losses[name] + self.small_data_terms(name, net, real_pred, fake_pred,
-                                                                     smooth.get(domain), losses)
-            if self.gan.needs_gradient_penalty or self.cfg.loss.gradient_penalty:
-                # fp16: penalise the unscaled gradient of the scaled score (one host read of the scale)
-                scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
-                losses["gp_A"] = gradient_penalty(m.D_A, real_a, fake_a, loss_scale=scale)
-                losses["gp_B"] = gradient_penalty(m.D_B, real_b, fake_b, loss_scale=scale)
-                total = total + self.cfg.loss.lambda_gp * (losses["gp_A"] + losses["gp_B"])
+            total, losses = self.discriminator_loss([("D_A", real_a, fake_a), ("D_B", real_b, fake_b)], smooth or {})
         self._backward_and_step(total, self.opt_d)
         return losses
 
-    def __call__(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def iterate(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         real_a, real_b = self._prepare(batch["A"]), self._prepare(batch["B"])
         g_losses, fake_a, fake_b = self.generator_step(real_a, real_b)
-        fake_a, fake_b = self._pool(self.pool_a, fake_a), self._pool(self.pool_b, fake_b)
+        fake_a, fake_b = self._pool("D_A", fake_a), self._pool("D_B", fake_b)
         smooth = {d: self._prepare(batch[f"{d}_smooth"]) for d in ("A", "B") if f"{d}_smooth" in batch}
         d_losses = self.discriminator_step(real_a, real_b, fake_a, fake_b, smooth)
-        self.scaler.update()
-        return {k: v.detach() for k, v in {**g_losses, **d_losses}.items()}
+        return {**g_losses, **d_losses}
+
+    def eval_generators(self) -> dict[str, nn.Module]:
+        return {name: self.generator_for_samples(name) for name in ("G_A", "G_B")}
+
+    def sample_rows(self, fixed: dict[str, Tensor]) -> list[Tensor]:
+        """Rows: real A | fake B | reconstructed A | real B | fake A | reconstructed B."""
+        g_a, g_b = self.generator_for_samples("G_A"), self.generator_for_samples("G_B")
+        real_a, real_b = self._prepare(fixed["A"]), self._prepare(fixed["B"])
+        fake_b, fake_a = g_a(real_a), g_b(real_b)
+        return [real_a, fake_b, g_b(fake_b), real_b, fake_a, g_a(fake_a)]
 
 
 def weighted_terms(cfg: Config) -> tuple[str, ...]:
@@ -237,52 +287,68 @@ def weighted_terms(cfg: Config) -> tuple[str, ...]:
     return tuple(name for name, weight in pairs if weight > 0)
 
 
+@dataclass(frozen=True)
+class ModelKind:
+    """What a model kind states; ``build_train_step`` does everything else. Its config options are
+    declared under the same name in ``config.kinds``."""
+
+    step: type[TrainStep]  # how it steps
+    # cfg, context -> its networks, built in this order right after torch.manual_seed(train.seed)
+    networks: Callable[[Config, dict[str, Any]], Networks]
+    generators: tuple[str, ...]  # trained translators: EMA copies, checkpointed residual blocks
+    discriminators: tuple[str, ...]  # each gets a pool of the fakes it judges and LeCam anchors
+    trained_with_generators: tuple[str, ...] = ()  # also in the generators' optimiser (CUT's F, distill's P)
+    # cfg, device -> context given to ``networks`` and, as fields, to the step (distill: its teacher)
+    prepare: Callable[[Config, torch.device], dict[str, Any]] = lambda cfg, device: {}
+    # cfg, networks, context -> None: weights a new run starts from before train.init_from (distill: D)
+    inherit: Callable[[Config, Networks, dict[str, Any]], None] = lambda cfg, nets, context: None
+
+
 def build_train_step(
     cfg: Config, device: torch.device, *, warm_start_nets: bool = True, dist: DistInfo | None = None
 ) -> TrainStep:
-    """Networks, optimisers, pools and loss for one run; ``warm_start_nets=False`` skips
-    ``train.init_from`` (a resumed run restores every weight from its own checkpoint); ``dist``
-    describes the processes sharing each global batch (default: this one alone)."""
-    build = TRAIN_STEPS.get_or_raise(cfg.model.kind)
-    return build(cfg, device, warm_start_nets=warm_start_nets, dist=dist or DistInfo())
-
-
-@TRAIN_STEPS.register("cyclegan")
-def build_cyclegan_step(
-    cfg: Config, device: torch.device, *, warm_start_nets: bool, dist: DistInfo
-) -> TrainStep:
-    """The four networks of ``build_models`` (warm-started from ``train.init_from`` unless told not
-    to), Adam for the generators (and learned loss weights) and for the discriminators, two pools."""
-    models = build_models(cfg, device)
-    if warm_start_nets and cfg.train.init_from:
-        warm_start(models, cfg)
+    """Networks, optimisers, pools, losses and their state for one run of ``model.kind``;
+    ``warm_start_nets=False`` skips what a new run inherits and ``train.init_from`` (a resumed run
+    restores every weight from its own checkpoint); ``dist`` describes the processes sharing each global
+    batch (default: this one alone)."""
+    kind: ModelKind = TRAIN_STEPS.get_or_raise(cfg.model.kind)
+    dist = dist or DistInfo()
+    context = kind.prepare(cfg, device)
+    torch.manual_seed(cfg.train.seed)
+    models = kind.networks(cfg, context)
+    build_networks_on(models, cfg, device, generators=kind.generators)
+    if warm_start_nets:
+        kind.inherit(cfg, models, context)
+        if cfg.train.init_from:
+            warm_start(models, cfg)
+    named = models.networks()
     compiled = models
     if cfg.train.compile:
-        compiled = CycleGAN(
-            **{k: torch.compile(v, mode=cfg.train.compile_mode) for k, v in models.networks().items()}
-        )
+        compiled = type(models)(**{k: torch.compile(v, mode=cfg.train.compile_mode) for k, v in named.items()})
+    g_params = [p for n in kind.generators + kind.trained_with_generators if n in named for p in named[n].parameters()]
     loss_weights = None
-    g_params = list(models.G_A.parameters()) + list(models.G_B.parameters())
     if cfg.loss.adaptive_weighting == "uncertainty":
         loss_weights = UncertaintyWeights(names=weighted_terms(cfg)).to(device)
         g_params += list(loss_weights.parameters())  # last, so G's optimiser indices are unchanged
-    return TrainStep(
+    d_params = [p for n in kind.discriminators for p in named[n].parameters()]
+    return kind.step(
         cfg=cfg,
         models=models,
         compiled=compiled,
         opt_g=adam(g_params, cfg, device),
-        opt_d=adam(list(models.D_A.parameters()) + list(models.D_B.parameters()), cfg, device,
-                   lr_scale=cfg.optim.d_lr_ratio),
+        opt_d=adam(d_params, cfg, device, lr_scale=cfg.optim.d_lr_ratio),
         gan=build_gan_loss(cfg.loss.gan, batch_mean=partial(global_mean, info=dist)),
-        pool_a=ImagePool(size=cfg.loss.pool_size, seed=cfg.train.seed + 1),
-        pool_b=ImagePool(size=cfg.loss.pool_size, seed=cfg.train.seed + 2),
+        # D_A's pool (fakes of A) draws from seed + 1, D_B's from seed + 2, whichever kind
+        pools={n: ImagePool(size=cfg.loss.pool_size, seed=cfg.train.seed + 1 + "AB".index(n[-1]))
+               for n in kind.discriminators},
         scaler=torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16"),
         device=device,
         loss_weights=loss_weights,
-        ema=build_ema(cfg, {"G_A": models.G_A, "G_B": models.G_B}),
+        ema=build_ema(cfg, {n: named[n] for n in kind.generators}),
         augment=parse_policy(cfg.train.diffaug),
         dist=dist,
-        lecam=build_lecam(cfg, ("D_A", "D_B"), dist),
+        lecam=build_lecam(cfg, kind.discriminators, dist),
+        **context,
     )
 
 
@@ -290,3 +356,7 @@ def build_lecam(cfg: Config, names: tuple[str, ...], dist: DistInfo) -> dict[str
     if cfg.loss.lambda_lecam <= 0:
         return {}
     return {n: LeCamEMA(decay=cfg.loss.lecam_decay, batch_mean=partial(global_mean, info=dist)) for n in names}
+
+
+TRAIN_STEPS.register("cyclegan")(ModelKind(step=CycleGANStep, networks=cyclegan_networks,
+                                           generators=("G_A", "G_B"), discriminators=("D_A", "D_B")))
