@@ -269,3 +269,52 @@ def test_when_every_video_fails_it_is_an_error_and_the_folder_stays_usable(film,
     assert not list(out.glob("*.png"))
     result = extract_frames([film[0]], out, settings=SETTINGS)  # the same folder takes the next run
     assert result.total == 6
+
+
+def _ts_segment(path: Path, width: int, height: int, seconds: float, seed: int) -> bytes:
+    """An MPEG-TS segment of busy frames at one size; segments joined byte by byte still play."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(30, 200, (height, width, 3), dtype=np.uint8)
+    with av.open(str(path), "w", format="mpegts") as container:
+        stream = container.add_stream("mpeg2video", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for k in range(round(seconds * FPS)):
+            frame = np.roll(base, k, axis=1)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path.read_bytes()
+
+
+def test_a_video_whose_frame_size_changes_fails_alone_and_the_batch_goes_on(film, tmp_path):
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(_ts_segment(tmp_path / "a.ts", 64, 48, 2.0, 1) + _ts_segment(tmp_path / "b.ts", 128, 96, 2.0, 2))
+    out = tmp_path / "frames"
+    r = CliRunner().invoke(main, ["prep", "frames", str(joined), str(film[0]), "--out", str(out), "--quiet",
+                                  "--size", "64", "--crop-bottom", "0.12"])
+    assert r.exit_code == 0, r.output
+    assert "Traceback" not in r.output
+    failed = [line for line in r.output.splitlines() if "joined.ts" in line]
+    assert len(failed) == 1 and "frame size changes from 64x48 to 128x96" in failed[0], r.output
+    assert not list(out.glob("joined_*"))  # what it wrote before the change is taken back
+    manifest = json.loads((out / "frames.json").read_text())
+    assert list(manifest["videos"]) == [str(film[0].resolve())]  # the other video was done
+
+
+@pytest.mark.parametrize(("name", "content", "reason"), [
+    ("frames.json", "[1, 2]", "expected a JSON object, found a list"),
+    ("frames.json", '{"settings": {}, "videos": []}', "field 'videos' must be an object"),
+    ("frames.json", '{"settings": {}, "videos": {"x.mp4": 3}}', "video x.mp4: expected a JSON object"),
+    ("frames.csv", "file,source,timecode,shot,shot_start,shot_end,phash,edges,why\na.png,x,0,1,0,1,zz,1,y\n",
+     "line 2 is not a row"),
+    ("frames.csv", "file,source,timecode,shot,shot_start,shot_end,phash,edges,why\na.png,x\n", "line 2 is not a row"),
+])
+def test_a_damaged_frames_manifest_or_csv_is_one_line(film, tmp_path, name, content, reason):
+    out = tmp_path / "frames"
+    extract_frames([film[0]], out, settings=SETTINGS, max_frames=1)
+    (out / name).write_text(content)
+    r = CliRunner().invoke(main, ["prep", "frames", str(film[0]), "--out", str(out), "--quiet", "--size", "64",
+                                  "--crop-bottom", "0.12"])
+    assert r.exit_code == 1 and r.output.startswith("error: ") and r.output.count("\n") == 1, r.output
+    assert name in r.output and reason in r.output

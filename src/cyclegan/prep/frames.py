@@ -34,8 +34,8 @@ import collections
 import csv
 import dataclasses
 import io
-import json
 import math
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 from cyclegan.errors import CycleGANError, PrepError, first_line
 from cyclegan.fileio import write_json_atomic, write_text_atomic
 from cyclegan.image import make_grid, save_image_atomic
+from cyclegan.jsonfile import check_fields, read_json_object
 from cyclegan.prep.deps import imagehash, opencv, scenedetect
 from cyclegan.prep.shots import (
     BarTracker,
@@ -67,6 +68,7 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", "
 MANIFEST = "frames.json"
 CSV_NAME = "frames.csv"
 CSV_COLUMNS = ("file", "source", "timecode", "shot", "shot_start", "shot_end", "phash", "edges", "why")
+_PHASH = re.compile(r"[0-9a-fA-F]{1,16}")  # imagehash.phash as hex: 64 bits
 
 DETECT_WIDTH = 256  # shots are detected on frames scaled to about this width (PySceneDetect's own default)
 FADE_THRESHOLD = 12  # ThresholdDetector's default: mean intensity of a faded-out frame
@@ -166,13 +168,18 @@ def process_video(
         except (AttributeError, TypeError, ValueError):
             total = None
         bar = tqdm(total=total, unit="frame", desc=path.name, dynamic_ncols=True, file=sys.stderr, leave=False)
-    index, seconds, capped = -1, 0.0, False
+    index, seconds, capped, shape = -1, 0.0, False, None
     try:
         while True:
             frame = video.read()
             if frame is False or frame is None:
                 break
             index += 1
+            shape = shape or frame.shape
+            if frame.shape != shape:  # joined streams: shot detection compares frames of one size
+                raise PrepError(f"{path}: the frame size changes from {shape[1]}x{shape[0]} to "
+                                f"{frame.shape[1]}x{frame.shape[0]} at frame {index}; split the video where "
+                                "it changes and give the parts")
             position = video.position
             seconds = float(position.seconds)
             small = detect_size(frame.shape[:2])
@@ -236,6 +243,11 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
         raise PrepError(f"{path}: unreadable ({first_line(e)}); move it away or choose another --out") from None
     if rows and set(CSV_COLUMNS) - set(rows[0]):
         raise PrepError(f"{path}: not a frames.csv of `cyclegan prep frames` (columns {', '.join(rows[0])})")
+    for line, row in enumerate(rows, start=2):
+        if not all(isinstance(row.get(c), str) for c in CSV_COLUMNS) or not _PHASH.fullmatch(row["phash"]):
+            raise PrepError(f"{path}: line {line} is not a row of `cyclegan prep frames` (a missing column, or "
+                            f"phash {row.get('phash')!r} is not 1 to 16 hex digits); move it away or choose "
+                            "another --out")
     return rows
 
 
@@ -260,11 +272,11 @@ def _load_manifest(out_dir: Path, settings: FramesSettings) -> dict:
             raise PrepError(f"{out_dir}: exists and was not made by `cyclegan prep frames` (no {MANIFEST}); "
                             "choose another --out")
         return {"settings": _settings_record(settings), "videos": {}}
-    try:
-        doc = json.loads(manifest.read_text(encoding="utf-8"))
-        previous, videos = doc["settings"], dict(doc["videos"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise PrepError(f"{manifest}: unreadable ({first_line(e)}); move it away or choose another --out") from None
+    doc = read_json_object(manifest, {"settings": dict, "videos": dict}, error=PrepError)
+    previous, videos = doc["settings"], doc["videos"]
+    for key, record in videos.items():
+        check_fields(record, manifest, {"file": dict}, optional={"kept": int, "shots": int, "dropped": dict},
+                     what=f"video {key}", error=PrepError)
     current = _settings_record(settings)
     changed = [k for k in current if previous.get(k) != current[k]]
     if changed:
