@@ -9,6 +9,7 @@ import json
 import os
 import re
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from local_server import serve
 
 from cyclegan import pretrained
 from cyclegan.cli import main
-from cyclegan.download import ChecksumError, cache_dir
+from cyclegan.download import ChecksumError, Deadline, cache_dir
 from cyclegan.modelfile import load_any_generator
 from cyclegan.sources import (
     ModelSourceError,
@@ -627,3 +628,20 @@ def test_an_onnx_release_with_animeganv3s_convention_gets_and_translates_at_an_o
     assert Image.open(out).size == (101, 67)
     res = _runner().invoke(main, ["pretrained", "verify", "tiny_v3"])
     assert res.exit_code == 0 and res.stdout.startswith("ok   tiny_v3"), res.output
+
+
+def test_get_stops_at_the_catalogs_size_and_at_its_deadline(local_catalog):
+    srv = local_catalog
+    srv.files["/zoo/tiny.pth"] = ZOO_FILE + b"\0" * (1 << 20)  # longer than the catalog's size_bytes
+    srv.no_length.add("/zoo/tiny.pth")
+    with pytest.raises(pretrained.DownloadError, match=f"longer than the expected {len(ZOO_FILE)} bytes"):
+        pretrained.get("tiny", progress=False)
+    assert not (cache_dir() / "pretrained" / "tiny" / "source").exists() or \
+        list((cache_dir() / "pretrained" / "tiny" / "source").iterdir()) == []
+    srv.files["/zoo/tiny.pth"] = ZOO_FILE
+    srv.no_length.clear()
+    srv.drip["/zoo/tiny.pth"] = 0.02
+    start = time.monotonic()
+    with pytest.raises(pretrained.DownloadError, match="allowed for"):
+        pretrained.get("tiny", progress=False, deadline=Deadline(base_s=0.3, min_bytes_per_s=1e6))
+    assert time.monotonic() - start < 3

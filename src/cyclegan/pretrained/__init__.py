@@ -25,7 +25,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from cyclegan.download import DownloadError, download, file_git_sha1
+from cyclegan.download import DEFAULT_DEADLINE, Deadline, DownloadError, download, file_git_sha1
 from cyclegan.errors import CycleGANError, first_line, plain_reason
 from cyclegan.fileio import atomic_write, temp_sibling
 from cyclegan.importers import IMPORT_FORMATS, import_weights
@@ -116,13 +116,14 @@ def get(
     overwrite: bool = False,
     progress: bool | None = True,
     offline: bool | None = None,
+    deadline: Deadline = DEFAULT_DEADLINE,
 ) -> PretrainedModel:
     """Download, check and import catalog model ``name`` into the cache (once), and copy it to ``out``.
 
     A model already in the cache is compared with the catalog's hashes first (from download.json, or
     the files re-hashed where it lacks one), and refused with what to delete when they differ.
     ``overwrite`` lets ``out`` replace an earlier copy of a model there (never another folder).
-    ``progress`` and ``offline`` are as in ``cyclegan.download.download``.
+    ``progress``, ``offline`` and ``deadline`` (each file's) are as in ``cyclegan.download.download``.
     """
     entry = catalog_entry(name)
     base = pretrained_dir(name)
@@ -141,7 +142,7 @@ def get(
         sha = record.get("sha256") if isinstance(record.get("sha256"), str) else None
     else:
         options = _check_importer(entry)
-        fetched = _fetch(entry, progress=progress, offline=offline)
+        fetched = _fetch(entry, progress=progress, offline=offline, deadline=deadline)
         source = _extract(entry, Path(fetched[0].path), base) if entry.member else _import_target(entry, base)
         _import(entry, source, model, fetched, options)
         write_record(entry, source=source, files=fetched)
@@ -187,12 +188,12 @@ def _check_importer(entry: CatalogEntry) -> object | None:
     return None
 
 
-def _fetch(entry: CatalogEntry, *, progress, offline) -> list[FileRecord]:
+def _fetch(entry: CatalogEntry, *, progress, offline, deadline: Deadline) -> list[FileRecord]:
     """Download and check every file of ``entry``; what was fetched (or found already in place)."""
     fetched = []
     for file in entry.downloads():
         result = download(file.url, download_path(entry, file), sha256=file.sha256, git_sha1=file.git_sha1,
-                          size=file.size_bytes, progress=progress, offline=offline)
+                          size=file.size_bytes, progress=progress, offline=offline, deadline=deadline)
         fetched.append(FileRecord(name=file.name, url=file.url, path=str(result.path), bytes=result.bytes,
                                   sha256=result.sha256, git_sha1=result.git_sha1 or file_git_sha1(result.path)))
     return fetched
