@@ -26,6 +26,7 @@ from fastapi.testclient import TestClient
 from cyclegan.checkpoint import save_checkpoint
 from cyclegan.cli import main
 from cyclegan.config import build_config
+from cyclegan.errors import TranslateError
 from cyclegan.serve.app import create_app
 from cyclegan.serve.errors import ServeError
 from cyclegan.serve.memory import plan_request
@@ -460,6 +461,15 @@ def test_cli_serve_checks_the_memory_limit_in_one_line(tmp_path):
     result = CliRunner().invoke(main, ["serve", "--checkpoint", str(tmp_path), "--max-request-memory", "10K"])
     assert result.exit_code == 1
     assert result.output == "error: --max-request-memory '10K': must be at least 64M\n"
+
+
+def test_translation_options_are_checked_before_any_model_loads(tmp_path):
+    # the library names the parameter; the command line names the flag
+    with pytest.raises(TranslateError, match="^tile '5': tiles must be at least 16 pixels"):
+        load_models([str(tmp_path / "missing")], tile="5")
+    result = CliRunner().invoke(main, ["serve", "--checkpoint", str(tmp_path / "missing"), "--port", "0",
+                                       "--tile", "5"])
+    assert (result.exit_code, result.output) == (1, "error: --tile '5': tiles must be at least 16 pixels\n")
 
 
 def test_cli_serve_reports_a_busy_port(run_dir):
