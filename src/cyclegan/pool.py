@@ -1,7 +1,7 @@
 """History of generated images for the discriminator (Shrivastava et al. 2017; CycleGAN paper sec. 4).
 
 Updating D with a mix of current and earlier fakes keeps it from over-fitting to the generator's
-latest mode (seeds 002 and 004 call this out as their guard against mode collapse).
+latest mode, a guard against mode collapse (Shrivastava et al., CVPR 2017, sec. 2.3).
 """
 
 from __future__ import annotations
