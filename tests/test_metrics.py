@@ -158,9 +158,9 @@ def test_inception_score_closed_forms():
 def test_gms_is_sqrt_fid_over_is_to_five_decimals():
     raw_to_cartoon = gms(fid=46.70193, inception_score=2.41466)
     cartoon_to_raw = gms(fid=39.83461, inception_score=3.62382)
-    # Reported GMS values are truncated to 5 decimals (4.3978399... is printed 4.39783), hence the 1e-5 tolerance.
+    # Reported GMS values are truncated to 5 decimals (4.3978399... is 4.39783), hence the 1e-5 tolerance.
     assert raw_to_cartoon == pytest.approx(4.39783, abs=1e-5)
-    assert math.sqrt(46.70193 / 2.41466) == pytest.approx(4.3978, abs=5e-5)  # the 4-decimal form of the same value
+    assert math.sqrt(46.70193 / 2.41466) == pytest.approx(4.3978, abs=5e-5)  # 4 decimals
     assert cartoon_to_raw == pytest.approx(3.31548, abs=1e-5)
     assert average_gms([raw_to_cartoon, cartoon_to_raw]) == pytest.approx(3.85666, abs=1e-5)
     with pytest.raises(ValueError):

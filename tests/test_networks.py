@@ -1,4 +1,4 @@
-"""Architecture checks against the CycleGAN paper (appendix 7.2) and its code's layer tables; tiny shapes, CPU only."""
+"""Architecture checks against the CycleGAN paper (appendix 7.2) and its code; tiny shapes, CPU only."""
 
 from __future__ import annotations
 

@@ -40,9 +40,9 @@ def _assert_bitwise_equal(a, b):
         {"model.generator.dropout": 0.3, "loss.pool_size": 3},
         # the gradient penalty draws interpolation weights from the global RNG
         {"loss.gan": "wgangp", "loss.lambda_id": 0.0},
-        # the attention recipe's parts together: the VQ codebook (EMA buffers) and spectral-norm power-iteration
-        # vectors live in the weights, the learned loss weights and their Adam moments in state.pt,
-        # and warm restarts change the LR at the epoch boundary the resumed run crosses
+        # the attention recipe's parts together: the VQ codebook (EMA buffers) and spectral-norm
+        # power-iteration vectors live in the weights, the learned loss weights and their Adam moments
+        # in state.pt, and warm restarts change the LR at the epoch boundary the resumed run crosses
         {"model.generator.name": "attention", "model.generator.n_blocks": 2,
          "model.generator.vq_codebook_size": 8, "model.generator.vq_dim": 4,
          "model.discriminator.name": "dual", "model.discriminator.n_layers": 2,

@@ -6,10 +6,11 @@ real_pred)``; ``real_pred`` is None for the generator unless the loss sets ``gen
 (relativistic losses compare against D(real)). A prediction is whatever the discriminator returns:
 a score map, or a tuple of heads for multi-head discriminators.
 
-Besides the paper's cycle and identity L1, the attention recipes' extra terms live here: the relativistic
-(Jolicoeur-Martineau, ICLR 2019) patch + global loss, the gradient penalty (for any loss), feature matching on the discriminator's
-features, Sobel edge and pooled-chroma colour consistency, and learned uncertainty weights; and for
-small style sets, CartoonGAN's edge-promoting term and LeCam regularisation.
+Besides the paper's cycle and identity L1, the attention recipes' extra terms live here: the
+relativistic (Jolicoeur-Martineau, ICLR 2019) patch + global loss, the gradient penalty (for any
+loss), feature matching on the discriminator's features, Sobel edge and pooled-chroma colour
+consistency, and learned uncertainty weights; and for small style sets, CartoonGAN's edge-promoting
+term and LeCam regularisation.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ GAN_LOSSES: Registry = Registry("GAN loss")
 
 @GAN_LOSSES.register("lsgan")
 def lsgan(*, batch_mean: BatchMean = torch.mean) -> GANLoss:
-    # Least-squares GAN (Mao et al. 2017): the paper's choice (Zhu et al., ICCV 2017, sec. 4), more stable than BCE.
+    # Least-squares GAN (Mao et al. 2017): the CycleGAN paper's choice (sec. 4), more stable than BCE.
     return GANLoss(
         discriminator=lambda real, fake: 0.5 * (F.mse_loss(real, torch.ones_like(real))
                                                 + F.mse_loss(fake, torch.zeros_like(fake))),
@@ -64,7 +65,8 @@ def lsgan(*, batch_mean: BatchMean = torch.mean) -> GANLoss:
 
 @GAN_LOSSES.register("vanilla")
 def vanilla(*, batch_mean: BatchMean = torch.mean) -> GANLoss:
-    # The original GAN objective as BCE on logits (TensorFlow's CycleGAN tutorial: BinaryCrossentropy(from_logits=True)).
+    # The original GAN objective as BCE on logits (TensorFlow's CycleGAN tutorial:
+    # BinaryCrossentropy(from_logits=True)).
     return GANLoss(
         discriminator=lambda real, fake: 0.5 * (
             F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
@@ -316,12 +318,12 @@ def feature_matching_loss(fake_features: Sequence[Tensor], real_features: Sequen
     """Mean over layers of L1(features of generated images, features of real target images).
 
     A perceptual loss whose features come from the discriminator being trained rather than a
-    pre-trained network (feature matching, pix2pixHD: Wang et al., CVPR 2018, eq. 4). The real features are constants (detached): the term
-    moves the generator, never D. Pass ``D.features(x)[:-1]``, the intermediate activations; the last
-    element is the score map, which the adversarial loss already covers. The L1 is
-    taken position by position between a generated image and a real target-domain image of the
-    same batch slot, which for unpaired data pulls generated images toward target-domain feature
-    statistics rather than toward one particular picture.
+    pre-trained network (feature matching, pix2pixHD: Wang et al., CVPR 2018, eq. 4). The real
+    features are constants (detached): the term moves the generator, never D. Pass
+    ``D.features(x)[:-1]``, the intermediate activations; the last element is the score map, which the
+    adversarial loss already covers. The L1 is taken position by position between a generated image
+    and a real target-domain image of the same batch slot, which for unpaired data pulls generated
+    images toward target-domain feature statistics rather than toward one particular picture.
     """
     if len(fake_features) != len(real_features) or not fake_features:
         raise ValueError(f"feature lists differ or are empty: {len(fake_features)} vs {len(real_features)}")
@@ -362,8 +364,9 @@ def chroma(x: Tensor) -> Tensor:
 
 def color_loss(output: Tensor, source: Tensor, *, pool: int = 4) -> Tensor:
     """L1 between the chroma of output and input, each average-pooled by ``pool`` ("colour
-    consistency", in the spirit of DPED's colour loss: Ignatov et al., ICCV 2017). Chroma leaves brightness, shading and outlines free; pooling leaves texture
-    free, so what is held is the broad hue of each region: a brown animal stays a brown sprite."""
+    consistency", in the spirit of DPED's colour loss: Ignatov et al., ICCV 2017). Chroma leaves
+    brightness, shading and outlines free; pooling leaves texture free, so what is held is the broad
+    hue of each region: a brown animal stays a brown sprite."""
     a, b = chroma(output), chroma(source)
     if pool > 1:
         a = F.avg_pool2d(a, pool, ceil_mode=True)

@@ -26,7 +26,7 @@ def prep() -> None:
               help="Compressed (smaller, decompressed into memory) or stored (memory-mapped when training).")
 @click.option("--limit", type=int, default=0, help="Keep only the first N images (0 = all).")
 def prep_pack_cmd(in_dir, out, size, fit, compress, limit) -> None:
-    """Pack every image under IN_DIR into one uint8 [N, SIZE, SIZE, 3] .npz (as np.savez_compressed writes it)."""
+    """Pack every image under IN_DIR into one uint8 [N, SIZE, SIZE, 3] .npz (np.savez_compressed)."""
     result = pack_folder(in_dir, out, size=size, fit=fit, compress=compress, limit=limit)
     for path, why in result.skipped:
         click.echo(f"warning: skipped {path} ({why})", err=True)

@@ -86,8 +86,8 @@ class DataConfig:
     pin_memory: bool = True
     n_samples: int = 4  # images per domain in the fixed sample grid
     val_fraction: float = 0.0  # hold out this share of each training domain for --eval-every
-    # data_a / data_b may also be .npz files of uint8 [N, H, W, 3] images (`np.savez_compressed`, `cyclegan prep
-    # pack`); the array name inside, when the file holds several (unset: "images" or the only array).
+    # data_a / data_b may also be .npz files of uint8 [N, H, W, 3] images (`cyclegan prep pack`);
+    # the array name inside, when the file holds several (unset: "images" or the only array).
     npz_key_a: str | None = None
     npz_key_b: str | None = None
 
@@ -101,7 +101,8 @@ class LossConfig:
     lambda_cyc: float = 10.0
     lambda_id: float = 5.0  # absolute weight on the identity L1 (= paper's 0.5 x lambda_cyc); 0 disables
     lambda_gp: float = 10.0  # gradient penalty weight, used by wgangp and when gradient_penalty is on
-    gradient_penalty: bool = False  # gradient penalty with any loss.gan, not only wgangp (Gulrajani et al., NeurIPS 2017, eq. 3)
+    # gradient penalty (Gulrajani et al., NeurIPS 2017, eq. 3) with any loss.gan, not only wgangp
+    gradient_penalty: bool = False
     pool_size: int = 50  # 0 disables the image pool
     lambda_fm: float = 0.0  # feature matching: L1 between D's features of real and generated images
     lambda_edge: float = 0.0  # L1 between Sobel edge maps of a generator's input and output
@@ -174,7 +175,7 @@ class TrainConfig:
     # dominates at batch 1) | max-autotune
     compile_mode: str = "default"
     log_every: int = 50  # iterations between log lines; logging is the only host sync
-    save_latest_every: int = 100  # iterations between checkpoints/latest: at most this much work is lost to a crash
+    save_latest_every: int = 100  # iterations between checkpoints/latest (the most a crash loses)
     save_epoch_every: int = 5  # epochs between checkpoints/epoch_NNNN
     keep_epochs: int = 0  # keep only the last K epoch checkpoints (0 = keep all)
     # Epoch and best checkpoints also keep the training state (optimisers, pools: three quarters of the

@@ -55,7 +55,8 @@ def to_luminance(image: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def _spectrum(gray: np.ndarray) -> np.ndarray:
-    """Centred orthonormal 2-D FFT, complex [H, W] (F(u, v) = 1/sqrt(MN) sum f(m, n) e^{-2 pi i (mu/M + nv/N)})."""
+    """Centred orthonormal 2-D FFT, complex [H, W]:
+    F(u, v) = 1/sqrt(MN) sum_{m, n} f(m, n) exp(-2 pi i (mu/M + nv/N))."""
     return np.fft.fftshift(np.fft.fft2(gray, norm="ortho"))
 
 

@@ -9,8 +9,9 @@ a SAGAN self-attention layer (Zhang et al., ICML 2019), with an optional VQ bott
     decoder      u(2ngf), u(ngf), c7s1-3, tanh                       as the paper's ResNet generator
 
 There are two block types, "mixed" residual blocks with SE attention and "improved" ones that add
-channel + spatial attention (CBAM) in front of the SE. We alternate them, mixed first, so every improved block is preceded by a
-plain-SE one: with 9 blocks and ``cbam_every=2`` blocks 2, 4, 6 and 8 are improved.
+channel + spatial attention (CBAM) in front of the SE. We alternate them, mixed first, so every
+improved block is preceded by a plain-SE one: with 9 blocks and ``cbam_every=2`` blocks 2, 4, 6 and 8
+are improved.
 
 ``forward(x)`` returns the image, like every generator, so translation, export and checkpoint loading
 need nothing special; ``forward(x, return_aux=True)`` returns ``(image, aux)`` with the VQ losses and

@@ -1,8 +1,8 @@
 """Building blocks shared by the generators and discriminators, plus weight initialisation.
 
 Layer choices follow the CycleGAN paper (Zhu et al., ICCV 2017, appendix 7.2) and its code
-(junyanz/pytorch-CycleGAN-and-pix2pix, models/networks.py): reflection padding in the generator, instance norm, ReLU in generators and
-LeakyReLU(0.2) in discriminators.
+(junyanz/pytorch-CycleGAN-and-pix2pix, models/networks.py): reflection padding in the generator,
+instance norm, ReLU in generators and LeakyReLU(0.2) in discriminators.
 """
 
 from __future__ import annotations

@@ -57,7 +57,8 @@ class NLayerDiscriminator(_StagedDiscriminator):
     4x4 convs with padding 1: the first has no norm; the next n_layers - 1 are stride 2 with channels
     doubling up to 8ndf; then one stride-1 conv to min(2**n_layers, 8) * ndf and a stride-1 conv to
     one channel. With n_layers=3 every output pixel sees a 70x70 input patch (Isola et al., CVPR
-    2017, sec. 3.2.2; Zhu et al., ICCV 2017, appendix 7.2), 2,764,737 parameters at ndf=64, and a 256x256 image gives a 30x30 map.
+    2017, sec. 3.2.2; Zhu et al., ICCV 2017, appendix 7.2), 2,764,737 parameters at ndf=64, and a
+    256x256 image gives a 30x30 map.
     """
 
     def __init__(

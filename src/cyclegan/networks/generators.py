@@ -148,7 +148,8 @@ class ResnetGenerator(nn.Module):
     """c7s1-ngf, d(2ngf), d(4ngf), n_blocks x R(4ngf), u(2ngf), u(ngf), c7s1-3 + Tanh.
 
     The architecture of the CycleGAN paper (appendix 7.2, after Johnson et al. 2016) and exactly the
-    ``ResnetGenerator`` of its code (junyanz/pytorch-CycleGAN-and-pix2pix, models/networks.py); the paper uses 9 blocks at 256x256 and 6 at 128x128.
+    ``ResnetGenerator`` of its code (junyanz/pytorch-CycleGAN-and-pix2pix, models/networks.py); the
+    paper uses 9 blocks at 256x256 and 6 at 128x128.
     With ngf=64, 9 blocks and instance norm it has 11,378,179 parameters.
 
     ``antialias`` (none | down | up | both; CUT's default generator is both) replaces each stride-2

@@ -1,6 +1,7 @@
 """Dataset preparation, one module per ``cyclegan prep`` command.
 
-- ``pack``: a folder of images as one uint8 .npz array (``np.savez_compressed``, as Keras CycleGAN tutorials pack a domain).
+- ``pack``: a folder of images as one uint8 .npz array (``np.savez_compressed``, as Keras CycleGAN
+  tutorials pack a domain).
 - ``background``: subjects on white by GrabCut (Rother, Kolmogorov & Blake, SIGGRAPH 2004).
 - ``frames``: a style training folder from films or episodes (streaming, shots, the folder), with
   ``shots`` picking each shot's frames (stable middles, filters, dedupe, bar crops).

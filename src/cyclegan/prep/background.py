@@ -2,7 +2,8 @@
 
 For a style domain drawn on white (game sprites, clip art), the photos of the other domain must sit on
 white too, or the generator spends its capacity learning to paint backgrounds white. A pretrained
-segmentation network would need downloaded weights; we download none and use OpenCV's GrabCut (Rother, Kolmogorov & Blake, SIGGRAPH 2004) instead:
+segmentation network would need downloaded weights; we download none and use OpenCV's GrabCut
+(Rother, Kolmogorov & Blake, SIGGRAPH 2004) instead:
 colour mixture models of foreground and background, initialised from a centred rectangle (the subject
 of a curated animal photo is near the middle), refined by graph cuts. Where GrabCut fails, a folder of
 hand-made masks (white = subject) overrides it image by image. A preview grid (originals, masks,

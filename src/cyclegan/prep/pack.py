@@ -1,7 +1,7 @@
 """``cyclegan prep pack``: a folder of images as one uint8 [N, S, S, 3] array in an .npz.
 
-One domain at, e.g., 64x64, as ``np.savez_compressed`` writes it; train on it with ``--data-a a.npz --data-b b.npz`` (see
-``cyclegan.npz``).
+One domain at, e.g., 64x64, as ``np.savez_compressed`` writes it; train on it with
+``--data-a a.npz --data-b b.npz`` (see ``cyclegan.npz``).
 """
 
 from __future__ import annotations

@@ -225,7 +225,7 @@ class CycleGANStep(TrainStep):
                 losses["color_A"] = color_loss(fake_b, real_a, pool=loss_cfg.color_pool)
                 losses["color_B"] = color_loss(fake_a, real_b, pool=loss_cfg.color_pool)
                 terms["color"] = loss_cfg.lambda_color * (losses["color_A"] + losses["color_B"])
-            if loss_cfg.lambda_fm > 0:  # D's features of fake vs real target (pix2pixHD, Wang et al., CVPR 2018, eq. 4)
+            if loss_cfg.lambda_fm > 0:  # D's features of fake vs real target (pix2pixHD feature matching)
                 d_a, d_b = self.models.D_A, self.models.D_B
                 losses["fm_A"] = feature_matching_loss(d_b.features(fake_b)[:-1], d_b.features(real_b)[:-1])
                 losses["fm_B"] = feature_matching_loss(d_a.features(fake_a)[:-1], d_a.features(real_a)[:-1])
