@@ -317,3 +317,17 @@ def test_the_whitebox_plan_is_the_released_checkpoints_variable_table():
         expected[f"generator/{layer}/weights"] = shape
         expected[f"generator/{layer}/biases"] = (shape[-1],)
     assert table == expected
+
+
+def test_a_float64_variable_beyond_float32_range_is_refused_not_turned_into_inf(tmp_path):
+    ckpt = TFCheckpoint(WHITEBOX)
+    raw, blob = {}, bytearray()
+    for name, e in ckpt.entries.items():
+        value = ckpt.read(name).numpy().astype("<f8")
+        if name == "generator/Conv_4/biases":
+            value[0] = 1e300
+        raw[name] = _entry(list(e.shape), dtype=2, offset=len(blob), size=value.nbytes)
+        blob += value.tobytes()
+    (tmp_path / "m.index").write_bytes(_index(raw))
+    (tmp_path / ("m" + DATA)).write_bytes(bytes(blob))
+    _refused(tmp_path, "whitebox", tmp_path / "m", "variable generator/Conv_4/biases holds non-finite values")

@@ -31,7 +31,7 @@ from cyclegan.importers.common import ForeignWeightsError
 INDEX_SUFFIX = ".index"
 DATA_SUFFIX = ".data-00000-of-00001"  # the one shard tf.train.Saver writes on one device
 _SHARD = re.compile(r"\.data-\d{5}-of-\d{5}$")
-MAX_INDEX_BYTES = 64 << 20  # a generator's index is a few KB; a bigger one is not a checkpoint we read
+MAX_INDEX_BYTES = 16 << 20  # a generator's index is a few KB (3,000 variables: 116 KB)
 MAX_RANK = 8
 _TABLE_MAGIC = 0xDB4775248B80FB57  # LevelDB's table magic number, the last 8 bytes of the .index
 _FOOTER_BYTES = 48  # two block handles padded to 40 bytes, then the magic
@@ -189,12 +189,14 @@ def load_plan(net: torch.nn.Module, ckpt: TFCheckpoint, plan: list[tuple[str, st
     kernel moved into PyTorch's layout."""
     state = {}
     for (name, kind), (key, target) in zip(plan, net.state_dict().items()):
-        value = ckpt.read(name)
+        stored = ckpt.read(name)
+        value = stored.to(dtype=target.dtype)  # float64 beyond float32's range becomes inf here
         if not bool(torch.isfinite(value).all()):
-            raise ForeignWeightsError(f"{ckpt.data_path}: variable {name} holds non-finite values (NaN or inf)")
+            beyond = f" or beyond the range of {target.dtype}" if stored.dtype != target.dtype else ""
+            raise ForeignWeightsError(f"{ckpt.data_path}: variable {name} holds non-finite values (NaN or inf{beyond})")
         if (perm := _TO_TORCH[kind]) is not None:
             value = value.permute(*perm)
-        state[key] = value.to(dtype=target.dtype).contiguous()
+        state[key] = value.contiguous()
     net.load_state_dict(state, strict=True)
 
 
