@@ -645,3 +645,16 @@ def test_get_stops_at_the_catalogs_size_and_at_its_deadline(local_catalog):
     with pytest.raises(pretrained.DownloadError, match="allowed for"):
         pretrained.get("tiny", progress=False, deadline=Deadline(base_s=0.3, min_bytes_per_s=1e6))
     assert time.monotonic() - start < 3
+
+
+def test_a_download_json_from_the_previous_version_still_verifies(local_catalog):
+    pretrained.get("tiny", progress=False)
+    record = cache_dir() / "pretrained" / "tiny" / "download.json"
+    doc = json.loads(record.read_text())
+    del doc["files"]  # what the previous version wrote: one file at the top level, no blob id
+    record.write_text(json.dumps(doc))
+    res = _runner().invoke(main, ["pretrained", "verify", "tiny"])
+    assert res.exit_code == 0 and res.stdout.startswith("ok   tiny"), res.output
+    _recatalog(None, "tiny", git_sha1="2" * 40)  # a blob id the old record lacks: the file is re-hashed
+    with pytest.raises(pretrained.PretrainedError, match=f"git blob SHA-1 {_blob(ZOO_FILE)}, the catalog says 2222"):
+        pretrained.get("tiny", progress=False)

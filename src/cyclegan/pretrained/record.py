@@ -28,7 +28,7 @@ class FileRecord:
     path: str  # where it was saved (the shared archive, or the model's source folder)
     bytes: int
     sha256: str
-    git_sha1: str
+    git_sha1: str | None  # None in records written before blob ids were kept
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,8 +57,21 @@ def _field(doc: dict, key: str, kind: type, where: str):
 def _file_record(doc: object, where: str) -> FileRecord:
     if not isinstance(doc, dict):
         raise RecordError(f"{where}: must be an object, not {type(doc).__name__}")
-    return FileRecord(**{k: _field(doc, k, str, where) for k in ("name", "url", "path", "sha256", "git_sha1")},
-                      bytes=_field(doc, "bytes", int, where))
+    return FileRecord(**{k: _field(doc, k, str, where) for k in ("name", "url", "path", "sha256")},
+                      git_sha1=_field(doc, "git_sha1", str, where), bytes=_field(doc, "bytes", int, where))
+
+
+def _legacy_file(doc: dict, name: str, where: str) -> FileRecord:
+    """The one file a record written before ``files`` existed describes (top-level url, file, sha256, bytes)."""
+    file = _field(doc, "file", str, where)
+    member = doc.get("member")
+    if member is not None and not isinstance(member, str):
+        raise RecordError(f"{where}: member must be str or null, not {type(member).__name__}")
+    folder = pretrained_dir(name).parent / "archives" if member else pretrained_dir(name) / "source"
+    if Path(file).name != file:
+        raise RecordError(f"{where}: file must be a plain file name")
+    return FileRecord(name=file, url=_field(doc, "url", str, where), path=str(folder / file),
+                      bytes=_field(doc, "bytes", int, where), sha256=_field(doc, "sha256", str, where), git_sha1=None)
 
 
 def load_record(name: str) -> Record:
@@ -74,11 +87,14 @@ def load_record(name: str) -> Record:
     if not isinstance(doc, dict):
         raise RecordError(f"{path}: must hold an object, not {type(doc).__name__}")
     files = doc.get("files")
-    if not isinstance(files, list) or not files:
-        raise RecordError(f"{path}: files must be a non-empty list (written by an older version?)")
+    if files is None:  # written by an older version: one file, described at the top level
+        records = (_legacy_file(doc, name, str(path)),)
+    elif not isinstance(files, list) or not files:
+        raise RecordError(f"{path}: files must be a non-empty list, not {type(files).__name__}")
+    else:
+        records = tuple(_file_record(f, f"{path}: files[{i}]") for i, f in enumerate(files))
     return Record(name=_field(doc, "name", str, str(path)), format=_field(doc, "format", str, str(path)),
-                  source=_field(doc, "source", str, str(path)),
-                  files=tuple(_file_record(f, f"{path}: files[{i}]") for i, f in enumerate(files)))
+                  source=_field(doc, "source", str, str(path)), files=records)
 
 
 def read_record(name: str) -> dict | None:

@@ -54,7 +54,9 @@ def _catalog_says(file: CatalogFile, *, size: int, sha256: str, git_sha1: str | 
 
 def _file_problem(entry: CatalogEntry, file: CatalogFile, rec: FileRecord | None, *, rehash: bool) -> str | None:
     path = Path(rec.path) if rec is not None else download_path(entry, file)
-    if rec is not None and not rehash:
+    if not rehash and file.size_bytes is None and file.sha256 is None and file.git_sha1 is None:
+        return None  # get: nothing in the catalog to compare with (verify still re-hashes against the record)
+    if rec is not None and not rehash and (file.git_sha1 is None or rec.git_sha1 is not None):
         why = _catalog_says(file, size=rec.bytes, sha256=rec.sha256, git_sha1=rec.git_sha1)
         return f"{path}: {why} (the catalog changed since it was downloaded)" if why else None
     if not path.is_file():
