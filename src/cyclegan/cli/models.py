@@ -131,13 +131,14 @@ def pretrained_list_cmd(style, verbose) -> None:
     """The catalog: name, import format, download size, terms of use, what it does (* = downloaded)."""
     models = list_models(style)
     width = max(len(e.name) for e in models)
-    click.echo(f"  {'NAME':<{width}}  {'FORMAT':<13}  {'SIZE':>8}  {'TERMS':<14}  {'STYLES':<22}  TASK")
+    tags_width = max(len(",".join(e.styles) or "-") for e in models)
+    click.echo(f"  {'NAME':<{width}}  {'FORMAT':<13}  {'SIZE':>8}  {'TERMS':<14}  {'STYLES':<{tags_width}}  TASK")
     for e in models:
         mark = "*" if is_downloaded(e.name) else " "
         size = sum(f.size_bytes for f in e.downloads()) if all(f.size_bytes for f in e.downloads()) else None
         tags = ",".join(e.styles) or "-"
         click.echo(f"{mark} {e.name:<{width}}  {e.format:<13}  {_size(size):>8}  {_terms_word(e):<14}  "
-                   f"{tags:<22}  {e.task}")
+                   f"{tags:<{tags_width}}  {e.task}")
         if style is not None or verbose:
             click.echo(f"  {'':<{width}}  {terms(e)}")
         if verbose:
