@@ -33,6 +33,7 @@ from PIL import Image
 
 from cyclegan.cli import main
 from cyclegan.config import build_config, validate
+from cyclegan.pretrained import list_models
 from cyclegan.synthetic import make_scene, make_unpaired_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -354,3 +355,15 @@ def test_readme_links_point_at_existing_files_and_headings():
         assert target.exists(), f"README.md links to {link}, which does not exist"
         if anchor:
             assert anchor in _anchors(target.read_text(encoding="utf-8")), f"README.md links to {link}: no such heading"
+
+
+def test_every_pretrained_model_is_on_the_pretrained_page_with_its_terms():
+    # A catalog entry added without its row (or whose terms changed) fails here, not in a user's hands.
+    page = re.sub(r"<!--.*?-->", "", (ROOT / "docs" / "pretrained.md").read_text(encoding="utf-8"), flags=re.S)
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `([\w.-]+)` \|.*$", page, flags=re.M)}
+    models = list_models()
+    assert models
+    for entry in models:
+        assert entry.name in rows, f"pretrained model {entry.name!r} has no row in docs/pretrained.md"
+        marked = "**non-commercial**" in rows[entry.name]
+        assert marked == entry.non_commercial, f"docs/pretrained.md: the terms of {entry.name!r} are not the catalog's"
