@@ -169,3 +169,20 @@ def test_resumed_at_the_end_there_is_nothing_to_do(tiny_config, tmp_path):
     assert (result.status, result.step) == ("nothing_to_do", 3)
     assert lines[-1] == ("nothing to do: the run is already at iteration 3 and train.max_steps stops it at 3; "
                          "--max-steps N on the command line trains N more")
+
+
+def test_the_estimate_comes_once_even_when_the_invocation_stops_first():
+    reports = []
+    timer = banner.StepTimer(CPU, reports.append, warmup=2, steps=3, seconds=0.0)
+    timer.step()  # warm-up only: the budget ran out
+    timer.finish()
+    assert len(reports) == 1 and reports[0] > 0
+    timer.step()
+    timer.finish()
+    assert len(reports) == 1  # once per invocation
+    reports.clear()
+    timer = banner.StepTimer(CPU, reports.append, warmup=1, steps=2, seconds=0.0)
+    for _ in range(5):
+        timer.step()
+    timer.finish()
+    assert len(reports) == 1  # given after 1 + 2 iterations, not again at the end

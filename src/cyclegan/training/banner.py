@@ -229,6 +229,7 @@ class StepTimer:
         self.steps = MEASURE_STEPS if steps is None else steps
         self.seconds = MEASURE_SECONDS if seconds is None else seconds
         self.done = 0
+        self.began = time.perf_counter()  # before the first iteration: finish() falls back on it
         self.started: float | None = None
         self.finished = False
 
@@ -252,3 +253,14 @@ class StepTimer:
         if time.perf_counter() - self.started >= self.seconds or self.done >= self.warmup + 50 * self.steps:
             self.finished = True
             self.report((self._now() - self.started) / (self.done - self.warmup))
+
+    def finish(self) -> None:
+        """The invocation ends (budget, signal, end of the run) before the estimate was given: give it
+        from what was timed, or from every iteration done, warm-up included, if none was timed."""
+        if self.finished or self.done == 0:
+            return
+        self.finished = True
+        if self.started is not None and self.done > self.warmup:
+            self.report((self._now() - self.started) / (self.done - self.warmup))
+        else:
+            self.report((self._now() - self.began) / self.done)

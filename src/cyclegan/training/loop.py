@@ -235,7 +235,10 @@ def train(
                         run.evaluate(finished_epoch)
                     run.event({"event": "epoch_end", "epoch": finished_epoch, "step": pos.step, "time": time.time()})
                     dist_env.barrier(info)
-            # -- end of the run: last log window, samples of a stopped epoch, latest
+            # -- end of the run: the estimate if the run stopped before it was given, last log
+            # window, samples of a stopped epoch, latest
+            if timer is not None and status != "finished":
+                timer.finish()
             run.flush_log()
             if status != "finished" and pos.epoch_step:
                 run.save_samples(f"step_{pos.step:07d}.png")
