@@ -367,3 +367,13 @@ def test_every_pretrained_model_is_on_the_pretrained_page_with_its_terms():
         assert entry.name in rows, f"pretrained model {entry.name!r} has no row in docs/pretrained.md"
         marked = "**non-commercial**" in rows[entry.name]
         assert marked == entry.non_commercial, f"docs/pretrained.md: the terms of {entry.name!r} are not the catalog's"
+
+
+def test_pretrained_models_named_in_commands_exist():
+    # `pretrained get NAME` and `pretrained:NAME` in any example must name a catalog entry.
+    names = {entry.name for entry in list_models()}
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for name in re.findall(r"pretrained(?: get |:)([\w.-]+)", text):
+            if name != "NAME":
+                assert name in names, f"{page.relative_to(ROOT)} names pretrained model {name!r}, not in the catalog"
