@@ -341,3 +341,27 @@ def test_convention_flags_are_checked_and_named(tmp_path):
         import_weights("onnx", [ANIME], tmp_path / "m")
     with pytest.raises(ForeignWeightsError, match="import format official takes no options"):
         import_weights("official", [ANIME], tmp_path / "m", options=OnnxImportOptions(convention=ANIME_CONVENTION))
+
+
+# ------------------------------------------------------------------------------------------ PyTorch uses
+
+
+def test_a_converted_import_teaches_a_distilled_student(tmp_path):
+    model = tmp_path / "m"
+    assert _cli("import", "onnx", OPSET9, "--out", model, *OPSET9_FLAGS).exit_code == 0
+    data = tmp_path / "a"
+    data.mkdir()
+    for i in range(2):
+        Image.fromarray(_photo(40, 40, seed=20 + i)).save(data / f"{i}.png")
+    r = _cli("distill", "--teacher", model, "--out", tmp_path / "student", "--student", "animeganv2",
+             "--student-ngf", "4", "--max-steps", "1", "--quiet", "--data-a", data, "--set", "data.n_samples=2",
+             "--set", "train.tensorboard=false", "--set", "data.crop_size=32", "--set", "data.load_size=32",
+             "--set", "distill.lambda_feature=0")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "student" / "config.json").is_file()
+
+
+def test_export_by_tracing_is_refused_where_it_would_freeze_the_minimum_side_padding(anime, tmp_path):
+    r = _cli("export", "--checkpoint", anime, "--format", "torchscript", "--out", tmp_path / "m.pt")
+    assert r.exit_code == 1 and "generator.onnx is the model as ONNX already" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "m.pt").exists()

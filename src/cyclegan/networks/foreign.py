@@ -19,10 +19,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cyclegan.errors import CheckpointError
+from cyclegan.errors import CheckpointError, ExportError
 
 __all__ = [
     "CHANNELS",
@@ -143,6 +144,10 @@ class ForeignGenerator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # [B, 3, H, W] in [-1, 1] RGB -> [B, 3, H, W] in [-1, 1] RGB
+        if self.min_side and torch.jit.is_tracing():
+            # The tracer would freeze the padding at the example's size: wrong for every other size.
+            raise ExportError("tracing cannot keep the minimum-side padding of an imported ONNX model; its "
+                              "folder's generator.onnx is the model as ONNX already")
         h, w = x.shape[-2:]
         left, right, top, bottom = min_side_padding(h, w, self.min_side)
         if left or right or top or bottom:
@@ -184,7 +189,21 @@ def convert_onnx_graph(model: Any) -> nn.Module:
         net = convert(explicit_same_padding(upgraded(model))).eval()
     # Raised on every Slice forward by onnx2torch's indexing with a list (its code, not ours).
     warnings.filterwarnings("ignore", message="Using a non-tuple sequence", category=UserWarning)
+    _own_storage(net)
     return net
+
+
+def _own_storage(net: nn.Module) -> None:
+    """Give every parameter and buffer a fresh, dense buffer: onnx2torch keeps some constants as
+    broadcast views or empty tensors with stride 0, which code hashing the weights byte by byte cannot read."""
+    with torch.no_grad():
+        for module in net.modules():
+            for table in (module._parameters, module._buffers):
+                for name, t in table.items():
+                    if t is not None and (0 in t.stride() or not t.is_contiguous()):
+                        fresh = torch.empty(t.shape, dtype=t.dtype).copy_(t)
+                        table[name] = nn.Parameter(fresh, requires_grad=t.requires_grad) \
+                            if isinstance(t, nn.Parameter) else fresh
 
 
 def explicit_same_padding(model: Any) -> Any:
