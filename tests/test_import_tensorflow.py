@@ -331,3 +331,16 @@ def test_a_float64_variable_beyond_float32_range_is_refused_not_turned_into_inf(
     (tmp_path / "m.index").write_bytes(_index(raw))
     (tmp_path / ("m" + DATA)).write_bytes(bytes(blob))
     _refused(tmp_path, "whitebox", tmp_path / "m", "variable generator/Conv_4/biases holds non-finite values")
+
+
+def test_a_folder_of_several_checkpoints_uses_the_one_tensorflows_checkpoint_file_names(tmp_path):
+    folder = tmp_path / "generator_Hayao_weight"
+    _copy(ANIME, folder)
+    second = _copy(ANIME, folder / "other")
+    for suffix in (".index", DATA):
+        second.with_name(second.name + suffix).rename(folder / f"Hayao-9.ckpt{suffix}")
+    (folder / "checkpoint").write_text('model_checkpoint_path: "/elsewhere/Hayao-9.ckpt"\n')
+    assert TFCheckpoint(folder).index_path == folder / "Hayao-9.ckpt.index"  # its base name, in this folder
+    (folder / "checkpoint").unlink()
+    with pytest.raises(ForeignWeightsError, match="holds 2 TensorFlow checkpoints"):
+        TFCheckpoint(folder)
