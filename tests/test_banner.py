@@ -72,6 +72,8 @@ def test_estimate_over_the_budget_says_what_it_buys_and_what_would_help(tiny_con
                         "--resume continues from there")
     tips = "\n".join(lines[3:])
     assert lines[2].startswith("what would help on this machine (nothing is changed for you)")
+    assert estimate_lines(plan, 200.0, cfg=cfg, device=CPU)[1] == (
+        "budget: --max-minutes 3 is shorter than one iteration here; the iteration under way finishes and is saved")
     for tip in ("--crop-size 128 (about 4.0x fewer pixels", "--precision bf16", "--preset fast",
                 "n_blocks=6", "a CUDA GPU"):
         assert tip in tips, tip

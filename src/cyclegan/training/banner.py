@@ -184,9 +184,13 @@ def estimate_lines(plan: RunPlan, seconds_per_step: float, *, cfg: Config, devic
     if over_budget:
         steps = int(budget / seconds_per_step)
         share = steps / max(1, plan.total_steps)
-        lines.append(f"budget: --max-minutes {plan.max_minutes:g} buys about {steps:,} iterations "
-                     f"({steps / max(1, plan.steps_per_epoch):.2g} epochs, {share:.2%} of the run); "
-                     "--resume continues from there")
+        if steps < 1:
+            lines.append(f"budget: --max-minutes {plan.max_minutes:g} is shorter than one iteration here; "
+                         "the iteration under way finishes and is saved")
+        else:
+            lines.append(f"budget: --max-minutes {plan.max_minutes:g} buys about {steps:,} iterations "
+                         f"({steps / max(1, plan.steps_per_epoch):.2g} epochs, {share:.2%} of the run); "
+                         "--resume continues from there")
     else:
         lines.append(f"this is more than a day: {_duration(invocation)} at this speed")
     lines += ["what would help on this machine (nothing is changed for you):"]
