@@ -287,6 +287,23 @@ def _hostile(kind: str) -> bytes:
         w.dims.extend([100000, 100000] if kind.startswith("huge") else [1000])
         return _graph([_vi("x", ["n", "h", "w", 3])], [_vi("y", ["n", "h", "w", 3])],
                       [helper.make_node("Tanh", ["x"], ["y"])], inits=[w])
+    if kind == "huge tensor in a subgraph":
+        big = TensorProto(name="c", data_type=TensorProto.FLOAT, raw_data=b"\0" * 16)
+        big.dims.extend([100000, 100000])
+        branch = helper.make_graph([helper.make_node("Constant", [], ["c"], value=big)], "branch", [],
+                                   [_vi("c", None)])
+        cond = helper.make_tensor("cond", TensorProto.BOOL, [], [True])
+        return _graph([_vi("x", ["n", "h", "w", 3])], [_vi("y", ["n", "h", "w", 3])],
+                      [helper.make_node("If", ["cond"], ["c"], then_branch=branch, else_branch=branch),
+                       helper.make_node("Add", ["x", "c"], ["y"])], inits=[cond])
+    if kind == "sparse initializer":
+        values = helper.make_tensor("w", TensorProto.FLOAT, [1], [1.0])
+        indices = helper.make_tensor("w_i", TensorProto.INT64, [1], [0])
+        model = helper.make_model(helper.make_graph(
+            [helper.make_node("Add", ["x", "w"], ["y"])], "g", [_vi("x", ["n", "h", "w", 3])],
+            [_vi("y", ["n", "h", "w", 3])], sparse_initializer=[helper.make_sparse_tensor(values, indices, [10**9])]),
+            opset_imports=[helper.make_opsetid("", 13)])
+        return model.SerializeToString()
     if kind == "external data":
         w = helper.make_tensor("w", TensorProto.FLOAT, [3], [0.0, 0.0, 0.0])
         w.ClearField("float_data")
@@ -310,6 +327,8 @@ def _hostile(kind: str) -> bytes:
     ("dynamic channels", "its channel dimension (nhwc) is c, expected 3"),
     ("huge declared initializer", "declares [100000, 100000] values, more than any ONNX file can hold"),
     ("short initializer", "declares [1000] (1000 values) but holds 4"),
+    ("huge tensor in a subgraph", "declares [100000, 100000] values, more than any ONNX file can hold"),
+    ("sparse initializer", "holds sparse initializers"),
     ("external data", "keeps its data in another file"),
     ("not an image generator", "not an image of the input's size"),
 ])

@@ -101,10 +101,10 @@ def _check_initializers(path: Path, model: Any) -> None:
     """Every weight inside the file, of the size its dims declare: a file declaring more than it
     holds, or pointing at other files (external data: any path on this machine), is refused before
     ONNX Runtime or onnx2torch allocate anything for it."""
-    tensors = list(model.graph.initializer)
-    for node in model.graph.node:
-        tensors += [a.t for a in node.attribute if a.HasField("t")]
-    for t in tensors:
+    if _sparse(model.graph):
+        raise ForeignWeightsError(f"{path}: holds sparse initializers, which are densified to their declared size "
+                                  "when loaded; not imported")
+    for t in _tensors(model.graph):
         if t.data_location == 1 or t.external_data:
             raise ForeignWeightsError(f"{path}: initializer {t.name!r} keeps its data in another file; only "
                                       "self-contained .onnx files are imported")
@@ -124,6 +124,32 @@ def _check_initializers(path: Path, model: Any) -> None:
         if held != count:
             raise ForeignWeightsError(f"{path}: initializer {t.name!r} declares {list(t.dims)} ({count} values) "
                                       f"but holds {held}")
+
+
+def _graphs(graph: Any):
+    """``graph`` and every subgraph of its nodes (If / Loop / Scan bodies), depth first."""
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            subgraphs = ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+            for sub in subgraphs:
+                yield from _graphs(sub)
+
+
+def _tensors(graph: Any):
+    """Every stored tensor: initializers and node attributes (Constant values), subgraphs included."""
+    for g in _graphs(graph):
+        yield from g.initializer
+        for node in g.node:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors
+
+
+def _sparse(graph: Any) -> bool:
+    return any(g.sparse_initializer or any(a.HasField("sparse_tensor") or a.sparse_tensors
+                                           for n in g.node for a in n.attribute) for g in _graphs(graph))
 
 
 def _dims(value_info: Any) -> list[int | str]:
