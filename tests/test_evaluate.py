@@ -35,7 +35,8 @@ DIRECTION_KEYS = {"cycle_l1", "psnr", "ssim", "fid", "kid_mean", "kid_std", "is_
 
 
 def _config(dataroot: Path, **overrides):
-    base = {"data.dataroot": str(dataroot), "data.load_size": 24, "data.crop_size": 20, "train.tensorboard": False}
+    base = {"data.dataroot": str(dataroot), "data.load_size": 24, "data.crop_size": 20,
+            "train.tensorboard": False}
     return build_config(preset="tiny", overrides={**base, **overrides})
 
 
@@ -124,13 +125,14 @@ def test_cli_evaluate_warns_about_skipped_images_and_shows_progress(run, dataroo
     test_a = tmp_path / "testA"
     shutil.copytree(dataroot / "testA", test_a)
     (test_a / "broken.png").write_text("not an image\n")
-    args = ["evaluate", "--checkpoint", str(run), "--test-a", str(test_a), "--test-b", str(dataroot / "testB"),
-            "--out", str(tmp_path / "e.json"), "--no-inception", "--device", "cpu"]
+    args = ["evaluate", "--checkpoint", str(run), "--test-a", str(test_a), "--test-b",
+            str(dataroot / "testB"), "--out", str(tmp_path / "e.json"), "--no-inception", "--device", "cpu"]
     res = _runner().invoke(main, args)
     assert res.exit_code == 0, res.output
     warnings = [line for line in res.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1, res.stderr
-    assert warnings[0].startswith("warning: skipped 1 unreadable image(s): ") and "broken.png (" in warnings[0]
+    assert warnings[0].startswith("warning: skipped 1 unreadable image(s): ")
+    assert "broken.png (" in warnings[0]
     assert "it/s" in res.stderr or "img/s" in res.stderr  # the progress bar, on stderr
     assert "broken.png" in json.loads((tmp_path / "e.json").read_text())["data"]["skipped"][0]
 
@@ -140,8 +142,9 @@ def test_cli_evaluate_warns_about_skipped_images_and_shows_progress(run, dataroo
 
 
 def test_evaluate_folders_and_errors(run, dataroot, tmp_path):
-    result = evaluate_checkpoint(run, test_a=dataroot / "testA", test_b=dataroot / "testB", use_inception=False,
-                                 out=tmp_path / "x.json", image_size=16, max_images=3, device="cpu")
+    result = evaluate_checkpoint(run, test_a=dataroot / "testA", test_b=dataroot / "testB",
+                                 use_inception=False, out=tmp_path / "x.json", image_size=16, max_images=3,
+                                 device="cpu")
     assert result["a2b"]["n_source"] == 3 and result["data"]["image_size"] == 16
     with pytest.raises(EvaluationError, match="go together"):
         evaluate_checkpoint(run, test_a=dataroot / "testA", use_inception=False)
@@ -200,8 +203,10 @@ def test_training_evaluator_hook(dataroot, tmp_path, no_hub_weights):
 def test_cli_analyze_fourier_compares_two_checkpoints(run, dataroot, tmp_path):
     other = tmp_path / "unet_run"
     # A U-Net trains on crops that are a multiple of 128; analysis pads any input to that.
-    cfg = _config(dataroot, **{"model.generator.name": "unet_128", "data.load_size": 128, "data.crop_size": 128})
-    save_checkpoint(other / "checkpoints" / "latest", config=cfg, networks=build_models(cfg, torch.device("cpu")).networks())
+    cfg = _config(dataroot, **{"model.generator.name": "unet_128", "data.load_size": 128,
+                               "data.crop_size": 128})
+    save_checkpoint(other / "checkpoints" / "latest", config=cfg,
+                    networks=build_models(cfg, torch.device("cpu")).networks())
     out = tmp_path / "fig" / "fourier.png"
     res = _runner().invoke(main, ["analyze", "fourier", "--checkpoint", str(run), "--checkpoint", str(other),
                                   "--real", str(dataroot / "testB"), "--out", str(out), "--max-show", "2",

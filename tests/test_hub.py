@@ -63,7 +63,8 @@ def fake_hub(monkeypatch):
 def test_push_two_directions_with_card_and_metrics(random_run, fake_hub):
     run = random_run(0)
     (run / "eval.json").write_text(json.dumps({
-        "time": "2025-01-02T03:04:05", "step": 0, "data": {"test_a": "d/testA", "test_b": "d/testB", "image_size": 32},
+        "time": "2025-01-02T03:04:05", "step": 0,
+        "data": {"test_a": "d/testA", "test_b": "d/testB", "image_size": 32},
         "features": {"name": "inception-v3-fid"}, "inception_error": None,
         "a2b": {"fid": 123.456, "kid_mean": 0.0421, "cycle_l1": 0.25}, "b2a": {"fid": 98.7, "ssim": 0.5},
     }))
@@ -86,7 +87,8 @@ def test_push_card_without_eval_and_dry_run_folder_loads_back(random_run, tmp_pa
     out = tmp_path / "pkg"
     result = push(random_run(1), "me/x", direction="b2a", out=out, dry_run=True)
     assert result.url is None and fake_hub.calls == []  # nothing uploaded
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "generator.safetensors", "meta.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "generator.safetensors",
+                                                     "meta.json"]
     card = (out / "README.md").read_text()
     assert "No eval.json was found" in card and "license: other" in card and "gave no licence" in card
     assert load_any_generator(out, direction="b2a").info.direction == "b2a"
@@ -155,7 +157,8 @@ def test_hf_source_missing_from_the_offline_cache_is_one_line(hub_cache):
     with pytest.raises(ModelSourceError) as info:
         resolve_source("hf:me/other")
     msg = str(info.value)
-    assert "\n" not in msg and "HF_HUB_OFFLINE=1 forbids downloading it" in msg and "hf download me/other" in msg
+    assert "\n" not in msg and "HF_HUB_OFFLINE=1 forbids downloading it" in msg
+    assert "hf download me/other" in msg
 
 
 def test_hf_specs_and_missing_library(monkeypatch):

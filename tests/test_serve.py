@@ -254,13 +254,14 @@ def test_pixel_limit_refuses_before_decoding(models):
         assert _post(c, _image_bytes((30, 30))).status_code == 200
 
 
-@pytest.mark.parametrize("pixels", [64 * 64 - 1, 500])  # just over Pillow's limit (a warning), far over (an error)
+# just over Pillow's limit (a warning), far over (an error)
+@pytest.mark.parametrize("pixels", [64 * 64 - 1, 500])
 def test_decompression_bomb_is_413(client, monkeypatch, pixels):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pixels)
     assert "decompression bomb" in _error_of(_post(client, _image_bytes((64, 64))), 413)
 
 
-# ------------------------------------------------------------------------------------------ memory per request
+# ------------------------------------------------------------------------------------ memory per request
 
 
 @pytest.fixture
@@ -335,7 +336,8 @@ def test_each_request_gets_a_tiling_budget_within_its_limit(models):
     assert tiled.estimate > tiled.translator.estimate_peak_bytes(600, 400) > tiled.translator.memory_budget
     assert (shared.memory_budget, shared.max_side) == (budget, max_side)  # the shared one is untouched
     y, x = np.mgrid[0:400, 0:600]
-    photo_like = Image.fromarray(np.stack([x * 255 // 600, y * 255 // 400, (x + y) * 255 // 1000], -1).astype(np.uint8))
+    channels = [x * 255 // 600, y * 255 // 400, (x + y) * 255 // 1000]
+    photo_like = Image.fromarray(np.stack(channels, -1).astype(np.uint8))
     got = np.asarray(tiled.translator(photo_like)).astype(int)
     want = np.asarray(shared(photo_like)).astype(int)
     # Tiles share the image's norm statistics (translate's tiling), so a smooth image barely changes.
@@ -366,7 +368,8 @@ def test_direction_a_single_direction_model_lacks_is_422():
         assert _post(c, _image_bytes((8, 8))).status_code == 200  # default: its one direction
 
 
-@pytest.mark.parametrize("params", [{"format": "gif"}, {"max_side": 0}, {"max_side": "big"}, {"quality": 101}])
+@pytest.mark.parametrize("params", [{"format": "gif"}, {"max_side": 0}, {"max_side": "big"},
+                                    {"quality": 101}])
 def test_bad_parameters_are_422_json(client, params):
     message = _error_of(_post(client, _image_bytes((8, 8)), params=params), 422)
     assert next(iter(params)) in message
@@ -374,7 +377,8 @@ def test_bad_parameters_are_422_json(client, params):
 
 def test_malformed_requests_are_json_errors(client):
     assert "multipart" in _error_of(client.post("/api/translate", content=b"\x89PNG"), 415)
-    _error_of(client.post("/api/translate", files={"photo": ("a.png", _image_bytes((8, 8)), "image/png")}), 422)
+    files = {"photo": ("a.png", _image_bytes((8, 8)), "image/png")}
+    _error_of(client.post("/api/translate", files=files), 422)
     _error_of(client.get("/api/nothing"), 404)
     _error_of(client.get("/api/translate"), 405)
 

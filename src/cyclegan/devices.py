@@ -87,7 +87,8 @@ def native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu" and torch.backends.mkldnn.is_available():
-        probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+        probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None),
+                  getattr(torch.cpu, "_is_amx_tile_supported", None))
         return any(p is not None and p() for p in probes)
     return False
 
@@ -106,7 +107,8 @@ def precision_warning(device: torch.device, precision: str) -> str | None:
         return "bf16 on a CPU without native bf16 (avx512_bf16/amx) is emulated and usually slower than fp32"
     if precision == "fp16" and not native_fp16(device):
         # measured on this project's dev CPU (AMD EPYC, avx512_bf16): an fp16 conv ~34x slower than fp32
-        return f"fp16 on this {device.type} has no fast kernels and is much slower than fp32; use bf16 or fp32"
+        return (f"fp16 on this {device.type} has no fast kernels and is much slower than fp32; "
+                "use bf16 or fp32")
     return None
 
 
@@ -130,7 +132,9 @@ def _ancestry(path: str) -> list[str]:
     return ["/".join(parts[:i]) for i in range(len(parts), -1, -1)]
 
 
-def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
+def cgroup_cpu_quota(
+    root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")
+) -> float | None:
     """CPUs granted by the cgroup CPU quota (v2 ``cpu.max`` or v1 ``cfs_quota_us``) of this process's
     cgroup or any parent, the smallest one; None if unlimited."""
     own = _own_cgroups(proc_cgroup)
@@ -150,7 +154,9 @@ def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Pa
     return min(quotas) if quotas else None
 
 
-def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")) -> int:
+def usable_cpus(
+    cgroup_root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")
+) -> int:
     """CPUs this process may run on: its affinity mask, capped by the cgroup quota (rounded up)."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     quota = cgroup_cpu_quota(cgroup_root, proc_cgroup)
@@ -168,7 +174,8 @@ def cap_threads() -> int:
 
 
 def apply_threads(threads: int | None) -> None:
-    """The ``threads`` convention (``--threads`` on the command line): None leaves PyTorch alone, 0 caps it (``cap_threads``), N sets N."""
+    """The ``threads`` convention (``--threads`` on the command line): None leaves PyTorch alone, 0 caps
+    it (``cap_threads``), N sets N."""
     if threads is None:
         return
     if threads < 0:

@@ -198,9 +198,9 @@ def _card_header(repo_id: str, *, kind: str, directions: tuple[str, ...], licens
     return lines + [
         "```",
         "",
-        ("Each folder is a safetensors export: `generator.safetensors` (the weights, with the model's settings "
-        "in its metadata), `config.json` (the full training config) and `meta.json` (SHA-256 of both, "
-        "checked on load)."),
+        ("Each folder is a safetensors export: `generator.safetensors` (the weights, with the model's "
+         "settings in its metadata), `config.json` (the full training config) and `meta.json` (SHA-256 of "
+         "both, checked on load)."),
         "",
     ]
 
@@ -213,7 +213,8 @@ def _card_architecture(model: dict, *, parameters: int, size_multiple: int) -> l
         "| | |",
         "|---|---|",
         f"| model | {model['kind']} |",
-        f"| generator | {gen['name']}: " + ", ".join(f"{k} {v}" for k, v in gen.items() if k != "name") + " |",
+        f"| generator | {gen['name']}: " + ", ".join(f"{k} {v}" for k, v in gen.items() if k != "name")
+        + " |",
         f"| parameters | {parameters:,} per generator |",
         f"| input | RGB in [-1, 1], height and width multiples of {size_multiple} (translate pads) |",
         "",
@@ -227,8 +228,8 @@ def _card_data(data: dict) -> list[str]:
     else:
         lines.append(f"- `{data.get('dataroot')}` (trainA/ and trainB/)")
     return lines + [
-        (f"- images resized to {data['load_size']}, random crops of {data['crop_size']} ({data['preprocess']}, "
-        f"flip {'on' if data['flip'] else 'off'})"),
+        (f"- images resized to {data['load_size']}, random crops of {data['crop_size']} "
+         f"({data['preprocess']}, flip {'on' if data['flip'] else 'off'})"),
         "",
     ]
 
@@ -242,8 +243,9 @@ def _card_recipe(tree: dict, *, step: int | None, epoch: int | None) -> list[str
         f"- {train.get('epochs')} epochs, batch size {train.get('batch_size')}, Adam lr {optim.get('lr')}"
         + (f"; trained to step {step}" if step is not None else "")
         + (f" (epoch {epoch})" if epoch is not None else ""),
-        "- loss settings: " + ", ".join(f"{k} {v}" for k, v in loss.items() if isinstance(v, (int, float, str))
-                                 and not isinstance(v, bool) and v not in (0, 0.0, None)),
+        "- loss settings: " + ", ".join(f"{k} {v}" for k, v in loss.items()
+                                        if isinstance(v, (int, float, str)) and not isinstance(v, bool)
+                                        and v not in (0, 0.0, None)),
         "",
     ]
 
@@ -342,8 +344,8 @@ def push(
                 shutil.rmtree(keep, ignore_errors=True)
         if dry_run:
             return PushResult(repo_id=repo_id, directions=directions, folder=folder, url=None)
-        url = _upload(api_factory(token=token), repo_id, staging, private=private,
-                      message=commit_message or f"Upload {' and '.join(directions)} with cyclegan {__version__}")
+        message = commit_message or f"Upload {' and '.join(directions)} with cyclegan {__version__}"
+        url = _upload(api_factory(token=token), repo_id, staging, private=private, message=message)
     return PushResult(repo_id=repo_id, directions=directions, folder=Path(out) if out else None, url=url)
 
 

@@ -37,19 +37,20 @@ from cyclegan.report import build_report
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--classifier", is_flag=True,
-              help="Also score with a domain classifier trained on the training images (no download; cached "
-                   "per data set): share of translations it assigns to the target domain, Frechet distance in "
-                   "its features. Comparable only within one data set and classifier.")
+              help="Also score with a domain classifier trained on the training images (no download; "
+                   "cached per data set): share of translations it assigns to the target domain, Frechet "
+                   "distance in its features. Comparable only within one data set and classifier.")
 @click.option("--classifier-min-accuracy", type=click.FloatRange(0.0, 1.0), default=0.8, show_default=True,
               help="Refuse the classifier below this held-out accuracy on real training images.")
 @click.option("--reference", type=click.Path(path_type=Path),
               help="Instead: PSNR/SSIM/L1 of this model's translations against another model's (a distilled "
                    "student against its teacher), written to <run>/eval_reference.json.")
 @click.option("--reference-direction", type=click.Choice(("a2b", "b2a")),
-              help="The reference's generator compared with a2b (default: a2b, or a student's distill.direction).")
-def evaluate_cmd(checkpoint, dataroot, test_a, test_b, out, inception_weights, offline, no_inception, image_size,
-                 max_images, batch_size, device, quiet, reference, reference_direction, classifier,
-                 classifier_min_accuracy) -> None:
+              help="The reference's generator compared with a2b (default: a2b, or a student's "
+                   "distill.direction).")
+def evaluate_cmd(checkpoint, dataroot, test_a, test_b, out, inception_weights, offline, no_inception,
+                 image_size, max_images, batch_size, device, quiet, reference, reference_direction,
+                 classifier, classifier_min_accuracy) -> None:
     """FID, KID, IS, GMS and cycle L1/PSNR/SSIM of a checkpoint on a test split, both directions."""
     if reference is not None:
         record = evaluate_reference(
@@ -60,8 +61,8 @@ def evaluate_cmd(checkpoint, dataroot, test_a, test_b, out, inception_weights, o
             if direction in record:
                 r = record[direction]
                 shown = f"psnr {r['psnr']:.4g} dB" if r["psnr"] is not None else "identical outputs"
-                click.echo(f"{direction} vs reference {r['reference_direction']}: {shown}, ssim {r['ssim']:.4g}, "
-                           f"l1 {r['l1']:.4g} ({r['n']} images)")
+                click.echo(f"{direction} vs reference {r['reference_direction']}: {shown}, "
+                           f"ssim {r['ssim']:.4g}, l1 {r['l1']:.4g} ({r['n']} images)")
         click.echo(f"wrote {record['out']}", err=True)
         return
     if offline:  # the downloader reads it wherever a download could start (Inception weights)
@@ -74,8 +75,8 @@ def evaluate_cmd(checkpoint, dataroot, test_a, test_b, out, inception_weights, o
         echo=lambda m: click.echo(m, err=True), progress=not quiet,
         classifier=classifier, classifier_min_accuracy=classifier_min_accuracy,
     )
-    keys = ("fid", "kid_mean", "is_mean", "gms", "cycle_l1", "psnr", "ssim", "target_share", "target_share_real",
-            "classifier_fd")
+    keys = ("fid", "kid_mean", "is_mean", "gms", "cycle_l1", "psnr", "ssim", "target_share",
+            "target_share_real", "classifier_fd")
     for direction in ("a2b", "b2a"):
         if direction not in result:  # one-sided models (CUT / FastCUT) have no b2a
             continue
@@ -86,7 +87,8 @@ def evaluate_cmd(checkpoint, dataroot, test_a, test_b, out, inception_weights, o
     click.echo(f"wrote {result['out']}", err=True)
     if result["inception_error"] and not no_inception and classifier:
         # The classifier score is what a user without the Inception weights gets instead of FID.
-        click.echo(f"warning: no FID/KID/IS ({result['inception_error']}); the classifier score stands in", err=True)
+        click.echo(f"warning: no FID/KID/IS ({result['inception_error']}); the classifier score stands in",
+                   err=True)
     elif result["inception_error"] and not no_inception:
         raise InceptionUnavailableError(
             f"{result['inception_error']} (reconstruction metrics were written to {result['out']})"

@@ -38,7 +38,11 @@ _ASSIGNED = re.compile(rf"(?<![\w.-])({_NAMES})=(?:'([^']*)'|([^\s,;:)']+))")
 
 
 def as_flags(message: str) -> str:
-    """A library error message with its parameter names (``batch_size``) written as flags (``--batch-size``)."""
+    """A library error message with its parameter names (``batch_size``) as flags (``--batch-size``)."""
     message = _LEADING.sub(lambda m: FLAGS[m.group(1)], message, count=1)
-    return _ASSIGNED.sub(lambda m: f"{FLAGS[m.group(1)]} {m.group(2) if m.group(2) is not None else m.group(3)}",
-                         message)
+
+    def flag_and_value(m: re.Match) -> str:
+        value = m.group(2) if m.group(2) is not None else m.group(3)
+        return f"{FLAGS[m.group(1)]} {value}"
+
+    return _ASSIGNED.sub(flag_and_value, message)

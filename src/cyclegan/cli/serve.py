@@ -42,8 +42,9 @@ from cyclegan.serve.server import run_server
 @click.option("--max-request-memory", default="1G", show_default=True, metavar="SIZE",
               help="Memory one translation may need, estimated before decoding; larger images get 413, "
                    "or are downscaled when the request gives max_side.")
-def serve_cmd(checkpoints, host, port, device, precision, tile, max_upload_mb, max_megapixels, queue_size, workers,
-              threads, cors_origins, header_timeout, body_timeout, max_connections, max_request_memory) -> None:
+def serve_cmd(checkpoints, host, port, device, precision, tile, max_upload_mb, max_megapixels, queue_size,
+              workers, threads, cors_origins, header_timeout, body_timeout, max_connections,
+              max_request_memory) -> None:
     """Web page and HTTP API: upload a photo, get it back translated."""
     run_server(
         checkpoints, host=host, port=port, device=device, precision=precision, tile=tile,

@@ -96,10 +96,13 @@ def evaluate_checkpoint(
     echo(f"evaluate: {len(test.images['A'])} test-A and {len(test.images['B'])} test-B images at "
          f"{test.size}x{test.size} on {dev}")
     # Before any translation: a classifier below the accuracy threshold refuses the whole evaluation.
-    scorer = build_domain_scorer(cfg, test.images, dataroot=Path(dataroot) if dataroot else None,
-                                 min_accuracy=classifier_min_accuracy, device=dev, echo=echo) if classifier else None
+    scorer = None
+    if classifier:
+        scorer = build_domain_scorer(cfg, test.images, dataroot=Path(dataroot) if dataroot else None,
+                                     min_accuracy=classifier_min_accuracy, device=dev, echo=echo)
     extractor, inception_error = _feature_extractor(extractor, use_inception=use_inception,
-                                                    inception_weights=inception_weights, device=dev, echo=echo)
+                                                    inception_weights=inception_weights, device=dev,
+                                                    echo=echo)
     scores = evaluate_generators(
         {"G_A": g_a, **({"G_B": g_b} if g_b is not None else {})},
         images=test.images,
@@ -141,16 +144,17 @@ def evaluate_checkpoint(
 def _load_generators(ckpt: Path, device: torch.device) -> tuple[nn.Module, nn.Module | None, Config]:
     """(G_A, G_B or None, config) of a checkpoint folder or a safetensors export (a2b only)."""
     with model_memory_guard(ckpt):
-        if (ckpt / EXPORTED_WEIGHTS).is_file():  # a safetensors export or import: one generator, one direction
+        if (ckpt / EXPORTED_WEIGHTS).is_file():  # a safetensors export or import: one generator, one way
             loaded = load_any_generator(ckpt, device=device)
             if loaded.info.direction != "a2b" or loaded.info.config is None:
-                raise EvaluationError(f"{ckpt}: holds only the {loaded.info.direction} generator; evaluate scores "
-                                      "a2b (A -> B) and, for a checkpoint with both, b2a")
+                raise EvaluationError(f"{ckpt}: holds only the {loaded.info.direction} generator; evaluate "
+                                      "scores a2b (A -> B) and, for a checkpoint with both, b2a")
             return loaded.model, None, loaded.info.config
         g_a, cfg = load_generator(ckpt, direction="a2b", device=device)
         # One-sided models (CUT / FastCUT) have no B -> A generator: only a2b is scored.
-        g_b = load_generator(ckpt, direction="b2a", device=device)[0] if cfg.model.kind == "cyclegan" else None
-        return g_a, g_b, cfg
+        if cfg.model.kind != "cyclegan":
+            return g_a, None, cfg
+        return g_a, load_generator(ckpt, direction="b2a", device=device)[0], cfg
 
 
 @dataclass(frozen=True)

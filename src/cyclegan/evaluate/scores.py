@@ -125,18 +125,21 @@ def evaluate_generators(
                disable=not progress)
     try:
         for d in to_featurise:
-            real_features[d] = extract_features(extractor, images[d], batch_size=batch_size, on_batch=bar.update)
+            real_features[d] = extract_features(extractor, images[d], batch_size=batch_size,
+                                                on_batch=bar.update)
         result = _score_directions(generators, directions, images, extractor, real_features, batch_size,
                                    kid_subsets, kid_subset_size, is_splits, seed, bar, domain_scorer)
     finally:
         bar.close()
 
     summary = {}
-    for key in ("fid", "kid_mean", "is_mean", "gms", "cycle_l1", "psnr", "ssim", "target_share", "classifier_fd"):
+    for key in ("fid", "kid_mean", "is_mean", "gms", "cycle_l1", "psnr", "ssim", "target_share",
+                "classifier_fd"):
         vals = [result[d][key] for d in directions if key in result[d]]
         if vals and len(vals) == len(directions):
             # "Avg GMS" (cyclegan.metrics.gms) is this mean for gms
-            summary[f"{key.removesuffix('_mean')}_avg"] = average_gms(vals) if key == "gms" else float(np.mean(vals))
+            mean = average_gms(vals) if key == "gms" else float(np.mean(vals))
+            summary[f"{key.removesuffix('_mean')}_avg"] = mean
     result["summary"] = summary
     return result
 

@@ -123,10 +123,13 @@ def _run_job(job: _Job) -> _Result:
     options: dict[str, Any] = {"quality": job.quality} if job.fmt in ("jpg", "webp") else {}
     buf = io.BytesIO()
     out.save(buf, format=pil_format, **options)
-    return _Result(body=buf.getvalue(), width=out.width, height=out.height, seconds=time.perf_counter() - start)
+    return _Result(body=buf.getvalue(), width=out.width, height=out.height,
+                   seconds=time.perf_counter() - start)
 
 
-def _error(status: int, message: str, *, headers: Mapping[str, str] | None = None, **extra: Any) -> JSONResponse:
+def _error(
+    status: int, message: str, *, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status, headers=dict(headers or {}))
 
 
@@ -213,7 +216,7 @@ def create_app(
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    """The error contract: every failure is JSON ``{"error": ...}`` with the status of the module docstring."""
+    """The error contract: every failure is JSON ``{"error": ...}``, statuses as the module docstring says."""
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -256,7 +259,9 @@ def _add_page_routes(app: FastAPI) -> None:
         _static_route(name, media_type)
 
 
-def _pick(models: Mapping[str, ServedModel], model: str | None, direction: str | None) -> tuple[ServedModel, str]:
+def _pick(
+    models: Mapping[str, ServedModel], model: str | None, direction: str | None
+) -> tuple[ServedModel, str]:
     """The requested model (default: the first) and direction (default: its first), or a 404 / 422."""
     name = model if model is not None else next(iter(models))
     served = models.get(name)
@@ -266,7 +271,8 @@ def _pick(models: Mapping[str, ServedModel], model: str | None, direction: str |
     chosen = direction if direction is not None else valid[0]
     if chosen not in valid:
         what = "direction" if chosen in DIRECTIONS else "unknown direction"
-        raise ApiError(422, f"{what} {chosen!r} for model {name!r}; choose from {', '.join(valid)}", valid=valid)
+        raise ApiError(422, f"{what} {chosen!r} for model {name!r}; choose from {', '.join(valid)}",
+                       valid=valid)
     return served, chosen
 
 
@@ -298,7 +304,9 @@ _TRANSLATE_BODY = {
 }
 
 
-def _add_api_routes(app: FastAPI, models: dict[str, ServedModel], queue: InferenceQueue, limits: _Limits) -> None:
+def _add_api_routes(
+    app: FastAPI, models: dict[str, ServedModel], queue: InferenceQueue, limits: _Limits
+) -> None:
     """/healthz, /api/models and /api/translate."""
     default_model = next(iter(models))
     # One image at a time per network (see _run_job).
@@ -327,7 +335,8 @@ def _add_api_routes(app: FastAPI, models: dict[str, ServedModel], queue: Inferen
               responses=_TRANSLATE_RESPONSES, openapi_extra=_TRANSLATE_BODY)
     async def translate(
         request: Request,
-        model: str | None = Query(None, description=f"Model name (default: {default_model}); see /api/models."),
+        model: str | None = Query(None,
+                                  description=f"Model name (default: {default_model}); see /api/models."),
         direction: str | None = Query(None, description="a2b or b2a (default: the model's first direction)."),
         format: Literal["png", "jpg", "webp"] = Query("png", description="Output image format."),
         max_side: int | None = Query(None, ge=1, le=MAX_SIDE_LIMIT,

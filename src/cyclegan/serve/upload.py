@@ -135,7 +135,8 @@ def open_upload(data: bytes, *, max_pixels: int) -> Image.Image:
         width, height = img.size
         if width * height > max_pixels:
             raise ApiError(
-                413, f"image too large: {width}x{height} is {width * height} pixels, the limit is {max_pixels}"
+                413,
+                f"image too large: {width}x{height} is {width * height} pixels, the limit is {max_pixels}",
             )
     return img
 

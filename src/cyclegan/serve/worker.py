@@ -28,7 +28,8 @@ class QueueFull(Exception):
     """Every worker is busy and every waiting place is taken."""
 
     def __init__(self, retry_after: int) -> None:
-        super().__init__(f"server busy: every worker and all waiting places are taken; retry in {retry_after} s")
+        super().__init__(f"server busy: every worker and all waiting places are taken; "
+                         f"retry in {retry_after} s")
         self.retry_after = retry_after
 
 
@@ -105,7 +106,8 @@ class InferenceQueue:
             with self._lock:
                 self._running -= 1
                 prev = self._avg_seconds
-                self._avg_seconds = seconds if prev is None else (1 - _EMA_WEIGHT) * prev + _EMA_WEIGHT * seconds
+                self._avg_seconds = (seconds if prev is None
+                                     else (1 - _EMA_WEIGHT) * prev + _EMA_WEIGHT * seconds)
 
     def _release(self, _job: Future) -> None:
         with self._lock:

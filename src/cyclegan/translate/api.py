@@ -168,7 +168,8 @@ class Translator:
                               else default_memory_budget(self.device))
         bytes_per_pixel = options.bytes_per_pixel
         if bytes_per_pixel is None:
-            bytes_per_pixel = activation_bytes_per_pixel(config.model.generator.ngf if config is not None else None)
+            ngf = config.model.generator.ngf if config is not None else None
+            bytes_per_pixel = activation_bytes_per_pixel(ngf)
         self.bytes_per_pixel = float(bytes_per_pixel)
 
     def with_options(self, **changes: Any) -> Translator:
@@ -177,7 +178,8 @@ class Translator:
         compile, calibration, int8_limits) cannot change here: make a new translator for those."""
         fixed = sorted(set(changes) & {"precision", "channels_last", "compile", "calibration", "int8_limits"})
         if fixed:
-            raise TranslateError(f"{', '.join(fixed)}: decided with the runtime; make a new Translator to change it")
+            raise TranslateError(f"{', '.join(fixed)}: decided with the runtime; make a new Translator to "
+                                 "change it")
         other = copy.copy(self)
         other._set_options(replace(self.options, **changes), self.config)
         return other
@@ -195,7 +197,7 @@ class Translator:
         ema: bool = True,
         threads: int | None = None,
     ) -> Translator:
-        """A translator for a run folder, checkpoint folder, safetensors export, ``.onnx`` or TorchScript file.
+        """A translator for a run or checkpoint folder, safetensors export, ``.onnx`` or TorchScript file.
 
         Two steps: the generator is loaded (``cyclegan.modelfile.load_any_generator``), then its runtime is
         chosen (``cyclegan.translate.backend.choose_backend``, as ``options.precision`` says).
@@ -243,7 +245,8 @@ class Translator:
         """``from_path`` with the ``TranslateOptions`` fields given as keywords (the older spelling):
         ``Translator.from_checkpoint(path, precision="auto", tile="off", batch_size=8)``."""
         options = TranslateOptions(precision=precision, tile=tile, **option_fields)
-        return cls.from_path(path, options=options, direction=direction, device=device, ema=ema, threads=threads)
+        return cls.from_path(path, options=options, direction=direction, device=device, ema=ema,
+                             threads=threads)
 
     def __repr__(self) -> str:
         return (
@@ -265,9 +268,10 @@ class Translator:
 
     def __call__(self, images):
         """PIL image | numpy uint8 array | list of them -> the same kind(s), translated."""
-        items = [self._item(img) for img in images] if isinstance(images, (list, tuple)) else [self._item(images)]
+        many = isinstance(images, (list, tuple))
+        items = [self._item(img) for img in images] if many else [self._item(images)]
         outs = [it.hand_back(rgb) for it, rgb in zip(items, self.translate_prepared(items))]
-        return outs if isinstance(images, (list, tuple)) else outs[0]
+        return outs if many else outs[0]
 
     def translate_frames(
         self, frames: Iterable, *, temporal: str = "off", temporal_strength: float = 0.8
@@ -301,7 +305,8 @@ class Translator:
         h, w = x.shape[-2:]
         xf = to_model_range(x.to(self.device))  # [B, 3, H, W] in [-1, 1]
         # Two multiples at least: at one, the generator's bottleneck is 1x1, where instance norm is undefined.
-        xp, (top, left) = pad_to_multiple(xf, self.size_multiple, minimum=2 * self.size_multiple)  # [B, 3, H', W']
+        # [B, 3, H', W']
+        xp, (top, left) = pad_to_multiple(xf, self.size_multiple, minimum=2 * self.size_multiple)
         y = self._forward(xp)  # [B, 3, H', W'] float32
         return to_uint8(y[:, :, top : top + h, left : left + w]).cpu()
 
@@ -325,7 +330,8 @@ class Translator:
         for indices in by_size.values():
             for k in range(0, len(indices), self.batch_size):
                 chunk = indices[k : k + self.batch_size]
-                x = torch.from_numpy(np.stack([items[i].rgb for i in chunk])).permute(0, 3, 1, 2)  # [B, 3, H, W]
+                x = torch.from_numpy(np.stack([items[i].rgb for i in chunk]))  # [B, H, W, 3]
+                x = x.permute(0, 3, 1, 2)  # [B, 3, H, W]
                 y = self.translate_tensor(x.contiguous()).permute(0, 2, 3, 1).numpy()  # [B, H, W, 3]
                 for i, arr in zip(chunk, y):
                     out[i] = np.ascontiguousarray(arr)
@@ -373,7 +379,8 @@ class Translator:
                 rgb = np.rint(img[:, :, :3] * a + 255.0 * (1.0 - a)).astype(np.uint8)
                 item = PreparedImage(rgb=rgb, alpha=img[:, :, 3].copy(), kind="numpy", numpy_channels=4)
             else:
-                raise ValueError(f"expected an array of shape [H, W], [H, W, 3] or [H, W, 4], got {list(img.shape)}")
+                raise ValueError(f"expected an array of shape [H, W], [H, W, 3] or [H, W, 4], "
+                                 f"got {list(img.shape)}")
         else:
             raise TypeError(f"expected a PIL image or a numpy array, got {type(img).__name__}")
         return self._resized(item)
@@ -392,7 +399,8 @@ class Translator:
 
     def _tile_for(self, h: int, w: int) -> int | None:
         """Tile side for a padded h x w image, or None to run it whole."""
-        return tile_side(h, w, tile=self.tile, multiple=self.size_multiple, pixels_per_pass=self._pixels_per_pass())
+        return tile_side(h, w, tile=self.tile, multiple=self.size_multiple,
+                         pixels_per_pass=self._pixels_per_pass())
 
     def _overlap(self, tile: int) -> int:
         return tile_overlap(tile, multiple=self.size_multiple, requested=self.tile_overlap)

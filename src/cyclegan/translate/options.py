@@ -133,7 +133,8 @@ class TranslateOptions:
 
     def __post_init__(self) -> None:
         if self.precision not in TRANSLATE_PRECISIONS:
-            raise TranslateError(f"precision {self.precision!r}: choose from {', '.join(TRANSLATE_PRECISIONS)}")
+            choices = ", ".join(TRANSLATE_PRECISIONS)
+            raise TranslateError(f"precision {self.precision!r}: choose from {choices}")
         if self.batch_size < 1:
             raise TranslateError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_side is not None and self.max_side < 1:

@@ -96,8 +96,8 @@ def merge_summaries(summary: TranslateSummary, info: DistInfo) -> TranslateSumma
     stays this process's own list."""
     if not info.enabled:
         return summary
-    counts = torch.tensor([summary.translated, summary.skipped, summary.failed, summary.images, summary.videos,
-                           summary.frames], dtype=torch.int64)
+    counts = torch.tensor([summary.translated, summary.skipped, summary.failed, summary.images,
+                           summary.videos, summary.frames], dtype=torch.int64)
     times = torch.tensor([summary.seconds, summary.image_seconds, summary.video_seconds], dtype=torch.float64)
     dist.all_reduce(counts, op=dist.ReduceOp.SUM)
     dist.all_reduce(times, op=dist.ReduceOp.MAX)
