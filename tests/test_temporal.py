@@ -9,7 +9,9 @@ import tracemalloc
 import cv2  # the `prep` extra, which `.[dev]` installs
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from cyclegan.cli import main
 from cyclegan.errors import TranslateError
 from cyclegan.metrics.warping import warping_error
 from cyclegan.temporal import (
@@ -229,3 +231,39 @@ def test_memory_stays_bounded_on_a_long_stream():
     # And a stream with no end is consumed lazily.
     endless = stabilize(itertools.cycle(clip(10)), itertools.cycle(flicker(10)), mode="flow")
     assert sum(1 for _ in itertools.islice(endless, 50)) == 50
+
+
+@pytest.mark.parametrize(("h", "w"), [(1, 1), (2, 2), (5, 20), (12, 48), (16, 100), (31, 200), (200, 31)])
+def test_tiny_and_thin_frames_get_a_flow_and_are_stabilised(h, w):
+    # DIS raises below ~12 px a side and crashed the process (SIGSEGV) on 12x48, 16x100 and 31x200.
+    canvas = texture(max(h, 64) + 8, max(w, 64) + 8, seed=4)
+    frames = [np.ascontiguousarray(canvas[k : k + h, :w]) for k in range(4)]
+    for preset in ("medium", "ultrafast"):
+        flow = compute_flow(frames[0], frames[1], preset=preset)
+        assert flow.shape == (h, w, 2) and np.isfinite(flow).all()
+    # A still, flickering tiny video: flow mode averages the flicker away as on large frames.
+    rng = np.random.default_rng(0)
+    still = np.full((h, w, 3), 120, np.uint8)
+    styled = [np.clip(still.astype(int) + rng.integers(-20, 21, still.shape), 0, 255).astype(np.uint8)
+              for _ in range(12)]
+    outs = list(stabilize([still] * 12, styled, mode="flow", strength=0.8))
+    assert [o.shape for o in outs] == [(h, w, 3)] * 12
+    assert np.abs(np.diff(np.stack(outs[4:]).astype(int), axis=0)).mean() < \
+        0.6 * np.abs(np.diff(np.stack(styled[4:]).astype(int), axis=0)).mean()
+
+
+def test_translate_temporal_flow_on_a_video_of_2x2_frames(random_run, tmp_path):
+    av = pytest.importorskip("av")
+    src = tmp_path / "tiny.mp4"
+    with av.open(str(src), "w") as c:
+        v = c.add_stream("mpeg4", rate=10)
+        v.width, v.height, v.pix_fmt = 2, 2, "yuv420p"
+        for k in range(6):
+            for p in v.encode(av.VideoFrame.from_ndarray(np.full((2, 2, 3), 40 * k, np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+    r = CliRunner().invoke(main, ["translate", "--checkpoint", str(random_run(0)), str(src), "--out",
+                                  str(tmp_path / "out.mp4"), "--temporal", "flow", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "Traceback" not in r.output and (tmp_path / "out.mp4").is_file()

@@ -56,6 +56,10 @@ __all__ = [
 
 TEMPORAL_MODES = ("off", "blend", "flow")
 FLOW_PRESETS = ("auto", "ultrafast", "fast", "medium")
+# OpenCV's DIS (5.1) raises on frames under ~12 px a side and crashes the process (SIGSEGV) on frames
+# with a short side under 32 px and a long side of 48 px and more (its pyramid follows the long side):
+# frames with a side under this are scaled up for the flow.
+MIN_FLOW_SIDE = 32
 
 # DIS preset by frame size ("auto"). Measured on horse2zebra photos under a known 1 % zoom plus a
 # (3.3, 1.7) px shift, 2-core EPYC, one flow (ms / mean end-point error in px):
@@ -139,7 +143,20 @@ def compute_flow(frame: np.ndarray, other: np.ndarray, *, preset: str = "auto", 
         raise ValueError(f"optical flow needs frames of one size, got {a.shape} and {b.shape}")
     if dis is None:
         dis = _dis(preset, a.shape)
-    return dis.calc(a, b, None)  # [H, W, 2] float32
+    return _calc(dis, a, b)  # [H, W, 2] float32
+
+
+def _calc(dis, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``dis.calc(a, b)`` for [H, W] uint8 frames of any size -> [H, W, 2] float32. A frame with a side
+    under MIN_FLOW_SIDE (which DIS refuses or crashes on) is scaled up by a whole factor for the flow,
+    which is then scaled back down."""
+    h, w = a.shape
+    if min(h, w) >= MIN_FLOW_SIDE:
+        return dis.calc(a, b, None)
+    cv2 = require_opencv("optical flow")
+    k = -(-MIN_FLOW_SIDE // min(h, w))
+    big = dis.calc(*(cv2.resize(x, (w * k, h * k), interpolation=cv2.INTER_LINEAR) for x in (a, b)), None)
+    return cv2.resize(big, (w, h), interpolation=cv2.INTER_AREA) * np.float32(1.0 / k)
 
 
 def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -337,7 +354,7 @@ class TemporalStabilizer:
         if self._prev_gray is None or self._prev_gray.shape != size:
             return self._start(gray, stylised)
         prev_gray = self._prev_gray
-        back = self._dis.calc(gray, prev_gray, None)  # cur -> prev, [h, w, 2]
+        back = _calc(self._dis, gray, prev_gray)  # cur -> prev, [h, w, 2]
         maps = _maps(back, self._grid)
         warped_gray = warp(prev_gray, back, maps=maps)
         diff = cv2.absdiff(warped_gray, gray)  # [h, w] uint8
@@ -345,7 +362,7 @@ class TemporalStabilizer:
             self.cuts += 1
             self.last_cut = True
             return self._start(gray, stylised)
-        fwd = self._dis.calc(prev_gray, gray, None)  # prev -> cur
+        fwd = _calc(self._dis, prev_gray, gray)  # prev -> cur
         reliable = ~occlusion_mask(back, fwd, maps=maps)
         # Input mismatch: full trust up to _PHOTO_TRUST, none at twice it.
         photo = np.clip(2.0 - diff.astype(np.float32) * (1.0 / (255.0 * _PHOTO_TRUST)), 0.0, 1.0)
