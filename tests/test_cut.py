@@ -131,3 +131,18 @@ def test_evaluate_cli_on_a_one_sided_model(tiny_config, tiny_dataroot, tmp_path)
                                     "--dataroot", str(tiny_dataroot), "--out", str(tmp_path / "e.json")])
     assert res.exit_code == 0, res.output
     assert "a2b:" in res.output and "b2a" not in res.output
+
+
+@pytest.mark.parametrize("kind", ["cut", "fastcut"])
+def test_lecam_and_gradient_penalty_regularise_the_one_sided_discriminator(tiny_config, kind):
+    # Both were accepted and ignored by the one-sided step before; they are D_B's own terms now.
+    from cyclegan.training import build_train_step
+
+    cfg = tiny_config(**{"model.kind": kind, "loss.gan": "wgangp", "loss.lambda_lecam": 0.5,
+                         "model.generator.ngf": 4, "model.discriminator.ndf": 4, "loss.nce_patches": 8,
+                         "loss.nce_mlp_dim": 8})
+    step = build_train_step(cfg, torch.device("cpu"))
+    images = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    losses = step({"A": images, "B": images.flip(3)})
+    assert {"gp_B", "lecam_D_B"} <= set(losses) and float(losses["gp_B"]) >= 0.0
+    assert step.lecam["D_B"].steps == 1 and set(step.pools) == {"D_B"}
