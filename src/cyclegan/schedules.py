@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from cyclegan.registry import Registry
 
 if TYPE_CHECKING:
-    from cyclegan.config import Config, OptimConfig, TrainConfig
+    from cyclegan.config.schema import Config, OptimConfig, TrainConfig
 
 
 LR_POLICIES: Registry = Registry("LR policy")

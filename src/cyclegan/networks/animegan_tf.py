@@ -24,7 +24,7 @@ from cyclegan.networks.generators import GENERATORS
 from cyclegan.networks.tfresize import upsample2x_tf1
 
 if TYPE_CHECKING:
-    from cyclegan.config import GeneratorConfig
+    from cyclegan.config.schema import GeneratorConfig
 
 TF_LAYER_NORM_EPS = 1e-12  # tf.contrib.layers.layer_norm's fixed variance_epsilon
 

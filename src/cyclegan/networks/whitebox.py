@@ -29,7 +29,7 @@ from cyclegan.networks.generators import GENERATORS
 from cyclegan.networks.tfresize import upsample2x_tf1
 
 if TYPE_CHECKING:
-    from cyclegan.config import GeneratorConfig
+    from cyclegan.config.schema import GeneratorConfig
 
 RESIDUAL_BLOCKS = 4  # unet_generator's num_blocks, as cartoonize.py builds it
 GUIDED_FILTER_RADIUS = 1  # test_code/cartoonize.py
