@@ -81,6 +81,7 @@ def _read(path: Path, convention: OnnxConvention) -> _Graph:
         raise ForeignWeightsError(f"{path}: larger than 2 GiB, the most one ONNX file can hold")
     try:
         import onnx  # the onnx extra
+        import onnxruntime  # noqa: F401 - the onnx extra: every import is checked against it
     except ImportError:
         raise ForeignWeightsError(f"{path}: importing ONNX models needs onnx, onnxruntime and onnx2torch "
                                   "(pip install 'cyclegan[onnx]')") from None
