@@ -94,6 +94,8 @@ def test_push_card_without_eval_and_dry_run_folder_loads_back(random_run, tmp_pa
     assert load_any_generator(out, direction="b2a").info.direction == "b2a"
     with pytest.raises(PushError, match="already exists"):
         push(random_run(1), "me/x", out=out, dry_run=True)
+    with pytest.raises(PushError, match="^direction 'ba': choose from a2b, b2a"):  # a parameter, not a flag
+        push(random_run(1), "me/x", direction="ba", out=tmp_path / "other", dry_run=True)
 
 
 def test_push_refuses_offline_and_reports_hub_errors(random_run, monkeypatch, fake_hub):

@@ -69,7 +69,7 @@ def _directions(loaded: LoadedGenerator, wanted: str) -> tuple[str, ...]:
     if wanted == "both":
         return DIRECTIONS if two_sided else (loaded.info.direction,)
     if wanted not in DIRECTIONS:
-        raise PushError(f"--direction {wanted!r}: choose from a2b, b2a, both")
+        raise PushError(f"direction {wanted!r}: choose from a2b, b2a, both")
     if wanted != loaded.info.direction and not two_sided:
         raise PushError(f"{loaded.path}: has only the {loaded.info.direction} generator")
     return (wanted,)

@@ -20,6 +20,7 @@ FLAGS: dict[str, str] = {
     "batch_size": "--batch-size",
     "calibration": "--calibration",
     "device": "--device",
+    "direction": "--direction",
     "max_request_memory": "--max-request-memory",
     "max_side": "--max-side",
     "memory_budget": "--memory-budget",
