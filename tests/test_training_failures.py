@@ -80,6 +80,8 @@ def test_disk_full_on_the_command_line_is_one_error_line_then_one_warning(tiny_c
         "--set", "data.load_size=24", "--set", "data.crop_size=16"])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     lines = [x for x in result.stderr.splitlines() if x.strip()]
+    banner_end = next(i for i, x in enumerate(lines) if x.startswith("this invocation: "))  # the start banner
+    lines = lines[banner_end + 1:]
     assert len(lines) == 2, result.stderr
     assert lines[0].startswith("error: ") and "no space left on device" in lines[0] and "latest" in lines[0]
     assert lines[1].startswith("warning: ") and "log.jsonl" in lines[1]
