@@ -14,6 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from cyclegan.checkpoint import save_checkpoint
@@ -265,3 +266,32 @@ def test_training_evaluator_with_classifier(run, dataroot):
     record = evaluator(models, step=1, epoch=1)
     assert {"target_share_a2b", "target_share_b2a", "classifier_fd_a2b", "target_share_avg"} <= set(record)
     assert TrainingEvaluator(cfg, use_inception=False, classifier=False).domain_scorer is None
+
+
+def test_a_one_image_test_set_is_refused_before_the_classifier_trains(run, tmp_path, monkeypatch):
+    monkeypatch.setenv("CYCLEGAN_CACHE_DIR", str(tmp_path / "cache"))
+    trainings = []
+    monkeypatch.setattr(classifier_module, "train_domain_classifier", lambda *a, **k: trainings.append(1))
+    root = tmp_path / "one"
+    write_domain(root / "trainA", family("photo", 20, 1))
+    write_domain(root / "trainB", family("cartoon", 20, 2))
+    write_domain(root / "testA", family("photo", 1, 3))
+    write_domain(root / "testB", family("cartoon", 4, 4))
+    res = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(run), "--dataroot", str(root), "--no-inception",
+                                    "--classifier", "--out", str(tmp_path / "e.json"), "--device", "cpu"])
+    assert res.exit_code == 1 and res.output.strip().splitlines()[-1] == (
+        "error: test domain A has 1 usable image(s); evaluation needs at least 2"), res.output
+    assert trainings == [] and "classifier: training" not in res.output and not (tmp_path / "e.json").exists()
+
+
+def test_a_cached_classifier_with_a_report_of_wrong_types_is_retrained(tmp_path, monkeypatch):
+    monkeypatch.setenv("CYCLEGAN_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "copy"
+    write_domain(root / "trainA", family("photo", 20, 1))
+    write_domain(root / "trainB", family("cartoon", 20, 2))
+    first = load_or_train_classifier(root / "trainA", root / "trainB", size=32, settings=FAST)
+    state = load_file(str(first.path))
+    for report in ("[1, 2]", json.dumps({**first.report.to_dict(), "accuracy": "0.9"})):
+        save_file(state, str(first.path), metadata={"report": report})
+        redo = load_or_train_classifier(root / "trainA", root / "trainB", size=32, settings=FAST)
+        assert not redo.cached and isinstance(redo.report.accuracy, float)

@@ -37,8 +37,9 @@ from cyclegan.config import Config
 from cyclegan.data import find_images, resolve_domains
 from cyclegan.download import cache_dir
 from cyclegan.errors import CycleGANError, EvaluationError
-from cyclegan.evaluate.scores import load_test_images
+from cyclegan.evaluate.scores import check_test_images, load_test_images
 from cyclegan.fileio import save_safetensors_atomic
+from cyclegan.jsonfile import JsonFileError, check_fields
 from cyclegan.metrics.domain_classifier import (
     CLASSIFIER_VERSION,
     ClassifierReport,
@@ -58,6 +59,8 @@ DEFAULT_MIN_ACCURACY = 0.8
 MAX_CLASSIFIER_SIZE = 128
 # Training images per domain, at most (a seeded subset beyond): bounds time and memory on big sets.
 MAX_TRAIN_IMAGES = 2000
+# The cached classifier's report (safetensors metadata), field by field, checked before use.
+REPORT_FIELDS = {f.name: float if f.type == "float" else int for f in dataclasses.fields(ClassifierReport)}
 CACHE_SUBDIR = "domain_classifier"
 DEFAULT_SETTINGS = ClassifierSettings()
 NOTE = ("comparable only within one data set and one classifier (classifier.key); unlike FID there is no "
@@ -145,13 +148,14 @@ def _read_cache(path: Path, device: torch.device) -> tuple[DomainClassifier, Cla
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {})["report"])
+        check_fields(meta, path, REPORT_FIELDS, what="metadata report")
         state = load_file(str(path))
-        report = ClassifierReport(**meta)
+        report = ClassifierReport(**{k: meta[k] for k in REPORT_FIELDS})
         width = int(state["members.0.body.0.weight"].shape[0])
         members = len({k.split(".")[1] for k in state if k.startswith("members.")})
         model = DomainClassifier(width=width, members=members)
         model.load_state_dict(state)
-    except (OSError, SafetensorError, KeyError, TypeError, ValueError, RuntimeError):
+    except (OSError, SafetensorError, KeyError, TypeError, ValueError, RuntimeError, RecursionError, JsonFileError):
         return None
     return model.to(device).eval(), report
 
@@ -251,6 +255,7 @@ def build_domain_scorer(
 ) -> DomainScorer:
     """The scorer for a run of ``cfg``: its training domains (or ``dataroot``'s), the classifier at the
     test images' size (at most MAX_CLASSIFIER_SIZE), loaded from the cache or trained."""
+    check_test_images(real)  # before minutes of classifier training, not after
     path_a, path_b = training_domains(cfg, dataroot)
     size = classifier_size(int(real["A"].shape[-1]))
     trained = load_or_train_classifier(path_a, path_b, size=size, settings=settings, device=device, echo=echo,

@@ -83,6 +83,14 @@ def _mean(values: list[torch.Tensor]) -> float:
     return float(torch.cat(values).double().mean().item())
 
 
+def check_test_images(images: Mapping[str, torch.Tensor]) -> None:
+    """EvaluationError unless both test domains hold at least 2 images (a covariance needs two)."""
+    for d in ("A", "B"):
+        if d not in images or images[d].shape[0] < 2:
+            n = 0 if d not in images else images[d].shape[0]
+            raise EvaluationError(f"test domain {d} has {n} usable image(s); evaluation needs at least 2")
+
+
 def evaluate_generators(
     generators: Mapping[str, nn.Module],
     *,
@@ -113,10 +121,7 @@ def evaluate_generators(
         raise EvaluationError("evaluate_generators needs generator G_A (and G_B for a two-sided model)")
     # A one-sided model (CUT / FastCUT) has only G_A: a2b is scored, with no cycle reconstruction.
     directions = {d: v for d, v in DIRECTIONS.items() if v[2] in generators}
-    for d in ("A", "B"):
-        if d not in images or images[d].shape[0] < 2:
-            n = 0 if d not in images else images[d].shape[0]
-            raise EvaluationError(f"test domain {d} has {n} usable image(s); evaluation needs at least 2")
+    check_test_images(images)
     real_features = dict(real_features or {})
     to_featurise = [d for d in ("A", "B") if extractor is not None and d not in real_features]
     total = sum(int(images[d].shape[0]) for d in to_featurise)
