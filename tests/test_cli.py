@@ -458,7 +458,8 @@ def test_translate_refuses_a_wrong_out_before_loading_the_model(tmp_path, dataro
     folder_named_like_a_file = tmp_path / "result.png"
     folder_named_like_a_file.mkdir()
     cases = [
-        ((str(images), "--out", text), ("existing.txt", "is a file", "need an output folder")),
+        ((str(images), "--out", text), ("existing.txt", "is a file, but a folder or pattern needs an output folder")),
+        ((str(images), str(one), "--out", text), ("is a file, but 2 inputs need an output folder",)),
         ((str(one), "--out", folder_named_like_a_file), ("result.png", "is a folder", "names the output file")),
         ((str(images), "--out", text / "sub"), ("existing.txt is a file, not a folder",)),
     ]

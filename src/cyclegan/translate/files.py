@@ -149,8 +149,9 @@ def check_output_target(inputs: Sequence[str], out: str | os.PathLike | None) ->
         raise TranslateError(f"--out {out}: is a folder, but for one input --out names the output file; "
                              "give a file name, or a folder name without an image extension")
     if not names_file and out.exists() and not out.is_dir():
-        what = "one input" if single else f"{len(inputs)} inputs" if len(inputs) > 1 else "a folder or pattern"
-        raise TranslateError(f"--out {out}: is a file, but {what} need an output folder; choose a folder name"
+        what = ("one input needs" if single else f"{len(inputs)} inputs need" if len(inputs) > 1
+                else "a folder or pattern needs")
+        raise TranslateError(f"--out {out}: is a file, but {what} an output folder; choose a folder name"
                              + (" (or name the output file with an image extension)" if single else ""))
     folder = out.parent if names_file else out
     existing = folder
