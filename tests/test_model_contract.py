@@ -20,7 +20,13 @@ from cyclegan.export import export_generator
 from cyclegan.losses import GAN_LOSSES
 from cyclegan.modelfile import load_any_generator
 from cyclegan.networks import DISCRIMINATORS, GENERATORS
-from cyclegan.training import TRAIN_STEPS, build_models, build_train_step, restore_training_state, training_state
+from cyclegan.training import (
+    TRAIN_STEPS,
+    build_models,
+    build_train_step,
+    restore_training_state,
+    training_state,
+)
 
 CPU = torch.device("cpu")
 BASE = {"model.generator.ngf": 4, "model.generator.n_blocks": 1, "model.discriminator.ndf": 4,
@@ -34,7 +40,8 @@ def teacher(tmp_path_factory):
     """A tiny CycleGAN checkpoint of BASE's networks: the distill kind's teacher, init_from's source."""
     run = tmp_path_factory.mktemp("teacher")
     cfg = build_config(preset="tiny", overrides={**BASE, "train.seed": 1})  # not the runs' initial weights
-    ckpt_io.save_checkpoint(run / "checkpoints" / "latest", config=cfg, networks=build_models(cfg, CPU).networks())
+    networks = build_models(cfg, CPU).networks()
+    ckpt_io.save_checkpoint(run / "checkpoints" / "latest", config=cfg, networks=networks)
     return str(run)
 
 
@@ -66,7 +73,8 @@ def one_step(cfg: Config) -> dict[str, torch.Tensor]:
     out = {f"{name}.{k}": v.detach().clone() for name, net in step.checkpoint_networks().items()
            for k, v in net.state_dict().items()}
     if step.loss_weights is not None:
-        out.update({f"loss_weights.{k}": v.detach().clone() for k, v in step.loss_weights.state_dict().items()})
+        out.update({f"loss_weights.{k}": v.detach().clone()
+                    for k, v in step.loss_weights.state_dict().items()})
     for name, anchors in step.lecam.items():
         out.update({f"lecam_{name}.real": anchors.real.clone(), f"lecam_{name}.fake": anchors.fake.clone()})
     return out
@@ -215,7 +223,7 @@ NO_STEP_EFFECT: dict[str, str] = {
     "model.generator.name": "the axis of the parts contract above",
     "model.discriminator.name": "the axis of the parts contract above",
     "loss.pool_size": "the pool hands back the current fakes until it holds pool_size images (test_pool)",
-    "loss.edge_smooth_dir": "a folder the loop reads the smoothed copies from; the step sees them in its batch",
+    "loss.edge_smooth_dir": "where the loop reads the smoothed copies from; the step gets them in its batch",
     "optim.beta1": "Adam's bias correction makes its first update independent of the betas",
     "optim.beta2": "Adam's bias correction makes its first update independent of the betas",
     "train.grad_checkpointing": "recomputes the same activations in backward: same weights, less memory "

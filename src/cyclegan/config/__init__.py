@@ -13,6 +13,15 @@ networks without flags.
                 ``refuse_unused`` (keys the chosen kind or network would ignore)
 """
 
+from cyclegan.config.kinds import (
+    ACTIVE_WHEN,
+    ADAPTIVE_WEIGHTING,
+    DISTILL_REAL,
+    EDGE_PROMOTE_DIRECTIONS,
+    KINDS,
+    MODEL_KINDS,
+    KindOptions,
+)
 from cyclegan.config.loading import (
     MAX_CONFIG_BYTES,
     MAX_YAML_DEPTH,
@@ -24,15 +33,6 @@ from cyclegan.config.loading import (
     parse_set,
     preset_dict,
     replace,
-)
-from cyclegan.config.kinds import (
-    ACTIVE_WHEN,
-    ADAPTIVE_WEIGHTING,
-    DISTILL_REAL,
-    EDGE_PROMOTE_DIRECTIONS,
-    KINDS,
-    MODEL_KINDS,
-    KindOptions,
 )
 from cyclegan.config.schema import (
     COMPILE_MODES,

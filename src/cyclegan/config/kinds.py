@@ -25,12 +25,13 @@ ADVERSARIAL = frozenset({"loss.gan", "loss.lambda_gan", "loss.lambda_gp", "loss.
                          "loss.pool_size", "loss.lambda_lecam", "loss.lecam_decay"})
 # CartoonGAN's edge-promoting term on the style domain's discriminator.
 EDGE_PROMOTE = frozenset({"loss.lambda_edge_promote", "loss.edge_promote_direction", "loss.edge_smooth_dir"})
-CYCLE = frozenset({"loss.lambda_cyc", "loss.lambda_id", "loss.lambda_fm", "loss.lambda_edge", "loss.lambda_color",
-                   "loss.color_pool", "loss.lambda_vq", "loss.adaptive_weighting"})
+CYCLE = frozenset({"loss.lambda_cyc", "loss.lambda_id", "loss.lambda_fm", "loss.lambda_edge",
+                   "loss.lambda_color", "loss.color_pool", "loss.lambda_vq", "loss.adaptive_weighting"})
 PATCH_NCE = frozenset({"loss.lambda_nce", "loss.nce_idt", "loss.nce_temperature", "loss.nce_patches",
                        "loss.nce_mlp_dim", "loss.flip_equivariance"})
-DISTILL = frozenset({"distill.teacher", "distill.direction", "distill.teacher_sha256", "distill.lambda_distill",
-                     "distill.lambda_feature", "distill.real", "distill.inherit_discriminator"})
+DISTILL = frozenset({"distill.teacher", "distill.direction", "distill.teacher_sha256",
+                     "distill.lambda_distill", "distill.lambda_feature", "distill.real",
+                     "distill.inherit_discriminator"})
 # The sections whose keys belong to some kinds only; a kind that does not list a key refuses it.
 KIND_SECTIONS = ("loss", "distill")
 DISTILL_REAL = ("b", "teacher")  # what the distilled student's discriminator sees as real
@@ -68,11 +69,12 @@ def _check_one_sided(cfg: Config, generator: nn.Module) -> None:
 
 def _check_distill(cfg: Config, generator: nn.Module) -> None:
     if not cfg.distill.teacher:
-        raise ConfigError("distill.teacher: model.kind distill needs a teacher (a run, checkpoint or exported "
-                          "generator); use `cyclegan distill --teacher RUN`")
+        raise ConfigError("distill.teacher: model.kind distill needs a teacher (a run, checkpoint or "
+                          "exported generator); use `cyclegan distill --teacher RUN`")
     if cfg.distill.lambda_feature > 0 and not has_distill_features(generator):
-        raise ConfigError(f"distill.lambda_feature: generator {cfg.model.generator.name} exposes no intermediate "
-                          "features (resnet, mobile_resnet and animeganv2 do); set it to 0 to match outputs only")
+        raise ConfigError(f"distill.lambda_feature: generator {cfg.model.generator.name} exposes no "
+                          "intermediate features (resnet, mobile_resnet and animeganv2 do); set it to 0 to "
+                          "match outputs only")
     if getattr(generator, "aux_losses", False):
         raise ConfigError("model.generator.vq_codebook_size: the distillation step has no VQ losses; "
                           "used by model kind cyclegan")
@@ -103,7 +105,8 @@ def _gradient_penalty_on(cfg: Config) -> bool:
 ACTIVE_WHEN: dict[str, tuple[Callable[[Config], bool], str]] = {
     "loss.lambda_gp": (_gradient_penalty_on, "loss.gan wgangp or loss.gradient_penalty true"),
     "loss.color_pool": (lambda c: c.loss.lambda_color > 0, "loss.lambda_color > 0"),
-    "loss.lambda_vq": (lambda c: c.model.generator.vq_codebook_size > 0, "model.generator.vq_codebook_size > 0"),
+    "loss.lambda_vq": (lambda c: c.model.generator.vq_codebook_size > 0,
+                       "model.generator.vq_codebook_size > 0"),
     "loss.lecam_decay": (lambda c: c.loss.lambda_lecam > 0, "loss.lambda_lecam > 0"),
     "loss.edge_promote_direction": (lambda c: c.loss.lambda_edge_promote > 0, "loss.lambda_edge_promote > 0"),
     "loss.edge_smooth_dir": (lambda c: c.loss.lambda_edge_promote > 0, "loss.lambda_edge_promote > 0"),

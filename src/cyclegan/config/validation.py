@@ -41,9 +41,14 @@ from cyclegan.networks.options import (
     MAX_RESIDUAL_BLOCKS,
     option_names,
     read_options,
+)
+from cyclegan.networks.options import (
     require_at_least as _at_least,
-    require_at_most as _at_most,
+)
+from cyclegan.networks.options import (
     require_choice as _choice,
+)
+from cyclegan.networks.options import (
     require_fraction as _fraction,
 )
 from cyclegan.schedules import LR_POLICIES
@@ -230,8 +235,8 @@ def _check_train(cfg: Config, generator: torch.nn.Module) -> None:
             f"train.diffaug: {short_repr(t.diffaug)} is not a comma-separated subset of {', '.join(POLICIES)}"
         ) from None
     if t.grad_checkpointing and not hasattr(generator, "checkpoint_blocks"):
-        raise ConfigError(f"train.grad_checkpointing: generator {cfg.model.generator.name} does not support it "
-                          f"(used by generators {', '.join(_checkpointing_generators())})")
+        raise ConfigError(f"train.grad_checkpointing: generator {cfg.model.generator.name} does not "
+                          f"support it (used by generators {', '.join(_checkpointing_generators())})")
 
 
 def _checkpointing_generators() -> list[str]:
@@ -285,7 +290,8 @@ def refuse_unused(cfg: Config, *, inherited: dict | None = None) -> None:
 
 
 def section_noun(section: str) -> str:
-    return {"model.generator": "generators", "model.discriminator": "discriminators"}.get(section, "model kinds")
+    nouns = {"model.generator": "generators", "model.discriminator": "discriminators"}
+    return nouns.get(section, "model kinds")
 
 
 def _readers(cfg: Config, section: str, name: str) -> tuple[list[str], str] | None:

@@ -32,8 +32,8 @@ import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -64,7 +64,8 @@ def build_networks_on(nets, cfg: Config, device: torch.device, *, generators: tu
         for name in generators:
             g = getattr(nets, name)
             if not hasattr(g, "checkpoint_blocks"):  # validation refuses it first; a hand-built config too
-                raise ConfigError(f"train.grad_checkpointing: generator {cfg.model.generator.name} does not support it")
+                raise ConfigError(f"train.grad_checkpointing: generator {cfg.model.generator.name} "
+                                  "does not support it")
             g.checkpoint_blocks = True
 
 

@@ -256,7 +256,8 @@ class CycleGANStep(TrainStep):
         self, real_a: Tensor, real_b: Tensor, fake_a: Tensor, fake_b: Tensor, smooth: dict[str, Tensor] | None = None
     ) -> dict[str, Tensor]:
         with autocast(self.device, self.cfg.train.precision):
-            total, losses = self.discriminator_loss([("D_A", real_a, fake_a), ("D_B", real_b, fake_b)], smooth or {})
+            judged = [("D_A", real_a, fake_a), ("D_B", real_b, fake_b)]
+            total, losses = self.discriminator_loss(judged, smooth or {})
         self._backward_and_step(total, self.opt_d)
         return losses
 
@@ -324,8 +325,10 @@ def build_train_step(
     named = models.networks()
     compiled = models
     if cfg.train.compile:
-        compiled = type(models)(**{k: torch.compile(v, mode=cfg.train.compile_mode) for k, v in named.items()})
-    g_params = [p for n in kind.generators + kind.trained_with_generators if n in named for p in named[n].parameters()]
+        compiled = type(models)(**{k: torch.compile(v, mode=cfg.train.compile_mode)
+                                   for k, v in named.items()})
+    g_side = [n for n in kind.generators + kind.trained_with_generators if n in named]  # P may be absent
+    g_params = [p for n in g_side for p in named[n].parameters()]
     loss_weights = None
     if cfg.loss.adaptive_weighting == "uncertainty":
         loss_weights = UncertaintyWeights(names=weighted_terms(cfg)).to(device)
