@@ -1,7 +1,5 @@
-"""One CycleGAN iteration (Zhu et al. 2017), its losses returned as values, and the table of step
-builders by ``model.kind``.
-
-Every iteration runs
+"""The training step of every model kind: what the kinds share, the table of kinds (``TRAIN_STEPS``)
+and the CycleGAN kind (Zhu et al., ICCV 2017), whose every iteration runs
 
     generator step      adversarial + cycle + identity losses, one Adam step for (G_A, G_B)
     pool                fakes go through the image history pools
@@ -66,8 +64,8 @@ class Networks(Protocol):
 
 @dataclass
 class TrainStep:
-    """Everything one iteration needs; a kind's subclass defines ``__call__`` (runs it and returns
-    detached losses), ``eval_generators`` and ``sample_rows``."""
+    """Everything one iteration needs, built by ``build_train_step``; a kind's subclass defines
+    ``iterate`` (its iteration, returning its losses), ``eval_generators`` and ``sample_rows``."""
 
     cfg: Config
     models: Networks
@@ -85,7 +83,8 @@ class TrainStep:
     dist: DistInfo = field(default_factory=DistInfo)
     ema: dict[str, EMA] = field(default_factory=dict)  # generator name -> its moving average
     augment: tuple[str, ...] = ()  # DiffAugment policy applied before every discriminator call
-    lecam: dict[str, LeCamEMA] = field(default_factory=dict)  # "D_A"/"D_B" -> LeCam anchors (loss.lambda_lecam)
+    # discriminator name -> its LeCam anchors (loss.lambda_lecam)
+    lecam: dict[str, LeCamEMA] = field(default_factory=dict)
 
     def small_data_terms(self, name: str, net: nn.Module, real_pred, fake_pred, smooth: Tensor | None,
                          losses: dict[str, Tensor]) -> Tensor:
@@ -185,7 +184,6 @@ class TrainStep:
         # so torch.compile traces each once per grad mode rather than also once per dtype. Exact:
         # autocast rounds it back to the same bf16 values at the next convolution.
         return y.float()
-
 
 
 @dataclass
