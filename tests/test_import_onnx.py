@@ -35,7 +35,7 @@ from cyclegan.importers import (
 from cyclegan.importers.common import ForeignWeightsError
 from cyclegan.importers.onnx_foreign import OnnxImportOptions
 from cyclegan.modelfile import OnnxGenerator, load_any_generator
-from cyclegan.networks.foreign import ForeignGenerator, OnnxConvention
+from cyclegan.networks.foreign import AsymmetricLinearResize, ForeignGenerator, OnnxConvention
 from cyclegan.quantize import Int8Limits
 from cyclegan.serve.app import create_app
 from cyclegan.serve.models import load_models
@@ -384,3 +384,18 @@ def test_export_by_tracing_is_refused_where_it_would_freeze_the_minimum_side_pad
     r = _cli("export", "--checkpoint", anime, "--format", "torchscript", "--out", tmp_path / "m.pt")
     assert r.exit_code == 1 and "generator.onnx is the model as ONNX already" in r.output
     assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("scales", [(1, 1, 2, 2), (1, 1, 1.5, 3)])
+def test_asymmetric_bilinear_resize_matches_onnx_runtime(scales):
+    """TF-1's resize_images default (tf2onnx: Resize linear, asymmetric), which PyTorch's interpolate lacks."""
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear",
+                            coordinate_transformation_mode="asymmetric")
+    s = helper.make_tensor("scales", TensorProto.FLOAT, [4], list(scales))
+    data = _graph([_vi("x", ["n", "c", "h", "w"])], [_vi("y", None)], [node], inits=[s])
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 5, 7)).astype(np.float32)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"x": x})[0]
+    got = AsymmetricLinearResize()(torch.from_numpy(x), None, torch.tensor(scales, dtype=torch.float32)).numpy()
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() < 1e-5

@@ -14,6 +14,7 @@ cannot be converted (then ONNX Runtime runs them, for inference only).
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -29,6 +30,7 @@ __all__ = [
     "CHANNELS",
     "LAYOUTS",
     "VALUE_RANGES",
+    "AsymmetricLinearResize",
     "ConventionError",
     "ForeignGenerator",
     "OnnxConvention",
@@ -182,7 +184,7 @@ def convert_onnx_graph(model: Any) -> nn.Module:
     onnx's converter or onnx2torch raise for what they cannot do."""
     from onnx2torch import convert  # the onnx extra
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _asymmetric_resize_converter():
         # onnx2torch warns where PyTorch's resize may differ from ONNX's; the import checks the result
         # against ONNX Runtime instead.
         warnings.simplefilter("ignore", UserWarning)
@@ -204,6 +206,63 @@ def _own_storage(net: nn.Module) -> None:
                         fresh = torch.empty(t.shape, dtype=t.dtype).copy_(t)
                         table[name] = nn.Parameter(fresh, requires_grad=t.requires_grad) \
                             if isinstance(t, nn.Parameter) else fresh
+
+
+class AsymmetricLinearResize(nn.Module):
+    """ONNX ``Resize`` in mode linear with coordinate_transformation_mode asymmetric: what tf2onnx writes
+    for TensorFlow 1's ``tf.image.resize_images`` / ``resize_bilinear`` defaults (AnimeGANv3's
+    upsampling, net/generator.py). Output pixel j reads input position j / scale, its neighbours
+    clamped to the border; PyTorch's interpolate has no such mode (onnx2torch maps it to half-pixel)."""
+
+    def forward(self, x: Tensor, roi: Tensor | None = None, scales: Tensor | None = None,
+                sizes: Tensor | None = None) -> Tensor:
+        # [B, C, H, W] -> [B, C, H', W'], one spatial axis at a time
+        for axis in range(2, x.dim()):
+            n = x.shape[axis]
+            if sizes is not None and sizes.numel():
+                out = int(sizes[axis])
+                scale = out / n
+            else:
+                scale = float(scales[axis])
+                out = int(n * scale)
+            pos = torch.arange(out, device=x.device, dtype=torch.float32) / scale
+            low = pos.floor().clamp(max=n - 1)
+            weight = (pos - low).clamp(0, 1)
+            i0 = low.long()
+            i1 = (i0 + 1).clamp(max=n - 1)
+            shape = [1] * x.dim()
+            shape[axis] = out
+            a, b = x.index_select(axis, i0), x.index_select(axis, i1)
+            x = a + (b - a) * weight.view(shape).to(x.dtype)
+        return x
+
+
+@contextlib.contextmanager
+def _asymmetric_resize_converter():
+    """onnx2torch's Resize converters, with linear-asymmetric resizes given to ``AsymmetricLinearResize``,
+    for the time of one conversion (onnx2torch has no public way to override one converter)."""
+    from onnx2torch.node_converters import registry  # the onnx extra
+    from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node  # the onnx extra
+
+    keys = [k for k in registry._CONVERTER_REGISTRY if k.operation_type == "Resize" and k.version >= 11]
+    originals = {k: registry._CONVERTER_REGISTRY[k] for k in keys}
+
+    def wrap(original):
+        def convert(node, graph):
+            attrs = node.attributes
+            if attrs.get("mode") == "linear" and attrs.get("coordinate_transformation_mode") == "asymmetric":
+                return OperationConverterResult(torch_module=AsymmetricLinearResize(),
+                                                onnx_mapping=onnx_mapping_from_node(node))
+            return original(node, graph)
+
+        return convert
+
+    try:
+        for k, original in originals.items():
+            registry._CONVERTER_REGISTRY[k] = wrap(original)
+        yield
+    finally:
+        registry._CONVERTER_REGISTRY.update(originals)
 
 
 def explicit_same_padding(model: Any) -> Any:
