@@ -11,6 +11,7 @@ beside each, ONNX Runtime's output on a test card, computed once by that script.
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ from cyclegan.importers.onnx_foreign import OnnxImportOptions
 from cyclegan.modelfile import OnnxGenerator, load_any_generator
 from cyclegan.networks.foreign import AsymmetricLinearResize, ForeignGenerator, OnnxConvention
 from cyclegan.quantize import Int8Limits
+from cyclegan.runtime import onnx_cached
 from cyclegan.serve.app import create_app
 from cyclegan.serve.models import load_models
 from cyclegan.translate import Translator
@@ -409,3 +411,27 @@ def test_asymmetric_bilinear_resize_matches_onnx_runtime(scales):
     got = AsymmetricLinearResize()(torch.from_numpy(x), None, torch.tensor(scales, dtype=torch.float32)).numpy()
     assert got.shape == expected.shape
     assert np.abs(got - expected).max() < 1e-5
+
+
+def test_auto_and_int8_run_the_folders_own_wrapped_graph(anime):
+    """runtime.onnx_cached (--precision auto's ONNX Runtime path, and int8's fp32 source) takes the folder's
+    generator.onnx instead of re-exporting the converted module."""
+    module = load_any_generator(anime).model
+    session, path, exported = onnx_cached(module, size_multiple=8)
+    assert session.input_name == "image"
+    assert path == anime / "generator.onnx" and not exported
+
+
+def test_a_changed_or_tampered_folder_is_refused_in_one_line(anime, tmp_path):
+    copy = tmp_path / "m"
+    shutil.copytree(anime, copy)
+    with open(copy / "generator.onnx", "ab") as f:
+        f.write(b"\0")
+    r = _cli("translate", "--checkpoint", copy, ANIME, "--out", tmp_path / "o")
+    assert r.exit_code == 1 and "generator.onnx: missing or changed since it was imported" in r.output
+    shutil.rmtree(copy)
+    shutil.copytree(anime, copy)
+    doc = (copy / "foreign.json").read_text().replace('"layout": "nhwc"', '"layout": "nhcw"')
+    (copy / "foreign.json").write_text(doc)
+    with pytest.raises(Exception, match="foreign.json: unreadable .*layout 'nhcw'"):
+        load_any_generator(copy)
