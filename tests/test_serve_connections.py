@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -38,10 +39,14 @@ def _stub_app(**options):
 
 
 @contextlib.contextmanager
-def _serving(app, *, header_timeout: float = 30.0, max_connections: int = 64) -> Iterator[tuple[int, object]]:
+def _serving(app, *, header_timeout: float = 30.0, max_connections: int = 64, send_timeout: float | None = None,
+             send_buffer: int | None = None) -> Iterator[tuple[int, object]]:
     sock = bind_socket("127.0.0.1", 0)
+    if send_buffer is not None:  # inherited by the accepted sockets: a full buffer at a few KB
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+    options = {} if send_timeout is None else {"send_timeout": send_timeout}
     server = build_server(app, header_timeout=header_timeout, max_connections=max_connections,
-                          log_level="warning")
+                          log_level="warning", **options)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -173,6 +178,65 @@ def test_connections_over_the_cap_get_503_and_the_server_recovers():
         _wait_for_connections(server, 0)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=WAIT) as client:
             assert client.get("/healthz").status_code == 200
+
+
+# ------------------------------------------------------------------------------------------ readers
+
+
+def _noise_png(side: int = 400) -> bytes:
+    """A PNG that does not compress (random pixels), so its translation is a response of ~side^2 * 3 bytes."""
+    buf = io.BytesIO()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _multipart(png: bytes) -> bytes:
+    boundary = "x-boundary"
+    body = (f"--{boundary}\r\ncontent-disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
+            "content-type: image/png\r\n\r\n").encode() + png + f"\r\n--{boundary}--\r\n".encode()
+    return (f"POST /api/translate?format=png HTTP/1.1\r\nhost: x\r\ncontent-type: multipart/form-data; "
+            f"boundary={boundary}\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
+
+
+def test_clients_that_never_read_their_response_are_cut_off_and_others_get_served():
+    png = _noise_png()
+    with _serving(_stub_app(), max_connections=2, send_timeout=0.5, send_buffer=4096) as (port, server):
+        readers = []
+        for _ in range(2):  # every slot: a request sent, its ~480 KB response never read
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", port))
+            s.sendall(_multipart(png))
+            readers.append(s)
+        try:
+            _wait_for_connections(server, 2)
+            started = time.monotonic()
+            _wait_for_connections(server, 0)  # both aborted after their send deadline
+            assert time.monotonic() - started >= 0.3  # not closed for another reason before the deadline
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=WAIT) as client:
+                r = client.post("/api/translate", params={"format": "png"},
+                                files={"image": ("a.png", png, "image/png")})
+            assert r.status_code == 200 and r.content[:8] == b"\x89PNG\r\n\x1a\n" and len(r.content) > 400_000
+        finally:
+            for s in readers:
+                s.close()
+
+
+def test_a_slow_but_steady_reader_gets_its_whole_response():
+    png = _noise_png()
+    with _serving(_stub_app(), send_timeout=0.5, send_buffer=4096) as (port, _), _connect(port) as s:
+        s.sendall(_multipart(png))
+        received, length = bytearray(), None
+        while length is None or len(received.partition(b"\r\n\r\n")[2]) < length:
+            chunk = s.recv(16384)
+            assert chunk, "the server closed the connection before the whole response was sent"
+            received += chunk
+            if length is None and b"\r\n\r\n" in received:
+                length = int(received.lower().split(b"content-length: ")[1].split()[0])
+            time.sleep(0.005)  # pauses far shorter than the deadline
+        head, _, body = bytes(received).partition(b"\r\n\r\n")
+        assert head.split()[1] == b"200" and len(body) == length > 400_000
 
 
 # ------------------------------------------------------------------------------------------ CLI

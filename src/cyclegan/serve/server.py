@@ -59,18 +59,21 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def build_server(app: Any, *, header_timeout: float, max_connections: int, log_level: str = "info") -> Any:
-    """A ``uvicorn.Server`` for ``app`` whose connections have a header deadline and a cap (serve.connections).
+def build_server(app: Any, *, header_timeout: float, max_connections: int, send_timeout: float | None = None,
+                 log_level: str = "info") -> Any:
+    """A ``uvicorn.Server`` for ``app`` whose connections have a header deadline, a send deadline (None:
+    ``connections.DEFAULT_SEND_TIMEOUT``) and a cap (serve.connections).
 
     Run it with ``.run(sockets=[bind_socket(...)])``; setting ``should_exit`` stops it.
     """
     import uvicorn  # the serve extra
 
-    from cyclegan.serve.connections import guarded_protocol  # imports uvicorn: the serve extra
+    from cyclegan.serve.connections import DEFAULT_SEND_TIMEOUT, guarded_protocol  # uvicorn: the serve extra
 
     config = uvicorn.Config(
         app,
-        http=guarded_protocol(header_timeout=header_timeout, max_connections=max_connections),
+        http=guarded_protocol(header_timeout=header_timeout, max_connections=max_connections,
+                              send_timeout=DEFAULT_SEND_TIMEOUT if send_timeout is None else send_timeout),
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=5,
