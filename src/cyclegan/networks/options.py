@@ -18,7 +18,6 @@ from typing import TypeVar
 
 from cyclegan.errors import ConfigError, short_repr
 from cyclegan.registry import did_you_mean
-from cyclegan.registry import did_you_mean
 
 NORMS = ("instance", "batch", "none")
 UPSAMPLE_MODES = ("transpose", "resize")  # transpose (paper) | resize (nearest + conv, no checkerboard)
