@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from cyclegan.cli.choices import NameChoice
 from cyclegan.errors import ExportError
 from cyclegan.export import export_generator
 from cyclegan.hub import push
@@ -56,7 +57,7 @@ def export_cmd(checkpoint, fmt, out, direction, opset, overwrite, no_ema, int8, 
 
 
 @click.command("import")
-@click.argument("fmt", metavar="FORMAT", type=click.Choice(sorted(IMPORT_FORMATS)))
+@click.argument("fmt", metavar="FORMAT", type=NameChoice(sorted(IMPORT_FORMATS), "import format"))
 @click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Model folder to write: a safetensors export, or a checkpoint for a G_A + G_B pair.")
