@@ -350,6 +350,7 @@ def main(argv=None) -> int:
         args.ngf, args.n_blocks, args.ndf, args.n_layers, args.log_every = 8, 1, 8, 2, 5
         args.classifier_min_accuracy = 0.0
     seeds = [int(s) for s in harness.split_list(args.seeds)]
+    torch.set_num_threads(args.threads)  # scoring (SSIM in float64) runs beside the training slices
     names = harness.split_list(args.arms) if args.arms else ["paper", "fast"]
     arms = dict(quality_race.parse_arm(t) for t in ["paper", *names, *args.arm])
     hw = harness.hardware_info(args.device, threads=args.threads, packages=("opencv-python-headless",))
