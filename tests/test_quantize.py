@@ -199,3 +199,19 @@ def test_export_int8_cli_reports_the_check_and_refuses_over_the_limits(random_ru
     assert rt.cached_int8(loaded.model, size_multiple=loaded.info.size_multiple, limits=DEFAULT_LIMITS) is not None
     wrong = CliRunner().invoke(main, [*args[:-2], "--out", str(tmp_path / "x.pt"), "--format", "torchscript"])
     assert wrong.exit_code == 1 and "--int8 is an ONNX export" in wrong.output
+
+
+def test_a_unet_with_skip_additions_quantizes_and_leaves_the_working_directory_clean(photos, tmp_path,
+                                                                                     monkeypatch):
+    """ORT's symbolic shape inference cannot prove a U-Net's skip additions equal and, when it gives up,
+    saves its half-inferred model into the current directory; White-box's generator is such a U-Net."""
+    torch.manual_seed(0)
+    net = build_generator(GeneratorConfig(name="whitebox", ngf=4)).eval()
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    cal = load_calibration(photos, size=48, size_multiple=net.size_multiple)
+    out = tmp_path / "wb_int8.onnx"
+    result = export_int8(net, out=out, info=_info(net), calibration=cal)
+    assert out.is_file() and result.report.int8_nodes >= 1
+    assert list(cwd.iterdir()) == []

@@ -41,6 +41,7 @@ import math
 import os
 import platform
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -404,6 +405,38 @@ def _quiet() -> Iterator[None]:
         logging.disable(previous)
 
 
+# ONNX Runtime's symbolic shape inference saves its half-inferred model as "sym_shape_infer_temp.onnx"
+# (+ an external-data file) in the current directory when it cannot finish, e.g. for a U-Net whose
+# skip additions it cannot prove equal: the user's folder would collect our litter. The pre-processing
+# therefore runs with the temporary folder as the working directory; the lock keeps two quantizations
+# in one process from changing directory under each other.
+_CWD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _working_directory(folder: Path) -> Iterator[None]:
+    with _CWD_LOCK:
+        previous = os.getcwd()
+        os.chdir(folder)
+        try:
+            yield
+        finally:
+            os.chdir(previous)
+
+
+def _pre_process(fp32: Path, pre: Path, tmp: Path) -> None:
+    """ORT's advised shape inference and graph clean-up. ``auto_merge`` lets symbolic inference merge
+    dimensions it cannot prove equal (the skip additions of a U-Net such as White-box's generator);
+    where it still fails, the step runs without symbolic inference, which quantization does not need."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process  # the onnx extra
+
+    with _working_directory(tmp):
+        try:
+            quant_pre_process(str(fp32.resolve()), str(pre.resolve()), auto_merge=True)
+        except Exception:  # noqa: BLE001 - ORT raises a bare Exception("Incomplete symbolic shape inference")
+            quant_pre_process(str(fp32.resolve()), str(pre.resolve()), skip_symbolic_shape=True)
+
+
 def quantize_onnx(fp32: str | os.PathLike, out: str | os.PathLike, calibration: Calibration, *,
                   threads: int | None = None) -> Int8Report:
     """Quantize the fp32 ONNX generator ``fp32`` into ``out`` and check it (nothing is refused here:
@@ -413,7 +446,6 @@ def quantize_onnx(fp32: str | os.PathLike, out: str | os.PathLike, calibration: 
         import onnxruntime  # noqa: F401 - the onnx extra
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.calibrate import create_calibrator
-        from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError:
         raise ExportError("int8 needs onnx and onnxruntime (pip install 'cyclegan[onnx]')") from None
     fp32, out = Path(fp32), Path(out)
@@ -425,7 +457,7 @@ def quantize_onnx(fp32: str | os.PathLike, out: str | os.PathLike, calibration: 
         pre = Path(tmp) / "pre.onnx"
         try:
             with _quiet():
-                quant_pre_process(str(fp32), str(pre))  # shape inference and graph clean-up, as ORT advises
+                _pre_process(fp32, pre, Path(tmp))
                 model = onnx.load(str(pre))
                 for i, node in enumerate(model.graph.node):  # nodes_to_exclude goes by name
                     node.name = node.name or f"node_{i}"
