@@ -447,7 +447,8 @@ def aggregate(arms: dict, seeds: list[int], runs: list[dict]) -> list[dict]:
 def print_report(args, hw: dict, floor: dict, rows: list[dict], seeds: list[int]) -> None:
     clock = "CPU time of the training process / threads" if args.clock == "cpu" else "wall time"
     style = args.style_images if args.style_images else "all"
-    print(f"Ground-truth style task: {args.size}x{args.size}, {style} style images, {floor['n']} test photos; "
+    style = "" if args.floor_only else f"{style} style images, "
+    print(f"Ground-truth style task: {args.size}x{args.size}, {style}{floor['n']} test photos; "
           + ("no training" if args.floor_only else
              f"{args.minutes:g} min of training per arm and seed ({clock}), seeds {seeds}, "
              f"ResNet-{args.n_blocks} ngf {args.ngf}, PatchGAN ndf {args.ndf}, {args.threads} thread(s)")
