@@ -11,6 +11,7 @@ import torch
 
 from cyclegan import checkpoint as ckpt_io
 from cyclegan.errors import CheckpointError
+from cyclegan.modelfile import load_any_generator
 from cyclegan.training import build_train_step, training_state
 
 
@@ -217,3 +218,43 @@ def test_deeply_nested_config_json_is_one_line_error(tmp_path):
     (ckpt / "config.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(CheckpointError, match=r"config.json: unreadable \(nested too deeply\)"):
         ckpt_io.load_checkpoint_config(ckpt)
+
+
+class _SystemCall:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_state_pt_holding_code_or_a_wrong_shape_is_refused_in_our_words(step, tmp_path):
+    ckpt = _save(step, tmp_path / "ck")
+    meta = ckpt_io.read_meta(ckpt)
+    meta.pop(ckpt_io.SHA256_KEY)  # an old checkpoint: no hashes to stop the file before torch.load
+    (ckpt / "meta.json").write_text(json.dumps(meta))
+    torch.save({"step": _SystemCall(tmp_path / "pwned")}, ckpt / "state.pt")
+    with pytest.raises(CheckpointError) as info:
+        ckpt_io.load_state(ckpt)
+    assert "state.pt: corrupt training state (holds pickled code or objects (posix.system)" in str(info.value)
+    assert "weights_only" not in str(info.value) and not (tmp_path / "pwned").exists()
+    torch.save([1, 2], ckpt / "state.pt")
+    with pytest.raises(CheckpointError, match=r"state.pt: corrupt training state \(a list, not a mapping\)"):
+        ckpt_io.load_state(ckpt)
+
+
+def test_config_and_meta_json_of_the_wrong_types_are_one_line_or_ignored(step, tmp_path):
+    ckpt = _save(step, tmp_path / "ck")
+    for doc in ("[1, 2]", '{"model": [1]}', '{"model": {"generator": {"ngf": [64]}}}'):
+        (ckpt / "config.json").write_text(doc)
+        with pytest.raises(CheckpointError, match="config.json: invalid config"):
+            ckpt_io.load_checkpoint_config(ckpt)
+    (ckpt / "meta.json").write_text("[" * 100_000 + "]" * 100_000)  # nested past the recursion limit
+    assert ckpt_io.read_meta(ckpt) == {} and ckpt_io.checkpoint_step(ckpt) is None
+
+
+def test_model_metadata_that_is_not_an_object_is_one_line(tmp_path):
+    path = tmp_path / "g.safetensors"
+    safetensors.torch.save_file({"w": torch.zeros(1)}, str(path), metadata={"cyclegan": "[1, 2]"})
+    with pytest.raises(CheckpointError, match="g.safetensors: unreadable cyclegan metadata"):
+        load_any_generator(path)

@@ -711,6 +711,25 @@ def test_cli_import_then_translate_and_export_onnx(tmp_path):
     assert torch.allclose(onnx_model.model(x), resnet_forward(sd, x), atol=1e-4)
 
 
+@pytest.mark.parametrize("legacy", [False, True])
+def test_an_official_pth_given_as_a_model_points_to_cyclegan_import(tmp_path, tiny_dataroot, legacy):
+    src = _save(resnet_state(), tmp_path / "latest_net_G_A.pth", _use_new_zipfile_serialization=not legacy)
+    runs = {
+        "distill": ["distill", "--teacher", str(src), "--out", str(tmp_path / "student"), "--max-steps", "1",
+                    "--quiet", "--set", f"data.dataroot={tiny_dataroot}"],
+        "translate": ["translate", str(tiny_dataroot / "testA"), "--checkpoint", str(src), "--out",
+                      str(tmp_path / "translated"), "--quiet"],
+    }
+    for name, args in runs.items():
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 1, (name, res.output)
+        line = res.output.strip().splitlines()[-1]
+        assert line.startswith(f"error: {src}: PyTorch weights (a state dict), not a model file"), (name, line)
+        assert f"cyclegan import official|cut|animeganv2 {src} --out FOLDER" in line
+        assert "TorchScript" not in res.output
+    assert not (tmp_path / "student").exists() and not (tmp_path / "translated").exists()
+
+
 def test_cli_import_errors_are_one_line_exit_1(tmp_path):
     res = CliRunner().invoke(main, ["import", "official", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "o")])
     assert res.exit_code == 1

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -42,6 +41,7 @@ from cyclegan import networks as nets  # not `networks`: functions here name the
 from cyclegan.config import NETWORK_NAMES, Config, config_from_dict
 from cyclegan.errors import CheckpointError, CorruptCheckpointError, CycleGANError, plain_reason
 from cyclegan.fileio import save_safetensors_atomic, write_text_atomic
+from cyclegan.torchfile import UnsafeFileError, load_weights_only
 from cyclegan.version import __version__
 
 GENERATOR_FOR_DIRECTION = {"a2b": "G_A", "b2a": "G_B"}
@@ -288,7 +288,7 @@ def read_meta(ckpt: Path) -> dict:
     """A checkpoint's ``meta.json`` ({} when it is missing or unreadable: old or damaged checkpoints)."""
     try:
         meta = json.loads((Path(ckpt) / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: hostile nesting
         return {}
     return meta if isinstance(meta, dict) else {}
 
@@ -452,9 +452,11 @@ def load_state(ckpt: Path, *, map_location: str | torch.device = "cpu") -> dict:
         raise CheckpointError(f"{path}: missing (this checkpoint holds weights only and cannot resume)")
     data = _read_checked(path, "training state")
     try:
-        state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 -- torch raises many unrelated types for truncated or foreign files
-        raise CheckpointError(f"{path}: corrupt training state ({type(e).__name__}: {e})") from None
+        state = load_weights_only(data, map_location=map_location)
+    except UnsafeFileError as e:  # pickled code, a zip bomb or junk: never loaded, torch's advice never shown
+        raise CheckpointError(f"{path}: corrupt training state ({e.reason})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: corrupt training state (a {type(state).__name__}, not a mapping)")
     _check_finite(path, _flatten(state))
     return state
 

@@ -36,6 +36,7 @@ from cyclegan.config import Config, config_from_dict
 from cyclegan.errors import CheckpointError, CycleGANError, first_line
 from cyclegan.networks.foreign import ForeignGenerator, OnnxConvention, convert_onnx_graph
 from cyclegan.sources import resolve_source
+from cyclegan.torchfile import is_torch_save_file
 from cyclegan.version import __version__
 
 __all__ = [
@@ -99,7 +100,7 @@ class ModelInfo:
                 config=config,
                 format=str(doc.get("format", "?")),
             )
-        except (ValueError, KeyError, TypeError, RecursionError) as e:  # RecursionError: hostile nesting
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:  # hostile nesting, [1, 2]
             raise CheckpointError(f"{where}: unreadable cyclegan metadata ({type(e).__name__}: {e})") from None
         except CycleGANError as e:
             raise CheckpointError(f"{where}: invalid config in metadata ({e})") from None
@@ -216,6 +217,10 @@ def _load_torchscript(path: Path, device: torch.device) -> tuple[nn.Module, Mode
     except CheckpointError:
         raise
     except Exception as e:  # noqa: BLE001 - torch.jit raises RuntimeError and others for foreign files
+        if is_torch_save_file(path):  # e.g. the CycleGAN authors' latest_net_G_A.pth
+            raise CheckpointError(
+                f"{path}: PyTorch weights (a state dict), not a model file; convert it first with "
+                f"cyclegan import official|cut|animeganv2 {path} --out FOLDER, then use FOLDER") from None
         raise CheckpointError(f"{path}: not a loadable TorchScript file ({type(e).__name__})") from None
     if not extra[TORCHSCRIPT_EXTRA]:
         raise CheckpointError(f"{path}: TorchScript file without cyclegan metadata; export it with cyclegan export")

@@ -122,3 +122,22 @@ def _reason(error: BaseException) -> str:
             if sentence and not _ADVICE.search(sentence) and not sentence.startswith(_PREAMBLE):
                 return sentence[:200]
     return type(error).__name__
+
+
+# torch.save's legacy (PyTorch < 1.6) files start with a pickled magic number: protocol 2, LONG1 of 10 bytes.
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+
+
+def is_torch_save_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` was written by ``torch.save`` (weights, a state dict) rather than a TorchScript
+    ``save``: a zip archive with a data.pkl and no TorchScript code/, or the legacy format. Reads
+    the zip directory or the first bytes only."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+            return any(n.endswith("/data.pkl") for n in names) and not any("/code/" in n for n in names)
+        with open(path, "rb") as f:
+            return f.read(len(_LEGACY_MAGIC)) == _LEGACY_MAGIC
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False

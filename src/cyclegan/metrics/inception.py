@@ -37,6 +37,7 @@ from torch import nn
 
 from cyclegan.download import DownloadError, download, hash_prefix_from_name
 from cyclegan.errors import InceptionUnavailableError, first_line
+from cyclegan.torchfile import UnsafeFileError, load_weights_only
 
 __all__ = [
     "FID_WEIGHTS_FILENAME",
@@ -174,11 +175,11 @@ class InceptionFeatureExtractor:
             ) from None
         path = find_inception_weights(weights)
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - torch.load raises unrelated types for truncated or foreign files
-            raise InceptionUnavailableError(
-                f"Inception weights {path}: unreadable ({type(e).__name__}: {first_line(e, '')[:200]})"
-            ) from None
+            state = load_weights_only(path)
+        except UnsafeFileError as e:  # pickled code, a zip bomb or junk: never loaded, torch's advice never shown
+            raise InceptionUnavailableError(f"Inception weights {path}: unreadable ({e.reason})") from None
+        except OSError as e:
+            raise InceptionUnavailableError(f"Inception weights {path}: unreadable ({first_line(e)})") from None
         if not isinstance(state, dict) or "fc.weight" not in state:
             raise InceptionUnavailableError(
                 f"Inception weights {path}: not the FID Inception state dict {FID_WEIGHTS_FILENAME}"
