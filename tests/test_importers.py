@@ -593,7 +593,8 @@ def test_memory_is_bounded_by_the_file_not_by_the_sizes_it_declares(tmp_path):
     ]
     assert [p.stat().st_size < limit for p, limit in zip(hostile, (1_200_000, 20_000, 20_000))] == [True] * 3
     proc = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(_save(resnet_state(), tmp_path / "real.pth")),
-                           str(tmp_path), *map(str, hostile)], capture_output=True, text=True, timeout=300)
+                           str(tmp_path), *map(str, hostile)], check=False, capture_output=True, text=True,
+                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     verdicts, peaks = lines[0::2], [int(x.split()[1]) for x in lines[1::2]]

@@ -29,6 +29,7 @@ from cyclegan.evaluate.scores import (
     load_test_images,
     try_inception,
 )
+from cyclegan.jsonfile import has_type
 from cyclegan.metrics.inception import FeatureExtractor, Features
 
 
@@ -66,7 +67,8 @@ def best_from_metrics_log(path: str | os.PathLike, *, metric: str) -> float | No
             rec = json.loads(line)
         except ValueError:
             continue
-        if isinstance(rec, dict) and rec.get("selection_metric") == metric and is_improvement(rec, best):
+        if (isinstance(rec, dict) and rec.get("selection_metric") == metric
+                and has_type(rec.get("selection_value"), float) and is_improvement(rec, best)):  # "x", true: skipped
             best = rec["selection_value"]
     return best
 

@@ -149,8 +149,8 @@ def edge_smooth_folder(
         target = smoothed_path(path, style_dir, out_dir)
         if (first := first_for.setdefault(target, path)) != path:
             # a.png and a.jpg: one copy name, and training pairs both with it (data.edge_smoothed_files).
-            skipped.append((path, f"same name as {first.name}, whose copy {target.name} it would overwrite; "
-                                  "rename one of them to smooth both"))
+            skipped.append((path, (f"same name as {first.name}, whose copy {target.name} it would overwrite; "
+                                   "rename one of them to smooth both")))
             continue
         if target.is_file():
             existing += 1
