@@ -1,15 +1,19 @@
-"""Tiling: overlapping tiles, their seamless blending, shared instance-norm statistics, and the memory
+"""Tiling: overlapping tiles, their seamless blending, shared whole-image statistics, and the memory
 a translation needs.
 
 When one forward pass would not fit the memory budget (``tile="auto"``) or ``tile=N`` asks for it,
 the padded image is cut into overlapping tiles whose outputs are blended with raised-cosine weights;
 across every overlap the two weights sum to one, so no tile edge can show as a step.
 
-Instance norm (the CycleGAN default) would normalise every tile by its own statistics and give each
-one a slightly different colour cast. For eager PyTorch models the statistics are therefore taken
-from one pass over the whole image (downscaled to fit the budget when needed) and shared by all
-tiles; ONNX and TorchScript models cannot be instrumented that way and use per-tile statistics,
-which the blending turns into slow, seamless colour drifts rather than steps.
+Instance norm (the CycleGAN default), group norm (AnimeGANv2's layer norm, the mobile students'
+per-channel kernel) and batch norm without running statistics would normalise every tile by its own
+statistics and give each one a different colour cast; a global pooling gate (squeeze-and-excitation,
+CBAM's channel branch) would gate each tile by its own content. For eager PyTorch models the
+statistics and gates are therefore taken from one pass over the whole image (downscaled to fit the
+budget when needed) and shared by all tiles. Layers no recorded value can stand in for (self-attention,
+layer norm, other adaptive pools) make tiling refuse. ONNX and TorchScript models cannot be
+instrumented that way and use per-tile statistics, which the blending turns into slow, seamless colour
+drifts rather than steps.
 
 ``estimate_memory`` bounds what translating one image holds at its peak: the full-resolution copies
 around the network (which tiling does not shrink) plus the generator's pass (which it does), with the
@@ -27,7 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cyclegan.errors import TranslateError
 from cyclegan.image import padded_size
+from cyclegan.networks.attention import ChannelAttention, SelfAttention
 
 __all__ = [
     "ACTIVATION_FACTOR",
@@ -177,30 +183,78 @@ def blend_tiles(
     return out / wsum
 
 
-# ------------------------------------------------------------------------ shared instance-norm stats
+# ------------------------------------------------------------------------ shared image statistics
+
+# Layers whose output depends on the whole input at once and cannot be given a recorded value:
+# attention over every position, and layer norm (whose normalised dims may be spatial).
+_UNSHARABLE = (SelfAttention, nn.MultiheadAttention, nn.LayerNorm)
+_GLOBAL_POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+                 nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+
+
+def _uses_input_stats(m: nn.Module) -> bool:
+    """Whether ``m`` normalises by statistics of its input over the spatial positions."""
+    if isinstance(m, nn.GroupNorm):
+        return True  # any number of groups: per sample, over the group's channels and all positions
+    if isinstance(m, nn.modules.instancenorm._InstanceNorm):
+        return m.training or not m.track_running_stats
+    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        return m.training or m.running_mean is None
+    return False
+
+
+def _is_global_gate(m: nn.Module) -> bool:
+    """A module whose output is one value per channel of the whole map: a squeeze (global pooling to
+    one position) or CBAM's channel branch, which pools inside its forward."""
+    if isinstance(m, ChannelAttention):
+        return True
+    if isinstance(m, _GLOBAL_POOLS):
+        size = m.output_size if isinstance(m.output_size, tuple) else (m.output_size,)
+        return all(s == 1 for s in size)
+    return False
+
+
+def _unsharable(m: nn.Module) -> bool:
+    return isinstance(m, _UNSHARABLE) or (isinstance(m, _GLOBAL_POOLS) and not _is_global_gate(m))
 
 
 def input_stat_norms(module: nn.Module) -> list[nn.Module]:
-    """Instance-norm layers that normalise by the statistics of their input (not running stats);
-    none for TorchScript, whose layers cannot be patched."""
+    """Layers whose output depends on statistics of the whole image: instance, group and (training or
+    running-stat-free) batch norms, global pooling (squeeze-and-excitation, CBAM's channel branch), and
+    the layers tiling cannot share at all (self-attention, layer norm, other adaptive pools), which make
+    ``shared_norm_stats`` refuse. None for TorchScript, whose layers cannot be patched."""
     if isinstance(module, torch.jit.ScriptModule):
         return []
-    return [
-        m
-        for m in module.modules()
-        if isinstance(m, nn.modules.instancenorm._InstanceNorm) and (m.training or not m.track_running_stats)
-    ]
+    return [m for m in module.modules() if _uses_input_stats(m) or _is_global_gate(m) or _unsharable(m)]
+
+
+def _norm_stats(mod: nn.Module, v: Tensor) -> tuple[Tensor, Tensor]:
+    """[1, C, *spatial] float32 -> per-channel mean and biased variance, each [1, C, 1, ...]."""
+    n, c = v.shape[:2]
+    ones = (1,) * (v.dim() - 2)
+    if isinstance(mod, nn.modules.batchnorm._BatchNorm):  # over the batch too
+        flat = v.transpose(0, 1).reshape(c, -1)
+        return flat.mean(1).view(1, c, *ones), flat.var(1, unbiased=False).view(1, c, *ones)
+    groups = mod.num_groups if isinstance(mod, nn.GroupNorm) else c
+    flat = v.reshape(n, groups, -1)
+    mean = flat.mean(-1).repeat_interleave(c // groups, dim=1)  # [n, C]
+    var = flat.var(-1, unbiased=False).repeat_interleave(c // groups, dim=1)
+    return mean.view(n, c, *ones), var.view(n, c, *ones)
 
 
 def _record_stats(norms: list[nn.Module], run: Callable[[Tensor], Tensor], x: Tensor) -> dict:
-    """Run ``x`` once and keep each norm layer's input mean and variance ([1, C, 1, 1] float32)."""
-    stats: dict[nn.Module, tuple[Tensor, Tensor]] = {}
+    """Run ``x`` once and keep each norm layer's input mean and variance ([1, C, 1, 1] float32) and each
+    global gate's output ([1, C, 1, 1])."""
+    stats: dict[nn.Module, tuple[Tensor, ...]] = {}
 
-    def hook(mod: nn.Module, args: tuple) -> None:
-        v = args[0].float()
-        stats[mod] = (v.mean(dim=(2, 3), keepdim=True), v.var(dim=(2, 3), unbiased=False, keepdim=True))
+    def pre_hook(mod: nn.Module, args: tuple) -> None:
+        stats[mod] = _norm_stats(mod, args[0].detach().float())
 
-    handles = [m.register_forward_pre_hook(hook) for m in norms]
+    def hook(mod: nn.Module, args: tuple, output: Tensor) -> None:
+        stats[mod] = (output.detach(),)
+
+    handles = [m.register_forward_pre_hook(pre_hook) if _uses_input_stats(m) else m.register_forward_hook(hook)
+               for m in norms]
     try:
         run(x)
     finally:
@@ -211,40 +265,61 @@ def _record_stats(norms: list[nn.Module], run: Callable[[Tensor], Tensor], x: Te
 
 def _normalise_with(mod: nn.Module, mean: Tensor, var: Tensor) -> Callable[[Tensor], Tensor]:
     inv_std = torch.rsqrt(var + mod.eps)
+    shape = (1, -1) + (1,) * (mean.dim() - 2)
 
     def forward(x: Tensor) -> Tensor:
         y = (x.float() - mean) * inv_std  # [N, C, h, w] with one image's [1, C, 1, 1] statistics
         if mod.affine:
-            y = y * mod.weight.view(1, -1, 1, 1) + mod.bias.view(1, -1, 1, 1)
+            y = y * mod.weight.view(shape) + mod.bias.view(shape)
         return y.to(x.dtype)
+
+    return forward
+
+
+def _recorded_output(value: Tensor) -> Callable[..., Tensor]:
+    def forward(x: Tensor, *args, **kwargs) -> Tensor:
+        # One image's gate [1, C, 1, 1], repeated for the tiles of the batch.
+        return value.expand(x.shape[0], *value.shape[1:]).to(x.dtype)
 
     return forward
 
 
 @contextlib.contextmanager
 def _frozen_stats(stats: dict) -> Iterator[None]:
-    """Make each recorded norm layer use its recorded statistics (instance attribute shadows forward).
+    """Make each recorded layer use its recorded statistics or output (instance attribute shadows forward).
 
     Not thread-safe: the module is patched in place for the duration of one tiled image.
     """
     try:
-        for mod, (mean, var) in stats.items():
-            mod.forward = _normalise_with(mod, mean, var)
+        for mod, recorded in stats.items():
+            mod.forward = _normalise_with(mod, *recorded) if _uses_input_stats(mod) else _recorded_output(*recorded)
         yield
     finally:
         for mod in stats:
             mod.__dict__.pop("forward", None)
 
 
+def _refuse_unsharable(norms: list[nn.Module]) -> None:
+    bad = next((m for m in norms if _unsharable(m)), None)
+    if bad is not None:
+        raise TranslateError(
+            f"tile: cannot give this generator's {type(bad).__name__} layer the whole image's values in each "
+            "tile (it can depend on the whole image at once), so tiles could give a different image; use "
+            "tile=off (and a memory_budget that holds the whole image)"
+        )
+
+
 @contextlib.contextmanager
 def shared_norm_stats(
     x: Tensor, norms: list[nn.Module], run: Callable[[Tensor], Tensor], *, pixels_per_pass: int, multiple: int
 ) -> Iterator[None]:
-    """While tiling x ([1, 3, H', W']), give every layer of ``norms`` the whole image's statistics,
-    recorded by one ``run`` of x (downscaled to at most ``pixels_per_pass`` pixels)."""
+    """While tiling x ([1, 3, H', W']), give every layer of ``norms`` the whole image's statistics (or
+    gate), recorded by one ``run`` of x (downscaled to at most ``pixels_per_pass`` pixels). Raises
+    TranslateError, before running anything, when one of them cannot be shared."""
     if not norms:
         yield
         return
+    _refuse_unsharable(norms)
     _, _, h, w = x.shape
     ref = x
     if h * w > pixels_per_pass:
