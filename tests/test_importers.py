@@ -452,7 +452,7 @@ def test_animeganv2_matches_the_port_forward(tmp_path):
 
 def test_a_file_of_no_known_layout_gets_one_line_naming_expected_and_found(tmp_path):
     src = _save({"encoder.0.weight": torch.zeros(8, 3, 3, 3), "head.bias": torch.zeros(3)}, tmp_path / "x.pth")
-    for fmt in IMPORT_FORMATS:
+    for fmt in ("official", "cut", "animeganv2"):  # the formats that read PyTorch state dicts
         with pytest.raises(ForeignWeightsError) as info:
             import_weights(fmt, [src], tmp_path / "out")
         msg = str(info.value)
