@@ -305,7 +305,7 @@ def _agrees(out: Path, sd: dict, forward, shape=(2, 3, 32, 48), direction=None, 
 
 
 def test_formats_are_registered():
-    assert set(IMPORT_FORMATS) == {"official", "cut", "animeganv2", "onnx"}
+    assert set(IMPORT_FORMATS) == {"official", "cut", "animeganv2", "animeganv2-tf", "whitebox", "onnx"}
 
 
 @pytest.mark.parametrize(("n_blocks", "norm", "ngf", "dropout"), [
