@@ -236,6 +236,9 @@ def _norm_stats(mod: nn.Module, v: Tensor) -> tuple[Tensor, Tensor]:
         flat = v.transpose(0, 1).reshape(c, -1)
         return flat.mean(1).view(1, c, *ones), flat.var(1, unbiased=False).view(1, c, *ones)
     groups = mod.num_groups if isinstance(mod, nn.GroupNorm) else c
+    if groups == c:  # per channel: reduce in place, no reshaped copy of a channels_last map
+        dims = tuple(range(2, v.dim()))
+        return v.mean(dim=dims, keepdim=True), v.var(dim=dims, unbiased=False, keepdim=True)
     flat = v.reshape(n, groups, -1)
     mean = flat.mean(-1).repeat_interleave(c // groups, dim=1)  # [n, C]
     var = flat.var(-1, unbiased=False).repeat_interleave(c // groups, dim=1)
