@@ -31,6 +31,7 @@ in 8-bit levels. Results go to a table on stdout and to JSON (``--out``).
     python bench/translate_speed.py --device cuda --repeats 10
     python bench/translate_speed.py --sizes 256 --variants eager-fp32,onnxruntime
     python bench/translate_speed.py --variants eager-fp32,onnxruntime,int8,auto --checkpoint runs/h2z
+    python bench/translate_speed.py --generator animeganv2 --sizes 1024 --variants eager-fp32,int8,auto
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from PIL import Image
 from cyclegan.config import GeneratorConfig
 from cyclegan.export import export_module
 from cyclegan.modelfile import ModelInfo, OnnxGenerator, load_any_generator
-from cyclegan.networks import build_generator
+from cyclegan.networks import GENERATORS, build_generator
 from cyclegan.quantize import DEFAULT_LIMITS, calibration_for, load_calibration, quantize_onnx
 from cyclegan.synthetic import make_scene
 from cyclegan.translate import Translator
@@ -82,11 +83,12 @@ def repeats_at(size: int, repeats: int, device: str) -> int:
     return max(1, repeats // 2) if device == "cpu" and size >= 1024 else repeats
 
 
-def reference_generator(checkpoint: str | None = None) -> torch.nn.Module:
+def reference_generator(checkpoint: str | None = None, generator: str = "resnet") -> torch.nn.Module:
     if checkpoint:
         return load_any_generator(checkpoint, direction="a2b", device="cpu").model.eval()
     torch.manual_seed(0)
-    return build_generator(GeneratorConfig()).eval()  # ResNet-9, ngf 64, instance norm
+    # the registry's defaults: for resnet the paper's ResNet-9, ngf 64, instance norm
+    return build_generator(GeneratorConfig(name=generator)).eval()
 
 
 class TensorRTSession:
@@ -119,7 +121,7 @@ class VariantSession:
     def prepare(self) -> dict:
         spec, variant, device = self.spec, self.spec["variant"], self.spec["device"]
         tmp = Path(spec["tmp"])
-        net = reference_generator(spec.get("checkpoint"))
+        net = reference_generator(spec.get("checkpoint"), spec.get("generator", "resnet"))
         common = {"device": device, "tile": "off", "batch_size": 1}
         with Stopwatch(device) as setup:
             if variant == "auto":
@@ -170,11 +172,11 @@ class VariantSession:
         return {"torch_threads": torch.get_num_threads()}
 
 
-def export_onnx(path: Path, log, checkpoint: str | None = None) -> str | None:
+def export_onnx(path: Path, log, checkpoint: str | None = None, generator: str = "resnet") -> str | None:
     """Export the reference generator once for the ONNX Runtime rows; returns an error or None."""
     if path.is_file():
         return None
-    net = reference_generator(checkpoint)
+    net = reference_generator(checkpoint, generator)
     info = ModelInfo(direction="a2b", size_multiple=net.size_multiple, config=None)
     try:
         with Stopwatch() as sw:
@@ -185,9 +187,10 @@ def export_onnx(path: Path, log, checkpoint: str | None = None) -> str | None:
     return None
 
 
-def quantize_int8(tmp: Path, log, checkpoint: str | None) -> tuple[str | None, dict | None]:
+def quantize_int8(tmp: Path, log, checkpoint: str | None,
+                  generator: str = "resnet") -> tuple[str | None, dict | None]:
     """The int8 row's model: the exported ONNX quantized and checked (cyclegan.quantize); (error, check)."""
-    if (error := export_onnx(tmp / ONNX_FILES["onnxruntime"], log, checkpoint)) is not None:
+    if (error := export_onnx(tmp / ONNX_FILES["onnxruntime"], log, checkpoint, generator)) is not None:
         return error, None
     try:
         with Stopwatch() as sw:
@@ -291,6 +294,9 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, help="seconds per variant before it is skipped (default 420)")
     p.add_argument("--checkpoint", help="time this run's a2b generator instead of random weights (the int8 row "
                    "then calibrates on its training images)")
+    p.add_argument("--generator", default="resnet",
+                   help="without --checkpoint: time this registered generator with random weights and its "
+                        "default options (e.g. animeganv2); default resnet (the paper's ResNet-9)")
     p.add_argument("--schedule", choices=("interleaved", "sequential"),
                    help="interleaved: timed repeats round-robin over the variants (default on CPU); "
                         "sequential: one variant after another, one process alive at a time (default on GPU)")
@@ -308,8 +314,14 @@ def main(argv=None) -> int:
     if unknown:
         p.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     variants = [REFERENCE] + [v for v in dict.fromkeys(variants) if v != REFERENCE]  # every ratio needs it
-    model = f"{args.checkpoint} (a2b)" if args.checkpoint else "ResNet-9 generator ngf 64, instance norm (random init)"
-    config = {"model": model, "checkpoint": args.checkpoint, "device": device,
+    if args.checkpoint and args.generator != "resnet":
+        p.error("--generator times random weights; it cannot be combined with --checkpoint")
+    if args.generator not in GENERATORS:
+        p.error(f"unknown --generator {args.generator!r}; choose from {', '.join(sorted(GENERATORS))}")
+    model = (f"{args.checkpoint} (a2b)" if args.checkpoint else
+             "ResNet-9 generator ngf 64, instance norm (random init)" if args.generator == "resnet" else
+             f"{args.generator} generator, default options (random init)")
+    config = {"model": model, "checkpoint": args.checkpoint, "generator": args.generator, "device": device,
               "sizes": sizes, "variants": variants, "repeats": args.repeats or DEFAULT_REPEATS[device],
               "warmup": args.warmup,
               "schedule": args.schedule or ("interleaved" if device == "cpu" else "sequential"),
@@ -322,14 +334,14 @@ def main(argv=None) -> int:
         for v in variants:
             reason = skip_reason(v, device)
             if reason is None and v in ("onnxruntime", "tensorrt"):
-                reason = export_onnx(Path(tmp) / ONNX_FILES[v], log, args.checkpoint)
+                reason = export_onnx(Path(tmp) / ONNX_FILES[v], log, args.checkpoint, args.generator)
             elif reason is None and v == "int8":
-                reason, config["int8_check"] = quantize_int8(Path(tmp), log, args.checkpoint)
+                reason, config["int8_check"] = quantize_int8(Path(tmp), log, args.checkpoint, args.generator)
             if reason:
                 runs[v] = skip(reason)
         todo = [v for v in variants if v not in runs]
         spec = {"device": device, "sizes": sizes, "repeats": config["repeats"], "warmup": args.warmup,
-                "tmp": tmp, "checkpoint": args.checkpoint}
+                "tmp": tmp, "checkpoint": args.checkpoint, "generator": args.generator}
         jobs = [harness.Job(v, harness.worker_command(__file__, {**spec, "variant": v})) for v in todo]
         done = harness.run_workers(jobs, repeats=config["repeats"], budget_s=config["timeout_s"],
                                    interleave=config["schedule"] == "interleaved", log=log,
