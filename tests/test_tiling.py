@@ -55,19 +55,19 @@ def _geometry(net: nn.Module) -> tuple[int, int, int]:
     """Tile side, image height and width (three tiles or more wide, one tile high) for ``net``."""
     m = net.size_multiple
     tile = max(_TILE, 2 * m)  # tiles are at least two multiples
-    return tile, max(128, 2 * m), -(-5 * tile // 2 // m) * m  # translate pads to two multiples at least
+    return tile, max(64, 2 * m), -(-5 * tile // 2 // m) * m  # translate pads to two multiples at least
 
 
-def _receptive_radius(net: nn.Module, side: int) -> int:
-    """How far (px) an output pixel's value reaches into the input, with the statistics held fixed: the
-    support of the centre pixel's gradient."""
-    x = torch.randn(1, 3, side, side)
+def _receptive_radius(net: nn.Module, height: int, width: int) -> int:
+    """How far (px, along x) an output pixel's value reaches into the input, with the statistics held
+    fixed: the support of the centre pixel's gradient."""
+    x = torch.randn(1, 3, height, width)
     xg = x.clone().requires_grad_(True)
     with shared_norm_stats(x, input_stat_norms(net), net, pixels_per_pass=10**9, multiple=net.size_multiple):
         y = net(xg)
-    y[0, :, side // 2, side // 2].sum().backward()
+    y[0, :, height // 2, width // 2].sum().backward()
     cols = (xg.grad.abs().sum((0, 1, 2)) > 0).nonzero().flatten()
-    return int(max(side // 2 - cols.min(), cols.max() - side // 2))
+    return int(max(width // 2 - cols.min(), cols.max() - width // 2))
 
 
 def _far_from_inner_edges(starts: list[int], tile: int, length: int, radius: int) -> torch.Tensor:
@@ -103,7 +103,7 @@ def test_tiles_match_the_whole_image_for_every_generator(name):
     assert tiled_t._tile_for(h, w) == tile
     full = whole_t.translate_tensor(x).float()
     tiled = tiled_t.translate_tensor(x).float()
-    radius = _receptive_radius(net, 2 * tile)
+    radius = _receptive_radius(net, h, 2 * tile)
     starts = tile_starts(w, tile, tiled_t._overlap(tile), net.size_multiple)
     assert len(starts) >= 3
     far = _far_from_inner_edges(starts, tile, w, radius)
