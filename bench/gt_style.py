@@ -349,6 +349,7 @@ def main(argv=None) -> int:
     if tiny:
         args.ngf, args.n_blocks, args.ndf, args.n_layers, args.log_every = 8, 1, 8, 2, 5
         args.classifier_min_accuracy = 0.0
+        args.eval_size = 16  # the classifier's images: its training dominates a tiny run's time
     seeds = [int(s) for s in harness.split_list(args.seeds)]
     torch.set_num_threads(args.threads)  # scoring (SSIM in float64) runs beside the training slices
     names = harness.split_list(args.arms) if args.arms else ["paper", "fast"]
