@@ -18,7 +18,7 @@ from cyclegan.synthetic import make_unpaired_dataset
 from cyclegan.training import train
 from cyclegan.translate import Translator, translate_paths
 
-DEMO_STEPS = 3000  # about 90 s on one core of a 2-core laptop-class CPU
+DEMO_STEPS = 3000  # its CPU time, measured: docs/benchmarks.md, "Install size and the demo"
 DEMO_IMAGES = 60  # training images per domain: 3000 iterations are 50 epochs
 
 

@@ -205,7 +205,7 @@ def speedups(cfg: Config, device: torch.device, precision: str) -> list[str]:
     if crop > 128:
         factor = (crop / 128) ** 2
         tips.append(f"smaller crops: --load-size 143 --crop-size 128 (about {factor:.1f}x fewer pixels per "
-                    f"iteration than {crop}; README 'Quality per minute' races at 64 and 128 px)")
+                    f"iteration than {crop}; docs/benchmarks.md, 'Quality per minute', races at 64 and 128 px)")
     if precision == "fp32" and native_bf16(device):
         tips.append("--precision bf16 (native on this device; the default --precision auto picks it)")
     if device.type == "cpu":
@@ -214,9 +214,9 @@ def speedups(cfg: Config, device: torch.device, precision: str) -> list[str]:
                         "higher per minute in bench/quality_race.py; add --precision fp32 where bf16 is not native)")
         if cfg.model.generator.name == "resnet" and cfg.model.generator.n_blocks > 6:
             tips.append("--set model.generator.n_blocks=6 (the paper's generator for 128 px)")
-        tips.append("a CUDA GPU (README, Performance)")
+        tips.append("a CUDA GPU (docs/benchmarks.md)")
     elif precision == "fp32" and device.type == "cuda":
-        tips.append("--compile and --channels-last (README, Performance)")
+        tips.append("--compile and --channels-last (docs/benchmarks.md, 'Training')")
     tips.append("fewer --epochs, or several --max-minutes slices continued with --resume")
     return tips
 

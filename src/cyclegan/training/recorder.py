@@ -151,7 +151,7 @@ class RunRecorder:
             self.latest_step = pos.step
         if self.main:
             # Resume needs the training state only in latest; epoch and best snapshots are for
-            # translating and comparing, about a quarter of the size without it (README, "The run directory").
+            # translating and comparing, about a quarter of the size without it (docs/training.md, "The run directory").
             with_state = name == "latest" or self.cfg.train.epoch_checkpoint_state
             self.writer.save(
                 self.out / "checkpoints" / name,
