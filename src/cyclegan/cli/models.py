@@ -76,10 +76,13 @@ def import_cmd(fmt, paths, out, overwrite, layout, value_range, channels, multip
 
     FORMAT: official (the CycleGAN/pix2pix authors' .pth files; latest_net_G_A.pth and
     latest_net_G_B.pth together give both directions), cut (CUT/FastCUT generators), animeganv2
-    (the AnimeGANv2 PyTorch port: face_paint_512_v2, paprika, celeba_distill) or onnx (any
-    image-to-image ONNX generator, e.g. AnimeGANv3's: give its convention with --layout, --range,
-    --channels, --multiple and --min-side; it is converted to PyTorch and checked against ONNX Runtime).
-    The architecture is read from the file and checked tensor by tensor.
+    (the AnimeGANv2 PyTorch port: face_paint_512_v2, paprika, celeba_distill), animeganv2-tf (the
+    AnimeGANv2 authors' TensorFlow-1 checkpoints, e.g. Hayao-64.ckpt: give the prefix, either of its
+    .index/.data files or their folder; no TensorFlow needed), whitebox (White-box Cartoonization's
+    TensorFlow-1 checkpoint model-33999, guided filter included) or onnx (any image-to-image ONNX
+    generator, e.g. AnimeGANv3's: give its convention with --layout, --range, --channels, --multiple and
+    --min-side; it is converted to PyTorch and checked against ONNX Runtime). The architecture is read
+    from the file and checked tensor by tensor.
     """
     click.echo(import_weights(fmt, paths, out, overwrite=overwrite,
                               options=_import_options(fmt, layout=layout, value_range=value_range, channels=channels,
