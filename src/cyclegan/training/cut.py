@@ -27,21 +27,15 @@ from cyclegan.config import Config
 from cyclegan.devices import autocast
 from cyclegan.networks import build_discriminator, build_generator
 from cyclegan.patchnce import PatchSampleMLP, nce_layer_channels, patch_nce_loss
+from cyclegan.training.models import NamedNetworks
 from cyclegan.training.step import TRAIN_STEPS, ModelKind, TrainStep
 
 
 @dataclass
-class CUTNets:
+class CUTNets(NamedNetworks):
     G_A: nn.Module  # A -> B
     D_B: nn.Module  # real B vs G_A(A)
     F: PatchSampleMLP  # PatchNCE projection heads, trained with the generator
-
-    def networks(self) -> dict[str, nn.Module]:
-        return {"G_A": self.G_A, "D_B": self.D_B, "F": self.F}
-
-    def train(self, mode: bool = True) -> None:
-        for net in self.networks().values():
-            net.train(mode)
 
 
 @dataclass

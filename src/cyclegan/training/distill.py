@@ -53,6 +53,7 @@ from cyclegan.networks import (
     distill_features,
 )
 from cyclegan.sources import is_source_spec, resolve_source
+from cyclegan.training.models import NamedNetworks
 from cyclegan.training.rundir import resolve_run_config
 from cyclegan.training.step import TRAIN_STEPS, ModelKind, TrainStep
 
@@ -134,17 +135,10 @@ class FeatureTap(nn.Module):
 
 
 @dataclass
-class DistillNets:
+class DistillNets(NamedNetworks):
     G_A: nn.Module  # the student, A -> B
     D_B: nn.Module  # real B (or the teacher's outputs) vs the student's outputs
     P: FeatureProjections | None = None  # student -> teacher feature projections; None without the feature loss
-
-    def networks(self) -> dict[str, nn.Module]:
-        return {"G_A": self.G_A, "D_B": self.D_B, **({"P": self.P} if self.P is not None else {})}
-
-    def train(self, mode: bool = True) -> None:
-        for net in self.networks().values():
-            net.train(mode)
 
 
 @dataclass

@@ -7,6 +7,7 @@ against G_B's fakes) and ``D_B`` judges domain-B images.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -20,19 +21,24 @@ from cyclegan.networks import build_discriminator, build_generator
 from cyclegan.sources import resolve_source
 
 
-@dataclass
-class CycleGAN:
-    G_A: nn.Module  # A -> B
-    G_B: nn.Module  # B -> A
-    D_A: nn.Module  # real A vs G_B(B)
-    D_B: nn.Module  # real B vs G_A(A)
+class NamedNetworks:
+    """A model kind's networks as dataclass fields: ``networks()`` names them in field order (the
+    checkpoint's names), leaving out an optional one that is None; ``train()`` sets their mode."""
 
     def networks(self) -> dict[str, nn.Module]:
-        return {"G_A": self.G_A, "G_B": self.G_B, "D_A": self.D_A, "D_B": self.D_B}
+        return {f.name: net for f in dataclasses.fields(self) if (net := getattr(self, f.name)) is not None}
 
     def train(self, mode: bool = True) -> None:
         for net in self.networks().values():
             net.train(mode)
+
+
+@dataclass
+class CycleGAN(NamedNetworks):
+    G_A: nn.Module  # A -> B
+    G_B: nn.Module  # B -> A
+    D_A: nn.Module  # real A vs G_B(B)
+    D_B: nn.Module  # real B vs G_A(A)
 
 
 def build_models(cfg: Config, device: torch.device) -> CycleGAN:
