@@ -85,7 +85,10 @@ def test_two_process_gloo_run_and_resume_match_single_process(tiny_config, tiny_
                 # The relativistic loss sees only score differences, so D's last bias gets no gradient
                 # and Adam moves it on rounding noise (as above): compare scores up to a constant.
                 a, b = a - a.mean(), b - b.mean()
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+            # 1e-3 is an eighth of one 8-bit level. On a 2-core Intel Xeon the relativistic run's G_A
+            # parts from the single process by 1.7e-4 (rounding, amplified by Adam); a per-process
+            # batch mean instead of the global one (the bug this test guards against) moves it 0.06.
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-3, msg=lambda m, n=name: f"{n}: {m}")
     pool_single = ckpt_io.load_state(ckpt_io.resolve_checkpoint(tmp_path / "single"))["pool_b"]["images"]
     pool_ddp = ckpt_io.load_state(ckpt_io.resolve_checkpoint(tmp_path / "ddp"))["pool_b"]["images"]
     torch.testing.assert_close(pool_single, pool_ddp, rtol=1e-4, atol=1e-4)
