@@ -237,7 +237,10 @@ def filter_constants() -> dict:
 
 def load_test(data: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
     names = sorted(p.name for p in (data / "testA").iterdir())
-    read = lambda p: np.asarray(Image.open(p).convert("RGB"))  # noqa: E731
+    def read(path: Path) -> np.ndarray:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+
     return [read(data / "testA" / n) for n in names], [read(data / "testB" / n) for n in names]
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
-import gt_style  # bench/ is not a package; its scripts are imported by name  # noqa: E402
+import gt_style  # bench/ is not a package; its scripts are imported by name
 
 
 def flat(value, size=16) -> np.ndarray:
