@@ -145,8 +145,9 @@ def test_precision_auto_is_recorded_resolved_and_resume_is_bitwise(tiny_config, 
 def test_a_new_run_defaults_to_auto_and_a_resume_keeps_what_was_recorded(tiny_dataroot, tmp_path):
     data = {"data.dataroot": str(tiny_dataroot)}
     assert resolve_run_config(tmp_path / "new", resume=False, overrides=data).train.precision == "auto"
-    # a preset or flag that names a precision wins over the default
-    assert resolve_run_config(tmp_path / "new", resume=False, preset="fast", overrides=data).train.precision == "bf16"
+    # a flag (or a preset) that names a precision wins over the default
+    bf16 = {**data, "train.precision": "bf16"}
+    assert resolve_run_config(tmp_path / "new", resume=False, overrides=bf16).train.precision == "bf16"
     run = tmp_path / "old"
     run.mkdir()
     (run / "config.json").write_text(build_config(preset="tiny", overrides=data).to_json())  # fp32, as before
