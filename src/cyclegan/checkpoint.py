@@ -38,7 +38,7 @@ from safetensors.torch import load
 from torch import nn
 
 from cyclegan import networks as nets  # not `networks`: functions here name their dicts so
-from cyclegan.config import NETWORK_NAMES, Config, config_from_dict
+from cyclegan.config import Config, config_from_dict
 from cyclegan.errors import CheckpointError, CorruptCheckpointError, CycleGANError, plain_reason
 from cyclegan.fileio import save_safetensors_atomic, write_text_atomic
 from cyclegan.torchfile import UnsafeFileError, load_weights_only
@@ -119,7 +119,8 @@ def verify_sha256_sidecar(path: str | Path) -> None:
         raise CorruptCheckpointError(f"{sidecar}: unreadable checksum file") from None
     if file_sha256(path) != expected:
         raise CorruptCheckpointError(
-            f"{path}: corrupt model file (its SHA-256 differs from the one in {sidecar.name}, written at export)"
+            f"{path}: corrupt model file (its SHA-256 differs from the one in {sidecar.name}, written at "
+            "export)"
         )
 
 
@@ -231,7 +232,8 @@ class CheckpointWriter:
 
     def __init__(self, *, background: bool = True) -> None:
         self.background = background
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint") if background else None
+        self._pool = ThreadPoolExecutor(max_workers=1,
+                                        thread_name_prefix="checkpoint") if background else None
         self._pending: Future | None = None
 
     def save(
@@ -323,8 +325,8 @@ def _no_checkpoint(run: Path) -> CheckpointError:
     if partial:
         what = "; ".join(f"{p.name} ({', '.join(missing_files(p))} missing)" for p in partial[:3])
         return CheckpointError(f"{run}: no complete checkpoint in checkpoints/: {what}")
-    return CheckpointError(f"{run}: no checkpoint yet (the run stopped before its first save): start again with "
-                           "--overwrite")
+    return CheckpointError(f"{run}: no checkpoint yet (the run stopped before its first save): start again "
+                           "with --overwrite")
 
 
 def _recency(ckpt: Path) -> tuple[int, int]:
@@ -355,9 +357,9 @@ def resume_checkpoint(run: str | Path) -> Path:
     if weights_only := run_checkpoints(run):
         name = weights_only[0].relative_to(run)
         raise CheckpointError(
-            f"{run}: {name} holds weights only (no state.pt: epoch and best checkpoints keep no training state "
-            "unless train.epoch_checkpoint_state is on) and cannot be resumed; start a new run from its weights "
-            f"with --init-from {weights_only[0]} --init-nets G_A,G_B,D_A,D_B"
+            f"{run}: {name} holds weights only (no state.pt: epoch and best checkpoints keep no training "
+            "state unless train.epoch_checkpoint_state is on) and cannot be resumed; start a new run from "
+            f"its weights with --init-from {weights_only[0]} --init-nets G_A,G_B,D_A,D_B"
         )
     raise _no_checkpoint(run)
 
@@ -407,7 +409,8 @@ def _read_checked(path: Path, what: str) -> bytes:
     expected = expected.get(path.name) if isinstance(expected, dict) else None
     if expected is not None and hashlib.sha256(data).hexdigest() != expected:
         raise CorruptCheckpointError(
-            f"{path}: corrupt {what} (its SHA-256 differs from the one recorded in meta.json when it was written)"
+            f"{path}: corrupt {what} (its SHA-256 differs from the one recorded in meta.json when it was "
+            "written)"
         )
     return data
 
@@ -511,7 +514,8 @@ def _load_generator(ckpt: Path, *, direction: str, device, ema: bool) -> tuple[n
     cfg = load_checkpoint_config(ckpt)
     if direction == "b2a" and cfg.model.kind != "cyclegan":
         raise CheckpointError(
-            f"{ckpt}: a {cfg.model.kind} model is one-sided and translates a2b only (it has no B -> A generator)"
+            f"{ckpt}: a {cfg.model.kind} model is one-sided and translates a2b only (it has no B -> A "
+            "generator)"
         )
     net = nets.build_generator(cfg.model.generator, init=cfg.model.init, init_gain=cfg.model.init_gain)
     name = GENERATOR_FOR_DIRECTION[direction]

@@ -110,7 +110,8 @@ def augment(img: Image.Image, cfg: DataConfig, rng: random.Random | None) -> Ima
         w, h = img.size
         if w < size or h < size:  # crop needs room: upscale the short side first
             scale = size / min(w, h)
-            img = img.resize((max(size, math.ceil(w * scale)), max(size, math.ceil(h * scale))), Image.BICUBIC)
+            img = img.resize((max(size, math.ceil(w * scale)), max(size, math.ceil(h * scale))),
+                             Image.BICUBIC)
             w, h = img.size
         if rng is None:
             x, y = (w - size) // 2, (h - size) // 2
@@ -264,8 +265,8 @@ def edge_smoothed_files(files: Sequence[Path] | ArrayImages, style_dir: Path, sm
     ``smooth_dir``, as .png (what ``cyclegan prep edge-smooth`` writes). DataError when the style
     domain is an .npz or any copy is missing, before training starts."""
     if isinstance(files, ArrayImages):
-        raise DataError(f"{style_dir}: loss.lambda_edge_promote needs the style domain as a folder of images, "
-                        "not an .npz array")
+        raise DataError(f"{style_dir}: loss.lambda_edge_promote needs the style domain as a folder of "
+                        "images, not an .npz array")
     style_dir, smooth_dir = Path(style_dir), Path(smooth_dir)
     copies = [(smooth_dir / Path(f).relative_to(style_dir)).with_suffix(".png") for f in files]
     missing = [c for c in copies if not c.is_file()]

@@ -84,7 +84,8 @@ def run_demo(
     summary = translate_paths(translator, [str(data / "testA")], out=translated, echo=echo)
     echo(f"demo: {summary.line()}")
     elapsed = time.perf_counter() - start
-    losses = ", ".join(f"{k} {result.last_log[k]:.3f}" for k in ("G_total", "cycle_A", "D_B") if k in result.last_log)
+    losses = ", ".join(f"{k} {result.last_log[k]:.3f}" for k in ("G_total", "cycle_A",
+                                                                 "D_B") if k in result.last_log)
     return (
         f"demo finished in {elapsed:.0f} s: {result.step} iterations ({losses})\n"
         f"  samples:     {run / 'samples'}\n"

@@ -47,7 +47,8 @@ def from_environment() -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
-    return DistInfo(rank=int(os.environ["RANK"]), world_size=world, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    return DistInfo(rank=int(os.environ["RANK"]), world_size=world,
+                    local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def init(info: DistInfo, device: torch.device) -> None:

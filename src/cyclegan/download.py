@@ -131,7 +131,8 @@ class DownloadResult:
 
 
 def cache_dir() -> Path:
-    """The user cache: ``$CYCLEGAN_CACHE_DIR``, else ``$XDG_CACHE_HOME/cyclegan``, else ``~/.cache/cyclegan``."""
+    """The user cache: ``$CYCLEGAN_CACHE_DIR``, else ``$XDG_CACHE_HOME/cyclegan``, else
+    ``~/.cache/cyclegan``."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -139,7 +140,8 @@ def cache_dir() -> Path:
 
 
 def offline_mode() -> bool:
-    """Whether network access is forbidden: ``CYCLEGAN_OFFLINE`` or ``HF_HUB_OFFLINE`` set to 1/true/yes/on."""
+    """Whether network access is forbidden: ``CYCLEGAN_OFFLINE`` or ``HF_HUB_OFFLINE`` set to
+    1/true/yes/on."""
     return any(os.environ.get(k, "").strip().lower() in _TRUE for k in (OFFLINE_ENV, HF_OFFLINE_ENV))
 
 
@@ -256,7 +258,8 @@ def download(
     deadline: Deadline = DEFAULT_DEADLINE,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> DownloadResult:
-    """Fetch ``url`` into ``dest`` (see the module docstring); a ``dest`` already there is checked, not fetched.
+    """Fetch ``url`` into ``dest`` (see the module docstring); a ``dest`` already there is checked, not
+    fetched.
 
     ``sha256``, ``git_sha1`` (git blob id), ``size`` and ``expected_prefix`` (of the SHA-256) are
     checked when given. ``progress``: True draws a tqdm bar on stderr, False none, None only when
@@ -292,7 +295,8 @@ def download(
             try:
                 fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                raise DownloadError(f"{part}: another process is downloading {url} there; wait for it") from None
+                raise DownloadError(
+                    f"{part}: another process is downloading {url} there; wait for it") from None
         try:
             digest, nbytes = fetch.into(f)
         except _Refused:
@@ -307,7 +311,8 @@ def download(
         blob = file_git_sha1(part) if git_sha1 is not None else None
         if (why := _mismatch(digest, nbytes, blob, want)) is not None:
             _discard(dest)
-            raise ChecksumError(f"{url}: {why}; nothing was saved (a changed or corrupted file on the server?)")
+            raise ChecksumError(f"{url}: {why}; nothing was saved (a changed or corrupted file on the "
+                                "server?)")
         try:
             os.fsync(f.fileno())
             os.replace(part, dest)
@@ -420,15 +425,16 @@ class _Fetch:
                     except _Cut as e:
                         if attempt == self.retries:
                             raise DownloadError(
-                                f"{self.url}: {e} ({f.tell()} bytes kept in {part}; run the command again to resume)"
+                                f"{self.url}: {e} ({f.tell()} bytes kept in {part}; run the command again to "
+                                "resume)"
                             ) from None
                         continue
                     size = have + got
                     if total is not None and size != total:
                         if attempt == self.retries:
                             raise DownloadError(
-                                f"{self.url}: connection closed after {size} of {total} bytes ({part} kept; run "
-                                "the command again to resume)"
+                                f"{self.url}: connection closed after {size} of {total} bytes ({part} kept; "
+                                "run the command again to resume)"
                             )
                         continue
                     return h.hexdigest(), size
@@ -453,7 +459,8 @@ class _Fetch:
         return h, f.tell(), validator
 
     def _admit(self, response, total: int | None) -> int:
-        """Refuse a response that cannot be the file; the most bytes the file may have; starts the deadline."""
+        """Refuse a response that cannot be the file; the most bytes the file may have; starts the
+        deadline."""
         ctype = response.headers.get("Content-Type", "")
         if ctype.split(";")[0].strip().lower() in ("text/html", "application/xhtml+xml"):
             raise _Refused(f"{self.url}: the server sent an HTML page (Content-Type {ctype}), not the file; "
@@ -463,8 +470,8 @@ class _Fetch:
             raise _Refused(f"{self.url}: the server announces {total} bytes, the expected size is {want}; "
                            "nothing was saved (a changed file on the server?)")
         if total is None and not self.want.has_hash():
-            raise _Refused(f"{self.url}: the server sent no length and no hash is known to check the body, so a "
-                           f"cut or padded file could not be told apart; refused ({self._by_hand()})")
+            raise _Refused(f"{self.url}: the server sent no length and no hash is known to check the body, "
+                           f"so a cut or padded file could not be told apart; refused ({self._by_hand()})")
         limit = want if want is not None else total if total is not None else self.max_bytes
         if self.budget is None:
             self.budget = self.deadline.seconds(limit)
@@ -490,8 +497,9 @@ class _Fetch:
             if self.budget is not None and self._elapsed() > self.budget:
                 f.flush()
                 raise DownloadError(
-                    f"{self.url}: still incomplete after {self._elapsed():.1f} s, more than the {self.budget:.1f} s "
-                    f"allowed for {limit} bytes; {have + got} bytes kept in {part} (run the command again to resume)"
+                    f"{self.url}: still incomplete after {self._elapsed():.1f} s, more than the "
+                    f"{self.budget:.1f} s allowed for {limit} bytes; {have + got} bytes kept in {part} (run "
+                    "the command again to resume)"
                 )
             try:
                 # read1: what one receive brings, so the deadline is checked even when bytes trickle in.
@@ -505,8 +513,8 @@ class _Fetch:
                 raise _Refused(f"{self.url}: the server sent an HTML page, not the file; nothing was saved "
                                f"({self._by_hand()})")
             if have + got + len(chunk) > limit:
-                raise _Refused(f"{self.url}: the body is longer than the expected {limit} bytes; stopped reading "
-                               "there and nothing was saved")
+                raise _Refused(f"{self.url}: the body is longer than the expected {limit} bytes; stopped "
+                               "reading there and nothing was saved")
             try:
                 f.write(chunk)
             except OSError as e:

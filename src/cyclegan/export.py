@@ -237,8 +237,10 @@ def check_destination(dest: Path, fmt: str, source: Path | None, overwrite: bool
         raise ExportError(f"{dest}: already exists; pass --overwrite to replace it")
     if fmt == "safetensors":
         # Replacing a folder is only safe if it is one of our exports; never delete a user's folder.
-        if not dest.is_dir() or {p.name for p in dest.iterdir()} - {EXPORTED_WEIGHTS, "config.json", "meta.json"}:
-            raise ExportError(f"{dest}: exists and is not a cyclegan safetensors export; refusing to replace it")
+        if not dest.is_dir() or {p.name for p in dest.iterdir()} - {EXPORTED_WEIGHTS, "config.json",
+                                                                    "meta.json"}:
+            raise ExportError(f"{dest}: exists and is not a cyclegan safetensors export; refusing to replace "
+                              "it")
     elif dest.is_dir():
         raise ExportError(f"{dest}: is a folder; give a file name for the {fmt} export")
 
@@ -262,7 +264,8 @@ def export_generator(
         raise ExportError(f"--format {fmt!r}: choose from {', '.join(EXPORT_FORMATS)}")
     loaded = load_any_generator(source, direction=direction, device="cpu", ema=ema)
     if not isinstance(loaded.model, nn.Module) or loaded.kind == "torchscript":
-        raise ExportError(f"{source}: export needs the PyTorch weights (a run, checkpoint or safetensors export)")
+        raise ExportError(f"{source}: export needs the PyTorch weights (a run, checkpoint or safetensors "
+                          "export)")
     return export_module(
         loaded.model, fmt=fmt, out=out, info=loaded.info, overwrite=overwrite, opset=opset, source=loaded.path
     )
@@ -294,7 +297,8 @@ def export_module(
         raise ExportError(f"{dest}: a {fmt} export must end in {' or '.join(expected)} so it loads as {fmt}")
     net = net.eval()
     check_destination(dest, fmt, source, overwrite)
-    info = ModelInfo(direction=info.direction, size_multiple=info.size_multiple, config=info.config, format=fmt)
+    info = ModelInfo(direction=info.direction, size_multiple=info.size_multiple, config=info.config,
+                     format=fmt)
     if dest.parent != Path(""):
         dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(dest)

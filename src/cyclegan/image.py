@@ -268,7 +268,8 @@ def _pad_axis(x: torch.Tensor, before: int, after: int, dim: int) -> torch.Tenso
     return x
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int, *, minimum: int = 0) -> tuple[torch.Tensor, tuple[int, int]]:
+def pad_to_multiple(x: torch.Tensor, multiple: int, *, minimum: int = 0) -> tuple[torch.Tensor,
+                                                                                  tuple[int, int]]:
     """[B, C, H, W] float -> ([B, C, H', W'], (top, left)): H', W' the next multiples of ``multiple``
     (and at least ``minimum``), as ``padded_size`` says.
 

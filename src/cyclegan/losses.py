@@ -247,12 +247,14 @@ class LeCamEMA:
         self.fake: Tensor | None = None
 
     def update(self, real_pred: Any, fake_pred: Any) -> None:
-        """Fold one step's D(real) and D(fake) (tensors or tuples of heads; detached here) into the averages."""
+        """Fold one step's D(real) and D(fake) (tensors or tuples of heads; detached here) into the
+        averages."""
         real, fake = _head_means(real_pred, self.batch_mean), _head_means(fake_pred, self.batch_mean)
         if self.real is None or self.fake is None:
             self.real, self.fake = torch.zeros_like(real), torch.zeros_like(fake)
         elif self.real.shape != real.shape:
-            raise ValueError(f"LeCam EMA holds {self.real.numel()} head(s), the discriminator gave {real.numel()}")
+            raise ValueError(f"LeCam EMA holds {self.real.numel()} head(s), the discriminator gave "
+                             f"{real.numel()}")
         self.real = self.real.to(real.device)
         self.fake = self.fake.to(fake.device)
         self.real = self.decay * self.real + (1.0 - self.decay) * real
@@ -292,7 +294,8 @@ def lecam_regularizer(real_pred: Any, fake_pred: Any, ema: LeCamEMA) -> Tensor:
     reals = real_pred if isinstance(real_pred, (tuple, list)) else (real_pred,)
     fakes = fake_pred if isinstance(fake_pred, (tuple, list)) else (fake_pred,)
     if not len(reals) == len(fakes) == alpha_real.numel():
-        raise ValueError(f"LeCam: {len(reals)} real and {len(fakes)} fake heads, {alpha_real.numel()} anchor(s)")
+        raise ValueError(f"LeCam: {len(reals)} real and {len(fakes)} fake heads, {alpha_real.numel()} "
+                         "anchor(s)")
     terms = [
         F.relu(r.float() - alpha_fake[i]).pow(2).mean() + F.relu(alpha_real[i] - f.float()).pow(2).mean()
         for i, (r, f) in enumerate(zip(reals, fakes))

@@ -63,7 +63,8 @@ TORCHSCRIPT_EXTRA = "cyclegan.json"
 EXPORTED_WEIGHTS = "generator.safetensors"
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript")
 # A folder written by ``cyclegan import onnx``: the publisher's graph as given, the same graph behind our
-# convention (ONNX Runtime's file), and foreign.json (convention, backend, hashes; cyclegan.importers.onnx_foreign).
+# convention (ONNX Runtime's file), and foreign.json (convention, backend, hashes;
+# cyclegan.importers.onnx_foreign).
 FOREIGN_GRAPH = "foreign.onnx"
 FOREIGN_WRAPPED = "generator.onnx"
 FOREIGN_INFO = "foreign.json"
@@ -100,8 +101,10 @@ class ModelInfo:
                 config=config,
                 format=str(doc.get("format", "?")),
             )
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:  # hostile nesting, [1, 2]
-            raise CheckpointError(f"{where}: unreadable cyclegan metadata ({type(e).__name__}: {e})") from None
+        # hostile nesting, [1, 2]
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+            raise CheckpointError(
+                f"{where}: unreadable cyclegan metadata ({type(e).__name__}: {e})") from None
         except CycleGANError as e:
             raise CheckpointError(f"{where}: invalid config in metadata ({e})") from None
 
@@ -223,7 +226,8 @@ def _load_torchscript(path: Path, device: torch.device) -> tuple[nn.Module, Mode
                 f"cyclegan import official|cut|animeganv2 {path} --out FOLDER, then use FOLDER") from None
         raise CheckpointError(f"{path}: not a loadable TorchScript file ({type(e).__name__})") from None
     if not extra[TORCHSCRIPT_EXTRA]:
-        raise CheckpointError(f"{path}: TorchScript file without cyclegan metadata; export it with cyclegan export")
+        raise CheckpointError(f"{path}: TorchScript file without cyclegan metadata; export it with cyclegan "
+                              "export")
     return module.eval(), ModelInfo.from_json(extra[TORCHSCRIPT_EXTRA], where=path)
 
 
@@ -303,7 +307,8 @@ def _load_any(
         runner = OnnxGenerator(path=path, device=str(device), threads=threads)
         meta = runner.metadata()
         if METADATA_KEY not in meta:
-            raise CheckpointError(f"{path}: ONNX model without cyclegan metadata; export it with cyclegan export")
+            raise CheckpointError(f"{path}: ONNX model without cyclegan metadata; export it with cyclegan "
+                                  "export")
         info = ModelInfo.from_json(meta[METADATA_KEY], where=path)
         _single_direction(info, direction, path)
         return LoadedGenerator(model=runner, info=info, kind="onnx", path=path)
@@ -330,10 +335,12 @@ def _load_foreign(path: Path, *, direction: str | None, device: str | torch.devi
         convention = OnnxConvention.from_dict(doc["convention"])
         backend, hashes = str(doc["backend"]), dict(doc["sha256"])
     except (ValueError, KeyError, TypeError, RecursionError, CheckpointError) as e:
-        raise CheckpointError(f"{path / FOREIGN_INFO}: unreadable ({first_line(e, type(e).__name__)})") from None
+        raise CheckpointError(
+            f"{path / FOREIGN_INFO}: unreadable ({first_line(e, type(e).__name__)})") from None
     for name in (FOREIGN_GRAPH, FOREIGN_WRAPPED):
         if not (path / name).is_file() or file_sha256(path / name) != hashes.get(name):
-            raise CheckpointError(f"{path / name}: missing or changed since it was imported (SHA-256 differs)")
+            raise CheckpointError(
+                f"{path / name}: missing or changed since it was imported (SHA-256 differs)")
     info = ModelInfo(direction="a2b", size_multiple=convention.multiple, config=None, format="onnx-import")
     _single_direction(info, direction, path)
     if backend == "onnxruntime":
@@ -352,7 +359,8 @@ def _load_foreign(path: Path, *, direction: str | None, device: str | torch.devi
         raise CheckpointError(f"{path / FOREIGN_GRAPH}: no longer converts to PyTorch "
                               f"({type(e).__name__}: {first_line(e, 'no detail')})") from None
     net = ForeignGenerator(net=graph, convention=convention)
-    net.onnx_graph = path / FOREIGN_WRAPPED  # ONNX Runtime's file for --precision auto / int8 (cyclegan.runtime)
+    # ONNX Runtime's file for --precision auto / int8 (cyclegan.runtime)
+    net.onnx_graph = path / FOREIGN_WRAPPED
     if str(device) != "auto":
         net = net.to(device)
     return LoadedGenerator(model=net.eval(), info=info, kind="foreign", path=path)

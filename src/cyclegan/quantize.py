@@ -1,4 +1,5 @@
-"""int8 generators: ONNX Runtime static quantization, calibrated on the source domain and checked image by image.
+"""int8 generators: ONNX Runtime static quantization, calibrated on the source domain and checked image by
+image.
 
 An fp32 ONNX generator (``cyclegan.export``) becomes an int8 one in five steps:
 
@@ -104,7 +105,8 @@ class Int8Limits:
     max_levels: int = 48  # largest single difference
 
     def line(self) -> str:
-        return f"PSNR >= {self.min_psnr:g} dB, mean <= {self.max_mean_levels:g}, max <= {self.max_levels} levels"
+        return (f"PSNR >= {self.min_psnr:g} dB, mean <= {self.max_mean_levels:g}, max <= {self.max_levels} "
+                "levels")
 
 
 DEFAULT_LIMITS = Int8Limits()
@@ -135,8 +137,9 @@ class ImageCheck:
         return not self.failures(limits)
 
     def line(self) -> str:
-        return (f"vs fp32 on {self.images} calibration image(s) at {self.size} px: PSNR {self.psnr_min:.1f} dB "
-                f"(worst image; mean {self.psnr_mean:.1f}), mean {self.mean_levels:.2f} levels, max {self.max_levels}")
+        return (f"vs fp32 on {self.images} calibration image(s) at {self.size} px: PSNR {self.psnr_min:.1f} "
+                f"dB (worst image; mean {self.psnr_mean:.1f}), mean {self.mean_levels:.2f} levels, max "
+                f"{self.max_levels}")
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -144,7 +147,8 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return PSNR_CAP if mse == 0 else min(PSNR_CAP, 10 * math.log10(255.0**2 / mse))
 
 
-def compare_images(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray], *, size: int) -> ImageCheck:
+def compare_images(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray], *,
+                   size: int) -> ImageCheck:
     """uint8 images (any equal shapes) -> ImageCheck of ``candidate`` against ``reference``."""
     psnrs, total, count, worst = [], 0.0, 0, 0
     for a, b in zip(reference, candidate, strict=True):
@@ -281,7 +285,8 @@ def fp32_nodes(model) -> list[str]:
                 continue
             sources = [producer[i] for i in n.input if i in producer]
             sinks = [c for o in n.output for c in consumers.get(o, [])]
-            if (sources and all(s.name in keep for s in sources)) or (sinks and all(c.name in keep for c in sinks)):
+            if (sources and all(s.name in keep for s in sources)) or (sinks
+                                                                      and all(c.name in keep for c in sinks)):
                 keep.add(n.name)
                 changed = True
     return sorted(keep)
@@ -317,7 +322,8 @@ def equalize_for_norm(model, input_name: str, images: Sequence[np.ndarray], *, s
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     names = [n.output[0] for n in targets]
-    probe.graph.output.extend(onnx.helper.make_tensor_value_info(k, onnx.TensorProto.FLOAT, None) for k in names)
+    probe.graph.output.extend(onnx.helper.make_tensor_value_info(k, onnx.TensorProto.FLOAT,
+                                                                 None) for k in names)
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     means = {k: 0.0 for k in names}
     variances = {k: 0.0 for k in names}
@@ -336,7 +342,8 @@ def equalize_for_norm(model, input_name: str, images: Sequence[np.ndarray], *, s
         scale = np.where(variances[k] >= target**2, target / np.maximum(std, 1e-30), 1.0).astype(np.float32)
         weight = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)  # [C_out, C_in, kH, kW]
         has_bias = len(n.input) > 2 and n.input[2] in inits and len(readers[n.input[2]]) == 1
-        bias = numpy_helper.to_array(inits[n.input[2]]).astype(np.float32) if has_bias else np.zeros_like(scale)
+        bias = numpy_helper.to_array(inits[n.input[2]]).astype(np.float32) if has_bias else np.zeros_like(
+            scale)
         inits[n.input[1]].CopyFrom(numpy_helper.from_array(weight * scale[:, None, None, None], n.input[1]))
         new_bias = (scale * (bias - means[k])).astype(np.float32)  # the mean goes: the norm removes it anyway
         if has_bias:
@@ -362,7 +369,8 @@ class Int8Report:
     int8_nodes: int = 0
 
     def to_json(self) -> str:
-        return json.dumps({"check": asdict(self.check), "calibration": self.calibration, "settings": self.settings,
+        return json.dumps({"check": asdict(self.check), "calibration": self.calibration,
+                           "settings": self.settings,
                            "kept_fp32": self.kept_fp32, "int8_nodes": self.int8_nodes})
 
     @classmethod
@@ -451,7 +459,8 @@ def quantize_onnx(fp32: str | os.PathLike, out: str | os.PathLike, calibration: 
     fp32, out = Path(fp32), Path(out)
     images = list(calibration.arrays())
     if not images:
-        raise DataError(f"{calibration.source}: none of the {len(calibration.items)} calibration images is readable")
+        raise DataError(f"{calibration.source}: none of the {len(calibration.items)} calibration images is "
+                        "readable")
     reduce_range = _reduce_range()
     with tempfile.TemporaryDirectory(prefix="cyclegan-int8-") as tmp:
         pre = Path(tmp) / "pre.onnx"
@@ -491,7 +500,8 @@ def quantize_onnx(fp32: str | os.PathLike, out: str | os.PathLike, calibration: 
         except CycleGANError:
             raise
         except Exception as e:  # noqa: BLE001 - the quantization tool raises many types
-            raise ExportError(f"{fp32}: int8 quantization failed ({type(e).__name__}: {first_line(e, '')})") from None
+            raise ExportError(
+                f"{fp32}: int8 quantization failed ({type(e).__name__}: {first_line(e, '')})") from None
         reference = OnnxGenerator(path=fp32, device="cpu", threads=threads)
         quantized = OnnxGenerator(path=out, device="cpu", threads=threads)
         ref_imgs, q_imgs = [], []
@@ -500,7 +510,8 @@ def quantize_onnx(fp32: str | os.PathLike, out: str | os.PathLike, calibration: 
             ref_imgs.append(to_uint8(reference(xt)).numpy())
             q_imgs.append(to_uint8(quantized(xt)).numpy())
         check = compare_images(ref_imgs, q_imgs, size=calibration.size)
-        int8_nodes = sum(1 for n in onnx.load(str(pre)).graph.node if n.op_type in _INT8_COMPUTE and n.name not in keep)
+        int8_nodes = sum(1 for n in onnx.load(str(pre)).graph.node if n.op_type in _INT8_COMPUTE
+                         and n.name not in keep)
     report = Int8Report(
         check=check,
         calibration={"source": str(calibration.source), "images": len(images), "size": calibration.size,
@@ -529,7 +540,8 @@ def _write_metadata(path: Path, fp32_meta: dict[str, str], report: Int8Report) -
     props.update({k: v for k, v in fp32_meta.items() if k == METADATA_KEY})
     props[INT8_METADATA_KEY] = report.to_json()
     onnx.helper.set_model_props(model, props)
-    model.doc_string = (model.doc_string or "cyclegan generator") + " (int8: QDQ, ONNX Runtime static quantization)"
+    model.doc_string = (model.doc_string or "cyclegan generator") + (" (int8: QDQ, ONNX Runtime static "
+                                                                     "quantization)")
     onnx.save(model, str(path))
 
 
@@ -544,8 +556,8 @@ class Int8ExportResult:
 
     def line(self) -> str:
         r = self.report
-        return (f"wrote {self.path} (onnx int8: {r.int8_nodes} convolutions in int8, {len(r.kept_fp32)} nodes "
-                f"kept fp32); {r.check.line()} (limits: {self.limits.line()})")
+        return (f"wrote {self.path} (onnx int8: {r.int8_nodes} convolutions in int8, {len(r.kept_fp32)} "
+                f"nodes kept fp32); {r.check.line()} (limits: {self.limits.line()})")
 
 
 def export_int8(net: nn.Module, *, out: str | os.PathLike, info: ModelInfo, calibration: Calibration,
@@ -568,7 +580,8 @@ def export_int8(net: nn.Module, *, out: str | os.PathLike, info: ModelInfo, cali
             failures = report.check.failures(limits)
             if failures:
                 raise ExportError(
-                    f"{dest}: the int8 model is too far from fp32 on {report.check.images} calibration image(s) "
+                    f"{dest}: the int8 model is too far from fp32 on {report.check.images} calibration "
+                    "image(s) "
                     f"from {calibration.source} ({'; '.join(failures)}); nothing was written (the limits are "
                     "--int8-min-psnr, --int8-max-mean-levels and --int8-max-levels)"
                 )

@@ -24,7 +24,8 @@ class Registry(dict):
     """A dict of name -> callable with a ``register(name)`` decorator."""
 
     # Every registry created, weakly (a throwaway registry in a test leaves when it is collected):
-    # tests/test_architecture.py checks each one's names against the CLI's choices and docs/training-options.md.
+    # tests/test_architecture.py checks each one's names against the CLI's choices and
+    # docs/training-options.md.
     _created: ClassVar[list[weakref.ref[Registry]]] = []
 
     def __init__(self, kind: str):

@@ -114,7 +114,8 @@ def _figure(n_panels: int, *, cols: int = 2, height: float = 3.0):
         from matplotlib.backends.backend_agg import FigureCanvasAgg  # the eval extra
         from matplotlib.figure import Figure
     except ImportError:
-        raise EvaluationError("matplotlib is not installed; the report needs it: pip install 'cyclegan[eval]'")
+        raise EvaluationError(
+            "matplotlib is not installed; the report needs it: pip install 'cyclegan[eval]'")
     cols = min(cols, n_panels)
     rows = math.ceil(n_panels / cols)
     fig = Figure(figsize=(5.2 * cols, height * rows), layout="constrained")
@@ -161,7 +162,8 @@ def _loss_plot(losses: list[dict], smoothing: float) -> bytes | None:
     return _png(fig)
 
 
-def _single_plot(records: list[dict], key: str, *, title: str, ylabel: str, smoothing: float = 0.0) -> bytes | None:
+def _single_plot(records: list[dict], key: str, *, title: str, ylabel: str,
+                 smoothing: float = 0.0) -> bytes | None:
     xs, ys = _series(records, key)
     if not xs:
         return None
@@ -275,10 +277,12 @@ def _facts(config: dict, log: RunLog) -> list[tuple[str, str]]:
         facts.append(("wall time", _duration(sum(b - a for a, b in spans))))
     rates = [r["img_per_s"] for r in log.losses if isinstance(r.get("img_per_s"), (int, float))]
     if rates:
-        facts.append(("throughput", f"median {statistics.median(rates):.1f} img/s, last {rates[-1]:.1f} img/s"))
+        facts.append(("throughput",
+                      f"median {statistics.median(rates):.1f} img/s, last {rates[-1]:.1f} img/s"))
     facts.append(("batch size", str(train.get("batch_size", "?"))))
     facts.append(("precision", str(train.get("precision", "?"))))
-    facts.append(("channels_last / compile", f"{train.get('channels_last', '?')} / {train.get('compile', '?')}"))
+    facts.append(("channels_last / compile",
+                  f"{train.get('channels_last', '?')} / {train.get('compile', '?')}"))
     facts.append(("data loader workers", str(data.get("num_workers", "?"))))
     facts.append(("crop size", str(data.get("crop_size", "?"))))
     if log.bad_lines:
@@ -386,7 +390,8 @@ def build_report(
         "lr": image_ref("lr.png", _single_plot(log.losses, "lr", title="learning rate", ylabel="lr")),
         "throughput": image_ref(
             "throughput.png",
-            _single_plot(log.losses, "img_per_s", title="throughput", ylabel="images / s", smoothing=smoothing),
+            _single_plot(log.losses, "img_per_s", title="throughput", ylabel="images / s",
+                         smoothing=smoothing),
         ),
         "metrics": image_ref("metrics.png", _metrics_plot(log.metrics)),
     }
@@ -404,7 +409,8 @@ def build_report(
     ]
     if plots["losses"]:
         parts.append(f"<figure><img src='{plots['losses']}' alt='loss curves'><figcaption>faint: logged "
-                     f"values; solid: exponential moving average (weight {smoothing:g})</figcaption></figure>")
+                     "values; solid: exponential moving average (weight "
+                     f"{smoothing:g})</figcaption></figure>")
     else:
         parts.append("<p class='muted'>no loss records in log.jsonl yet</p>")
     for key, title in (("lr", "Learning rate"), ("throughput", "Throughput")):
@@ -423,7 +429,8 @@ def build_report(
             parts.append(f"<p class='muted'>{html.escape(path.name)}: unreadable</p>")
             continue
         step = record.get("step")
-        parts.append(f"<h3>{html.escape(path.name)} (step {html.escape(str(step))})</h3>{_eval_table(record)}")
+        parts.append(
+            f"<h3>{html.escape(path.name)} (step {html.escape(str(step))})</h3>{_eval_table(record)}")
     if not plots["metrics"] and not evals:
         parts.append("<p class='muted'>no metrics yet: train with --eval-every N or run "
                      f"<code>cyclegan evaluate --checkpoint {html.escape(str(run))}</code></p>")

@@ -2,7 +2,8 @@
 the automatic choice between them (``precision="auto"``), and the CPU thread count.
 
 ``choose_runtime`` picks, for one model on one device, the fastest path whose output stays within a
-set tolerance of PyTorch fp32. The rules follow what ``bench/translate_speed.py`` measured (the figures are on the
+set tolerance of PyTorch fp32. The rules follow what ``bench/translate_speed.py`` measured (the figures are on
+the
 documentation's Benchmarks page, docs/benchmarks.md, not here, where they would go stale):
 
 0. On a CPU, an int8 model of these exact weights that passed its image-level check
@@ -10,7 +11,8 @@ documentation's Benchmarks page, docs/benchmarks.md, not here, where they would 
    earlier: it is never made here, since that needs the training images and a minute or more.
 1. bf16 autocast where the device computes bf16 natively and a probe image stays within
    ``AUTO_MAX_LEVELS`` of fp32.
-2. Otherwise, on a CPU with ``onnxruntime`` installed, ONNX Runtime (fp32): the module is exported once, checked against PyTorch as ``cyclegan export``
+2. Otherwise, on a CPU with ``onnxruntime`` installed, ONNX Runtime (fp32): the module is exported once,
+   checked against PyTorch as ``cyclegan export``
    does, and cached under ``cache_dir()`` keyed by its weights, structure and code.
 3. Otherwise PyTorch fp32 eager. channels_last is never chosen: it was slower than plain
    fp32 on the CPU measured.
@@ -135,7 +137,8 @@ def _bf16_within_tolerance(module: nn.Module, device: torch.device, size_multipl
     x = to_model_range(torch.from_numpy(scene).permute(2, 0, 1)[None].to(device))  # [1, 3, S, S]
     outs = {}
     for precision in ("fp32", "bf16"):
-        runner = TorchRunner(module=module, device=device, precision=precision, channels_last=False, compile=False)
+        runner = TorchRunner(module=module, device=device, precision=precision, channels_last=False,
+                             compile=False)
         outs[precision] = to_uint8(runner(x)).int()
     diff = (outs["bf16"] - outs["fp32"]).abs()
     worst, mean = int(diff.max()), float(diff.float().mean())
@@ -169,7 +172,8 @@ def _module_key(module: nn.Module, size_multiple: int) -> str:
         t = t.detach().cpu().contiguous()
         h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         # A fresh buffer: a broadcast constant (stride 0, as onnx2torch keeps some) cannot be viewed as bytes.
-        h.update(torch.empty(t.numel(), dtype=t.dtype).copy_(t.reshape(-1)).view(torch.uint8).numpy().tobytes())
+        h.update(torch.empty(t.numel(),
+                             dtype=t.dtype).copy_(t.reshape(-1)).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:24]
 
 
@@ -311,12 +315,14 @@ def _calibration(config: Config | None, direction: str, override, size_multiple:
 
 def int8_runtime(
     model: nn.Module | Path, *, size_multiple: int, config: Config | None, direction: str | None,
-    calibration: str | os.PathLike | None = None, limits: Int8Limits = DEFAULT_LIMITS, threads: int | None = None,
+    calibration: str | os.PathLike | None = None, limits: Int8Limits = DEFAULT_LIMITS,
+                 threads: int | None = None,
 ) -> tuple[RuntimeChoice, OnnxGenerator]:
     """``--precision int8`` for an eager module or an fp32 ``.onnx`` file: the cached (or newly made)
     int8 model and its choice line; a TranslateError when its check is over ``limits``."""
     cal = _calibration(config, direction or "a2b", calibration, size_multiple)
-    session, path, report, created = int8_cached(model, size_multiple=size_multiple, calibration=cal, threads=threads)
+    session, path, report, created = int8_cached(model, size_multiple=size_multiple, calibration=cal,
+                                                 threads=threads)
     failures = report.check.failures(limits)
     if failures:
         raise TranslateError(
@@ -329,7 +335,8 @@ def int8_runtime(
 
 def export_int8_generator(
     source: str | os.PathLike, *, out: str | os.PathLike, direction: str = "a2b",
-    calibration: str | os.PathLike | None = None, limits: Int8Limits = DEFAULT_LIMITS, overwrite: bool = False,
+    calibration: str | os.PathLike | None = None, limits: Int8Limits = DEFAULT_LIMITS,
+                          overwrite: bool = False,
     ema: bool = True, threads: int | None = None,
 ) -> Int8ExportResult:
     """``cyclegan export --int8``: quantize one generator of ``source`` (run, checkpoint or safetensors
@@ -337,7 +344,8 @@ def export_int8_generator(
     ``limits``, and cache it for ``--precision auto``."""
     loaded = load_any_generator(source, direction=direction, device="cpu", ema=ema)
     if not isinstance(loaded.model, nn.Module) or loaded.kind == "torchscript":
-        raise ExportError(f"{source}: export needs the PyTorch weights (a run, checkpoint or safetensors export)")
+        raise ExportError(f"{source}: export needs the PyTorch weights (a run, checkpoint or safetensors "
+                          "export)")
     m = loaded.info.size_multiple
     cal = _calibration(loaded.info.config, loaded.info.direction, calibration, m)
     result = export_int8(loaded.model, out=out, info=loaded.info, calibration=cal, limits=limits,
@@ -394,4 +402,5 @@ def choose_runtime(
         reason = f"{type(e).__name__}: {first_line(e, '')}"
         return RuntimeChoice("torch", "fp32", f"{why}; ONNX Runtime not used: {reason}"), None
     how = "exported and cached" if exported else "cached"
-    return RuntimeChoice("onnxruntime", "fp32", f"{why}; ONNX Runtime is faster on CPU, {how} at {path}"), session
+    return RuntimeChoice("onnxruntime", "fp32",
+                         f"{why}; ONNX Runtime is faster on CPU, {how} at {path}"), session

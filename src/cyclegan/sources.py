@@ -163,7 +163,8 @@ def _typed(doc: dict, specs: dict[str, tuple], where: str) -> None:
     for key, kinds in specs.items():
         if key in doc and not _has_type(doc[key], kinds):
             want = " or ".join(_JSON_NAMES[k] for k in kinds)
-            raise ModelSourceError(f"{where}: {key} must be {want}, not {_kind_of(doc[key])} ({doc[key]!r:.40})")
+            raise ModelSourceError(f"{where}: {key} must be {want}, not {_kind_of(doc[key])} "
+                                   f"({doc[key]!r:.40})")
 
 
 def _hex(value: str | None, digits: int, key: str, where: str) -> str | None:
@@ -231,7 +232,8 @@ def _entry(doc: object, where: str) -> CatalogEntry:
     if not files and not ("url" in doc and "file" in doc):
         raise ModelSourceError(f"{at} lacks url and file (or a files list)")
     if files and any(k in doc for k in _SINGLE_FILE_FIELDS):
-        raise ModelSourceError(f"{at}: give either files or url/file/member/size_bytes/sha256/git_sha1, not both")
+        raise ModelSourceError(f"{at}: give either files or url/file/member/size_bytes/sha256/git_sha1, not "
+                               "both")
     if len({f.name for f in files}) != len(files):
         raise ModelSourceError(f"{at}: files has two entries of the same name")
     styles = doc.get("styles", [])
@@ -246,11 +248,14 @@ def _entry(doc: object, where: str) -> CatalogEntry:
         raise ModelSourceError(f"{at}: member must be a path inside the archive")
     return CatalogEntry(
         name=name, task=doc["task"], family=doc["family"], format=doc["format"],
-        url=_url(first.url if first else doc["url"], at), file=first.name if first else _plain_name(doc["file"], "file", at),
-        member=member, architecture=doc["architecture"], licence=doc["licence"], licence_note=doc["licence_note"],
+        url=_url(first.url if first else doc["url"], at),
+                        file=first.name if first else _plain_name(doc["file"], "file", at),
+        member=member, architecture=doc["architecture"], licence=doc["licence"],
+                        licence_note=doc["licence_note"],
         non_commercial=doc["non_commercial"], size_bytes=_size(doc.get("size_bytes"), at),
         sha256=_hex(doc.get("sha256"), 64, "sha256", at), homepage=doc["homepage"],
-        publisher=doc.get("publisher", ""), styles=tuple(styles), git_sha1=_hex(doc.get("git_sha1"), 40, "git_sha1", at),
+        publisher=doc.get("publisher", ""), styles=tuple(styles),
+                        git_sha1=_hex(doc.get("git_sha1"), 40, "git_sha1", at),
         hash_note=doc.get("hash_note", ""), input_convention=doc.get("input_convention", ""), files=files,
         import_path=import_path, import_options=_import_options(doc.get("import_options", {}), at),
     )

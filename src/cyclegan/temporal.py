@@ -164,7 +164,8 @@ def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return xs, ys
 
 
-def _maps(flow: np.ndarray, grid: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _maps(flow: np.ndarray, grid: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray,
+                                                                                        np.ndarray]:
     xs, ys = grid if grid is not None else _grid(*flow.shape[:2])
     return xs + flow[..., 0], ys + flow[..., 1]
 

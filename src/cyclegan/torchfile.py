@@ -77,8 +77,9 @@ def check_zip_inflation(source: str | os.PathLike | bytes) -> None:
     if declared > bound:
         biggest = max(members, key=lambda m: m.file_size)
         raise UnsafeFileError(
-            f"its zip members would inflate to {declared:,} bytes ({biggest.filename}: {biggest.file_size:,}) "
-            f"from a {size:,}-byte file; a PyTorch file holds its tensors uncompressed, so it was not read"
+            f"its zip members would inflate to {declared:,} bytes ({biggest.filename}: "
+            f"{biggest.file_size:,}) from a {size:,}-byte file; a PyTorch file holds its tensors "
+            "uncompressed, so it was not read"
         )
 
 
@@ -105,7 +106,8 @@ def refusal(error: BaseException, *, what: str = "PyTorch file") -> UnsafeFileEr
     if found := _GLOBAL.search(text):
         name = found.group(1)
         return UnsafeFileError(
-            f"holds pickled code or objects ({name}), not only tensors; it was not loaded and nothing in it ran",
+            f"holds pickled code or objects ({name}), not only tensors; it was not loaded and nothing in it "
+            "ran",
             holds_code=True,
         )
     return UnsafeFileError(f"not a readable {what} ({_reason(error)})")

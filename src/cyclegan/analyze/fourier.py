@@ -84,7 +84,8 @@ def _figure(shown, rows_labels, col_titles, freqs, curves, *, cutoff: float) -> 
         from matplotlib.backends.backend_agg import FigureCanvasAgg  # the eval extra
         from matplotlib.figure import Figure
     except ImportError:
-        raise EvaluationError("matplotlib is not installed; the Fourier figure needs it: pip install 'cyclegan[eval]'")
+        raise EvaluationError("matplotlib is not installed; the Fourier figure needs it: pip install "
+                              "'cyclegan[eval]'")
     n_rows, n_cols = len(shown), len(col_titles)
     fig = Figure(figsize=(2.2 * n_cols, 2.3 * n_rows + 3.2), layout="constrained")
     FigureCanvasAgg(fig)
@@ -187,7 +188,8 @@ def analyze_fourier(
     curves = [(f"inputs (HF {result['inputs']['hf_ratio_mean']:.3f})",
                np.array(result["inputs"]["radial_power"], dtype=float))]
     for label, entry in result["checkpoints"].items():
-        curves.append((f"{label} (HF {entry['hf_ratio_mean']:.3f})", np.array(entry["radial_power"], dtype=float)))
+        curves.append((f"{label} (HF {entry['hf_ratio_mean']:.3f})",
+                       np.array(entry["radial_power"], dtype=float)))
     if "real" in result:
         curves.append((f"real {Path(real).name} (HF {result['real']['hf_ratio_mean']:.3f})",
                        np.array(result["real"]["radial_power"], dtype=float)))

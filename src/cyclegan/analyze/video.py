@@ -26,7 +26,8 @@ from cyclegan.temporal import require_opencv
 
 __all__ = ["analyze_video", "format_video_table", "read_video_frames"]
 
-UNITS = "mean absolute difference of 8-bit values / 255 over non-occluded pixels (0 = no change along the flow)"
+UNITS = ("mean absolute difference of 8-bit values / 255 over non-occluded pixels (0 = no change along the "
+         "flow)")
 
 
 def read_video_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
@@ -137,7 +138,8 @@ def format_video_table(report: dict) -> str:
 
     rows = [
         ("output", Path(report["output"]).name, report["warping_error"], report["warping_error_sq"]),
-        ("input (floor)", Path(report["input"]).name, report["input_warping_error"], report["input_warping_error_sq"]),
+        ("input (floor)", Path(report["input"]).name, report["input_warping_error"],
+         report["input_warping_error_sq"]),
     ]
     width = max(len(r[1]) for r in rows)
     lines = [f"{'video':<14} {'file':<{width}}  {'warping error':>13}  {'squared':>9}"]
@@ -145,7 +147,8 @@ def format_video_table(report: dict) -> str:
         lines.append(f"{role:<14} {name:<{width}}  {fmt(err):>13}  {fmt(sq):>9}")
     ratio = report["ratio_to_input"]
     lines.append(
-        f"{report['pairs']} frame pairs, {100 * report['mean_kept_fraction']:.0f} % of pixels outside occlusions; "
-        f"output / input = {'n/a' if ratio is None or not np.isfinite(ratio) else f'{ratio:.2f}x'}"
+        f"{report['pairs']} frame pairs, {100 * report['mean_kept_fraction']:.0f} % of pixels outside "
+        "occlusions; output / input = "
+        f"{'n/a' if ratio is None or not np.isfinite(ratio) else f'{ratio:.2f}x'}"
     )
     return "\n".join(lines)

@@ -1,6 +1,7 @@
 """The ``cyclegan`` command line: a thin layer that turns flags into library calls.
 
-    group      the ``main`` group: one-line errors, exit statuses (1 user error, 2 flag error, 130/143 signals)
+    group      the ``main`` group: one-line errors, exit statuses (1 user error, 2 flag error, 130/143
+               signals)
     train      train, distill, presets
     translate  translate
     evaluate   evaluate, analyze fourier|video, report

@@ -58,7 +58,8 @@ class _Group(click.Group):
 
 
 def _echo_followups(error: BaseException) -> None:
-    """Problems met while cleaning up after ``error`` (a stop record on a full disk): after it, one line each."""
+    """Problems met while cleaning up after ``error`` (a stop record on a full disk): after it, one line
+    each."""
     for line in followups(error):
         click.echo(f"warning: {_one_line(line)}", err=True)
 

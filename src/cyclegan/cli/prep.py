@@ -18,7 +18,8 @@ def prep() -> None:
 
 @prep.command("pack")
 @click.argument("in_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The .npz to write.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The .npz to write.")
 @click.option("--size", type=int, default=64, show_default=True, help="Square side of the stored images.")
 @click.option("--fit", type=click.Choice(["crop", "stretch"]), default="crop", show_default=True,
               help="crop: centre-crop to square then resize; stretch: resize the whole image.")
@@ -37,7 +38,8 @@ def prep_pack_cmd(in_dir, out, size, fit, compress, limit) -> None:
 @click.argument("in_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--masks", "masks_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder of masks (white = subject, same relative names as IN_DIR); used instead of GrabCut.")
+              help="Folder of masks (white = subject, same relative names as IN_DIR); used instead of "
+                   "GrabCut.")
 @click.option("--margin", type=float, default=0.05, show_default=True,
               help="Border fraction GrabCut takes as certain background.")
 @click.option("--iterations", type=int, default=5, show_default=True, help="GrabCut iterations.")
@@ -78,15 +80,17 @@ def prep_remove_background_cmd(in_dir, out_dir, masks_dir, margin, iterations, m
               help="Least share of edge pixels (drops skies, walls, out-of-focus frames).")
 @click.option("--shot-threshold", type=float, default=27.0, show_default=True,
               help="PySceneDetect ContentDetector threshold (lower finds more cuts).")
-@click.option("--max-frames", type=int, default=0, help="At most this many frames in the folder (0 = no cap).")
+@click.option("--max-frames", type=int, default=0,
+              help="At most this many frames in the folder (0 = no cap).")
 @click.option("--preview", type=click.Path(dir_okay=False, path_type=Path),
               help="Contact sheet PNG (default: OUT_contact.png next to OUT).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def prep_frames_cmd(videos, out_dir, per_shot, size, fmt, crop_bottom, dedupe_distance, min_edges, shot_threshold,
-                    max_frames, preview, quiet) -> None:
+def prep_frames_cmd(videos, out_dir, per_shot, size, fmt, crop_bottom, dedupe_distance, min_edges,
+                    shot_threshold, max_frames, preview, quiet) -> None:
     """Turn films or episodes (files or folders) into a folder of style training frames."""
     settings = FramesSettings(per_shot=parse_per_shot(per_shot), size=size, fmt=fmt, crop_bottom=crop_bottom,
-                              dedupe_distance=dedupe_distance, min_edges=min_edges, shot_threshold=shot_threshold)
+                              dedupe_distance=dedupe_distance, min_edges=min_edges,
+                              shot_threshold=shot_threshold)
     result = extract_frames(videos, out_dir, settings=settings, max_frames=max_frames, preview=preview,
                             progress=not quiet, echo=click.echo)
     click.echo(f"{result.total} frames in {result.out_dir} (list: {result.csv})")
@@ -99,12 +103,14 @@ def prep_frames_cmd(videos, out_dir, per_shot, size, fmt, crop_bottom, dedupe_di
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the smoothed copies (not inside STYLE_DIR).")
 @click.option("--size", type=int, default=0, show_default=True,
-              help="Scale each image's shorter side to this before smoothing (0 = keep); use the training scale.")
+              help="Scale each image's shorter side to this before smoothing (0 = keep); use the training "
+                   "scale.")
 def prep_edge_smooth_cmd(style_dir, out_dir, size) -> None:
     """Edge-smoothed copies of style images for loss.lambda_edge_promote (CartoonGAN)."""
     result = edge_smooth_folder(style_dir, out_dir, settings=EdgeSmoothSettings(size=size))
     for path, why in result.skipped:
         click.echo(f"warning: skipped {path} ({why})", err=True)
-    click.echo(f"wrote {result.written} edge-smoothed images to {result.out_dir} ({result.existing} already there)")
+    click.echo(f"wrote {result.written} edge-smoothed images to {result.out_dir} ({result.existing} already "
+               "there)")
 
 

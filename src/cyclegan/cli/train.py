@@ -56,7 +56,9 @@ PRECISION_HELP = ("auto (default for a new run): bf16 autocast where the device 
               help=PRECISION_HELP)
 @click.option("--channels-last/--no-channels-last", default=None)
 @click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the networks.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its newest complete checkpoint (normally checkpoints/latest).")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its newest complete checkpoint (normally "
+                   "checkpoints/latest).")
 @click.option("--overwrite", is_flag=True, help="Replace the artefacts of an existing run in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--init-from", type=click.Path(path_type=Path),
@@ -70,13 +72,15 @@ PRECISION_HELP = ("auto (default for a new run): bf16 autocast where the device 
               help="Generator architecture (model.generator.name).")
 @click.option("--discriminator", type=NameChoice(list(DISCRIMINATORS), "discriminator"),
               help="Discriminator architecture (model.discriminator.name).")
-@click.option("--gan-loss", type=NameChoice(list(GAN_LOSSES), "GAN loss"), help="Adversarial loss (loss.gan).")
+@click.option("--gan-loss", type=NameChoice(list(GAN_LOSSES), "GAN loss"),
+              help="Adversarial loss (loss.gan).")
 @click.option("--lr-policy", type=NameChoice(list(LR_POLICIES), "LR policy"),
               help="Learning-rate schedule (optim.lr_policy).")
 @click.option("--ema-decay", type=float, help="Keep an EMA of the generators (e.g. 0.999); 0 = off.")
 @click.option("--diffaug", metavar="POLICY", help="DiffAugment before D: e.g. color,translation,cutout.")
 @click.option("--eval-every", type=int, help="Score the test split every N epochs; keeps checkpoints/best.")
-@click.option("--val-fraction", type=float, help="Hold out this share of the training images for --eval-every.")
+@click.option("--val-fraction", type=float,
+              help="Hold out this share of the training images for --eval-every.")
 @click.option("--inception-weights", type=click.Path(dir_okay=False),
               help="FID Inception weights file for --eval-every (default: torch hub's cache).")
 def train(out, dataroot, data_a, data_b, preset, config_file, sets, epochs, max_steps, batch_size, lr, seed,
@@ -117,7 +121,8 @@ def train(out, dataroot, data_a, data_b, preset, config_file, sets, epochs, max_
     cfg = training.resolve_run_config(out, resume=resume, preset=preset, config_file=config_file,
                                       overrides=overrides, sets=sets)
     result = training.train(cfg, out, resume=resume, overwrite=overwrite, progress=not quiet)
-    losses = ", ".join(f"{k} {result.last_log[k]:.3f}" for k in ("G_total", "D_A", "D_B") if k in result.last_log)
+    losses = ", ".join(f"{k} {result.last_log[k]:.3f}" for k in ("G_total", "D_A",
+                                                                 "D_B") if k in result.last_log)
     # under torchrun, one summary line, not one per process; "nothing to do" has been said already
     is_main = from_environment().is_main  # torchrun's RANK, read in one place
     if is_main and result.status != "nothing_to_do":
@@ -130,16 +135,17 @@ def train(out, dataroot, data_a, data_b, preset, config_file, sets, epochs, max_
 
 @click.command()
 @click.option("--teacher", type=str,
-              help="The trained generator to distil: run or checkpoint folder, safetensors export, TorchScript "
-                   "file, pretrained:NAME or hf:OWNER/REPO (required for a new run).")
+              help="The trained generator to distil: run or checkpoint folder, safetensors export, "
+                   "TorchScript file, pretrained:NAME or hf:OWNER/REPO (required for a new run).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run directory of the student (config.json, log.jsonl, samples/, checkpoints/).")
 @click.option("--data-a", type=click.Path(path_type=Path),
               help="Images the student learns to translate (default: the teacher's training data).")
 @click.option("--data-b", type=click.Path(path_type=Path),
-              help="Real target-domain images for the discriminator (without it, with --data-a: the teacher's "
-                   "outputs are its real images).")
-@click.option("--student", help="Student generator: mobile_resnet (default) or animeganv2, or any generator name.")
+              help="Real target-domain images for the discriminator (without it, with --data-a: the "
+                   "teacher's outputs are its real images).")
+@click.option("--student",
+              help="Student generator: mobile_resnet (default) or animeganv2, or any generator name.")
 @click.option("--student-ngf", type=click.IntRange(min=1), help="Student width (default: 16).")
 @click.option("--direction", type=click.Choice(("a2b", "b2a")), default="a2b", show_default=True,
               help="Which generator of a two-sided teacher to distil.")
@@ -161,10 +167,12 @@ def train(out, dataroot, data_a, data_b, preset, config_file, sets, epochs, max_
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its newest complete checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace the artefacts of an existing run in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def distill(teacher, out, data_a, data_b, student, student_ngf, direction, sets, epochs, max_steps, max_minutes,
+def distill(teacher, out, data_a, data_b, student, student_ngf, direction, sets, epochs, max_steps,
+            max_minutes,
             batch_size, lr, seed, device, precision, compile_, ema_decay, resume, overwrite, quiet):
     """Train a small student generator to reproduce a trained one (GAN Compression's distillation)."""
-    overrides = {"train.epochs": epochs, "train.max_steps": training.stop_after(out, max_steps, resume=resume),
+    overrides = {"train.epochs": epochs,
+                 "train.max_steps": training.stop_after(out, max_steps, resume=resume),
                  "train.max_minutes": max_minutes,
                  "train.batch_size": batch_size, "optim.lr": lr, "train.seed": seed, "train.device": device,
                  "train.precision": precision, "train.compile": compile_, "train.ema_decay": ema_decay}
@@ -173,11 +181,14 @@ def distill(teacher, out, data_a, data_b, student, student_ngf, direction, sets,
                                       overrides=overrides, sets=sets)
     g = cfg.model.generator
     click.echo(f"distill: {g.name} ngf {g.ngf} learns {cfg.distill.teacher} ({cfg.distill.direction}); "
-               f"D_B's real images: {'domain B' if cfg.distill.real == 'b' else 'the teacher outputs'}", err=True)
+               f"D_B's real images: {'domain B' if cfg.distill.real == 'b' else 'the teacher outputs'}",
+               err=True)
     result = training.train(cfg, out, resume=resume, overwrite=overwrite, progress=not quiet)
-    losses = ", ".join(f"{k} {result.last_log[k]:.3f}" for k in ("distill_l1", "G_gan", "D_B") if k in result.last_log)
+    losses = ", ".join(f"{k} {result.last_log[k]:.3f}" for k in ("distill_l1", "G_gan",
+                                                                 "D_B") if k in result.last_log)
     if result.status != "nothing_to_do":
-            click.echo(f"{result.status}: step {result.step}, {losses or 'no log yet'}; student in {out}", err=True)
+            click.echo(f"{result.status}: step {result.step}, {losses or 'no log yet'}; student in {out}",
+                       err=True)
     if result.status == "interrupted":
         click.echo(training.resume_hint(out).replace("cyclegan train", "cyclegan distill"), err=True)
         sys.exit(128 + (result.stop_signal or signal.SIGINT))

@@ -40,23 +40,27 @@ from cyclegan.translate.files import check_output_target
 @click.option("--size", help="Force the output size: N (square) or WIDTHxHEIGHT.")
 @click.option("--tile", default="auto", show_default=True,
               help="auto (tile only when a pass would not fit --memory-budget), off, or a tile size N.")
-@click.option("--tile-overlap", type=int, help="Pixels shared by neighbouring tiles [default: tile/4, max 128].")
+@click.option("--tile-overlap", type=int,
+              help="Pixels shared by neighbouring tiles [default: tile/4, max 128].")
 @click.option("--memory-budget", help="Memory for one forward pass, e.g. 2G [default: half of what is free].")
-@click.option("--batch-size", type=int, default=4, show_default=True, help="Same-size images (or frames) per pass.")
+@click.option("--batch-size", type=int, default=4, show_default=True,
+              help="Same-size images (or frames) per pass.")
 @click.option("--device", type=NameChoice(DEVICES), default="auto", show_default=True)
 @click.option("--precision", type=NameChoice(TRANSLATE_PRECISIONS), default="auto", show_default=True,
-              help="auto: the fastest path within tolerance of fp32: on CPU an int8 model of these weights that "
-                   "passed its check (made by --precision int8 or export --int8), bf16 where the hardware has it "
-                   "and the output stays within 8 levels, else ONNX Runtime on CPU when installed, else fp32. "
-                   "int8: ONNX Runtime static quantization on the CPU, calibrated and checked (cached).")
+              help="auto: the fastest path within tolerance of fp32: on CPU an int8 model of these weights "
+                   "that passed its check (made by --precision int8 or export --int8), bf16 where the "
+                   "hardware has it and the output stays within 8 levels, else ONNX Runtime on CPU when "
+                   "installed, else fp32. int8: ONNX Runtime static quantization on the CPU, calibrated and "
+                   "checked (cached).")
 @click.option("--calibration", type=click.Path(path_type=Path),
               help="--precision int8: images (folder or .npz) of the domain translated from [default: the "
                    "model's training images of that domain].")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="CPU threads (0: PyTorch's default capped at the CPUs this process may use).")
 @click.option("--temporal", type=NameChoice(TEMPORAL_MODES), default="off", show_default=True,
-              help="Video flicker: flow warps the previous output along the optical flow and blends it where the "
-                   "motion is reliable (needs OpenCV, the prep extra); blend mixes it in place (ghosts motion).")
+              help="Video flicker: flow warps the previous output along the optical flow and blends it where "
+                   "the motion is reliable (needs OpenCV, the prep extra); blend mixes it in place (ghosts "
+                   "motion).")
 @click.option("--temporal-strength", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.8,
               show_default=True, help="Weight of the past frame for --temporal flow|blend.")
 @click.option("--temporal-smoothing", type=float, default=0.0, metavar="ALPHA",
@@ -64,9 +68,10 @@ from cyclegan.translate.files import check_output_target
 @click.option("--no-ema", is_flag=True, help="Use the trained weights, not the checkpoint's EMA generator.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
-def translate_cmd(ctx, inputs, model, out, direction, recursive, suffix, fmt, quality, overwrite, max_side, size,
-                  tile, tile_overlap, memory_budget, batch_size, device, precision, calibration, threads, temporal,
-                  temporal_strength, temporal_smoothing, no_ema, quiet):
+def translate_cmd(ctx, inputs, model, out, direction, recursive, suffix, fmt, quality, overwrite, max_side,
+                  size,
+                  tile, tile_overlap, memory_budget, batch_size, device, precision, calibration, threads,
+                  temporal, temporal_strength, temporal_smoothing, no_ema, quiet):
     """Translate images, folders, globs, videos or - (stdin) at their full size.
 
     Under torchrun (e.g. torchrun --nproc-per-node 4 -m cyclegan translate DIR --out OUT) the inputs
@@ -77,7 +82,8 @@ def translate_cmd(ctx, inputs, model, out, direction, recursive, suffix, fmt, qu
         with main_first(shard):  # one process fills the ONNX/int8 cache, the others then read it
             translator = Translator.from_checkpoint(
                 model, direction=direction, device=device, precision=precision, tile=tile,
-                tile_overlap=tile_overlap, memory_budget=parse_bytes(memory_budget) if memory_budget else None,
+                tile_overlap=tile_overlap, memory_budget=parse_bytes(memory_budget) if memory_budget
+                                                    else None,
                 batch_size=batch_size, max_side=max_side, size=size, ema=not no_ema, threads=threads,
                 calibration=calibration,
             )

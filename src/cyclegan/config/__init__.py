@@ -65,12 +65,12 @@ from cyclegan.networks.options import NORMS
 from cyclegan.networks.options import UPSAMPLE_MODES as UPSAMPLE
 
 __all__ = [
-    "ACTIVE_WHEN", "COMPILE_MODES", "KINDS", "LR_SCALING", "KindOptions", "refuse_unused",
-    "ADAPTIVE_WEIGHTING", "ANTIALIAS", "DISTILL_REAL", "EDGE_PROMOTE_DIRECTIONS", "INITS", "MAX_CONFIG_BYTES",
-    "MAX_DISCRIMINATOR_LAYERS", "MAX_NETWORK_BYTES", "MAX_RESIDUAL_BLOCKS", "MAX_YAML_DEPTH", "MODEL_KINDS",
-    "NETWORK_NAMES", "NORMS", "PREPROCESS", "PRESET_DIR", "UPSAMPLE", "Config", "DataConfig",
-    "DiscriminatorConfig", "DistillConfig", "GeneratorConfig", "LossConfig", "ModelConfig", "OptimConfig",
-    "TrainConfig", "build_config", "check_discriminator_fits", "config_from_dict", "estimate_parameters",
-    "generator_size_multiple", "list_presets", "load_config_json", "parse_set", "preset_dict", "replace",
-    "validate",
+    "ACTIVE_WHEN", "ADAPTIVE_WEIGHTING", "ANTIALIAS", "COMPILE_MODES", "DISTILL_REAL",
+    "EDGE_PROMOTE_DIRECTIONS", "INITS", "KINDS", "LR_SCALING", "MAX_CONFIG_BYTES", "MAX_DISCRIMINATOR_LAYERS",
+    "MAX_NETWORK_BYTES", "MAX_RESIDUAL_BLOCKS", "MAX_YAML_DEPTH", "MODEL_KINDS", "NETWORK_NAMES", "NORMS",
+    "PREPROCESS", "PRESET_DIR", "UPSAMPLE", "Config", "DataConfig", "DiscriminatorConfig", "DistillConfig",
+    "GeneratorConfig", "KindOptions", "LossConfig", "ModelConfig", "OptimConfig", "TrainConfig",
+    "build_config", "check_discriminator_fits", "config_from_dict", "estimate_parameters",
+    "generator_size_multiple", "list_presets", "load_config_json", "parse_set", "preset_dict",
+    "refuse_unused", "replace", "validate",
 ]

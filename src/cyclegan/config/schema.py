@@ -193,7 +193,8 @@ class TrainConfig:
     classifier_min_accuracy: float = 0.8
     inception_weights: str | None = None  # FID Inception weights file (default: torch hub cache)
     grad_checkpointing: bool = False  # recompute residual-block activations in backward (less memory)
-    num_threads: int = 0  # CPU intra-op threads (0 = PyTorch's default capped at the CPUs this process may use)
+    # CPU intra-op threads (0 = PyTorch's default capped at the CPUs this process may use)
+    num_threads: int = 0
     # Warm start: copy these networks' weights from an earlier run or checkpoint before the first
     # step of a new run (e.g. a pre-trained discriminator to steady a small-data run); ignored on --resume.
     init_from: str | None = None
@@ -229,7 +230,8 @@ class DistillConfig:
 
 @dataclass(frozen=True)
 class Config:
-    """A whole run's settings, resolved by ``build_config`` and checked once by ``validate``; a run's ``config.json`` holds one."""
+    """A whole run's settings, resolved by ``build_config`` and checked once by ``validate``; a run's
+    ``config.json`` holds one."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -90,7 +90,8 @@ def _domain_items(path: Path, npz_key: str | None) -> list:
     return find_images(path)
 
 
-def dataset_fingerprint(path_a: Path, path_b: Path, *, npz_keys: tuple[str | None, str | None] = (None, None)) -> str:
+def dataset_fingerprint(path_a: Path, path_b: Path, *,
+                        npz_keys: tuple[str | None, str | None] = (None, None)) -> str:
     """SHA-256 over both domains' file names (relative to their folder) and contents: the same images
     anywhere on disk give the same key, and any change to them a new one."""
     h = hashlib.sha256()
@@ -118,7 +119,8 @@ def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 [N, 3, H, W] -> uint8 [N, 3, size, size], antialiased bicubic (a no-op at that size)."""
     if images.shape[-2:] == (size, size):
         return images
-    out = F.interpolate(images.float(), size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+    out = F.interpolate(images.float(), size=(size, size), mode="bicubic", antialias=True,
+                        align_corners=False)
     return out.round().clamp(0, 255).to(torch.uint8)
 
 
@@ -134,7 +136,8 @@ class TrainedClassifier:
     train_b: str
 
     def provenance(self) -> dict:
-        return {"version": CLASSIFIER_VERSION, "key": self.key, "cache_file": str(self.path) if self.path else None,
+        return {"version": CLASSIFIER_VERSION, "key": self.key,
+                "cache_file": str(self.path) if self.path else None,
                 "from_cache": self.cached, "size": self.report.size, "train_a": self.train_a,
                 "train_b": self.train_b, "held_out_accuracy": self.report.accuracy, **{
                     k: v for k, v in self.report.to_dict().items() if k not in ("accuracy", "size")},
@@ -155,7 +158,8 @@ def _read_cache(path: Path, device: torch.device) -> tuple[DomainClassifier, Cla
         members = len({k.split(".")[1] for k in state if k.startswith("members.")})
         model = DomainClassifier(width=width, members=members)
         model.load_state_dict(state)
-    except (OSError, SafetensorError, KeyError, TypeError, ValueError, RuntimeError, RecursionError, JsonFileError):
+    except (OSError, SafetensorError, KeyError, TypeError, ValueError, RuntimeError, RecursionError,
+            JsonFileError):
         return None
     return model.to(device).eval(), report
 
@@ -190,8 +194,8 @@ def load_or_train_classifier(
         if skipped:
             echo(f"classifier: skipped {len(skipped)} unreadable domain-{name} training image(s)")
         if images[name].shape[0] < 2:
-            raise EvaluationError(f"{folder}: {images[name].shape[0]} usable domain-{name} training image(s); "
-                                  "the domain classifier needs at least 2")
+            raise EvaluationError(f"{folder}: {images[name].shape[0]} usable domain-{name} training "
+                                  "image(s); the domain classifier needs at least 2")
     echo(f"classifier: training on {images['A'].shape[0]} A and {images['B'].shape[0]} B images at "
          f"{size}x{size} (once per data set; cached)")
     started = time.perf_counter()
@@ -220,8 +224,8 @@ class DomainScorer:
         if acc < min_accuracy:
             raise EvaluationError(
                 f"domain classifier: held-out accuracy {acc:.1%} is below the required {min_accuracy:.0%} "
-                f"(A {trained.report.accuracy_a:.1%}, B {trained.report.accuracy_b:.1%}; {trained.train_a} vs "
-                f"{trained.train_b} at {trained.report.size} px), so its score would mean nothing; lower "
+                f"(A {trained.report.accuracy_a:.1%}, B {trained.report.accuracy_b:.1%}; {trained.train_a} "
+                f"vs {trained.train_b} at {trained.report.size} px), so its score would mean nothing; lower "
                 "--classifier-min-accuracy to use it anyway"
             )
         self.trained, self.min_accuracy, self.batch_size = trained, min_accuracy, batch_size
@@ -231,7 +235,8 @@ class DomainScorer:
 
     def __call__(self, fakes: torch.Tensor, target: str) -> dict:
         """uint8 [N, 3, S, S] translations into domain ``target`` -> that direction's scores."""
-        probs, feats = classify(self.trained.model, resize_uint8(fakes, self.size), batch_size=self.batch_size)
+        probs, feats = classify(self.trained.model, resize_uint8(fakes, self.size),
+                                batch_size=self.batch_size)
         real_probs, real_feats = self._real[target]
         return {"target_share": target_share(probs, target),
                 "target_share_real": target_share(real_probs, target),

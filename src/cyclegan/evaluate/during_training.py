@@ -68,7 +68,8 @@ def best_from_metrics_log(path: str | os.PathLike, *, metric: str) -> float | No
         except ValueError:
             continue
         if (isinstance(rec, dict) and rec.get("selection_metric") == metric
-                and has_type(rec.get("selection_value"), float) and is_improvement(rec, best)):  # "x", true: skipped
+                # "x", true: skipped
+                and has_type(rec.get("selection_value"), float) and is_improvement(rec, best)):
             best = rec["selection_value"]
     return best
 

@@ -171,7 +171,8 @@ def _test_folders(cfg, pairs: dict[str, str], *, dataroot, test_a, test_b) -> di
         missing = sorted(d for d in needed if not given[d])
         if missing:
             raise EvaluationError(f"--test-{missing[0].lower()}: needed to compare "
-                                  f"{'a2b' if missing[0] == 'A' else 'b2a'} (domain {missing[0]} test images)")
+                                  f"{'a2b' if missing[0] == 'A' else 'b2a'} (domain {missing[0]} test "
+                                  "images)")
         return {d: Path(given[d]) for d in needed}
     if cfg is None:
         if dataroot is None:

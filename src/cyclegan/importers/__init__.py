@@ -14,10 +14,10 @@ architecture from the tensors (never from flags), moves every tensor into our ne
 plan, writes the folder atomically and checks it by rebuilding the generators from it.
 """
 
-from cyclegan.importers import animeganv2, cut, official  # noqa: F401 - each registers its format
-from cyclegan.importers import animeganv2_tf, whitebox  # noqa: F401 - TF-1 checkpoints (importers.tfcheckpoint)
-from cyclegan.importers import onnx_foreign  # noqa: F401 - registers format onnx
+# Each module registers its format; animeganv2_tf and whitebox read TF-1 checkpoints (importers.tfcheckpoint).
+from cyclegan.importers import animeganv2, animeganv2_tf, cut, official, onnx_foreign, whitebox  # noqa: F401
 from cyclegan.importers.api import ImportResult, import_weights
 from cyclegan.importers.common import IMPORT_FORMATS, Converted, ForeignWeightsError, read_state_dict
 
-__all__ = ["IMPORT_FORMATS", "Converted", "ForeignWeightsError", "ImportResult", "import_weights", "read_state_dict"]
+__all__ = ["IMPORT_FORMATS", "Converted", "ForeignWeightsError", "ImportResult", "import_weights",
+           "read_state_dict"]

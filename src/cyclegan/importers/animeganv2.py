@@ -22,7 +22,8 @@ from cyclegan.importers.common import IMPORT_FORMATS, Converted, Layout, no_layo
 from cyclegan.importers.official import convert_generator
 from cyclegan.networks import count_parameters
 
-EXPECTED = "the AnimeGANv2 port's keys (block_a.0.1.weight [32, 3, 7, 7] ... out_layer.0.weight [3, 32, 1, 1])"
+EXPECTED = ("the AnimeGANv2 port's keys (block_a.0.1.weight [32, 3, 7, 7] ... out_layer.0.weight [3, 32, 1, "
+            "1])")
 
 
 def animegan_layout(ngf: int) -> Layout:

@@ -39,7 +39,8 @@ def _conv_norm(block: str, i: int) -> list[tuple[str, str]]:
 
 def _inverted_residual(r: str) -> list[tuple[str, str]]:
     base = f"{SCOPE}C/{r}/"
-    return [(base + "Conv/weights", "conv"), (base + "LayerNorm/gamma", "vector"), (base + "LayerNorm/beta", "vector"),
+    return [(base + "Conv/weights", "conv"), (base + "LayerNorm/gamma", "vector"),
+            (base + "LayerNorm/beta", "vector"),
             (base + f"{r}/w", "depthwise"), (base + f"{r}/bias", "vector"),
             (base + "1/gamma", "vector"), (base + "1/beta", "vector"),
             (base + "Conv_1/weights", "conv"), (base + "2/gamma", "vector"), (base + "2/beta", "vector")]
@@ -69,8 +70,9 @@ def convert_animeganv2_tf(paths: Sequence[Path]) -> Converted:
         hint = " (it looks like a White-box Cartoonization checkpoint: cyclegan import whitebox ...)" \
             if WHITEBOX_FIRST in ckpt.entries else ""
         found = ", ".join(f"{n} {list(e.shape)}" for n, e in list(ckpt.entries.items())[:3])
-        raise ForeignWeightsError(f"{ckpt.index_path}: not an AnimeGANv2 TensorFlow generator: expected {FIRST} "
-                                  f"[7, 7, 3, 32]; found {len(ckpt.entries)} variables: {found}{hint}")
+        raise ForeignWeightsError(f"{ckpt.index_path}: not an AnimeGANv2 TensorFlow generator: expected "
+                                  f"{FIRST} [7, 7, 3, 32]; found {len(ckpt.entries)} variables: "
+                                  f"{found}{hint}")
     ngf = 2 * first.shape[3]
     description = f"AnimeGANv2 TF generator with ngf {ngf}"
     cfg = make_config(GeneratorConfig(name="animeganv2_tf", ngf=ngf), path=ckpt.index_path)
@@ -84,4 +86,5 @@ def convert_animeganv2_tf(paths: Sequence[Path]) -> Converted:
     architecture = f"{description} ({count_parameters(net):,} parameters)"
     if ignored:
         architecture += f"; {ignored} other variables of the checkpoint (optimizer, discriminator) ignored"
-    return Converted(config=cfg, generators={"a2b": net.eval()}, architecture=architecture, sources=ckpt.files)
+    return Converted(config=cfg, generators={"a2b": net.eval()}, architecture=architecture,
+                     sources=ckpt.files)

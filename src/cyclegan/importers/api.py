@@ -1,4 +1,5 @@
-"""``import_weights``: a foreign generator file -> a normal cyclegan model folder, written atomically and checked.
+"""``import_weights``: a foreign generator file -> a normal cyclegan model folder, written atomically and
+checked.
 
 One direction gives the folder ``cyclegan export --format safetensors`` writes (generator.safetensors,
 config.json, meta.json with hashes); two (the authors' G_A and G_B) a checkpoint folder as training
@@ -40,7 +41,8 @@ class ImportResult:
     path: Path  # the model folder written
     format: str  # the import format ("official", "cut", "animeganv2")
     directions: tuple[str, ...]  # ("a2b",), ("b2a",) or ("a2b", "b2a")
-    architecture: str  # e.g. "official ResNet generator with 9 blocks, ngf 64, instance norm (11,378,179 parameters)"
+    # e.g. "official ResNet generator with 9 blocks, ngf 64, instance norm (11,378,179 parameters)"
+    architecture: str
     max_abs_diff: float  # written-and-rebuilt vs converted generator on a random input; 0 when it passed
     dropped: int = 0  # tensors discarded as the original loader discards them
     folder: str = ""  # what was written, where not our weights (Converted.folder)
@@ -48,10 +50,11 @@ class ImportResult:
 
     def line(self) -> str:
         what = self.folder or ("checkpoint" if len(self.directions) > 1 else "safetensors export")
-        text = (f"imported {self.architecture}, {' and '.join(self.directions)}, as a {what} into {self.path}; "
-                f"rebuilt from the written files: max abs diff {self.max_abs_diff:g}")
+        text = (f"imported {self.architecture}, {' and '.join(self.directions)}, as a {what} into "
+                f"{self.path}; rebuilt from the written files: max abs diff {self.max_abs_diff:g}")
         if self.dropped:
-            text += f"; dropped {self.dropped} InstanceNorm running statistics (pre-0.4 files), as the authors' loader does"
+            text += (f"; dropped {self.dropped} InstanceNorm running statistics (pre-0.4 files), as the "
+                     "authors' loader does")
         if self.note:
             text += f"; {self.note}"
         return text
@@ -118,13 +121,15 @@ def _check_destination(dest: Path, sources: Sequence[Path], overwrite: bool) -> 
     for src in sources:
         resolved = src.resolve()
         if resolved == target or target in resolved.parents:
-            raise ForeignWeightsError(f"{dest}: holds {src.name}, the file being imported; choose another --out")
+            raise ForeignWeightsError(f"{dest}: holds {src.name}, the file being imported; choose another "
+                                      "--out")
     if not dest.exists() and not dest.is_symlink():
         return
     if not overwrite:
         raise ForeignWeightsError(f"{dest}: already exists; pass --overwrite to replace it")
     if not dest.is_dir() or not all(_is_model_file(p) for p in dest.iterdir()):
-        raise ForeignWeightsError(f"{dest}: exists and is not a cyclegan model folder; refusing to replace it")
+        raise ForeignWeightsError(
+            f"{dest}: exists and is not a cyclegan model folder; refusing to replace it")
 
 
 def _write(converted: Converted, tmp: Path, provenance: dict) -> None:
@@ -152,19 +157,21 @@ def _verify(folder: Path, converted: Converted, dest: Path) -> float:
         rebuilt = load_any_generator(folder, direction=direction, device="cpu", ema=False).model
         m = int(net.size_multiple)
         side = m * -(-48 // m)  # at least 48 px, one multiple wider than high
-        x = torch.rand(1, 3, side, side + m, generator=torch.Generator().manual_seed(0)) * 2 - 1  # [1, 3, H, W]
+        # [1, 3, H, W]
+        x = torch.rand(1, 3, side, side + m, generator=torch.Generator().manual_seed(0)) * 2 - 1
         with torch.inference_mode():
             expected, got = net(x), rebuilt(x)
         diff = float((expected - got).abs().max())
         if not torch.equal(expected, got):
-            raise ForeignWeightsError(f"{dest}: the written {direction} generator differs from the converted one "
-                                      f"(max abs diff {diff:.3g}); nothing was written")
+            raise ForeignWeightsError(f"{dest}: the written {direction} generator differs from the converted "
+                                      f"one (max abs diff {diff:.3g}); nothing was written")
         worst = max(worst, diff)
     return worst
 
 
 def _replace(tmp: Path, dest: Path) -> None:
-    """Rename ``tmp`` to ``dest``; an existing ``dest`` (checked replaceable) is set aside first and removed last."""
+    """Rename ``tmp`` to ``dest``; an existing ``dest`` (checked replaceable) is set aside first and removed
+    last."""
     old = None
     if dest.exists() or dest.is_symlink():
         old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:12]}")

@@ -45,7 +45,8 @@ class Converted:
     # the files read, where they are not the paths given (a TF checkpoint prefix names .index + .data)
     sources: tuple[Path, ...] = ()
     # A format whose folder is not our weights (a foreign ONNX graph) writes it itself:
-    # write(folder, provenance) creates ``folder``; ``folder`` and ``note`` then describe it in the result line.
+    # write(folder, provenance) creates ``folder``; ``folder`` and ``note`` then describe it in the result
+    # line.
     write: Callable[[Path, dict], None] | None = None
     folder: str = ""
     note: str = ""
@@ -166,7 +167,8 @@ class Layout:
         elif kind == "instance":
             # InstanceNorm kept running statistics before PyTorch 0.4 (and with track_running_stats);
             # the authors' loader drops them, and so do we: instance norm uses each image's own.
-            self.droppable |= {f"{prefix}.running_mean", f"{prefix}.running_var", f"{prefix}.num_batches_tracked"}
+            self.droppable |= {f"{prefix}.running_mean", f"{prefix}.running_var",
+                               f"{prefix}.num_batches_tracked"}
 
 
 def detect_norm(tensors: Mapping[str, Tensor], prefix: str, conv_prefix: str) -> str | None:
@@ -188,7 +190,8 @@ def bias_mode(norm: str) -> str:
     return {"instance": "stored", "batch": "absent", "none": "zero"}[norm]
 
 
-def check_layout(tensors: Mapping[str, Tensor], layout: Layout, ours: Mapping[str, Tensor], *, path: Path) -> None:
+def check_layout(tensors: Mapping[str, Tensor], layout: Layout, ours: Mapping[str, Tensor], *,
+                 path: Path) -> None:
     """Check ``tensors`` against ``layout`` and our network's state dict ``ours`` (which may live on the
     meta device: only names, shapes and dtypes are read), each failure one line naming ``path``.
 
@@ -208,9 +211,8 @@ def check_layout(tensors: Mapping[str, Tensor], layout: Layout, ours: Mapping[st
                                   + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     known = set(keys) | set(layout.constants) | layout.droppable
     if extra := [k for k in tensors if k not in known]:
-        raise ForeignWeightsError(f"{path}: does not match the inferred {layout.description}: unexpected tensor "
-                                  f"{extra[0]} "
-                                  f"{list(tensors[extra[0]].shape)}"
+        raise ForeignWeightsError(f"{path}: does not match the inferred {layout.description}: unexpected "
+                                  f"tensor {extra[0]} {list(tensors[extra[0]].shape)}"
                                   + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
     used = {slot.key: target for slot, target in zip(layout.slots, ours.values())
             if slot.key is not None and slot.key in tensors}
@@ -223,8 +225,8 @@ def check_layout(tensors: Mapping[str, Tensor], layout: Layout, ours: Mapping[st
     _check_stored_size(tensors, [*used, *layout.constants], path)
     for key, target in used.items():
         if target.is_floating_point() and not bool(torch.isfinite(tensors[key].to(target.dtype)).all()):
-            raise ForeignWeightsError(f"{path}: tensor {key} holds values that are not finite as {_dtype(target)} "
-                                      f"(NaN, inf, or beyond {_dtype(target)}'s range)")
+            raise ForeignWeightsError(f"{path}: tensor {key} holds values that are not finite as "
+                                      f"{_dtype(target)} (NaN, inf, or beyond {_dtype(target)}'s range)")
     for key, expected in layout.constants.items():
         if not torch.allclose(tensors[key].double(), expected.double(), rtol=0, atol=1e-6):
             raise ForeignWeightsError(f"{path}: {key} is not the binomial blur filter of the inferred "
@@ -232,7 +234,8 @@ def check_layout(tensors: Mapping[str, Tensor], layout: Layout, ours: Mapping[st
 
 
 def load_layout(net: nn.Module, tensors: Mapping[str, Tensor], layout: Layout, *, path: Path) -> int:
-    """Fill ``net`` from ``tensors`` by ``layout`` after ``check_layout``; returns how many tensors were dropped."""
+    """Fill ``net`` from ``tensors`` by ``layout`` after ``check_layout``; returns how many tensors were
+    dropped."""
     ours = net.state_dict()
     check_layout(tensors, layout, ours, path=path)
     state: dict[str, Tensor] = {}
@@ -274,8 +277,9 @@ def _check_stored_size(tensors: Mapping[str, Tensor], keys: Sequence[str], path:
                     - tensors[k].untyped_storage().nbytes())
         t = tensors[worst]
         raise ForeignWeightsError(
-            f"{path}: its tensors declare {declared:,} bytes but the file stores only {stored:,} (e.g. {worst} "
-            f"{list(t.shape)} is a view of {t.untyped_storage().nbytes():,} stored bytes); refusing to expand it"
+            f"{path}: its tensors declare {declared:,} bytes but the file stores only {stored:,} (e.g. "
+            f"{worst} {list(t.shape)} is a view of {t.untyped_storage().nbytes():,} stored bytes); refusing "
+            "to expand it"
         )
 
 

@@ -41,7 +41,8 @@ from cyclegan.importers.common import (
 )
 from cyclegan.networks import GENERATORS, binomial_filter, build_generator, count_parameters
 
-RESNET_EXPECTED = "a ResNet (model.1.weight [ngf, 3, 7, 7], model.<i>.conv_block...) or U-Net (model.model.0.weight)"
+RESNET_EXPECTED = ("a ResNet (model.1.weight [ngf, 3, 7, 7], model.<i>.conv_block...) or U-Net "
+                   "(model.model.0.weight)")
 UNET_NAMES = {7: "unet_128", 8: "unet_256"}
 
 
@@ -55,13 +56,15 @@ def resnet_layout(
     first = tensors.get("model.1.weight")
     if first is None or first.ndim != 4 or tuple(first.shape[1:]) != (3, 7, 7):
         raise no_layout(path, fmt, RESNET_EXPECTED if fmt == "official" else
-                        "a ResNet generator (model.1.weight [ngf, 3, 7, 7], model.<i>.conv_block...)", tensors)
+                        "a ResNet generator (model.1.weight [ngf, 3, 7, 7], model.<i>.conv_block...)",
+                        tensors)
     ngf = int(first.shape[0])
     norm = detect_norm(tensors, "model.2", "model.1")
     if norm is None:
         names = sorted(k for k in tensors if k.startswith("model.2."))
         raise ForeignWeightsError(f"{path}: model.2 holds {', '.join(names)}, which fits no norm layer "
-                                  "(batch norm: weight, bias, running_mean, running_var; instance norm: none)")
+                                  "(batch norm: weight, bias, running_mean, running_var; instance norm: "
+                                  "none)")
     # CUT's anti-aliased downsampling: conv (stride 1), norm, ReLU, then a blur-pool layer whose only
     # state is its filter, model.7.filt.
     blur_down = "model.7.filt" in tensors
@@ -76,13 +79,15 @@ def resnet_layout(
     blur_up = f"model.{up_at}.filt" in tensors
     if (blur_down or blur_up) and not allow_antialias:
         key = "model.7.filt" if blur_down else f"model.{up_at}.filt"
-        raise ForeignWeightsError(f"{path}: {key} is the blur filter of an anti-aliased CUT generator, not part "
-                                  "of the CycleGAN authors' generator; import it with: cyclegan import cut ...")
+        raise ForeignWeightsError(f"{path}: {key} is the blur filter of an anti-aliased CUT generator, not "
+                                  "part of the CycleGAN authors' generator; import it with: cyclegan import "
+                                  "cut ...")
     down_size = _filter_size(tensors, "model.7.filt", path) if blur_down else 3
     up_size = _filter_size(tensors, f"model.{up_at}.filt", path) if blur_up else 4
     antialias = {(False, False): "none", (True, False): "down", (False, True): "up", (True, True): "both"}[
         (blur_down, blur_up)]
-    gcfg = GeneratorConfig(name="resnet", ngf=ngf, n_blocks=n_blocks, norm=norm, dropout=0.5 if dropout else 0.0,
+    gcfg = GeneratorConfig(name="resnet", ngf=ngf, n_blocks=n_blocks, norm=norm,
+                           dropout=0.5 if dropout else 0.0,
                            antialias=antialias, antialias_filter=down_size, antialias_up_filter=up_size)
 
     what = f"ResNet generator with {n_blocks} blocks, ngf {ngf}, {norm} norm"
@@ -141,8 +146,8 @@ def _filter_size(tensors: Mapping[str, Tensor], key: str, path: Path) -> int:
 def unet_layout(tensors: Mapping[str, Tensor], *, path: Path) -> tuple[GeneratorConfig, Layout]:
     first = tensors["model.model.0.weight"]
     if first.ndim != 4 or tuple(first.shape[1:]) != (3, 4, 4):
-        raise ForeignWeightsError(f"{path}: model.model.0.weight has shape {list(first.shape)}; a U-Net's first "
-                                  "conv is [ngf, 3, 4, 4]")
+        raise ForeignWeightsError(f"{path}: model.model.0.weight has shape {list(first.shape)}; a U-Net's "
+                                  "first conv is [ngf, 3, 4, 4]")
     ngf = int(first.shape[0])
     # Level 1 is the outermost block; every other block sits at .model.3 of the one around it.
     innermost, levels = "model.model.1", 2
@@ -153,7 +158,8 @@ def unet_layout(tensors: Mapping[str, Tensor], *, path: Path) -> tuple[Generator
                                   "8 (unet_256)")
     norm = detect_norm(tensors, "model.model.1.model.2", "model.model.1.model.1")
     if norm is None:
-        raise ForeignWeightsError(f"{path}: model.model.1.model.2 fits no norm layer (batch or instance norm)")
+        raise ForeignWeightsError(
+            f"{path}: model.model.1.model.2 fits no norm layer (batch or instance norm)")
     # Dropout layers hold no weights, so a U-Net trained with dropout cannot be told apart; it only
     # acts in training, and translation runs in eval mode.
     gcfg = GeneratorConfig(name=UNET_NAMES[levels], ngf=ngf, norm=norm)
@@ -189,11 +195,13 @@ def make_config(gcfg: GeneratorConfig, *, kind: str = "cyclegan", path: Path) ->
     try:
         return config_from_dict({"model": {"kind": kind, "generator": dataclasses.asdict(gcfg)}})
     except ConfigError as e:  # e.g. more blocks or a wider network than a config may ask for
-        raise ForeignWeightsError(f"{path}: the architecture it holds cannot be configured here ({e})") from None
+        raise ForeignWeightsError(
+            f"{path}: the architecture it holds cannot be configured here ({e})") from None
 
 
 def convert_generator(
-    path: Path, gcfg: GeneratorConfig, layout: Layout, tensors: Mapping[str, Tensor], *, kind: str = "cyclegan"
+    path: Path, gcfg: GeneratorConfig, layout: Layout, tensors: Mapping[str, Tensor], *,
+                      kind: str = "cyclegan"
 ) -> tuple[nn.Module, Config, int]:
     """Build our generator for ``gcfg`` and fill it by ``layout``: (network in eval mode, config, dropped).
 
@@ -211,7 +219,8 @@ def convert_generator(
 
 
 def direction_of(path: Path) -> str:
-    """b2a for the authors' ``*_net_G_B.pth``; a2b for everything else (G_A, the test model's G, zoo files)."""
+    """b2a for the authors' ``*_net_G_B.pth``; a2b for everything else (G_A, the test model's G, zoo
+    files)."""
     return "b2a" if Path(path).stem.endswith("net_G_B") else "a2b"
 
 

@@ -50,7 +50,8 @@ FORMAT = "onnx"
 MAX_LEVELS = 1  # a conversion may differ from ONNX Runtime by at most this many 8-bit levels
 MAX_FILE_BYTES = 2**31 - 1  # protobuf's own limit for one message
 PROBE_MIN_SIDE = 64
-_ITEM_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}  # TensorProto dtypes
+# TensorProto dtypes
+_ITEM_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,8 @@ def _read(path: Path, convention: OnnxConvention) -> _Graph:
     try:
         model = onnx.load_from_string(data)
     except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and others for junk
-        raise ForeignWeightsError(f"{path}: not an ONNX model ({type(e).__name__}: {first_line(e, 'unreadable')})") \
+        raise ForeignWeightsError(f"{path}: not an ONNX model ({type(e).__name__}: "
+                                  f"{first_line(e, 'unreadable')})") \
             from None
     if not model.graph.node:
         raise ForeignWeightsError(f"{path}: not an ONNX model (no graph nodes)")
@@ -104,8 +106,8 @@ def _check_initializers(path: Path, model: Any) -> None:
     holds, or pointing at other files (external data: any path on this machine), is refused before
     ONNX Runtime or onnx2torch allocate anything for it."""
     if _sparse(model.graph):
-        raise ForeignWeightsError(f"{path}: holds sparse initializers, which are densified to their declared size "
-                                  "when loaded; not imported")
+        raise ForeignWeightsError(f"{path}: holds sparse initializers, which are densified to their declared "
+                                  "size when loaded; not imported")
     for t in _tensors(model.graph):
         if t.data_location == 1 or t.external_data:
             raise ForeignWeightsError(f"{path}: initializer {t.name!r} keeps its data in another file; only "
@@ -116,16 +118,16 @@ def _check_initializers(path: Path, model: Any) -> None:
                 raise ForeignWeightsError(f"{path}: initializer {t.name!r} declares a negative dimension {d}")
             count *= d
         if count * _ITEM_BYTES.get(t.data_type, 1) > MAX_FILE_BYTES:
-            raise ForeignWeightsError(f"{path}: initializer {t.name!r} declares {list(t.dims)} values, more than "
-                                      "any ONNX file can hold")
+            raise ForeignWeightsError(f"{path}: initializer {t.name!r} declares {list(t.dims)} values, more "
+                                      "than any ONNX file can hold")
         held = (len(t.raw_data) // _ITEM_BYTES.get(t.data_type, 1) if t.raw_data else
                 len(t.float_data) + len(t.int32_data) + len(t.int64_data) + len(t.double_data)
                 + len(t.uint64_data) + len(t.string_data))
         if t.data_type in (10, 16) and not t.raw_data:  # fp16/bf16 in int32_data, one value each
             held = len(t.int32_data)
         if held != count:
-            raise ForeignWeightsError(f"{path}: initializer {t.name!r} declares {list(t.dims)} ({count} values) "
-                                      f"but holds {held}")
+            raise ForeignWeightsError(f"{path}: initializer {t.name!r} declares {list(t.dims)} ({count} "
+                                      f"values) but holds {held}")
 
 
 def _graphs(graph: Any):
@@ -164,14 +166,17 @@ def _check_io(path: Path, model: Any, convention: OnnxConvention) -> tuple[str, 
     inputs = [i for i in model.graph.input if i.name not in weights]  # IR < 4 lists weights as inputs
     outputs = list(model.graph.output)
     if len(inputs) != 1 or len(outputs) != 1:
-        raise ForeignWeightsError(f"{path}: expected one input image and one output, found {len(inputs)} input(s) "
-                                  f"({', '.join(i.name for i in inputs) or 'none'}) and {len(outputs)} output(s)")
+        raise ForeignWeightsError(f"{path}: expected one input image and one output, found {len(inputs)} "
+                                  f"input(s) ({', '.join(i.name for i in inputs) or 'none'}) and "
+                                  f"{len(outputs)} "
+                                  "output(s)")
     (inp,), (out,) = inputs, outputs
     if inp.type.tensor_type.elem_type != 1:  # FLOAT
         raise ForeignWeightsError(f"{path}: input {inp.name!r} is not float32")
     dims = _dims(inp)
     if not inp.type.tensor_type.HasField("shape") or len(dims) != 4:
-        raise ForeignWeightsError(f"{path}: input {inp.name!r} has shape {dims or 'unknown'}, expected an image "
+        raise ForeignWeightsError(f"{path}: input {inp.name!r} has shape {dims or 'unknown'}, expected an "
+                                  "image "
                                   f"batch of rank 4 ({convention.layout.upper()})")
     axis = convention.channel_axis
     if dims[axis] != 3:
@@ -179,11 +184,12 @@ def _check_io(path: Path, model: Any, convention: OnnxConvention) -> tuple[str, 
         hint = " (is it NCHW? pass --layout nchw)" if axis == 3 and dims[1] == 3 else (
             " (is it NHWC? pass --layout nhwc)" if axis == 1 and dims[3] == 3 else "")
         raise ForeignWeightsError(f"{path}: input {inp.name!r} has shape {dims}: its channel dimension "
-                                  f"({convention.layout}) is {spatial[0] if axis == 1 else dims[3]}, expected 3{hint}")
+                                  f"({convention.layout}) is {spatial[0] if axis == 1 else dims[3]}, "
+                                  f"expected 3{hint}")
     hw = [dims[1], dims[2]] if axis == 3 else [dims[2], dims[3]]
     if all(isinstance(d, int) and d > 0 for d in hw):
-        raise ForeignWeightsError(f"{path}: input {inp.name!r} is fixed at {hw[0]}x{hw[1]} pixels; only graphs "
-                                  "taking any height and width can translate whole images")
+        raise ForeignWeightsError(f"{path}: input {inp.name!r} is fixed at {hw[0]}x{hw[1]} pixels; only "
+                                  "graphs taking any height and width can translate whole images")
     return inp.name, out.name
 
 
@@ -198,7 +204,8 @@ def probe_images(convention: OnnxConvention) -> list[torch.Tensor]:
     w = h + m
     rng = np.random.default_rng(0)
     scene = make_scene(rng, w, "photo")[:h]  # [H, W, 3] uint8
-    ramp = np.linspace(0, 255, w, dtype=np.float32)[None, :, None] * np.linspace(0.2, 1, h, dtype=np.float32)[:, None,
+    ramp = np.linspace(0, 255, w, dtype=np.float32)[None, :, None] * np.linspace(0.2, 1, h,
+                                                                                 dtype=np.float32)[:, None,
                                                                                                               None]
     gradient = np.concatenate([ramp, ramp[:, ::-1], np.full_like(ramp, 128)], axis=2).astype(np.uint8)
     noise = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -215,7 +222,8 @@ class _Session:
         try:
             self.session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for bad graphs
-            raise ForeignWeightsError(f"{path}: ONNX Runtime cannot load it ({first_line(e, type(e).__name__)})") \
+            raise ForeignWeightsError(f"{path}: ONNX Runtime cannot load it "
+                                      f"({first_line(e, type(e).__name__)})") \
                 from None
         self.path, self.input_name, self.output_name = path, input_name, output_name
 
@@ -248,8 +256,9 @@ def _reference(path: Path, graph: _Graph, convention: OnnxConvention, probes: li
         xf = to_model_range_of(x, convention)
         y = session.run(xf)
         if tuple(y.shape) != tuple(xf.shape):
-            raise ForeignWeightsError(f"{path}: on a {list(xf.shape)} probe the output is {list(y.shape)}, not an "
-                                      "image of the input's size; only image-to-image generators are imported")
+            raise ForeignWeightsError(f"{path}: on a {list(xf.shape)} probe the output is {list(y.shape)}, "
+                                      "not an image of the input's size; only image-to-image generators are "
+                                      "imported")
         if not bool(torch.isfinite(y).all()):
             raise ForeignWeightsError(f"{path}: its output holds NaN or infinity on a probe image")
         outs.append(from_model_range(y, convention))
@@ -268,7 +277,8 @@ def _worst(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return worst
 
 
-def _convert(path: Path, graph: _Graph, convention: OnnxConvention, probes, reference) -> tuple[Any, float | str]:
+def _convert(path: Path, graph: _Graph, convention: OnnxConvention, probes, reference) -> tuple[Any,
+                                                                                                float | str]:
     """The PyTorch generator and its worst level difference, or (None, why it cannot be converted)."""
     try:
         net = ForeignGenerator(net=convert_onnx_graph(graph.model), convention=convention).eval()
@@ -289,13 +299,16 @@ def convert(paths: Sequence[Path], *, options: OnnxImportOptions) -> Converted:
     graph = _read(path, conv)
     probes = probe_images(conv)
     reference = _reference(path, graph, conv, probes)
-    net, outcome = _convert(path, graph, conv, probes, reference) if options.convert else (None, "not asked for")
+    net, outcome = _convert(path, graph, conv, probes, reference) if options.convert else (None,
+                                                                                           "not asked for")
     if net is not None and isinstance(outcome, float) and not outcome <= MAX_LEVELS:
-        # Refused: a conversion that changes the pictures is worse than none. ONNX Runtime still runs the file.
-        net, outcome = None, (f"refused: it differs from ONNX Runtime by {outcome:.3g} levels on the probe images, "
-                              f"at most {MAX_LEVELS} allowed")
+        # Refused: a conversion that changes the pictures is worse than none. ONNX Runtime still runs the
+        # file.
+        net, outcome = None, (f"refused: it differs from ONNX Runtime by {outcome:.3g} levels on the probe "
+                              f"images, at most {MAX_LEVELS} allowed")
     try:
-        wrapped = wrap_onnx_graph(graph.model, conv, input_name=graph.input_name, output_name=graph.output_name)
+        wrapped = wrap_onnx_graph(graph.model, conv, input_name=graph.input_name,
+                                  output_name=graph.output_name)
     except Exception as e:  # noqa: BLE001 - onnx's converter, composer and checker raise many types
         raise ForeignWeightsError(f"{path}: cannot put its convention around the graph "
                                   f"({type(e).__name__}: {first_line(e, 'no detail')})") from None
@@ -304,7 +317,8 @@ def convert(paths: Sequence[Path], *, options: OnnxImportOptions) -> Converted:
     entry.key, entry.value = METADATA_KEY, info.to_json()
     wrapped_bytes = wrapped.SerializeToString()
     runner = WrappedOnnxGenerator(_Session(path, wrapped_bytes, "image", "translated"), conv)
-    if not (drift := _worst(reference, [runner(x) for x in probes])) <= MAX_LEVELS:  # a bug of ours, not the user's
+    # a bug of ours, not the user's
+    if not (drift := _worst(reference, [runner(x) for x in probes])) <= MAX_LEVELS:
         raise RuntimeError(f"{path}: the wrapped ONNX graph differs from the original by {drift} levels")
     backend = "torch" if net is not None else "onnxruntime"
     record = {

@@ -79,7 +79,8 @@ def checkpoint_files(path: str | Path) -> tuple[Path, Path]:
         if not f.is_file():
             sharded = f is data and any(path.parent.glob(f"{path.name}.data-*-of-*"))
             raise ForeignWeightsError(
-                f"{f}: no such file; a TensorFlow checkpoint PREFIX needs PREFIX{INDEX_SUFFIX} and PREFIX{DATA_SUFFIX}"
+                f"{f}: no such file; a TensorFlow checkpoint PREFIX needs PREFIX{INDEX_SUFFIX} and "
+                f"PREFIX{DATA_SUFFIX}"
                 + (" (checkpoints split into several shards are not read)" if sharded else ""))
     return index, data
 
@@ -89,13 +90,14 @@ def _prefix_in_folder(folder: Path) -> Path:
     # inside this folder, as TensorFlow's own test scripts do.
     state = folder / "checkpoint"
     if state.is_file() and state.stat().st_size < 1 << 16:
-        found = re.search(r'^model_checkpoint_path:\s*"([^"\n]+)"', state.read_text(errors="replace"), re.MULTILINE)
+        found = re.search(r'^model_checkpoint_path:\s*"([^"\n]+)"', state.read_text(errors="replace"),
+                          re.MULTILINE)
         if found and (folder / (Path(found.group(1)).name + INDEX_SUFFIX)).is_file():
             return folder / Path(found.group(1)).name
     indexes = sorted(folder.glob(f"*{INDEX_SUFFIX}"))
     if len(indexes) != 1:
-        raise ForeignWeightsError(f"{folder}: holds {len(indexes)} TensorFlow checkpoints (*.index); give the "
-                                  f"checkpoint prefix, e.g. {folder}/Hayao-64.ckpt")
+        raise ForeignWeightsError(f"{folder}: holds {len(indexes)} TensorFlow checkpoints (*.index); give "
+                                  f"the checkpoint prefix, e.g. {folder}/Hayao-64.ckpt")
     return indexes[0].with_name(indexes[0].name[: -len(INDEX_SUFFIX)])
 
 
@@ -121,11 +123,12 @@ class TFCheckpoint:
             f.seek(entry.offset)
             raw = f.read(entry.size)
         if len(raw) != entry.size:
-            raise ForeignWeightsError(f"{self.data_path}: truncated: variable {name} needs bytes {entry.offset}.."
-                                      f"{entry.offset + entry.size}, the file ends at {entry.offset + len(raw)}")
+            raise ForeignWeightsError(f"{self.data_path}: truncated: variable {name} needs bytes "
+                                      f"{entry.offset}..{entry.offset + entry.size}, the file ends at "
+                                      f"{entry.offset + len(raw)}")
         if entry.crc32c is not None and masked_crc32c(raw) != entry.crc32c:
-            raise ForeignWeightsError(f"{self.data_path}: the bytes of variable {name} fail their CRC-32C check "
-                                      "(a corrupted or mismatched data file)")
+            raise ForeignWeightsError(f"{self.data_path}: the bytes of variable {name} fail their CRC-32C "
+                                      "check (a corrupted or mismatched data file)")
         array = np.frombuffer(raw, dtype=_DTYPES[entry.dtype]).reshape(entry.shape)
         return torch.from_numpy(array.astype(array.dtype.newbyteorder("="), copy=True))
 
@@ -161,13 +164,15 @@ def check_plan(ckpt: TFCheckpoint, plan: list[tuple[str, str]], shapes: dict[str
         raise RuntimeError(f"importer bug: {description}: {len(plan)} variables for {len(shapes)} entries")
     names = [name for name, _ in plan]
     if missing := [n for n in names if n not in ckpt.entries]:
-        raise ForeignWeightsError(f"{where}: does not match the inferred {description}: variable {missing[0]} is "
+        raise ForeignWeightsError(f"{where}: does not match the inferred {description}: variable "
+                                  f"{missing[0]} is "
                                   "missing" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     wanted = set(names)
     if extra := [n for n in ckpt.entries if n.startswith(scope) and n not in wanted and not _SLOT.search(n)]:
         e = ckpt.entries[extra[0]]
         raise ForeignWeightsError(f"{where}: does not match the inferred {description}: unexpected variable "
-                                  f"{extra[0]} {list(e.shape)}" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+                                  f"{extra[0]} {list(e.shape)}"
+                                  + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
     for (name, kind), shape in zip(plan, shapes.values()):
         entry = ckpt.entries[name]
         expected = tf_shape(tuple(shape), kind)
@@ -175,12 +180,13 @@ def check_plan(ckpt: TFCheckpoint, plan: list[tuple[str, str]], shapes: dict[str
             raise ForeignWeightsError(f"{where}: variable {name} has shape {list(entry.shape)}, expected "
                                       f"{list(expected)} for the inferred {description}")
         if entry.dtype not in FLOAT_DTYPES:
-            raise ForeignWeightsError(f"{where}: variable {name} holds {entry.dtype_name} values, expected floats")
+            raise ForeignWeightsError(f"{where}: variable {name} holds {entry.dtype_name} values, expected "
+                                      "floats")
     # TF writes each variable once, back to back; entries sharing bytes would let a small data file
     # expand into a large network.
     if (needed := sum(ckpt.entries[n].size for n in names)) > ckpt.data_size:
-        raise ForeignWeightsError(f"{ckpt.data_path}: the variables need {needed:,} bytes but the data file holds "
-                                  f"{ckpt.data_size:,}")
+        raise ForeignWeightsError(f"{ckpt.data_path}: the variables need {needed:,} bytes but the data file "
+                                  f"holds {ckpt.data_size:,}")
     return sum(1 for n in ckpt.entries if n not in wanted)
 
 
@@ -193,7 +199,8 @@ def load_plan(net: torch.nn.Module, ckpt: TFCheckpoint, plan: list[tuple[str, st
         value = stored.to(dtype=target.dtype)  # float64 beyond float32's range becomes inf here
         if not bool(torch.isfinite(value).all()):
             beyond = f" or beyond the range of {target.dtype}" if stored.dtype != target.dtype else ""
-            raise ForeignWeightsError(f"{ckpt.data_path}: variable {name} holds non-finite values (NaN or inf{beyond})")
+            raise ForeignWeightsError(f"{ckpt.data_path}: variable {name} holds non-finite values (NaN or "
+                                      f"inf{beyond})")
         if (perm := _TO_TORCH[kind]) is not None:
             value = value.permute(*perm)
         state[key] = value.contiguous()
@@ -263,7 +270,8 @@ def _block(buf: bytes, offset: int, size: int, limit: int) -> bytes:
     if masked_crc32c(contents + bytes([kind])) != crc:
         raise ValueError(f"the block at {offset} fails its CRC-32C check")
     if kind != 0:
-        raise ValueError(f"block compression {kind} (snappy) is not read; TensorFlow writes uncompressed indexes")
+        raise ValueError(f"block compression {kind} (snappy) is not read; TensorFlow writes uncompressed "
+                         "indexes")
     return contents
 
 
@@ -341,21 +349,26 @@ def _entry(name: str, value: bytes, path: Path, data_size: int) -> BundleEntry:
         raise ForeignWeightsError(f"{path}: variable {name} is stored in slices (a partitioned variable), "
                                   "which is not read")
     if f.get(3, [0])[-1] != 0:
-        raise ForeignWeightsError(f"{path}: variable {name} lives in shard {f[3][-1]}; only one shard is read")
+        raise ForeignWeightsError(
+            f"{path}: variable {name} lives in shard {f[3][-1]}; only one shard is read")
     dtype = f.get(1, [0])[-1]
     shape_fields = _fields(f.get(2, [b""])[-1], path, f"the shape of variable {name}")
     if shape_fields.get(3, [0])[-1]:
         raise ForeignWeightsError(f"{path}: variable {name} has an unknown rank")
-    dims = tuple(_fields(d, path, f"the shape of variable {name}").get(1, [0])[-1] for d in shape_fields.get(2, []))
+    dims = tuple(_fields(d, path, f"the shape of variable {name}").get(1,
+                                                                       [0])[-1] for d in shape_fields.get(2,
+                                                                                                          []))
     if len(dims) > MAX_RANK or any(d >= 1 << 63 for d in dims):  # int64 -1 (unknown) comes as 2**64 - 1
-        raise ForeignWeightsError(f"{path}: variable {name} has an impossible shape {list(dims)[:MAX_RANK + 1]}")
+        raise ForeignWeightsError(f"{path}: variable {name} has an impossible shape "
+                                  f"{list(dims)[:MAX_RANK + 1]}")
     offset, size = f.get(4, [0])[-1], f.get(5, [0])[-1]
     if offset + size > data_size:
-        raise ForeignWeightsError(f"{path}: variable {name} lies at bytes {offset}..{offset + size} but the data "
+        raise ForeignWeightsError(f"{path}: variable {name} lies at bytes {offset}..{offset + size} but the "
+                                  "data "
                                   f"file has {data_size} (truncated, or a data file of another checkpoint)")
     if dtype in _DTYPES and math.prod(dims) * _DTYPES[dtype].itemsize != size:
-        raise ForeignWeightsError(f"{path}: variable {name} declares shape {list(dims)} of {_DTYPE_NAMES[dtype]} "
-                                  f"but {size} bytes")
+        raise ForeignWeightsError(f"{path}: variable {name} declares shape {list(dims)} of "
+                                  f"{_DTYPE_NAMES[dtype]} but {size} bytes")
     crc = f.get(6, [None])[-1]
     return BundleEntry(name=name, dtype=dtype, shape=dims, offset=offset, size=size, crc32c=crc)
 

@@ -50,18 +50,21 @@ def convert_whitebox(paths: Sequence[Path]) -> Converted:
         hint = " (it looks like an AnimeGANv2 checkpoint: cyclegan import animeganv2-tf ...)" \
             if any(n.startswith("generator/G_MODEL/") for n in ckpt.entries) else ""
         found = ", ".join(f"{n} {list(e.shape)}" for n, e in list(ckpt.entries.items())[:3])
-        raise ForeignWeightsError(f"{ckpt.index_path}: not a White-box Cartoonization generator: expected {FIRST} "
-                                  f"[7, 7, 3, 32]; found {len(ckpt.entries)} variables: {found}{hint}")
+        raise ForeignWeightsError(f"{ckpt.index_path}: not a White-box Cartoonization generator: expected "
+                                  f"{FIRST} [7, 7, 3, 32]; found {len(ckpt.entries)} variables: "
+                                  f"{found}{hint}")
     ngf = first.shape[3]
     description = f"White-box Cartoonization generator with channel {ngf}"
     cfg = make_config(GeneratorConfig(name="whitebox", ngf=ngf), path=ckpt.index_path)
     plan = whitebox_plan(RESIDUAL_BLOCKS)
     with torch.device("meta"):  # shapes only: the checkpoint is checked before the network is allocated
         shapes = GENERATORS["whitebox"](cfg.model.generator).state_dict()
-    ignored = check_plan(ckpt, plan, {k: v.shape for k, v in shapes.items()}, scope=SCOPE, description=description)
+    ignored = check_plan(ckpt, plan, {k: v.shape for k, v in shapes.items()}, scope=SCOPE,
+                         description=description)
     net = build_generator(cfg.model.generator, init=cfg.model.init, init_gain=cfg.model.init_gain)
     load_plan(net, ckpt, plan)
     architecture = f"{description}, guided filter r 1 eps 5e-3 ({count_parameters(net):,} parameters)"
     if ignored:
         architecture += f"; {ignored} other variables of the checkpoint ignored"
-    return Converted(config=cfg, generators={"a2b": net.eval()}, architecture=architecture, sources=ckpt.files)
+    return Converted(config=cfg, generators={"a2b": net.eval()}, architecture=architecture,
+                     sources=ckpt.files)

@@ -344,7 +344,8 @@ def train_domain_classifier(
     estimate) for the ensemble's mean probabilities. Each of ``settings.members`` networks is trained
     alike from its own seed; every batch also holds ``settings.neither_share`` as many damaged copies
     of its images, labelled "neither". AdamW with cosine decay to 0, cross-entropy weighted by inverse
-    class frequency, flips, small shifts and grayscale as augmentation. Deterministic for a given seed and device; the global
+    class frequency, flips, small shifts and grayscale as augmentation. Deterministic for a given seed and
+    device; the global
     RNG state of the caller is left as it was (a training run's randomness does not depend on
     whether it also trains a classifier). ``on_epoch(member, epoch, epochs, loss)`` reports progress.
     """
@@ -354,7 +355,8 @@ def train_domain_classifier(
         raise ValueError(f"domains differ in shape: {list(images_a.shape[1:])} vs {list(images_b.shape[1:])}")
     for name, imgs in (("A", images_a), ("B", images_b)):
         if imgs.shape[0] < 2:
-            raise ValueError(f"domain {name} has {imgs.shape[0]} image(s); need at least 2 (train + held out)")
+            raise ValueError(
+                f"domain {name} has {imgs.shape[0]} image(s); need at least 2 (train + held out)")
     if not 0.0 < settings.held_out < 1.0:
         raise ValueError(f"held_out must be in (0, 1), got {settings.held_out}")
     start = time.perf_counter()
@@ -380,7 +382,8 @@ def train_domain_classifier(
             _train_member(net, x, y, weight, settings, epochs, gm, device,
                           None if on_epoch is None else (lambda e, loss, m=m: on_epoch(m, e, epochs, loss)))
     model.eval()
-    acc_a, acc_b, acc_n = _held_out_accuracy(model, images_a[held_a], images_b[held_b], settings.batch_size, g)
+    acc_a, acc_b, acc_n = _held_out_accuracy(model, images_a[held_a], images_b[held_b], settings.batch_size,
+                                             g)
     report = ClassifierReport(
         accuracy=(acc_a + acc_b) / 2.0, accuracy_a=acc_a, accuracy_b=acc_b, neither_accuracy=acc_n,
         n_train_a=len(train_a), n_train_b=len(train_b), n_held_out_a=len(held_a), n_held_out_b=len(held_b),

@@ -176,10 +176,12 @@ class InceptionFeatureExtractor:
         path = find_inception_weights(weights)
         try:
             state = load_weights_only(path)
-        except UnsafeFileError as e:  # pickled code, a zip bomb or junk: never loaded, torch's advice never shown
+        # pickled code, a zip bomb or junk: never loaded, torch's advice never shown
+        except UnsafeFileError as e:
             raise InceptionUnavailableError(f"Inception weights {path}: unreadable ({e.reason})") from None
         except OSError as e:
-            raise InceptionUnavailableError(f"Inception weights {path}: unreadable ({first_line(e)})") from None
+            raise InceptionUnavailableError(
+                f"Inception weights {path}: unreadable ({first_line(e)})") from None
         if not isinstance(state, dict) or "fc.weight" not in state:
             raise InceptionUnavailableError(
                 f"Inception weights {path}: not the FID Inception state dict {FID_WEIGHTS_FILENAME}"

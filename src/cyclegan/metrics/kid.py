@@ -55,5 +55,6 @@ def kernel_inception_distance(
     for i in range(n_subsets):
         xs = x[rng.choice(x.shape[0], size, replace=False)]
         ys = y[rng.choice(y.shape[0], size, replace=False)]
-        values[i] = mmd2_unbiased(polynomial_kernel(xs, xs), polynomial_kernel(ys, ys), polynomial_kernel(xs, ys))
+        values[i] = mmd2_unbiased(polynomial_kernel(xs, xs), polynomial_kernel(ys, ys),
+                                  polynomial_kernel(xs, ys))
     return float(values.mean()), float(values.std()), size

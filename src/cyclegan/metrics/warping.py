@@ -108,10 +108,12 @@ def warping_error(
         if y is missing and x is missing:
             break
         if y is missing or x is missing:
-            raise EvaluationError(f"the output and input videos differ in length (one ended after {t} frames)")
+            raise EvaluationError(
+                f"the output and input videos differ in length (one ended after {t} frames)")
         if y.shape[:2] != x.shape[:2]:
             raise EvaluationError(
-                f"frame {t}: output {y.shape[1]}x{y.shape[0]} and input {x.shape[1]}x{x.shape[0]} differ in size"
+                f"frame {t}: output {y.shape[1]}x{y.shape[0]} and input {x.shape[1]}x{x.shape[0]} differ in "
+                "size"
             )
         gray = to_gray(x)
         if prev_gray is not None:

@@ -56,7 +56,8 @@ class ConvNormLReLU(nn.Sequential):
     ) -> None:
         super().__init__(
             nn.ReflectionPad2d(padding),
-            nn.Conv2d(in_channels, out_channels, kernel_size=kernel_size, stride=stride, groups=groups, bias=bias),
+            nn.Conv2d(in_channels, out_channels, kernel_size=kernel_size, stride=stride, groups=groups,
+                      bias=bias),
             nn.GroupNorm(num_groups=1, num_channels=out_channels),
             nn.LeakyReLU(0.2, inplace=True),
         )
@@ -88,7 +89,8 @@ def _down(in_channels: int, out_channels: int) -> ConvNormLReLU:
 
 
 class AnimeGANv2Generator(nn.Module):
-    """See the module docstring. [B, 3, H, W] in [-1, 1] -> [B, 3, H, W] in [-1, 1], H and W multiples of 4."""
+    """See the module docstring. [B, 3, H, W] in [-1, 1] -> [B, 3, H, W] in [-1, 1], H and W multiples of
+    4."""
 
     def __init__(self, *, ngf: int = 64) -> None:
         super().__init__()
@@ -133,7 +135,8 @@ class AnimeGANv2Options:
 
     def check(self, key: str) -> None:
         if self.ngf % 2:
-            raise ConfigError(f"{key}.ngf: animeganv2 starts at ngf/2 channels; needs an even ngf, got {self.ngf}")
+            raise ConfigError(f"{key}.ngf: animeganv2 starts at ngf/2 channels; needs an even ngf, got "
+                              f"{self.ngf}")
 
 
 @GENERATORS.register("animeganv2", options=AnimeGANv2Options)

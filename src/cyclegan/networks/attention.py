@@ -246,7 +246,8 @@ class AttentionOptions(ResidualOptions):
         if not self.vq_codebook_size:  # the code size and its decay would be accepted and ignored
             for name, default in (("vq_dim", 64), ("vq_ema_decay", 0.99)):
                 if getattr(self, name) != default:
-                    raise ConfigError(f"{key}.{name}: shapes the VQ bottleneck; needs {key}.vq_codebook_size > 0")
+                    raise ConfigError(f"{key}.{name}: shapes the VQ bottleneck; needs {key}.vq_codebook_size "
+                                      "> 0")
 
 
 @GENERATORS.register("attention", options=AttentionOptions)

@@ -70,21 +70,24 @@ class OnnxConvention:
     def __post_init__(self) -> None:
         for name, choices in (("layout", LAYOUTS), ("value_range", VALUE_RANGES), ("channels", CHANNELS)):
             if getattr(self, name) not in choices:
-                raise ConventionError(name, f"{name} {getattr(self, name)!r}: choose from {', '.join(choices)}")
+                raise ConventionError(name,
+                                      f"{name} {getattr(self, name)!r}: choose from {', '.join(choices)}")
         for name, top in (("multiple", MAX_MULTIPLE), ("min_side", MAX_MIN_SIDE)):
             value = getattr(self, name)
             low = 1 if name == "multiple" else 0
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= top:
                 raise ConventionError(name, f"{name} {value!r}: expected a whole number from {low} to {top}")
         if self.min_side % self.multiple:
-            raise ConventionError("min_side", f"min_side {self.min_side} is not a multiple of multiple {self.multiple}")
+            raise ConventionError("min_side",
+                                  f"min_side {self.min_side} is not a multiple of multiple {self.multiple}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, doc: Any) -> OnnxConvention:
-        if not isinstance(doc, dict) or set(doc) - {"layout", "value_range", "channels", "multiple", "min_side"}:
+        if not isinstance(doc, dict) or set(doc) - {"layout", "value_range", "channels", "multiple",
+                                                    "min_side"}:
             raise ConventionError("convention", f"not an ONNX convention: {str(doc)[:80]}")
         try:
             return cls(**doc)
@@ -197,7 +200,8 @@ def convert_onnx_graph(model: Any) -> nn.Module:
 
 def _own_storage(net: nn.Module) -> None:
     """Give every parameter and buffer a fresh, dense buffer: onnx2torch keeps some constants as
-    broadcast views or empty tensors with stride 0, which code hashing the weights byte by byte cannot read."""
+    broadcast views or empty tensors with stride 0, which code hashing the weights byte by byte cannot
+    read."""
     with torch.no_grad():
         for module in net.modules():
             for table in (module._parameters, module._buffers):
@@ -288,7 +292,8 @@ def explicit_same_padding(model: Any) -> Any:
         mode = mode.decode() if isinstance(mode, bytes) else str(mode)
         if mode not in ("SAME_UPPER", "SAME_LOWER"):
             continue
-        kernel = attrs.get("kernel_shape") or (weights.get(node.input[1], [])[2:] if len(node.input) > 1 else [])
+        kernel = attrs.get("kernel_shape") or (weights.get(node.input[1],
+                                                           [])[2:] if len(node.input) > 1 else [])
         if not kernel:
             continue  # unknown kernel: left for onnx2torch to refuse
         strides = attrs.get("strides") or [1] * len(kernel)
@@ -347,7 +352,8 @@ def wrap_onnx_graph(model: Any, convention: OnnxConvention, *, input_name: str, 
              const("one_f", 1.0, np.float32), const("half_f", 0.5, np.float32)]
     dims = ["batch", 3, "height", "width"]
     pre = helper.make_model(
-        helper.make_graph(nodes, "to_foreign", [helper.make_tensor_value_info("image", TensorProto.FLOAT, dims)],
+        helper.make_graph(nodes, "to_foreign",
+                          [helper.make_tensor_value_info("image", TensorProto.FLOAT, dims)],
                           [helper.make_tensor_value_info("to_foreign", TensorProto.FLOAT, None)], inits),
         opset_imports=[helper.make_opsetid("", opset)], ir_version=core.ir_version)
 
@@ -367,8 +373,8 @@ def wrap_onnx_graph(model: Any, convention: OnnxConvention, *, input_name: str, 
         helper.make_node("Add", ["crop_before", "crop_hw"], ["crop_end"]),
         helper.make_node("Slice", [y, "crop_before", "crop_end", "axes23"], ["translated"]),
     ]
-    post_inits = [const("two_f", 2.0, np.float32), const("one_f", 1.0, np.float32), const("reverse", [2, 1, 0]),
-                  const("axes23", [2, 3])]
+    post_inits = [const("two_f", 2.0, np.float32), const("one_f", 1.0, np.float32),
+                  const("reverse", [2, 1, 0]), const("axes23", [2, 3])]
     post = helper.make_model(
         helper.make_graph(
             post_nodes, "from_foreign",

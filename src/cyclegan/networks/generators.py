@@ -65,8 +65,8 @@ class ResnetOptions(ResidualOptions):
             require_at_least(f"{key}.{name}", getattr(self, name), 1)
             require_at_most(f"{key}.{name}", getattr(self, name), 7)
         if self.antialias in ("up", "both") and self.upsample != "transpose":
-            raise ConfigError(f"{key}.antialias {self.antialias}: the blurred upsampling replaces {key}.upsample; "
-                              f"leave it transpose, not {self.upsample!r}")
+            raise ConfigError(f"{key}.antialias {self.antialias}: the blurred upsampling replaces "
+                              f"{key}.upsample; leave it transpose, not {self.upsample!r}")
         # A filter size without the blur it sizes would be accepted and ignored.
         if self.antialias not in ("down", "both") and self.antialias_filter != 3:
             raise ConfigError(f"{key}.antialias_filter: sizes the downsampling blur; needs {key}.antialias "
@@ -215,7 +215,8 @@ class ResnetGenerator(nn.Module):
         for i in range(self.n_downsampling, 0, -1):
             c_in, c_out = ngf * 2**i, ngf * 2 ** (i - 1)
             decoder.append(
-                AntialiasUpsampleBlock(in_channels=c_in, out_channels=c_out, norm=norm, filter_size=antialias_up_filter)
+                AntialiasUpsampleBlock(in_channels=c_in, out_channels=c_out, norm=norm,
+                                       filter_size=antialias_up_filter)
                 if blur_up else UpsampleBlock(in_channels=c_in, out_channels=c_out, norm=norm, mode=upsample)
             )
         decoder += [

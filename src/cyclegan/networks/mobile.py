@@ -114,7 +114,8 @@ def _use_group_norm_kernel(net: nn.Module) -> None:
     convolutions before."""
     for name, child in net.named_children():
         if isinstance(child, nn.InstanceNorm2d) and not child.affine and not child.track_running_stats:
-            setattr(net, name, nn.GroupNorm(child.num_features, child.num_features, eps=child.eps, affine=False))
+            setattr(net, name,
+                    nn.GroupNorm(child.num_features, child.num_features, eps=child.eps, affine=False))
         else:
             _use_group_norm_kernel(child)
 
@@ -208,7 +209,8 @@ class FeatureProjections(nn.Module):
         super().__init__()
         if len(student_channels) != len(teacher_channels):
             raise ValueError(f"{len(student_channels)} student maps but {len(teacher_channels)} teacher maps")
-        self.maps = nn.ModuleList(nn.Conv2d(s, t, kernel_size=1) for s, t in zip(student_channels, teacher_channels))
+        self.maps = nn.ModuleList(nn.Conv2d(s, t, kernel_size=1) for s, t in zip(student_channels,
+                                                                                 teacher_channels))
 
     def forward(self, feats: list[Tensor]) -> list[Tensor]:
         return [proj(f) for proj, f in zip(self.maps, feats)]

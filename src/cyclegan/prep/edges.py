@@ -50,7 +50,8 @@ class EdgeSmoothSettings:
 
     def check(self) -> None:
         if not 0 <= self.canny_low <= self.canny_high:
-            raise PrepError(f"Canny thresholds must satisfy 0 <= low <= high, got {self.canny_low}, {self.canny_high}")
+            raise PrepError(f"Canny thresholds must satisfy 0 <= low <= high, got {self.canny_low}, "
+                            f"{self.canny_high}")
         if self.dilate < 1:
             raise PrepError(f"--dilate must be >= 1, got {self.dilate}")
         if self.blur < 1 or self.blur % 2 == 0:
@@ -113,10 +114,12 @@ def edge_smooth_folder(
 
     ``rescale`` (default: shorter side to ``settings.size``) brings each image to the training scale
     before smoothing; ``rescale_key`` describes it for the folder's manifest (e.g. the data config's
-    preprocess and load size), so copies made at another scale are never reused. Copies already in ``out_dir`` from an earlier run with the same settings are
+    preprocess and load size), so copies made at another scale are never reused. Copies already in ``out_dir``
+    from an earlier run with the same settings are
     kept, so a second run only fills in what is missing; a folder made with other settings is refused
     rather than mixed. Unreadable images are skipped and reported, and so is the second of two images
-    that differ only in extension (a.png, a.jpg: one copy name, a.png), which would overwrite the first's copy.
+    that differ only in extension (a.png, a.jpg: one copy name, a.png), which would overwrite the first's
+    copy.
     """
     settings.check()
     style_dir, out_dir = Path(style_dir), Path(out_dir)
@@ -127,19 +130,22 @@ def edge_smooth_folder(
         raise DataError(f"{style_dir}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
     if out_dir.resolve() == style_dir.resolve() or style_dir.resolve() in out_dir.resolve().parents:
         # Inside the style folder the blurred copies would become style images themselves.
-        raise PrepError(f"{out_dir}: must not be {style_dir} or inside it (the copies would join the style set)")
+        raise PrepError(f"{out_dir}: must not be {style_dir} or inside it (the copies would join the style "
+                        "set)")
     opencv("edge smoothing")  # fail before any work when OpenCV is missing
     manifest = out_dir / MANIFEST
     if rescale is not None and not rescale_key:
         raise ValueError("a custom rescale needs a rescale_key describing it")
-    record = {"settings": dataclasses.asdict(settings), "rescale": rescale_key or f"shorter side {settings.size}"}
+    record = {"settings": dataclasses.asdict(settings),
+              "rescale": rescale_key or f"shorter side {settings.size}"}
     if manifest.is_file():
         previous = read_json_object(manifest, {"settings": dict, "rescale": str}, error=PrepError)
         if previous != record:
             raise PrepError(f"{out_dir}: holds copies made with other settings ({previous.get('settings')}); "
                             "choose another --out")
     elif out_dir.exists() and any(out_dir.iterdir()):
-        raise PrepError(f"{out_dir}: exists and is not an edge-smoothing folder (no {MANIFEST}); choose another --out")
+        raise PrepError(f"{out_dir}: exists and is not an edge-smoothing folder (no {MANIFEST}); choose "
+                        "another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(manifest, record)
     resize = rescale or (lambda img: scale_shorter_side(img, settings.size))

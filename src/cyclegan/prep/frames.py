@@ -63,8 +63,8 @@ from cyclegan.prep.shots import (
     timecode,
 )
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts",
-                              ".wmv", ".flv", ".ogv"})
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts",
+                              ".m2ts", ".wmv", ".flv", ".ogv"})
 MANIFEST = "frames.json"
 CSV_NAME = "frames.csv"
 CSV_COLUMNS = ("file", "source", "timecode", "shot", "shot_start", "shot_end", "phash", "edges", "why")
@@ -84,7 +84,8 @@ def find_videos(inputs: Iterable[str | Path]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+            found += sorted(p for p in path.rglob("*") if p.is_file()
+                            and p.suffix.lower() in VIDEO_EXTENSIONS)
         else:
             found.append(path)
     return list(dict.fromkeys(found))
@@ -167,7 +168,8 @@ def process_video(
             total = int(video.duration.frame_num)
         except (AttributeError, TypeError, ValueError):
             total = None
-        bar = tqdm(total=total, unit="frame", desc=path.name, dynamic_ncols=True, file=sys.stderr, leave=False)
+        bar = tqdm(total=total, unit="frame", desc=path.name, dynamic_ncols=True, file=sys.stderr,
+                   leave=False)
     index, seconds, capped, shape = -1, 0.0, False, None
     try:
         while True:
@@ -202,7 +204,8 @@ def process_video(
                 pending += [float(cut.seconds) for cut in detector.post_process(video.position)]
             for cut in sorted(set(pending)):
                 if cut > sampler.shot_start + 0.5 / fps:
-                    picker.finish_shot(*sampler.close(cut, index + 1), sampler.bars, sampler.det_shape, budget)
+                    picker.finish_shot(*sampler.close(cut, index + 1), sampler.bars, sampler.det_shape,
+                                       budget)
             end = seconds + 1.0 / fps
             picker.finish_shot(*sampler.close(end, index + 1), sampler.bars, sampler.det_shape, budget)
     except BaseException:
@@ -240,14 +243,15 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
         with path.open(newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise PrepError(f"{path}: unreadable ({first_line(e)}); move it away or choose another --out") from None
+        raise PrepError(
+            f"{path}: unreadable ({first_line(e)}); move it away or choose another --out") from None
     if rows and set(CSV_COLUMNS) - set(rows[0]):
         raise PrepError(f"{path}: not a frames.csv of `cyclegan prep frames` (columns {', '.join(rows[0])})")
     for line, row in enumerate(rows, start=2):
         if not all(isinstance(row.get(c), str) for c in CSV_COLUMNS) or not _PHASH.fullmatch(row["phash"]):
-            raise PrepError(f"{path}: line {line} is not a row of `cyclegan prep frames` (a missing column, or "
-                            f"phash {row.get('phash')!r} is not 1 to 16 hex digits); move it away or choose "
-                            "another --out")
+            raise PrepError(f"{path}: line {line} is not a row of `cyclegan prep frames` (a missing column, "
+                            f"or phash {row.get('phash')!r} is not 1 to 16 hex digits); move it away or "
+                            "choose another --out")
     return rows
 
 
@@ -281,7 +285,8 @@ def _load_manifest(out_dir: Path, settings: FramesSettings) -> dict:
     changed = [k for k in current if previous.get(k) != current[k]]
     if changed:
         was = ", ".join(f"{k} {previous.get(k)!r}" for k in changed)
-        raise PrepError(f"{out_dir}: was made with {was}; use the same settings to add to it, or another --out")
+        raise PrepError(f"{out_dir}: was made with {was}; use the same settings to add to it, or another "
+                        "--out")
     return {"settings": current, "videos": videos}
 
 
@@ -340,7 +345,8 @@ def extract_frames(
     out_dir = Path(out_dir)
     paths = find_videos(videos)
     if not paths:
-        raise PrepError("no videos given (folders are searched for " + ", ".join(sorted(VIDEO_EXTENSIONS)) + ")")
+        raise PrepError("no videos given (folders are searched for " + ", ".join(sorted(VIDEO_EXTENSIONS))
+                        + ")")
     # Fail before any work when a library is missing.
     opencv("prep frames"), scenedetect("prep frames"), imagehash("prep frames")
     errors = _video_errors()
@@ -362,18 +368,21 @@ def extract_frames(
             echo(results[-1].line())
             continue
         if max_frames and len(rows) >= max_frames:
-            results.append(VideoResult(source=path, status="skipped", reason=f"--max-frames {max_frames} reached"))
+            results.append(VideoResult(source=path, status="skipped",
+                                       reason=f"--max-frames {max_frames} reached"))
             echo(results[-1].line())
             continue
         other = stems.get(path.stem)
         if other is not None and other != key:
             results.append(VideoResult(source=path, status="failed",
-                                       reason=f"another video named {path.stem}.* is in {out_dir} ({other}); rename one"))
+                                       reason=f"another video named {path.stem}.* is in {out_dir} ({other}); "
+                                              "rename one"))
             echo(results[-1].line())
             continue
         budget = math.ceil((max_frames - len(rows)) / (len(paths) - i)) if max_frames else sys.maxsize
         try:
-            result, kept = process_video(path, out_dir=out_dir, stem=path.stem, settings=settings, hashes=hashes,
+            result, kept = process_video(path, out_dir=out_dir, stem=path.stem, settings=settings,
+                                         hashes=hashes,
                                          existing=existing, budget=budget, backend=backend, progress=progress)
         except errors as e:
             results.append(VideoResult(source=path, status="failed", reason=first_line(e, "unreadable")))
@@ -398,6 +407,7 @@ def extract_frames(
     return FramesResult(out_dir=out_dir, videos=results, total=len(rows), csv=csv_path, preview=sheet)
 
 
-__all__ = ["BarTracker", "FramePicker", "FramesResult", "FramesSettings", "HashSet", "KeptFrame", "ShotSampler",
+__all__ = ["BarTracker", "FramePicker", "FramesResult", "FramesSettings", "HashSet", "KeptFrame",
+           "ShotSampler",
            "VideoResult", "extract_frames", "find_videos", "frame_name", "parse_per_shot", "process_video",
            "timecode"]

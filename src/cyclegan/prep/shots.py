@@ -305,7 +305,8 @@ class FramePicker:
         scale = self.settings.size / min(h, w)
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-        rgb = cv2.cvtColor(cv2.resize(np.ascontiguousarray(frame), size, interpolation=interp), cv2.COLOR_BGR2RGB)
+        rgb = cv2.cvtColor(cv2.resize(np.ascontiguousarray(frame), size, interpolation=interp),
+                           cv2.COLOR_BGR2RGB)
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         mean, spread = float(grey.mean()), float(grey.std())
         if mean < BLACK:
@@ -333,7 +334,8 @@ class FramePicker:
         nearest_text = "no earlier frame" if nearest == 64 else f"nearest kept frame {nearest} bits away"
         why = (f"steadiest passing {place} the middle of shot {self.shots} ({pool} candidates); "
                f"edges {edges:.1%}, {nearest_text}")
-        self.kept.append(KeptFrame(name, self.source, c.seconds, self.shots, start, end, f"{value:016x}", edges, why))
+        self.kept.append(KeptFrame(name, self.source, c.seconds, self.shots, start, end, f"{value:016x}",
+                                   edges, why))
         return None
 
 

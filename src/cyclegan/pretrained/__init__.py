@@ -89,7 +89,8 @@ def list_models(style: str | None = None) -> list[CatalogEntry]:
     tag = style.strip().lower()
     known = styles(models)
     if tag not in known:
-        raise ModelSourceError(f"style {style!r}: no catalog model has it (styles: {', '.join(sorted(known))})")
+        raise ModelSourceError(f"style {style!r}: no catalog model has it (styles: "
+                               f"{', '.join(sorted(known))})")
     return [e for e in models if tag in e.styles]
 
 
@@ -138,7 +139,8 @@ def get(
                 f"`cyclegan pretrained get {name}` again"
             )
         record = read_record(name) or {}
-        source = Path(record["source"]) if isinstance(record.get("source"), str) else _import_target(entry, base)
+        source = Path(record["source"]) if isinstance(record.get("source"), str) else _import_target(entry,
+                                                                                                     base)
         sha = record.get("sha256") if isinstance(record.get("sha256"), str) else None
     else:
         options = _check_importer(entry)
@@ -171,8 +173,9 @@ def _check_importer(entry: CatalogEntry) -> object | None:
     """The importer's options for ``entry``; refuses before anything is downloaded when this
     installation cannot import the model or the catalog's options do not fit its importer."""
     if entry.format not in IMPORT_FORMATS:
-        raise PretrainedError(f"{entry.name}: needs the import format {entry.format!r}, which this installation "
-                              f"lacks (it has {', '.join(sorted(IMPORT_FORMATS))}); update cyclegan")
+        raise PretrainedError(f"{entry.name}: needs the import format {entry.format!r}, which this "
+                              f"installation lacks (it has {', '.join(sorted(IMPORT_FORMATS))}); update "
+                              "cyclegan")
     if entry.format == ONNX_FORMAT:
         options = dict(entry.import_options)
         convert = options.pop("convert", True)
@@ -195,7 +198,8 @@ def _fetch(entry: CatalogEntry, *, progress, offline, deadline: Deadline) -> lis
         result = download(file.url, download_path(entry, file), sha256=file.sha256, git_sha1=file.git_sha1,
                           size=file.size_bytes, progress=progress, offline=offline, deadline=deadline)
         fetched.append(FileRecord(name=file.name, url=file.url, path=str(result.path), bytes=result.bytes,
-                                  sha256=result.sha256, git_sha1=result.git_sha1 or file_git_sha1(result.path)))
+                                  sha256=result.sha256,
+                                  git_sha1=result.git_sha1 or file_git_sha1(result.path)))
     return fetched
 
 
@@ -206,7 +210,8 @@ def _extract(entry: CatalogEntry, archive: Path, base: Path) -> Path:
     want = entry.member.strip("/")
     try:
         with tarfile.open(archive) as tar:
-            found = [m for m in tar.getmembers() if m.isfile() and (m.name == want or m.name.endswith("/" + want))]
+            found = [m for m in tar.getmembers() if m.isfile()
+                     and (m.name == want or m.name.endswith("/" + want))]
             if not found:
                 raise PretrainedError(f"{archive}: has no {want}; delete it to download {entry.url} again")
             src = tar.extractfile(found[0])
@@ -214,13 +219,15 @@ def _extract(entry: CatalogEntry, archive: Path, base: Path) -> Path:
             with src, atomic_write(dest) as f:
                 shutil.copyfileobj(src, f, 1 << 20)
     except (tarfile.TarError, EOFError) as e:
-        raise PretrainedError(f"{archive}: not a readable tar archive ({first_line(e)}); delete it and retry") from None
+        raise PretrainedError(
+            f"{archive}: not a readable tar archive ({first_line(e)}); delete it and retry") from None
     except OSError as e:
         raise PretrainedError(f"{dest}: cannot write ({plain_reason(e)})") from None
     return dest
 
 
-def _import(entry: CatalogEntry, source: Path, model: Path, fetched: list[FileRecord], options: object | None) -> None:
+def _import(entry: CatalogEntry, source: Path, model: Path, fetched: list[FileRecord],
+            options: object | None) -> None:
     """Import into a hidden sibling, then rename: ``model/`` is complete or absent. Bytes the importer
     refuses are removed from the cache (each download, or the file taken out of an archive)."""
     tmp = temp_sibling(model)
@@ -239,7 +246,8 @@ def _import(entry: CatalogEntry, source: Path, model: Path, fetched: list[FileRe
             _remove(path)
         raise PretrainedError(
             f"{entry.name}: importing {source} as {entry.format} failed: {first_line(e)}; removed "
-            f"{', '.join(p.name for p in bad)} from the cache ({bad[0].parent}), so the next get downloads it again"
+            f"{', '.join(p.name for p in bad)} from the cache ({bad[0].parent}), so the next get downloads "
+            "it again"
         ) from None
     except OSError as e:
         raise PretrainedError(f"{model}: cannot write the imported model ({plain_reason(e)})") from None
@@ -265,7 +273,8 @@ def _copy_out(model: Path, out: Path, *, overwrite: bool) -> Path:
             if not overwrite:
                 raise PretrainedError(f"{out}: already exists; pass --overwrite to replace it")
             if {p.name for p in out.iterdir()} - names:  # only an earlier copy of a model is replaced
-                raise PretrainedError(f"{out}: holds files that are not part of a model; refusing to replace it")
+                raise PretrainedError(f"{out}: holds files that are not part of a model; refusing to replace "
+                                      "it")
     tmp = temp_sibling(out)
     try:
         shutil.copytree(model, tmp)

@@ -62,7 +62,8 @@ def _file_record(doc: object, where: str) -> FileRecord:
 
 
 def _legacy_file(doc: dict, name: str, where: str) -> FileRecord:
-    """The one file a record written before ``files`` existed describes (top-level url, file, sha256, bytes)."""
+    """The one file a record written before ``files`` existed describes (top-level url, file, sha256,
+    bytes)."""
     file = _field(doc, "file", str, where)
     member = doc.get("member")
     if member is not None and not isinstance(member, str):
@@ -71,7 +72,8 @@ def _legacy_file(doc: dict, name: str, where: str) -> FileRecord:
     if Path(file).name != file:
         raise RecordError(f"{where}: file must be a plain file name")
     return FileRecord(name=file, url=_field(doc, "url", str, where), path=str(folder / file),
-                      bytes=_field(doc, "bytes", int, where), sha256=_field(doc, "sha256", str, where), git_sha1=None)
+                      bytes=_field(doc, "bytes", int, where), sha256=_field(doc, "sha256", str, where),
+                      git_sha1=None)
 
 
 def load_record(name: str) -> Record:

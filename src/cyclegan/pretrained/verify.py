@@ -52,7 +52,8 @@ def _catalog_says(file: CatalogFile, *, size: int, sha256: str, git_sha1: str | 
     return None
 
 
-def _file_problem(entry: CatalogEntry, file: CatalogFile, rec: FileRecord | None, *, rehash: bool) -> str | None:
+def _file_problem(entry: CatalogEntry, file: CatalogFile, rec: FileRecord | None, *,
+                  rehash: bool) -> str | None:
     path = Path(rec.path) if rec is not None else download_path(entry, file)
     if not rehash and file.size_bytes is None and file.sha256 is None and file.git_sha1 is None:
         return None  # get: nothing in the catalog to compare with (verify still re-hashes against the record)
@@ -82,7 +83,8 @@ def catalog_problems(entry: CatalogEntry, *, rehash: bool) -> tuple[list[str], i
     except RecordError as e:  # get goes on with the files themselves; verify reports it
         record = None
         if rehash:
-            problems.append(f"{e} (delete the model's folder and run `cyclegan pretrained get {entry.name}` again)")
+            problems.append(f"{e} (delete the model's folder and run `cyclegan pretrained get {entry.name}` "
+                            "again)")
     files = entry.downloads()
     for file in files:
         why = _file_problem(entry, file, _recorded(record, file), rehash=rehash)

@@ -54,7 +54,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.listen(128)
     except OSError as e:
         sock.close()
-        raise ServeError(f"cannot listen on {host}:{port} ({e.strerror or e}); is another server running?") from None
+        raise ServeError(
+            f"cannot listen on {host}:{port} ({e.strerror or e}); is another server running?") from None
     sock.set_inheritable(True)
     return sock
 

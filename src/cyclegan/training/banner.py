@@ -126,7 +126,8 @@ def plan_run(
     recipe, diffs = recipe_differences(cfg)
     return RunPlan(kind=cfg.model.kind, device=f"{device}{threads}", precision=precision,
                    precision_reason=precision_reason, recipe=recipe, differences=diffs, images_a=images_a,
-                   images_b=images_b, steps_per_epoch=steps_per_epoch, epochs=tcfg.epochs, start_step=start_step,
+                   images_b=images_b, steps_per_epoch=steps_per_epoch, epochs=tcfg.epochs,
+                   start_step=start_step,
                    stop_step=max(stop, start_step), max_minutes=tcfg.max_minutes, world_size=world_size)
 
 
@@ -205,13 +206,15 @@ def speedups(cfg: Config, device: torch.device, precision: str) -> list[str]:
     if crop > 128:
         factor = (crop / 128) ** 2
         tips.append(f"smaller crops: --load-size 143 --crop-size 128 (about {factor:.1f}x fewer pixels per "
-                    f"iteration than {crop}; docs/benchmarks.md, 'Quality per minute', races at 64 and 128 px)")
+                    f"iteration than {crop}; docs/benchmarks.md, 'Quality per minute', races at 64 and 128 "
+                    "px)")
     if precision == "fp32" and native_bf16(device):
         tips.append("--precision bf16 (native on this device; the default --precision auto picks it)")
     if device.type == "cpu":
         if cfg.loss.lambda_id > 0 and cfg.model.kind == "cyclegan":
             tips.append("--preset fast (no identity loss: 1.23x the iterations per CPU-second, and it scored "
-                        "higher per minute in bench/quality_race.py; add --precision fp32 where bf16 is not native)")
+                        "higher per minute in bench/quality_race.py; add --precision fp32 where bf16 is not "
+                        "native)")
         if cfg.model.generator.name == "resnet" and cfg.model.generator.n_blocks > 6:
             tips.append("--set model.generator.n_blocks=6 (the paper's generator for 128 px)")
         tips.append("a CUDA GPU (docs/benchmarks.md)")

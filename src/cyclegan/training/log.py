@@ -39,5 +39,6 @@ class JsonlLog:
             try:
                 self.tb.close()
             except OSError as e:
-                raise RunDirError(f"{self.path.parent / 'tensorboard'}: could not write ({plain_reason(e)})") from None
+                raise RunDirError(
+                    f"{self.path.parent / 'tensorboard'}: could not write ({plain_reason(e)})") from None
 

@@ -80,7 +80,8 @@ def adam(params, cfg: Config, device: torch.device, *, lr_scale: float = 1.0) ->
     sets each epoch's rate with the same scale."""
     # Fused Adam is one kernel per step on CUDA; elsewhere the default (foreach) implementation.
     return torch.optim.Adam(
-        params, lr=cfg.optim.lr * lr_scale, betas=(cfg.optim.beta1, cfg.optim.beta2), fused=device.type == "cuda"
+        params, lr=cfg.optim.lr * lr_scale, betas=(cfg.optim.beta1, cfg.optim.beta2),
+                            fused=device.type == "cuda"
     )
 
 
@@ -102,6 +103,7 @@ def warm_start(models: CycleGAN, cfg: Config) -> list[str]:
     nets = models.networks()
     for name in names:
         if name not in nets:
-            raise ConfigError(f"train.init_nets: a {cfg.model.kind} model has no {name} (it has {', '.join(nets)})")
+            raise ConfigError(f"train.init_nets: a {cfg.model.kind} model has no {name} (it has "
+                              f"{', '.join(nets)})")
         ckpt_io.load_into(nets[name], ckpt, name)
     return names

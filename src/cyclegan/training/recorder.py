@@ -73,7 +73,8 @@ class RunRecorder:
     ):
         self.cfg, self.out, self.step_fn, self.pos, self.info = cfg, out, step_fn, pos, info
         self.main = info.is_main
-        self.log, self.evaluator, self.best, self.fixed, self.bar, self.echo = log, evaluator, best, fixed, bar, echo
+        (self.log, self.evaluator, self.best, self.fixed, self.bar,
+         self.echo) = log, evaluator, best, fixed, bar, echo
         self.writer = ckpt_io.CheckpointWriter(background=cfg.train.async_checkpoint)
         # Step of the newest checkpoints/latest written (or found on resume): what a divergence keeps.
         self.latest_step = ckpt_io.checkpoint_step(out / "checkpoints" / "latest") if resume else None
@@ -151,13 +152,15 @@ class RunRecorder:
             self.latest_step = pos.step
         if self.main:
             # Resume needs the training state only in latest; epoch and best snapshots are for
-            # translating and comparing, about a quarter of the size without it (docs/training.md, "The run directory").
+            # translating and comparing, about a quarter of the size without it (docs/training.md, "The run
+            # directory").
             with_state = name == "latest" or self.cfg.train.epoch_checkpoint_state
             self.writer.save(
                 self.out / "checkpoints" / name,
                 config=self.cfg,
                 networks=self.step_fn.checkpoint_networks(),
-                state=training_state(self.step_fn, global_step=pos.step, epoch=pos.epoch, epoch_step=pos.epoch_step)
+                state=training_state(self.step_fn, global_step=pos.step, epoch=pos.epoch,
+                                     epoch_step=pos.epoch_step)
                 if with_state else None,
                 meta={"step": pos.step, "epoch": pos.epoch, "epoch_step": pos.epoch_step},
             )

@@ -101,7 +101,8 @@ def resume_hint(out: Path) -> str:
     """What to tell the user after a stop: how to continue, or (nothing saved) how to start again."""
     if ckpt_io.run_checkpoints(out, resumable=True):
         return f"checkpoint saved; continue with: cyclegan train --out {out} --resume"
-    return f"no checkpoint was saved; start again with --overwrite (cyclegan train --out {out} ... --overwrite)"
+    return (f"no checkpoint was saved; start again with --overwrite (cyclegan train --out {out} ... "
+            "--overwrite)")
 
 
 def prepare_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:

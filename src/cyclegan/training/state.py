@@ -73,6 +73,7 @@ def restore_training_state(step: TrainStep, ckpt: Path) -> dict:
             anchors.load_state_dict(state["lecam"][name])
         _set_rng_state(state["rng"])
     except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as e:
-        raise CheckpointError(f"{ckpt / 'state.pt'}: does not match this run ({type(e).__name__}: {e})") from None
+        raise CheckpointError(
+            f"{ckpt / 'state.pt'}: does not match this run ({type(e).__name__}: {e})") from None
     return state
 

@@ -170,7 +170,8 @@ def _image_suffix(source_suffix: str, fmt: str | None) -> str:
 
 
 def _plan(
-    inputs: Sequence[str], out: Path | None, *, recursive: bool, options: OutputOptions, to_stdout: bool = False
+    inputs: Sequence[str], out: Path | None, *, recursive: bool, options: OutputOptions,
+          to_stdout: bool = False
 ) -> tuple[list[_Job], list[tuple[str, str]]]:
     """Inputs -> jobs with their output paths, plus (input, reason) for inputs that cannot be used.
 
@@ -237,7 +238,8 @@ def _plan(
         if out is None:
             if src is not None and not (to_stdout and single_file and len(found) == 1 and not is_video):
                 raise TranslateError(
-                    "--out is required (a folder, a file name for a single input, or - for one image to stdout)"
+                    "--out is required (a folder, a file name for a single input, or - for one image to "
+                    "stdout)"
                 )
             return None
         suffix = src.suffix if src is not None and is_video else _image_suffix(rel.suffix, options.format)
@@ -253,9 +255,11 @@ def _plan(
             if src is None:
                 continue
             target = target_of(src, rel, src.suffix.lower() in videos)
-            if target is not None and (target.parent.resolve() != src.parent.resolve() or target.stem != src.stem):
+            if target is not None and (target.parent.resolve() != src.parent.resolve()
+                                       or target.stem != src.stem):
                 earlier_outputs.add(target.resolve())
-        found = [(src, rel) for src, rel in found if src not in globbed or src.resolve() not in earlier_outputs]
+        found = [(src,
+                  rel) for src, rel in found if src not in globbed or src.resolve() not in earlier_outputs]
 
     inputs_resolved = {src.resolve() for src, _ in found if src is not None}
     jobs: list[_Job] = []
@@ -360,7 +364,8 @@ def translate_paths(
     if shard.is_main:
         summary.skipped = skipped
         if skipped:
-            echo(f"note: {skipped} output(s) already exist and were left as they are; --overwrite replaces them")
+            echo(f"note: {skipped} output(s) already exist and were left as they are; --overwrite replaces "
+                 "them")
 
     images = [j for j in pending if not j.video and j.source is not None and j.target is not None]
     # Load a window of files at a time so same-size images can share a batch without holding a
@@ -382,7 +387,8 @@ def translate_paths(
             bar.close()
     summary.image_seconds = time.perf_counter() - images_start
 
-    videos = set(share([j for j in pending if j.video and j.source is not None and j.target is not None], shard))
+    videos = set(share([j for j in pending if j.video and j.source is not None and j.target is not None],
+                       shard))
     for job in pending:
         if job.video and job not in videos:
             continue
@@ -415,7 +421,8 @@ def _translate_image_window(translator, jobs, options, summary, fail) -> None:
         outputs = translator.translate_prepared([it for _, it in loaded])
     except (RuntimeError, MemoryError) as e:
         # A whole batch failing (out of memory, backend error) fails its files, not the command.
-        reason = f"translation failed ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''})"
+        reason = (f"translation failed ({type(e).__name__}: "
+                  f"{str(e).strip().splitlines()[0] if str(e) else ''})")
         for job, _ in loaded:
             fail(job.name, reason)
         return

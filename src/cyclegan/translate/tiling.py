@@ -256,7 +256,8 @@ def _record_stats(norms: list[nn.Module], run: Callable[[Tensor], Tensor], x: Te
     def hook(mod: nn.Module, args: tuple, output: Tensor) -> None:
         stats[mod] = (output.detach(),)
 
-    handles = [m.register_forward_pre_hook(pre_hook) if _uses_input_stats(m) else m.register_forward_hook(hook)
+    handles = [m.register_forward_pre_hook(pre_hook) if _uses_input_stats(m)
+               else m.register_forward_hook(hook)
                for m in norms]
     try:
         run(x)
@@ -295,7 +296,9 @@ def _frozen_stats(stats: dict) -> Iterator[None]:
     """
     try:
         for mod, recorded in stats.items():
-            mod.forward = _normalise_with(mod, *recorded) if _uses_input_stats(mod) else _recorded_output(*recorded)
+            mod.forward = _normalise_with(mod,
+                                          *recorded) if _uses_input_stats(mod) else _recorded_output(
+                                              *recorded)
         yield
     finally:
         for mod in stats:

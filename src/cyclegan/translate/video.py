@@ -124,10 +124,12 @@ def translate_video(
     stabilizer = TemporalStabilizer(mode=temporal, strength=temporal_strength)  # validates both
     ext = dst.suffix.lower()
     if ext not in _VIDEO_CODECS:
-        raise TranslateError(f"{dst}: unsupported video extension; use one of {', '.join(sorted(_VIDEO_CODECS))}")
+        raise TranslateError(f"{dst}: unsupported video extension; use one of "
+                             f"{', '.join(sorted(_VIDEO_CODECS))}")
     codec = _encoder(_VIDEO_CODECS[ext])
     if codec is None:
-        raise TranslateError(f"{dst}: this PyAV build has no encoder for {ext} ({', '.join(_VIDEO_CODECS[ext])})")
+        raise TranslateError(f"{dst}: this PyAV build has no encoder for {ext} "
+                             f"({', '.join(_VIDEO_CODECS[ext])})")
     batch_size = batch_size or max(1, translator.batch_size)
 
     try:
@@ -158,7 +160,8 @@ def translate_video(
             else:
                 enc = _encoder(_AUDIO_ENCODE.get(ext, _DEFAULT_AUDIO_ENCODE)) if ext != ".gif" else None
                 if enc is None:
-                    audio = "dropped (the container holds no audio)" if ext == ".gif" else "dropped (no encoder)"
+                    audio = ("dropped (the container holds no audio)" if ext == ".gif"
+                             else "dropped (no encoder)")
                 else:
                     aout = out.add_stream(enc, rate=ain.codec_context.sample_rate)
                     with contextlib.suppress(AttributeError, ValueError):
@@ -208,7 +211,8 @@ def translate_video(
         except av.error.FFmpegError as e:
             if state["index"] == 0 and not batch:
                 raise TranslateError(f"{src}: cannot decode video ({e})") from None
-            raise TranslateError(f"{src}: corrupt video data after frame {state['index'] + len(batch)} ({e})") from None
+            raise TranslateError(
+                f"{src}: corrupt video data after frame {state['index'] + len(batch)} ({e})") from None
         if batch:
             flush(batch)
         if state["index"] == 0:
@@ -221,7 +225,8 @@ def translate_video(
         out.close()
         out = None
         os.replace(tmp, dst)
-        return VideoResult(path=dst, frames=state["index"], fps=Fraction(fps), size=size, codec=codec, audio=audio)
+        return VideoResult(path=dst, frames=state["index"], fps=Fraction(fps), size=size, codec=codec,
+                           audio=audio)
     finally:
         if bar is not None:
             bar.close()
