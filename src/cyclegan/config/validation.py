@@ -161,7 +161,8 @@ def _check_loss(cfg: Config) -> None:
         _at_least(f"loss.{name}", getattr(loss, name), 0.0)
     _choice("loss.edge_promote_direction", loss.edge_promote_direction, EDGE_PROMOTE_DIRECTIONS)
     if loss.edge_smooth_dir == "":
-        raise ConfigError("loss.edge_smooth_dir: empty path (unset it to cache the smoothed copies in the run)")
+        raise ConfigError("loss.edge_smooth_dir: empty path "
+                          "(unset it to cache the smoothed copies in the run)")
     if loss.edge_smooth_dir is not None and loss.edge_promote_direction == "both":
         raise ConfigError("loss.edge_smooth_dir: one folder holds one domain's copies; with "
                           "edge_promote_direction both leave it unset (the run caches both)")
@@ -222,7 +223,8 @@ def _check_train(cfg: Config, generator: torch.nn.Module) -> None:
                           f"(it has {', '.join(own)})")
     _at_least("train.eval_every", t.eval_every, 0)
     if not 0.0 <= t.classifier_min_accuracy <= 1.0:
-        raise ConfigError(f"train.classifier_min_accuracy: must be in [0, 1], got {t.classifier_min_accuracy}")
+        raise ConfigError(
+            f"train.classifier_min_accuracy: must be in [0, 1], got {t.classifier_min_accuracy}")
     _choice("train.compile_mode", t.compile_mode, COMPILE_MODES)
     _at_least("train.num_threads", t.num_threads, 0)
     if t.ema_decay and not 0.0 < t.ema_decay < 1.0:
@@ -245,13 +247,13 @@ def _checkpointing_generators() -> list[str]:
 
 
 def _check_distill(cfg: Config) -> None:
-    dist = cfg.distill
-    _choice("distill.direction", dist.direction, ("a2b", "b2a"))
-    _choice("distill.real", dist.real, DISTILL_REAL)
+    distill_cfg = cfg.distill
+    _choice("distill.direction", distill_cfg.direction, ("a2b", "b2a"))
+    _choice("distill.real", distill_cfg.real, DISTILL_REAL)
     for name in ("lambda_distill", "lambda_feature"):
-        _at_least(f"distill.{name}", getattr(dist, name), 0.0)
+        _at_least(f"distill.{name}", getattr(distill_cfg, name), 0.0)
     for name in ("teacher", "teacher_sha256"):
-        if getattr(dist, name) == "":
+        if getattr(distill_cfg, name) == "":
             raise ConfigError(f"distill.{name}: empty (unset it)")
 
 
@@ -333,7 +335,8 @@ def _meta_generator(gcfg: GeneratorConfig):
 
 
 def _meta_discriminator(dcfg: DiscriminatorConfig):
-    return _on_meta(lambda: DISCRIMINATORS[dcfg.name](dcfg), "model.discriminator", f"discriminator {dcfg.name}")
+    return _on_meta(lambda: DISCRIMINATORS[dcfg.name](dcfg), "model.discriminator",
+                    f"discriminator {dcfg.name}")
 
 
 def _weight_count(net) -> int:

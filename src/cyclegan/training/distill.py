@@ -82,22 +82,24 @@ def teacher_fingerprint(net: nn.Module) -> str:
 def load_teacher(cfg: Config, device: torch.device) -> nn.Module:
     """The frozen teacher generator of ``cfg.distill`` on ``device``, checked against the fingerprint the
     run recorded when it started."""
-    dist = cfg.distill
-    loaded = load_any_generator(dist.teacher, direction=dist.direction, device=device)
+    distill_cfg = cfg.distill
+    loaded = load_any_generator(distill_cfg.teacher, direction=distill_cfg.direction, device=device)
     if not isinstance(loaded.model, nn.Module):
-        raise ConfigError(f"distill.teacher {dist.teacher}: an ONNX model cannot teach (its layers cannot be run "
-                          "by PyTorch); give the run, checkpoint or a safetensors export instead")
+        raise ConfigError(f"distill.teacher {distill_cfg.teacher}: an ONNX model cannot teach (its layers "
+                          "cannot be run by PyTorch); give the run, checkpoint or a safetensors export "
+                          "instead")
     teacher = loaded.model.eval()
     for param in teacher.parameters():  # one by one: a TorchScript module refuses requires_grad_
         param.requires_grad_(False)
-    if dist.teacher_sha256 is not None and teacher_fingerprint(teacher) != dist.teacher_sha256:
+    if distill_cfg.teacher_sha256 is not None and teacher_fingerprint(teacher) != distill_cfg.teacher_sha256:
         raise CheckpointError(
-            f"distill.teacher {dist.teacher}: its weights changed since this run started (SHA-256 "
-            f"{dist.teacher_sha256[:12]}... recorded); resume with the same teacher or start a new run"
+            f"distill.teacher {distill_cfg.teacher}: its weights changed since this run started (SHA-256 "
+            f"{distill_cfg.teacher_sha256[:12]}... recorded); resume with the same teacher or start a new run"
         )
     multiple = int(getattr(teacher, "size_multiple", 1))
     if cfg.data.crop_size % multiple:
-        raise ConfigError(f"data.crop_size ({cfg.data.crop_size}) must be a multiple of {multiple} for the teacher")
+        raise ConfigError(
+            f"data.crop_size ({cfg.data.crop_size}) must be a multiple of {multiple} for the teacher")
     if cfg.train.channels_last:
         teacher = teacher.to(memory_format=torch.channels_last)
     return teacher
@@ -138,7 +140,8 @@ class FeatureTap(nn.Module):
 class DistillNets(NamedNetworks):
     G_A: nn.Module  # the student, A -> B
     D_B: nn.Module  # real B (or the teacher's outputs) vs the student's outputs
-    P: FeatureProjections | None = None  # student -> teacher feature projections; None without the feature loss
+    # student -> teacher feature projections; None without the feature loss
+    P: FeatureProjections | None = None
 
 
 @dataclass
@@ -159,7 +162,7 @@ class DistillStep(TrainStep):
             self.student_tap = torch.compile(self.student_tap, mode=self.cfg.train.compile_mode)
 
     def iterate(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        dist, m = self.cfg.distill, self.compiled
+        distill_cfg, m = self.cfg.distill, self.compiled
         real_a = self._prepare(batch["A"])  # [B, 3, S, S]
         with autocast(self.device, self.cfg.train.precision):
             with torch.no_grad():
@@ -167,7 +170,7 @@ class DistillStep(TrainStep):
             s_out, s_feats = self.student_tap(real_a)
             # one input dtype for D and the losses (TrainStep._generate explains why)
             t_out, s_out = t_out.float(), s_out.float()
-        real = self._prepare(batch["B"]) if dist.real == "b" else t_out
+        real = self._prepare(batch["B"]) if distill_cfg.real == "b" else t_out
 
         # -- discriminator step (with the regularisers every kind has: TrainStep.discriminator_loss)
         pooled = self._pool("D_B", s_out.detach())
@@ -181,12 +184,13 @@ class DistillStep(TrainStep):
             real_pred = self._disc(m.D_B, real) if self.gan.generator_needs_real else None
             losses = {"G_gan": self.gan.generator(self._disc(m.D_B, s_out), real_pred),
                       "distill_l1": F.l1_loss(s_out, t_out)}
-            total = self.cfg.loss.lambda_gan * losses["G_gan"] + dist.lambda_distill * losses["distill_l1"]
+            total = (self.cfg.loss.lambda_gan * losses["G_gan"]
+                     + distill_cfg.lambda_distill * losses["distill_l1"])
             if self.models.P is not None:
                 # GAN Compression eq. 3: squared error per layer (mean over elements), summed over layers
                 projected = self.models.P(s_feats)
                 losses["feature"] = sum(F.mse_loss(p.float(), t.float()) for p, t in zip(projected, t_feats))
-                total = total + dist.lambda_feature * losses["feature"]
+                total = total + distill_cfg.lambda_feature * losses["feature"]
         self._backward_and_step(total, self.opt_g)
         self._update_ema()
         self.models.D_B.requires_grad_(True)
@@ -210,8 +214,8 @@ def _distill_networks(cfg: Config, context: dict[str, Any]) -> DistillNets:
     if cfg.distill.lambda_feature > 0:
         projections = FeatureProjections(student_channels=distill_channels(student),
                                          teacher_channels=distill_channels(context["teacher"]))
-    return DistillNets(G_A=student, D_B=build_discriminator(m.discriminator, init=m.init, init_gain=m.init_gain),
-                       P=projections)
+    discriminator = build_discriminator(m.discriminator, init=m.init, init_gain=m.init_gain)
+    return DistillNets(G_A=student, D_B=discriminator, P=projections)
 
 
 def _inherit_discriminator(cfg: Config, nets: DistillNets, context: dict[str, Any]) -> None:
@@ -261,7 +265,8 @@ def distill_run_config(
         for name, value in (("--data-a", data_a), ("--data-b", data_b), ("--student", student),
                             ("--student-ngf", student_ngf)):
             if value is not None:
-                raise ConfigError(f"{name}: a resumed run keeps its own; change it with --set or start a new run")
+                raise ConfigError(
+                    f"{name}: a resumed run keeps its own; change it with --set or start a new run")
         extra = dict(overrides or {})
         if teacher is not None:  # the teacher moved: the fingerprint check makes sure it is the same one
             extra["distill.teacher"] = _teacher_spec(teacher)

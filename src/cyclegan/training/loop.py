@@ -57,7 +57,8 @@ from cyclegan.training.step import TrainStep, build_train_step
 
 @dataclass
 class TrainResult:
-    """What ``train`` returns: the run folder, where it stopped (``step``, ``epoch``), why (``status``) and the last logged losses."""
+    """What ``train`` returns: the run folder, where it stopped (``step``, ``epoch``), why (``status``)
+    and the last logged losses."""
 
     run_dir: Path
     step: int
@@ -127,8 +128,8 @@ def train(
     step_fn = build_train_step(cfg, device, warm_start_nets=not resume, dist=info)
     pos = _resume(step_fn, out, cfg, echo=echo if main else None) if resume else Position()
     plan = plan_run(cfg, device=device, precision=precision, precision_reason=precision_reason,
-                    images_a=len(data.files.a), images_b=len(data.files.b), steps_per_epoch=data.steps_per_epoch,
-                    start_step=pos.step, world_size=info.world_size)
+                    images_a=len(data.files.a), images_b=len(data.files.b),
+                    steps_per_epoch=data.steps_per_epoch, start_step=pos.step, world_size=info.world_size)
     if main:
         for line in describe_run(plan):
             echo(line)
@@ -157,7 +158,8 @@ def train(
         log.write({"event": "resume" if resume else "start", "step": pos.step, "epoch": pos.epoch,
                    "device": str(device), "world_size": info.world_size, "images_a": len(data.files.a),
                    "images_b": len(data.files.b), "precision": precision,
-                   "precision_requested": precision_requested, "stop_step": plan.stop_step, "time": time.time()})
+                   "precision_requested": precision_requested, "stop_step": plan.stop_step,
+                   "time": time.time()})
         if evaluator is not None:
             log.write({"event": "eval_setup", **evaluator.describe()})
     fixed = dataset.fixed_batch(cfg.data.n_samples)
@@ -183,14 +185,14 @@ def train(
     timer = StepTimer(device, report_estimate) if main else None
 
     # -- the loop
-    status = "finished"
+    stop_reason: str | None = None  # why the loop stops early; None while it goes on
     started = time.monotonic()
     if tcfg.max_minutes:
         run.deadline = started + 60.0 * tcfg.max_minutes  # the progress bar shows what is left of it
     error: BaseException | None = None
     try:
         with StopFlag() as stop:
-            while pos.epoch <= tcfg.epochs and status == "finished":
+            while pos.epoch <= tcfg.epochs and stop_reason is None:
                 _set_learning_rate(step_fn, learning_rate(cfg, pos.epoch, world_size=info.world_size),
                                    d_ratio=cfg.optim.d_lr_ratio)
                 data.sampler.set_epoch(pos.epoch, start=pos.epoch_step * tcfg.batch_size)
@@ -210,45 +212,45 @@ def train(
                         run.add(losses)
                         if timer is not None:
                             timer.step()
-                        # -- logging
                         is_log_step = pos.step % tcfg.log_every == 0
                         if is_log_step:
                             run.flush_log()
-                        # -- snapshot
                         if pos.step % tcfg.save_latest_every == 0:
                             run.snapshot("latest")
-                        # -- stop?
-                        status = _stop_status(pos, tcfg, is_log_step=is_log_step, started=started, stop=stop,
-                                              info=info, device=device)
-                        if status != "finished":
+                        stop_reason = _stop_reason(pos, tcfg, is_log_step=is_log_step, started=started,
+                                                   stop=stop, info=info, device=device)
+                        if stop_reason is not None:
                             break
                 # -- end of epoch: samples, epoch checkpoint, evaluation
                 if pos.epoch_step >= data.steps_per_epoch:
                     finished_epoch = pos.epoch
-                    if finished_epoch % tcfg.sample_every == 0 or finished_epoch == tcfg.epochs:
+                    last = finished_epoch == tcfg.epochs
+                    if finished_epoch % tcfg.sample_every == 0 or last:
                         run.save_samples(f"epoch_{finished_epoch:04d}.png")
                     pos.epoch, pos.epoch_step = finished_epoch + 1, 0
-                    if finished_epoch % tcfg.save_epoch_every == 0 or finished_epoch == tcfg.epochs:
+                    if finished_epoch % tcfg.save_epoch_every == 0 or last:
                         run.snapshot(f"epoch_{finished_epoch:04d}")
                         run.prune_epoch_checkpoints()
-                    if tcfg.eval_every and (finished_epoch % tcfg.eval_every == 0 or finished_epoch == tcfg.epochs):
+                    if tcfg.eval_every and (finished_epoch % tcfg.eval_every == 0 or last):
                         run.evaluate(finished_epoch)
-                    run.event({"event": "epoch_end", "epoch": finished_epoch, "step": pos.step, "time": time.time()})
+                    run.event({"event": "epoch_end", "epoch": finished_epoch, "step": pos.step,
+                               "time": time.time()})
                     dist_env.barrier(info)
             # -- end of the run: the estimate if the run stopped before it was given, last log
             # window, samples of a stopped epoch, latest
-            if timer is not None and status != "finished":
+            if timer is not None and stop_reason is not None:
                 timer.finish()
             run.flush_log()
-            if status != "finished" and pos.epoch_step:
+            if stop_reason is not None and pos.epoch_step:
                 run.save_samples(f"step_{pos.step:07d}.png")
             run.snapshot("latest")
             run.writer.wait()  # the run ends when its last checkpoint is on disk
             dist_env.barrier(info)
     except BaseException as e:
-        status, error = "diverged" if isinstance(e, TrainingDivergedError) else "aborted", e
+        stop_reason, error = "diverged" if isinstance(e, TrainingDivergedError) else "aborted", e
         raise
     finally:
+        status = stop_reason or "finished"
         run.finish(status, error)
     stop_signal = (stop.signum or signal.SIGINT) if status == "interrupted" else None
     return TrainResult(run_dir=out, step=pos.step, epoch=pos.epoch, status=status, last_log=run.last_log,
@@ -347,22 +349,22 @@ def _nothing_to_do(pos: Position, tcfg: TrainConfig) -> str:
             f"{tcfg.max_steps:,}; --max-steps N on the command line trains N more")
 
 
-def _stop_status(
+def _stop_reason(
     pos: Position, tcfg: TrainConfig, *, is_log_step: bool, started: float, stop: StopFlag, info: DistInfo,
     device: torch.device,
-) -> str:
-    """"finished" to go on, else why the run stops after this iteration (the stop record's status)."""
-    status = "finished"
+) -> str | None:
+    """Why the run stops after this iteration (the stop record's status), or None to go on."""
+    reason = None
     if tcfg.max_steps and pos.step >= tcfg.max_steps:
-        status = "max_steps"
+        reason = "max_steps"
     # Wall-clock budget: ranks may disagree on time, so they agree at log steps.
     elif tcfg.max_minutes and (is_log_step or not info.enabled) and _past_budget(
             started, tcfg.max_minutes, info, device):
-        status = "time_limit"
+        reason = "time_limit"
     # Processes must stop at the same iteration; they agree at log steps.
     if stop.requested if not info.enabled else (is_log_step and _any_process(stop, info, device)):
-        status = "interrupted"
-    return status
+        reason = "interrupted"
+    return reason
 
 
 def _past_budget(started: float, minutes: float, info: DistInfo, device: torch.device) -> bool:
@@ -384,7 +386,8 @@ def _dataset(cfg: Config, files: DomainFiles, run_dir: Path, info: DistInfo) -> 
     folders = dict(zip("AB", resolve_domains(cfg.data)))
     smoothed = {}
     for domain in {"a": "A", "b": "B", "both": "AB"}[loss.edge_promote_direction]:
-        smooth_dir = Path(loss.edge_smooth_dir) if loss.edge_smooth_dir else run_dir / "edge_smoothed" / domain
+        smooth_dir = (Path(loss.edge_smooth_dir) if loss.edge_smooth_dir
+                      else run_dir / "edge_smoothed" / domain)
         if not loss.edge_smooth_dir and info.rank == 0:
             edge_smooth_folder(folders[domain], smooth_dir, rescale=lambda img: training_scale(img, cfg.data),
                                rescale_key=training_scale_key(cfg.data))

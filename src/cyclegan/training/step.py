@@ -251,7 +251,8 @@ class CycleGANStep(TrainStep):
         return losses, fake_a.detach(), fake_b.detach()
 
     def discriminator_step(
-        self, real_a: Tensor, real_b: Tensor, fake_a: Tensor, fake_b: Tensor, smooth: dict[str, Tensor] | None = None
+        self, real_a: Tensor, real_b: Tensor, fake_a: Tensor, fake_b: Tensor,
+        smooth: dict[str, Tensor] | None = None,
     ) -> dict[str, Tensor]:
         with autocast(self.device, self.cfg.train.precision):
             judged = [("D_A", real_a, fake_a), ("D_B", real_b, fake_b)]
@@ -356,7 +357,8 @@ def build_train_step(
 def build_lecam(cfg: Config, names: tuple[str, ...], dist: DistInfo) -> dict[str, LeCamEMA]:
     if cfg.loss.lambda_lecam <= 0:
         return {}
-    return {n: LeCamEMA(decay=cfg.loss.lecam_decay, batch_mean=partial(global_mean, info=dist)) for n in names}
+    batch_mean = partial(global_mean, info=dist)
+    return {n: LeCamEMA(decay=cfg.loss.lecam_decay, batch_mean=batch_mean) for n in names}
 
 
 TRAIN_STEPS.register("cyclegan")(ModelKind(step=CycleGANStep, networks=cyclegan_networks,
