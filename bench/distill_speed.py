@@ -76,10 +76,12 @@ class RowSession:
         threads = spec["threads"]
         with Stopwatch(device) as setup:
             if spec["variant"] == "auto":
-                self.translator = Translator(model=net, precision="auto", threads=0 if threads is None else threads,
+                self.translator = Translator(model=net, precision="auto",
+                                             threads=0 if threads is None else threads,
                                              device=device, tile="off", batch_size=1)
             else:
-                self.translator = Translator(model=net, device=device, tile="off", batch_size=1, threads=threads)
+                self.translator = Translator(model=net, device=device, tile="off", batch_size=1,
+                                             threads=threads)
         out = {"status": "ready", "setup_s": setup.wall_s, "first_call_s": {}}
         if spec["variant"] == "auto":
             out["chose"] = self.translator.runtime.line()
@@ -116,7 +118,8 @@ def repeats_at(size: int, repeats: int, device: str) -> int:
 def describe(spec: dict) -> dict:
     """MACs at 256x256 and parameters of a model (in the driver; the meta-device count allocates nothing)."""
     net, gcfg = load_model(spec)
-    return {"generator": gcfg.name, "ngf": gcfg.ngf, "macs_256": count_macs(net), "params": count_parameters(net)}
+    return {"generator": gcfg.name, "ngf": gcfg.ngf, "macs_256": count_macs(net),
+            "params": count_parameters(net)}
 
 
 def quality(teacher: str, student: str, test_a: str | None, limit: int | None) -> dict:
@@ -170,10 +173,11 @@ def format_report(hw: dict, config: dict, models: list[dict], results: list[dict
     lines += [harness.format_table(head, mrows, right={2, 3, 4, 5, 6}, markdown=markdown),
               (f"PSNR/SSIM: student vs teacher translations of {config.get('quality_images') or 'no'} test-A "
                "images at the teacher's training size"),
-              (f"median of {config['repeats']} run(s) ({repeats_at(1024, config['repeats'], config['device'])} at "
-               f"1024+), {config['warmup']} warm-up; x teacher = teacher eager-fp32 s/img / row s/img"),
-              harness.format_table(["size", "model", "variant", "s/img", "x teacher", "notes"], rows, right={3, 4},
-                                   markdown=markdown)]
+              (f"median of {config['repeats']} run(s) "
+               f"({repeats_at(1024, config['repeats'], config['device'])} at 1024+), {config['warmup']} "
+               "warm-up; x teacher = teacher eager-fp32 s/img / row s/img"),
+              harness.format_table(["size", "model", "variant", "s/img", "x teacher", "notes"], rows,
+                                   right={3, 4}, markdown=markdown)]
     if config["device"] == "cpu" and (footer := harness.busy_footer([_stats(r) for r in results
                                                                      if r["status"] == "ok"], hw)):
         lines.append(footer)
@@ -204,8 +208,10 @@ def main(argv=None) -> int:
     harness.check_minimums(p, args, {"repeats": 1, "warmup": 1, "threads": 1})
     device = harness.resolve_device(args.device)
     sizes = [int(s) for s in harness.split_list(args.sizes)]
-    teacher = {"label": "teacher", "source": args.teacher, "gcfg": None if args.teacher else dataclasses.asdict(TEACHER)}
-    students = ([{"label": Path(s).name, "source": s, "gcfg": None} for s in harness.split_list(args.students)]
+    teacher = {"label": "teacher", "source": args.teacher,
+               "gcfg": None if args.teacher else dataclasses.asdict(TEACHER)}
+    students = ([{"label": Path(s).name, "source": s,
+                  "gcfg": None} for s in harness.split_list(args.students)]
                 if args.students else
                 [{"label": f"{g.name}-{g.ngf}", "source": None, "gcfg": dataclasses.asdict(g)}
                  for g in DEFAULT_STUDENTS])
@@ -213,7 +219,8 @@ def main(argv=None) -> int:
     hw = harness.hardware_info(device, threads=args.threads, packages=("onnxruntime",))
     log(harness.hardware_line(hw))
     models = [{**m, **describe(m)} for m in [teacher, *students]]
-    config = {"device": device, "sizes": sizes, "repeats": args.repeats, "warmup": args.warmup, "threads": args.threads,
+    config = {"device": device, "sizes": sizes, "repeats": args.repeats, "warmup": args.warmup,
+              "threads": args.threads,
               "teacher": args.teacher, "students": args.students, "timeout_s": args.timeout,
               "teacher_training": teacher_training(args.teacher) if args.teacher else None}
     if args.teacher and args.students:
@@ -240,9 +247,10 @@ def main(argv=None) -> int:
                 threads = run["final"].get("torch_threads") or 1
                 st = harness.timing_stats(reps, threads=threads, drop_busy=device == "cpu")
                 row.update(s_per_img=st["median"], s_repeats=st["times"], repeats_used=st["used"],
-                           spread=st["spread"], cpu_util_used=st["cpu_util_used"], setup_s=run["ready"]["setup_s"],
-                           first_call_s=run["ready"]["first_call_s"][str(size)], chose=run["ready"].get("chose"),
-                           torch_threads=threads)
+                           spread=st["spread"], cpu_util_used=st["cpu_util_used"],
+                           setup_s=run["ready"]["setup_s"],
+                           first_call_s=run["ready"]["first_call_s"][str(size)],
+                           chose=run["ready"].get("chose"), torch_threads=threads)
             results.append(row)
     for r in results:
         ref = next(x for x in results if x["size"] == r["size"] and (x["model"], x["variant"]) == REFERENCE)

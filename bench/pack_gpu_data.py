@@ -66,7 +66,8 @@ def pack(source: Path, out: Path, *, max_mb: float) -> dict:
     large_bytes = sum(f.stat().st_size for fs in large_files.values() for f in fs)
     budget = max_mb * MB - small_bytes
     if budget <= 0:
-        raise SystemExit(f"error: horse2zebra-128 alone is {small_bytes / MB:.1f} MB, over --max-mb {max_mb:g}")
+        raise SystemExit(f"error: horse2zebra-128 alone is {small_bytes / MB:.1f} MB, over --max-mb "
+                         f"{max_mb:g}")
     share = min(1.0, budget / large_bytes)
     while True:  # the spread picks may be larger than average: shrink the share until they fit
         chosen = {s: _spread(large_files[s], share) for s in SPLITS}
@@ -77,13 +78,15 @@ def pack(source: Path, out: Path, *, max_mb: float) -> dict:
         summary["copied"] += _copy(small_files[s], out / "horse2zebra-128" / s)
         summary["copied"] += _copy(chosen[s], out / "horse2zebra-256" / s)
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    counts = {d: {s: len(_images(out / d / s)) for s in SPLITS} for d in ("horse2zebra-128", "horse2zebra-256")}
+    counts = {d: {s: len(_images(out / d / s)) for s in SPLITS} for d in ("horse2zebra-128",
+                                                                          "horse2zebra-256")}
     return {**summary, "total_mb": total / MB, "share_256": share, "counts": counts}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
-    p.add_argument("--source", type=Path, default=SOURCE, help="folder holding horse2zebra and horse2zebra-128")
+    p.add_argument("--source", type=Path, default=SOURCE,
+                   help="folder holding horse2zebra and horse2zebra-128")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--max-mb", type=float, default=60.0, help="size of the whole folder at most (MB)")
     args = p.parse_args(argv)

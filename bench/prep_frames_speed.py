@@ -31,8 +31,10 @@ NAME = "prep_frames_speed"
 PACKAGES = ("scenedetect-headless", "imagehash", "av", "opencv-python-headless")
 
 
-def make_clip(path: Path, *, seconds: float = 60.0, fps: int = 24, size: tuple[int, int] = (854, 480)) -> Path:
-    """Textured scenes (shapes over grain) panning 1 px per frame, cuts every 2-4 s, fades at 20 s and 45 s."""
+def make_clip(path: Path, *, seconds: float = 60.0, fps: int = 24,
+              size: tuple[int, int] = (854, 480)) -> Path:
+    """Textured scenes (shapes over grain) panning 1 px per frame, cuts every 2-4 s, fades at 20 s and 45
+    s."""
     import av  # extra: video
 
     w, h = size
@@ -47,7 +49,8 @@ def make_clip(path: Path, *, seconds: float = 60.0, fps: int = 24, size: tuple[i
                 scene[:] = rng.integers(40, 200, 3)
                 for _ in range(60):
                     x, y = rng.integers(0, w + 160), rng.integers(0, h - 20)
-                    scene[y : y + rng.integers(10, 120), x : x + rng.integers(10, 160)] = rng.integers(20, 235, 3)
+                    scene[y : y + rng.integers(10, 120), x : x + rng.integers(10, 160)] = rng.integers(20,
+                                                                                                       235, 3)
                 left, k = int(rng.integers(2 * fps, 4 * fps)), 0
             frame = scene[:, k % 200 : k % 200 + w].astype(np.int16)
             frame += rng.integers(-6, 7, frame.shape, dtype=np.int16)  # film grain
@@ -116,17 +119,19 @@ def main() -> int:
         cpu_reference = statistics.median(r["cpu_s"] for r in runs["decode"])
         for row, s in stats.items():
             per_min = s["median"] / minutes
-            # CPU seconds (all threads) barely depend on other processes: the steadier comparison on a busy machine.
+            # CPU seconds (all threads) barely depend on other processes: the steadier comparison on a busy
+            # machine.
             cpu = statistics.median(r["cpu_s"] for r in runs[row])
             notes = harness.timing_notes(s, busy_check=True)
             rows.append([row, harness.fmt(per_min, ".1f"), f"{s['median'] / reference:.2f}x",
                          harness.fmt(cpu / minutes, ".1f"), f"{cpu / cpu_reference:.2f}x", "; ".join(notes)])
-            results.append({"row": row, "seconds_per_minute": per_min, "cpu_seconds_per_minute": cpu / minutes,
-                            "stats": s})
+            results.append({"row": row, "seconds_per_minute": per_min,
+                            "cpu_seconds_per_minute": cpu / minutes, "stats": s})
         print(harness.hardware_line(hw))
         print(f"clip: {clip.name}, {minutes:.2f} min; prep frames kept {kept} frames")
         print(harness.format_table(["row", "s per video minute", "vs decode", "CPU s per video minute",
-                                    "CPU vs decode", "notes"], rows, right={1, 2, 3, 4}, markdown=args.markdown))
+                                    "CPU vs decode", "notes"], rows, right={1, 2, 3, 4},
+                                   markdown=args.markdown))
         footer = harness.busy_footer(list(stats.values()), hw)
         if footer:
             print(footer)

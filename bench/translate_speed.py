@@ -2,7 +2,8 @@
 """Translation speed: seconds per image for 512x512 and 1024x1024 photos, reference vs faster paths.
 
 The model is the paper's generator (ResNet-9, ngf 64, instance norm; random weights, which time the
-same as trained ones), or a trained one with ``--checkpoint RUN`` (the int8 row's check needs one). Every row runs the full ``cyclegan.translate.Translator`` path on a uint8
+same as trained ones), or a trained one with ``--checkpoint RUN`` (the int8 row's check needs one). Every row
+runs the full ``cyclegan.translate.Translator`` path on a uint8
 image (to [-1, 1], padding, forward, crop, back to uint8) with tiling off and batch 1, so the rows
 differ only in how the forward pass runs:
 
@@ -58,8 +59,8 @@ from cyclegan.synthetic import make_scene
 from cyclegan.translate import Translator
 
 REFERENCE = "eager-fp32"
-VARIANTS = ("eager-fp32", "channels_last", "bf16", "bf16+cl", "fp16", "compile", "onnxruntime", "int8", "tensorrt",
-            "auto")
+VARIANTS = ("eager-fp32", "channels_last", "bf16", "bf16+cl", "fp16", "compile", "onnxruntime", "int8",
+            "tensorrt", "auto")
 DEFAULT_VARIANTS = {
     "cpu": ("eager-fp32", "channels_last", "bf16", "compile", "onnxruntime", "int8", "auto"),
     "cuda": ("eager-fp32", "channels_last", "bf16+cl", "fp16", "compile", "onnxruntime", "tensorrt", "auto"),
@@ -134,7 +135,8 @@ class VariantSession:
                 try:
                     model = TensorRTSession(tmp / ONNX_FILES[variant])
                 except Exception as e:  # noqa: BLE001 - no provider, or it refused the model
-                    return skip(f"unsupported: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                    return skip(f"unsupported: {type(e).__name__}: "
+                                f"{str(e).splitlines()[0] if str(e) else ''}")
                 self.translator = Translator(model=model, size_multiple=net.size_multiple, **common)
             else:
                 self.translator = Translator(model=net, **common, **OPTIONS[variant])
@@ -208,7 +210,8 @@ def quantize_int8(tmp: Path, log, checkpoint: str | None,
             cal = load_calibration(source, size=size, size_multiple=4)
             report = quantize_onnx(tmp / ONNX_FILES["onnxruntime"], tmp / ONNX_FILES["int8"], cal)
     except Exception as e:  # noqa: BLE001 - reported as a skipped row
-        return f"failed: int8 quantization: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", None
+        return (f"failed: int8 quantization: {type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}"), None
     check = {**dataclasses.asdict(report.check), "passes_default_limits": report.check.passed(DEFAULT_LIMITS),
              "calibration": str(cal.source), "quantize_s": sw.wall_s}
     log(f"int8: {report.check.line()} ({sw.wall_s:.0f} s)")
@@ -292,7 +295,8 @@ def main(argv=None) -> int:
                    "10 GPU; CPU: half as many at 1024+)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per size, the first call included")
     p.add_argument("--timeout", type=float, help="seconds per variant before it is skipped (default 420)")
-    p.add_argument("--checkpoint", help="time this run's a2b generator instead of random weights (the int8 row "
+    p.add_argument("--checkpoint",
+                   help="time this run's a2b generator instead of random weights (the int8 row "
                    "then calibrates on its training images)")
     p.add_argument("--generator", default="resnet",
                    help="without --checkpoint: time this registered generator with random weights and its "

@@ -150,7 +150,8 @@ def object_clip(data: Path, n: int, size: int) -> Iterator[tuple]:
     shape = np.zeros((oh, ow), np.float32)
     cv2.ellipse(shape, (ow // 2, oh // 2), (ow // 2 - 2, oh // 2 - 2), 0, 0, 360, 1.0, -1, cv2.LINE_AA)
     travel = size - ow - 20
-    pos = [(10 + travel * t / max(n - 1, 1) + 3 * math.sin(0.5 * t), size * 0.45 - 0.25 * size * t / max(n - 1, 1))
+    pos = [(10 + travel * t / max(n - 1, 1) + 3 * math.sin(0.5 * t),
+            size * 0.45 - 0.25 * size * t / max(n - 1, 1))
            for t in range(n)]
     ys, xs = np.indices((size, size), dtype=np.float32)
     prev_mask = None
@@ -341,7 +342,8 @@ def main() -> int:
     p.add_argument("--size", type=int, default=512, help="frame side in pixels (user clips: the long side)")
     p.add_argument("--noise", type=float, default=2.0, help="sensor noise std in 8-bit levels (0: none)")
     p.add_argument("--strength", type=float, default=0.8, help="flow mode --temporal-strength")
-    p.add_argument("--blend-strength", type=float, default=None, help="blend mode alpha (default: --strength)")
+    p.add_argument("--blend-strength", type=float, default=None,
+                   help="blend mode alpha (default: --strength)")
     p.add_argument("--max-age", type=int, default=48)
     p.add_argument("--sweep", default="", help="more flow strengths to report, e.g. 0.5,0.7,0.9 (cheap: "
                    "the same per-frame outputs are stabilised again)")

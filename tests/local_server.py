@@ -24,7 +24,8 @@ class FileServer:
     validators: bool = True  # send ETag and Last-Modified (and honour If-Range)
     no_length: set[str] = field(default_factory=set)  # paths sent without Content-Length (closed at the end)
     endless: set[str] = field(default_factory=set)  # paths whose body never ends (no length)
-    content_type: dict[str, str] = field(default_factory=dict)  # path -> Content-Type [application/octet-stream]
+    # path -> Content-Type [application/octet-stream]
+    content_type: dict[str, str] = field(default_factory=dict)
     drip: dict[str, float] = field(default_factory=dict)  # path -> seconds between single bytes
     url: str = ""
 

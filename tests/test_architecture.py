@@ -81,7 +81,8 @@ def test_no_module_imports_another_modules_private_names():
     found = []
     for path in _python_files():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and ((node.module or "").startswith("cyclegan") or node.level):
+            if isinstance(node,
+                          ast.ImportFrom) and ((node.module or "").startswith("cyclegan") or node.level):
                 found += [f"{path.relative_to(PACKAGE)}:{node.lineno}: {a.name}" for a in node.names
                           if a.name.startswith("_") and not a.name.startswith("__")]
     assert not found, "imports of private names:\n" + "\n".join(found)
@@ -110,7 +111,8 @@ def _cli_choices() -> set[str]:
 def test_every_registry_name_is_a_cli_choice_and_named_in_the_docs():
     # The options-by-kind page of the documentation site names every part a user can pick.
     # What a reader sees: HTML comments (notes to writers) do not count.
-    page = re.sub(r"<!--.*?-->", "", (ROOT / "docs" / "training-options.md").read_text(encoding="utf-8"), flags=re.S)
+    page = re.sub(r"<!--.*?-->", "", (ROOT / "docs" / "training-options.md").read_text(encoding="utf-8"),
+                  flags=re.DOTALL)
     choices = _cli_choices()
     registries = _registries()
     assert {"generator", "discriminator", "GAN loss", "LR policy", "model kind", "import format"} <= set(
@@ -119,7 +121,8 @@ def test_every_registry_name_is_a_cli_choice_and_named_in_the_docs():
     for kind, registry in registries.items():
         for name in registry:
             assert name in choices, f"{kind} {name!r} is not offered by any CLI option"
-            assert re.search(rf"`{re.escape(name)}`", page), f"{kind} {name!r} is not named in docs/training-options.md"
+            assert re.search(rf"`{re.escape(name)}`",
+                             page), f"{kind} {name!r} is not named in docs/training-options.md"
 
 
 def test_version_matches_pyproject():
@@ -141,8 +144,8 @@ def test_registry_flags_of_train_set_their_config_keys(tmp_path, monkeypatch):
 
     monkeypatch.setattr("cyclegan.training.train", fake_train)
     result = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "run"), "--dataroot", str(tmp_path),
-                                       "--generator", "unet_256", "--discriminator", "pixel", "--gan-loss", "hinge",
-                                       "--lr-policy", "cosine", "--model", "cyclegan"])
+                                       "--generator", "unet_256", "--discriminator", "pixel", "--gan-loss",
+                                       "hinge", "--lr-policy", "cosine", "--model", "cyclegan"])
     assert "stopped by the test" in result.output, result.output
     cfg = seen["cfg"]
     assert (cfg.model.generator.name, cfg.model.discriminator.name, cfg.loss.gan, cfg.optim.lr_policy,

@@ -190,7 +190,8 @@ def test_a_failed_background_write_is_one_clear_error(step, tmp_path):
     writer.close()  # reported once
 
 
-@pytest.mark.parametrize("error", [RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos\nmore"),
+@pytest.mark.parametrize("error",
+                         [RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos\nmore"),
                                    OSError(28, "No space left on device")])
 def test_a_full_disk_during_a_background_write_is_one_line(step, tmp_path, monkeypatch, error):
     """torch.save reports a full disk as RuntimeError, safetensors as SafetensorError, mkdir as OSError."""

@@ -270,7 +270,8 @@ def test_empty_domain_folder(tmp_path, dataroot):
 
 
 def test_fewer_images_than_batch_size(tmp_path, dataroot):
-    result = cli("train", "--dataroot", dataroot, "--out", tmp_path / "run", *FAST, "--batch-size", N_IMAGES + 1)
+    result = cli("train", "--dataroot", dataroot, "--out", tmp_path / "run", *FAST, "--batch-size",
+                 N_IMAGES + 1)
     assert_clean_error(result, str(dataroot / "trainA"), f"batch size {N_IMAGES + 1}")
 
 
@@ -299,7 +300,8 @@ def test_data_a_without_data_b(tmp_path, dataroot):
 )
 def test_bad_config_values(tmp_path, dataroot, args, needles):
     out = tmp_path / "run"
-    assert_clean_error(cli("train", "--dataroot", dataroot, "--out", out, "--preset", "tiny", *args), *needles)
+    assert_clean_error(cli("train", "--dataroot", dataroot, "--out", out, "--preset", "tiny", *args),
+                       *needles)
     assert not out.exists()
 
 
@@ -450,7 +452,8 @@ def no_model_load(monkeypatch):
     monkeypatch.setattr(cli_translate.Translator, "from_checkpoint", refuse)
 
 
-def test_translate_refuses_a_wrong_out_before_loading_the_model(tmp_path, dataroot, no_model_load, monkeypatch):
+def test_translate_refuses_a_wrong_out_before_loading_the_model(tmp_path, dataroot, no_model_load,
+                                                                monkeypatch):
     images = dataroot / "trainA"
     one = min(images.iterdir())
     text = tmp_path / "existing.txt"
@@ -458,9 +461,11 @@ def test_translate_refuses_a_wrong_out_before_loading_the_model(tmp_path, dataro
     folder_named_like_a_file = tmp_path / "result.png"
     folder_named_like_a_file.mkdir()
     cases = [
-        ((str(images), "--out", text), ("existing.txt", "is a file, but a folder or pattern needs an output folder")),
+        ((str(images), "--out", text),
+         ("existing.txt", "is a file, but a folder or pattern needs an output folder")),
         ((str(images), str(one), "--out", text), ("is a file, but 2 inputs need an output folder",)),
-        ((str(one), "--out", folder_named_like_a_file), ("result.png", "is a folder", "names the output file")),
+        ((str(one), "--out", folder_named_like_a_file),
+         ("result.png", "is a folder", "names the output file")),
         ((str(images), "--out", text / "sub"), ("existing.txt is a file, not a folder",)),
     ]
     for args, needles in cases:
@@ -470,5 +475,6 @@ def test_translate_refuses_a_wrong_out_before_loading_the_model(tmp_path, dataro
     locked = tmp_path / "locked"
     locked.mkdir()
     monkeypatch.setattr(translate_files.os, "access", lambda path, mode: Path(path) != locked)
-    assert_clean_error(cli("translate", str(images), "--out", locked / "out", "--model", tmp_path / "no-model"),
+    assert_clean_error(cli("translate", str(images), "--out", locked / "out", "--model",
+                           tmp_path / "no-model"),
                        "cannot write in", "permission denied")

@@ -144,7 +144,8 @@ def test_ghibli_preset_matches_its_documented_recipe():
 
 
 def test_crop_size_must_suit_the_generator():
-    with pytest.raises(ConfigError, match=r"data.crop_size \(30\) must be a multiple of 4 for generator resnet"):
+    with pytest.raises(ConfigError,
+                       match=r"data.crop_size \(30\) must be a multiple of 4 for generator resnet"):
         build_config(sets=["data.crop_size=30", "data.load_size=30"])
     with pytest.raises(ConfigError, match="multiple of 128 for generator unet_128"):
         build_config(preset="tiny", sets=["model.generator.name=unet_128"])
@@ -227,7 +228,8 @@ def test_validate_refuses_non_finite_floats_in_a_config_built_directly(key):
 def test_non_finite_values_never_reach_config_json():
     # json.dumps would write NaN / Infinity, which is not JSON.
     with pytest.raises(ValueError):
-        dataclasses.replace(Config(), loss=dataclasses.replace(Config().loss, lambda_cyc=float("nan"))).to_json()
+        dataclasses.replace(Config(),
+                            loss=dataclasses.replace(Config().loss, lambda_cyc=float("nan"))).to_json()
 
 
 @pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
@@ -430,7 +432,8 @@ def test_edge_promote_and_lecam_are_off_by_default_and_settable():
     [
         (["loss.lambda_edge_promote=-1"], "loss.lambda_edge_promote: must be >= 0.0"),
         (["loss.lambda_lecam=-0.1"], "loss.lambda_lecam: must be >= 0.0"),
-        (["loss.edge_promote_direction=ab"], "loss.edge_promote_direction: 'ab' is not allowed; choose from a, b, both"),
+        (["loss.edge_promote_direction=ab"],
+         "loss.edge_promote_direction: 'ab' is not allowed; choose from a, b, both"),
         (["model.kind=cut", "loss.edge_promote_direction=a"], "model.kind cut has one discriminator"),
         (["loss.edge_smooth_dir=smooth", "loss.edge_promote_direction=both"], "one folder holds one domain"),
         (["loss.lecam_decay=1"], "loss.lecam_decay: must be in [0, 1)"),
@@ -455,19 +458,22 @@ def test_an_empty_edge_smooth_dir_is_refused():
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    ({"model.kind": "cut", "loss.lambda_cyc": 3.0}, "loss.lambda_cyc: used by model kinds cyclegan; not by cut"),
-    ({"model.kind": "cyclegan", "loss.nce_patches": 8}, "loss.nce_patches: used by model kinds cut, fastcut; "
-                                                        "not by cyclegan"),
+    ({"model.kind": "cut", "loss.lambda_cyc": 3.0},
+     "loss.lambda_cyc: used by model kinds cyclegan; not by cut"),
+    ({"model.kind": "cyclegan", "loss.nce_patches": 8},
+     "loss.nce_patches: used by model kinds cut, fastcut; not by cyclegan"),
     ({"model.kind": "fastcut", "loss.adaptive_weighting": "uncertainty"},
      "loss.adaptive_weighting: used by model kinds cyclegan; not by fastcut"),
-    ({"model.kind": "cut", "distill.real": "teacher"}, "distill.real: used by model kinds distill; not by cut"),
+    ({"model.kind": "cut", "distill.real": "teacher"},
+     "distill.real: used by model kinds distill; not by cut"),
     ({"model.generator.name": "unet_128", "model.generator.n_blocks": 3},
      "model.generator.n_blocks: used by generators attention, mobile_resnet, resnet; not by unet_128"),
-    ({"model.generator.vq_codebook_size": 8}, "model.generator.vq_codebook_size: used by generators attention; "
-                                              "not by resnet"),
+    ({"model.generator.vq_codebook_size": 8},
+     "model.generator.vq_codebook_size: used by generators attention; not by resnet"),
     ({"model.discriminator.name": "dual", "model.discriminator.spectral_norm": True},
      "model.discriminator.spectral_norm: used by discriminators patch, pixel; not by dual"),
-    ({"loss.lambda_gp": 5.0}, "loss.lambda_gp: takes effect only with loss.gan wgangp or loss.gradient_penalty"),
+    ({"loss.lambda_gp": 5.0},
+     "loss.lambda_gp: takes effect only with loss.gan wgangp or loss.gradient_penalty"),
     ({"loss.lecam_decay": 0.5}, "loss.lecam_decay: takes effect only with loss.lambda_lecam > 0"),
     ({"loss.color_pool": 2}, "loss.color_pool: takes effect only with loss.lambda_color > 0"),
     ({"optim.t_0": 5}, "optim.t_0: takes effect only with optim.lr_policy cosine_restarts"),
@@ -493,9 +499,11 @@ def test_discriminator_regularisers_and_off_values_are_accepted_by_every_kind(ov
 
 def test_a_presets_values_stay_when_one_part_is_swapped_but_asked_ones_do_not():
     # tiny sets n_blocks 2, which animeganv2 does not read: the recipe's value stays, a flag's is refused.
-    assert build_config(preset="tiny", overrides={"model.generator.name": "animeganv2"}).model.generator.n_blocks == 2
+    assert build_config(preset="tiny",
+                        overrides={"model.generator.name": "animeganv2"}).model.generator.n_blocks == 2
     with pytest.raises(ConfigError, match="model.generator.n_blocks: used by generators"):
-        build_config(preset="tiny", overrides={"model.generator.name": "animeganv2", "model.generator.n_blocks": 3})
+        build_config(preset="tiny",
+                     overrides={"model.generator.name": "animeganv2", "model.generator.n_blocks": 3})
 
 
 def test_a_saved_config_with_an_unread_key_loads_and_resumes(tmp_path):

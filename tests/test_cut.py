@@ -21,9 +21,11 @@ def test_one_sided_run_writes_g_d_and_heads_and_resumes_bitwise(tiny_config, tmp
     extra = {"model.kind": kind}
     if kind == "fastcut":
         extra.update({"loss.nce_idt": False, "loss.flip_equivariance": True, "loss.lambda_nce": 10.0})
-    straight = train(_cut_config(tiny_config, **extra, **{"train.max_steps": 10}), tmp_path / "a", progress=False)
+    straight = train(_cut_config(tiny_config, **extra, **{"train.max_steps": 10}), tmp_path / "a",
+                     progress=False)
     train(_cut_config(tiny_config, **extra, **{"train.max_steps": 5}), tmp_path / "b", progress=False)
-    train(_cut_config(tiny_config, **extra, **{"train.max_steps": 10}), tmp_path / "b", resume=True, progress=False)
+    train(_cut_config(tiny_config, **extra, **{"train.max_steps": 10}), tmp_path / "b", resume=True,
+          progress=False)
     assert straight.step == 10
     ckpt = ckpt_io.resolve_checkpoint(tmp_path / "a")
     assert sorted(p.name for p in ckpt.glob("*.safetensors")) == ["D_B.safetensors", "F.safetensors",
@@ -69,7 +71,8 @@ def test_diffaug_run_trains_with_pool_and_relativistic_dual_head(tiny_config, tm
                          "loss.gan": "relativistic", "model.discriminator.name": "dual",
                          "model.discriminator.n_layers": 2, "loss.pool_size": 2})
     result = train(cfg, tmp_path / "r", progress=False)
-    assert result.step == 4 and all(math.isfinite(v) for v in result.last_log.values() if isinstance(v, float))
+    assert result.step == 4 and all(math.isfinite(v) for v in result.last_log.values() if isinstance(v,
+                                                                                                     float))
 
 
 @pytest.mark.parametrize("preset", ["cut", "fastcut", "ghibli-small-data"])
@@ -84,7 +87,8 @@ def test_each_new_preset_trains_resumes_translates_and_evaluates(tiny_dataroot, 
     def cfg(steps):
         return build_config(preset=preset, overrides={
             "data.dataroot": str(tiny_dataroot), "data.load_size": 20, "data.crop_size": 16,
-            "data.num_workers": 0, "data.n_samples": 2, "model.generator.ngf": 4, "model.generator.n_blocks": 2,
+            "data.num_workers": 0, "data.n_samples": 2, "model.generator.ngf": 4,
+                                                      "model.generator.n_blocks": 2,
             "model.discriminator.ndf": 4, "model.discriminator.n_layers": 2, "train.epochs": 2,
             "train.max_steps": steps, "train.tensorboard": False, "train.log_every": 2,
             # PatchNCE keys only where a kind reads them, decay_epochs only with the linear policy (the
@@ -100,7 +104,8 @@ def test_each_new_preset_trains_resumes_translates_and_evaluates(tiny_dataroot, 
     out = Translator.from_checkpoint(run, direction="a2b", device="cpu")(photo)
     assert out.size == (21, 13)
 
-    result = evaluate_checkpoint(run, extractor=RandomFeatureExtractor(), device="cpu", out=tmp_path / "eval.json")
+    result = evaluate_checkpoint(run, extractor=RandomFeatureExtractor(), device="cpu",
+                                 out=tmp_path / "eval.json")
     assert "fid" in result["a2b"]
     assert ("b2a" in result) is (preset == "ghibli-small-data")  # CUT / FastCUT are one-sided
 

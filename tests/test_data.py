@@ -521,7 +521,8 @@ def test_small_image_check_skips_unreadable_headers(tmp_path):
     bad = tmp_path / "A" / "bad.png"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"not a png")
-    files = DomainFiles([bad, *_domain(tmp_path / "A", 2, (300, 300))], _domain(tmp_path / "B", 2, (300, 300)), [])
+    files = DomainFiles([bad, *_domain(tmp_path / "A", 2, (300, 300))],
+                        _domain(tmp_path / "B", 2, (300, 300)), [])
     assert small_image_warning(files, DataConfig()) is None
 
 
@@ -530,7 +531,8 @@ def test_small_image_check_skips_unreadable_headers(tmp_path):
 
 def _noise_png(path: Path, size, seed: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3),
+                                                         dtype=np.uint8)).save(path)
     return path
 
 

@@ -40,6 +40,7 @@ def test_readme_describes_the_network_the_demo_trains(tmp_path):
     section = " ".join(section.split())  # line breaks do not matter
     cfg = demo_config(tmp_path, steps=DEMO_STEPS, device="cpu")
     g, d = cfg.model.generator, cfg.model.discriminator
-    for fact in (f"ngf {g.ngf}", f"{g.n_blocks} residual blocks", f"ndf {d.ndf}", f"{d.n_layers}-layer PatchGAN",
+    for fact in (f"ngf {g.ngf}", f"{g.n_blocks} residual blocks", f"ndf {d.ndf}",
+                 f"{d.n_layers}-layer PatchGAN",
                  f"{DEMO_STEPS} iterations", f"{cfg.train.epochs} epochs", f"{cfg.data.crop_size}px"):
         assert fact in section, fact

@@ -21,12 +21,14 @@ from cyclegan.networks import build_generator, distill_channels
 from cyclegan.training import build_train_step, distill_run_config, teacher_fingerprint, train
 
 # A tiny student: 2 depthwise-separable blocks at ngf 4.
-STUDENT = {"model.generator.n_blocks": 2, "data.n_samples": 2, "train.tensorboard": False, "train.log_every": 4}
+STUDENT = {"model.generator.n_blocks": 2, "data.n_samples": 2, "train.tensorboard": False,
+           "train.log_every": 4}
 
 
 def _student(name: str) -> dict:
     """STUDENT's settings for ``name``: animeganv2 has a fixed layer table, so no n_blocks (refused)."""
-    return STUDENT if name != "animeganv2" else {k: v for k, v in STUDENT.items() if k != "model.generator.n_blocks"}
+    return STUDENT if name != "animeganv2" else {k: v for k, v in STUDENT.items()
+                                                 if k != "model.generator.n_blocks"}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,8 @@ def teacher(tiny_dataroot, tmp_path_factory):
 
 
 def _config(teacher, out, *, student_ngf=4, **overrides):
-    return distill_run_config(out, teacher=teacher, student_ngf=student_ngf, overrides={**STUDENT, **overrides})
+    return distill_run_config(out, teacher=teacher, student_ngf=student_ngf,
+                              overrides={**STUDENT, **overrides})
 
 
 def _weights(run, names):
@@ -66,7 +69,8 @@ def test_distillation_reduces_student_teacher_l1(teacher, tmp_path, tiny_dataroo
     before = float(cycle_l1(target, translate_uint8(fresh, images)).mean())
     after = float(cycle_l1(target, translate_uint8(student, images)).mean())
     assert after < 0.85 * before, (before, after)
-    log = [json.loads(x) for x in (tmp_path / "s" / "log.jsonl").read_text().splitlines() if "distill_l1" in x]
+    log = [json.loads(x) for x in (tmp_path / "s" / "log.jsonl").read_text().splitlines()
+           if "distill_l1" in x]
     assert {"G_gan", "distill_l1", "feature", "G_total", "D_B"} <= set(log[-1])
     assert log[-1]["distill_l1"] < log[0]["distill_l1"] and log[-1]["feature"] < log[0]["feature"]
 
@@ -129,9 +133,11 @@ def test_the_student_is_an_ordinary_one_sided_checkpoint(teacher, tmp_path):
     cfg = _config(teacher, tmp_path / "s", **{"train.max_steps": 2, "distill.lambda_feature": 0.0})
     train(cfg, tmp_path / "s", progress=False)
     ckpt = ckpt_io.resolve_checkpoint(tmp_path / "s")
-    assert sorted(p.stem for p in ckpt.glob("*.safetensors")) == ["D_B", "G_A"]  # no P without the feature loss
+    # no P without the feature loss
+    assert sorted(p.stem for p in ckpt.glob("*.safetensors")) == ["D_B", "G_A"]
     g, saved = ckpt_io.load_generator(tmp_path / "s")
-    assert saved.model.generator.name == "mobile_resnet" and g(torch.zeros(1, 3, 16, 16)).shape == (1, 3, 16, 16)
+    assert saved.model.generator.name == "mobile_resnet" and g(torch.zeros(1, 3, 16, 16)).shape == (1, 3, 16,
+                                                                                                    16)
     with pytest.raises(CheckpointError, match="one-sided"):
         ckpt_io.load_generator(tmp_path / "s", direction="b2a")
 
@@ -170,7 +176,8 @@ def test_a_changed_teacher_refuses_the_resume(teacher, tmp_path):
     cfg = _config(teacher, tmp_path / "s", **{"train.max_steps": 2})
     assert cfg.distill.teacher_sha256 == teacher_fingerprint(ckpt_io.load_generator(teacher)[0])
     train(cfg, tmp_path / "s", progress=False)
-    changed = build_config(base=cfg.to_dict(), overrides={"distill.teacher_sha256": "0" * 64, "train.max_steps": 4})
+    changed = build_config(base=cfg.to_dict(),
+                           overrides={"distill.teacher_sha256": "0" * 64, "train.max_steps": 4})
     with pytest.raises(CheckpointError, match="weights changed since this run started"):
         train(changed, tmp_path / "s", resume=True, progress=False)
 
@@ -182,7 +189,8 @@ def test_config_choices_and_refusals(teacher, tmp_path, tiny_dataroot):
     assert only_a.data.data_b == only_a.data.data_a
     default = distill_run_config(tmp_path / "s", teacher=teacher)
     assert default.distill.real == "b" and default.data.dataroot == str(tiny_dataroot)
-    assert default.model.discriminator.ndf == 8 and default.model.generator.ngf == 16  # teacher's D, student ngf 16
+    # teacher's D, student ngf 16
+    assert default.model.discriminator.ndf == 8 and default.model.generator.ngf == 16
     b2a = distill_run_config(tmp_path / "s", teacher=teacher, direction="b2a")
     assert b2a.data.data_a.endswith("trainB") and b2a.data.data_b.endswith("trainA")
     with pytest.raises(DataError, match="--data-b needs --data-a"):
@@ -206,7 +214,8 @@ def test_cli_distill_translate_and_evaluate_reference(teacher, tmp_path, tiny_da
                                   "--set", "data.n_samples=2", "--set", "train.tensorboard=false"])
     assert result.exit_code == 0, result.output
     assert "max_steps: step 2" in result.stderr
-    result = runner.invoke(main, ["translate", str(tiny_dataroot / "testA"), "--checkpoint", str(out), "--out",
+    result = runner.invoke(main,
+                           ["translate", str(tiny_dataroot / "testA"), "--checkpoint", str(out), "--out",
                                   str(tmp_path / "translated"), "--precision", "fp32", "--quiet"])
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "translated").iterdir())) == 4

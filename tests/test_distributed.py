@@ -22,7 +22,8 @@ def _free_port() -> int:
 
 def test_sampler_shards_gather_into_the_single_process_batches():
     single = list(UnpairedSampler(n_a=13, n_b=9, seed=4, batch_size=4))
-    shards = [list(UnpairedSampler(n_a=13, n_b=9, seed=4, rank=r, world_size=2, batch_size=2)) for r in (0, 1)]
+    shards = [list(UnpairedSampler(n_a=13, n_b=9, seed=4, rank=r, world_size=2, batch_size=2)) for r in (0,
+                                                                                                         1)]
     assert len(single) == 12 and all(len(s) == 6 for s in shards)
     for j in range(3):  # global batch j = rank 0's block of 2, then rank 1's
         assert single[4 * j: 4 * j + 4] == shards[0][2 * j: 2 * j + 2] + shards[1][2 * j: 2 * j + 2]
@@ -40,8 +41,8 @@ def _torchrun(tiny_dataroot, out, sets, *, resume=False):
                 "--set", "train.tensorboard=false"]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={v}"]
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                          timeout=240)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -96,7 +97,9 @@ def test_two_process_gloo_run_and_resume_match_single_process(tiny_config, tiny_
     log = [json.loads(x) for x in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
     starts = [r for r in log if r.get("event") in ("start", "resume")]
     assert [r["event"] for r in starts] == ["start", "resume"] and starts[0]["world_size"] == 2
-    steps_single = [r for r in (json.loads(x) for x in (tmp_path / "single" / "log.jsonl").read_text().splitlines())
+    steps_single = [r
+                    for r in (json.loads(x)
+                              for x in (tmp_path / "single" / "log.jsonl").read_text().splitlines())
                     if "G_total" in r]
     steps_ddp = [r for r in log if "G_total" in r]
     assert [r["step"] for r in steps_ddp] == [r["step"] for r in steps_single] == [2, 4]

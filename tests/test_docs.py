@@ -7,7 +7,8 @@ folder per page, which starts with the small images ``_example_folder`` draws (`
 ``cyclegan ...`` line runs in this process through Click's test runner (the same argv the console
 script parses; one torch import for the whole test instead of one per command); a line with a pipe
 or a redirection runs through bash. A block preceded by ``<!-- docs-test: syntax-only: REASON -->``
-(on the last non-blank line before the fence; network, a GPU, a data set, hours) is only checked: ``bash -n`` or ``compile``, and every
+(on the last non-blank line before the fence; network, a GPU, a data set, hours) is only checked: ``bash -n``
+or ``compile``, and every
 ``cyclegan`` command in it must name a real subcommand, real flags and valid choices.
 ``<!-- docs-test: skip: REASON -->`` skips a block. docs/contributing.md says the same for writers.
 """
@@ -73,7 +74,7 @@ def read_blocks(page: Path) -> list[Block]:
         assert end < len(lines), f"{page.relative_to(ROOT)}:{i + 1}: code block never closed"
         before = next((line for line in reversed(lines[:i]) if line.strip()), "")  # the mark's line
         mark = MARK.search(before)
-        code = "\n".join(line[len(indent):] if line.startswith(indent) else line for line in lines[i + 1:end])
+        code = "\n".join(line.removeprefix(indent) for line in lines[i + 1:end])
         blocks.append(Block(page, i + 1, lang, code + "\n", mark.group(1) if mark else "run"))
         i = end + 1
     return blocks
@@ -153,14 +154,15 @@ def check_cyclegan_args(args: list[str]) -> None:
             value = rest[i]
             i += 1
         if isinstance(param.type, click.Choice) and param.nargs == 1:
-            assert value in param.type.choices, f"`{' '.join(path)} {name} {value}`: not one of {param.type.choices}"
+            assert value in param.type.choices, (f"`{' '.join(path)} {name} {value}`: not one of "
+                                                 f"{param.type.choices}")
 
 
 def check_syntax(block: Block) -> None:
     if block.lang == "python":
         compile(block.code, block.where, "exec")
         return
-    proc = subprocess.run(["bash", "-n"], input=block.code, text=True, capture_output=True)
+    proc = subprocess.run(["bash", "-n"], input=block.code, text=True, capture_output=True, check=False)
     assert proc.returncode == 0, f"{block.where}: bash -n: {proc.stderr}"
     for args in cyclegan_commands(block.code):
         check_cyclegan_args(args)
@@ -187,7 +189,8 @@ def test_code_block_parses_and_names_real_commands_and_flags(block):
 
 
 def test_the_command_check_catches_a_renamed_flag_or_command_or_choice():
-    check_cyclegan_args(["translate", "photo.jpg", "--checkpoint", "runs/x", "--out=out/", "--precision", "fp32"])
+    check_cyclegan_args(["translate", "photo.jpg", "--checkpoint", "runs/x", "--out=out/", "--precision",
+                         "fp32"])
     with pytest.raises(AssertionError, match="no option --chekpoint"):
         check_cyclegan_args(["translate", "photo.jpg", "--chekpoint", "runs/x"])
     with pytest.raises(AssertionError, match="no such command"):
@@ -241,13 +244,17 @@ def _run_shell_block(block: Block, folder: Path) -> None:
         words = shell_words(line)
         if words and words[0] == "cyclegan" and not SHELL_OPERATORS & set(words):
             result = runner.invoke(main, words[1:], catch_exceptions=True)
-            detail = result.output[-2000:] if result.exception is None or isinstance(result.exception, SystemExit) \
+            detail = result.output[-2000:] if result.exception is None or isinstance(result.exception,
+                                                                                     SystemExit) \
                 else repr(result.exception)
-            assert result.exit_code == 0, f"{block.where}: `{line.strip()}` exited {result.exit_code}:\n{detail}"
+            assert result.exit_code == 0, (f"{block.where}: `{line.strip()}` exited "
+                                           f"{result.exit_code}:\n{detail}")
         else:
-            proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", line], cwd=folder, capture_output=True)
+            proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", line], cwd=folder,
+                                  capture_output=True, check=False)
             assert proc.returncode == 0, (
-                f"{block.where}: `{line.strip()}` exited {proc.returncode}:\n{proc.stderr.decode(errors='replace')[-2000:]}"
+                f"{block.where}: `{line.strip()}` exited "
+                f"{proc.returncode}:\n{proc.stderr.decode(errors='replace')[-2000:]}"
             )
 
 
@@ -285,7 +292,7 @@ API_PAGE = ROOT / "docs" / "reference" / "api.md"
 
 
 def _documented_objects() -> list[str]:
-    return re.findall(r"^::: (cyclegan[\w.]*)", API_PAGE.read_text(encoding="utf-8"), flags=re.M)
+    return re.findall(r"^::: (cyclegan[\w.]*)", API_PAGE.read_text(encoding="utf-8"), flags=re.MULTILINE)
 
 
 def _missing_docstrings(obj, seen: set[str]) -> list[str]:
@@ -303,7 +310,8 @@ def _missing_docstrings(obj, seen: set[str]) -> list[str]:
             if name.startswith("_"):
                 continue
             # A module's public names are its __all__; without one, what it defines (not imports).
-            if obj.is_module and not (name in obj.exports if obj.exports is not None else not member.is_alias):
+            if obj.is_module and not (name in obj.exports if obj.exports is not None
+                                      else not member.is_alias):
                 continue
             if not member.is_attribute:
                 missing += _missing_docstrings(member, seen)
@@ -327,16 +335,18 @@ def test_mkdocs_build_strict(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
         cwd=ROOT, capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        check=False,
     )
     warnings = [line for line in proc.stderr.splitlines() if "WARNING" in line or "ERROR" in line]
-    assert proc.returncode == 0, "mkdocs build --strict failed:\n" + "\n".join(warnings or [proc.stderr[-3000:]])
+    assert proc.returncode == 0, "mkdocs build --strict failed:\n" + "\n".join(warnings
+                                                                               or [proc.stderr[-3000:]])
     assert (tmp_path / "site" / "reference" / "cli" / "index.html").is_file()
 
 
 def _anchors(markdown: str) -> set[str]:
     """Heading ids as Python-Markdown's toc makes them (GitHub makes the same for these headings)."""
     ids = set()
-    for heading in re.findall(r"^#{1,6} (.+)$", markdown, flags=re.M):
+    for heading in re.findall(r"^#{1,6} (.+)$", markdown, flags=re.MULTILINE):
         text = re.sub(r"[^\w\s-]", "", heading.replace("`", "")).strip().lower()
         ids.add(re.sub(r"[-\s]+", "-", text))
     return ids
@@ -354,19 +364,22 @@ def test_readme_links_point_at_existing_files_and_headings():
         target = ROOT / path if path else ROOT / "README.md"
         assert target.exists(), f"README.md links to {link}, which does not exist"
         if anchor:
-            assert anchor in _anchors(target.read_text(encoding="utf-8")), f"README.md links to {link}: no such heading"
+            assert anchor in _anchors(target.read_text(
+                encoding="utf-8")), f"README.md links to {link}: no such heading"
 
 
 def test_every_pretrained_model_is_on_the_pretrained_page_with_its_terms():
     # A catalog entry added without its row (or whose terms changed) fails here, not in a user's hands.
-    page = re.sub(r"<!--.*?-->", "", (ROOT / "docs" / "pretrained.md").read_text(encoding="utf-8"), flags=re.S)
-    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `([\w.-]+)` \|.*$", page, flags=re.M)}
+    page = re.sub(r"<!--.*?-->", "", (ROOT / "docs" / "pretrained.md").read_text(encoding="utf-8"),
+                  flags=re.DOTALL)
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `([\w.-]+)` \|.*$", page, flags=re.MULTILINE)}
     models = list_models()
     assert models
     for entry in models:
         assert entry.name in rows, f"pretrained model {entry.name!r} has no row in docs/pretrained.md"
         marked = "**non-commercial**" in rows[entry.name]
-        assert marked == entry.non_commercial, f"docs/pretrained.md: the terms of {entry.name!r} are not the catalog's"
+        assert marked == entry.non_commercial, (f"docs/pretrained.md: the terms of {entry.name!r} are not "
+                                                "the catalog's")
 
 
 def test_pretrained_models_named_in_commands_exist():
@@ -376,4 +389,5 @@ def test_pretrained_models_named_in_commands_exist():
         text = page.read_text(encoding="utf-8")
         for name in re.findall(r"pretrained(?: get |:)([\w.-]+)", text):
             if name != "NAME":
-                assert name in names, f"{page.relative_to(ROOT)} names pretrained model {name!r}, not in the catalog"
+                assert name in names, (f"{page.relative_to(ROOT)} names pretrained model {name!r}, not in "
+                                       "the catalog")

@@ -59,7 +59,8 @@ def fast_default(monkeypatch):
 def family(style: str, n: int, seed: int, size: int = 32) -> torch.Tensor:
     """uint8 [n, 3, size, size] drawn from one synthetic family."""
     rng = np.random.default_rng(seed)
-    return torch.from_numpy(np.stack([make_scene(rng, size, style) for _ in range(n)])).permute(0, 3, 1, 2).contiguous()
+    return torch.from_numpy(np.stack([make_scene(rng, size, style) for _ in range(n)])).permute(0, 3, 1,
+                                                                                                2).contiguous()
 
 
 def write_domain(folder: Path, images: torch.Tensor) -> Path:
@@ -111,7 +112,8 @@ def test_damaged_images_are_of_neither_domain():
     """Images damaged as an unconverged generator damages them (blur, noise, checkerboards) are
     "neither": they count for no domain, where a two-way classifier would have to pick one."""
     settings = FAST
-    model, report = train_domain_classifier(family("photo", 40, 1), family("cartoon", 40, 2), settings=settings)
+    model, report = train_domain_classifier(family("photo", 40, 1), family("cartoon", 40, 2),
+                                            settings=settings)
     assert report.accuracy >= 0.9 and report.neither_accuracy >= 0.75
     test = torch.cat([family("photo", 16, 7), family("cartoon", 16, 8)])
     blurred = torch.nn.functional.interpolate(
@@ -124,7 +126,8 @@ def test_damaged_images_are_of_neither_domain():
 
 def test_training_is_deterministic_and_leaves_the_global_rng_alone():
     a, b = family("photo", 12, 1), family("cartoon", 12, 2)
-    settings = ClassifierSettings(width=4, members=2, epochs=2, min_steps=0, batch_size=8)  # an ensemble of two
+    # an ensemble of two
+    settings = ClassifierSettings(width=4, members=2, epochs=2, min_steps=0, batch_size=8)
     torch.manual_seed(123)
     expected_next = torch.rand(3)
     torch.manual_seed(123)
@@ -277,7 +280,8 @@ def test_a_one_image_test_set_is_refused_before_the_classifier_trains(run, tmp_p
     write_domain(root / "trainB", family("cartoon", 20, 2))
     write_domain(root / "testA", family("photo", 1, 3))
     write_domain(root / "testB", family("cartoon", 4, 4))
-    res = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(run), "--dataroot", str(root), "--no-inception",
+    res = CliRunner().invoke(main,
+                             ["evaluate", "--checkpoint", str(run), "--dataroot", str(root), "--no-inception",
                                     "--classifier", "--out", str(tmp_path / "e.json"), "--device", "cpu"])
     assert res.exit_code == 1 and res.output.strip().splitlines()[-1] == (
         "error: test domain A has 1 usable image(s); evaluation needs at least 2"), res.output

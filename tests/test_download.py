@@ -1,4 +1,5 @@
-"""The downloader: progress, resume after a cut connection, checksums, offline mode; against a local server."""
+"""The downloader: progress, resume after a cut connection, checksums, offline mode; against a local
+server."""
 
 from __future__ import annotations
 
@@ -120,7 +121,8 @@ def test_hash_prefix_in_the_file_name(tmp_path):
     assert hash_prefix_from_name("horse2zebra.pth") is None
     name = f"weights-{SHA[:8]}.pth"
     with serve({"/" + name: DATA, "/bad-0badc0de.pth": DATA}) as srv:
-        download(srv.url + "/" + name, tmp_path / name, expected_prefix=hash_prefix_from_name(name), progress=False)
+        download(srv.url + "/" + name, tmp_path / name, expected_prefix=hash_prefix_from_name(name),
+                 progress=False)
         with pytest.raises(ChecksumError, match="does not start with 0badc0de"):
             download(srv.url + "/bad-0badc0de.pth", tmp_path / "bad-0badc0de.pth", expected_prefix="0badc0de",
                      progress=False)
@@ -204,7 +206,8 @@ def test_resume_of_an_unchanged_file_uses_the_last_modified_date_when_the_etag_i
     validators_path(dest).write_text(json.dumps({"url": "x", "etag": 'W/"weak"'}))  # another URL's: ignored
     with serve({"/f.bin": DATA}) as srv:
         validators_path(dest).write_text(json.dumps(
-            {"url": srv.url + "/f.bin", "etag": 'W/"weak"', "last_modified": "Mon, 07 Dec 2026 00:00:00 GMT"}))
+            {"url": srv.url + "/f.bin", "etag": 'W/"weak"',
+             "last_modified": "Mon, 07 Dec 2026 00:00:00 GMT"}))
         download(srv.url + "/f.bin", dest, progress=False)
         assert srv.requests == [("/f.bin", "bytes=100-")]
         assert srv.if_range == ["Mon, 07 Dec 2026 00:00:00 GMT"]

@@ -21,7 +21,8 @@ def test_resume_is_bitwise_identical_with_edge_promote_and_lecam(tiny_config, tm
     common = {"train.epochs": 3, "train.seed": 3, **BOTH, **extra}
     straight = train(tiny_config(**common, **{"train.max_steps": 2 * n}), tmp_path / "a", progress=False)
     first = train(tiny_config(**common, **{"train.max_steps": n}), tmp_path / "b", progress=False)
-    second = train(tiny_config(**common, **{"train.max_steps": 2 * n}), tmp_path / "b", resume=True, progress=False)
+    second = train(tiny_config(**common, **{"train.max_steps": 2 * n}), tmp_path / "b", resume=True,
+                   progress=False)
     assert straight.step == second.step == 2 * n and first.step == n
     _assert_bitwise_equal(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
     sa = ckpt_io.load_state(ckpt_io.resolve_checkpoint(tmp_path / "a"))
@@ -60,13 +61,16 @@ def test_tiny_anime_style_run_trains_resumes_and_translates(tiny_dataroot, tmp_p
     sets = ["model.generator.ngf=8", "model.discriminator.ndf=8", "model.discriminator.n_layers=2",
             "data.load_size=24", "data.crop_size=16", "data.num_workers=0", "train.tensorboard=false",
             "train.epochs=2", "optim.decay_epochs=1"]
-    args = ["train", "--preset", "anime-style", "--dataroot", str(tiny_dataroot), "--out", str(tmp_path / "run"),
-            "--quiet", *[arg for s in sets for arg in ("--set", s)]]
+    args = ["train", "--preset", "anime-style", "--dataroot", str(tiny_dataroot), "--out",
+            str(tmp_path / "run"), "--quiet", *[arg for s in sets for arg in ("--set", s)]]
     r = CliRunner().invoke(main, [*args, "--max-steps", "4"])
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(main, ["train", "--resume", "--out", str(tmp_path / "run"), "--quiet", "--max-steps", "8"])
+    r = CliRunner().invoke(main,
+                           ["train", "--resume", "--out", str(tmp_path / "run"), "--quiet", "--max-steps",
+                            "8"])
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(main, ["translate", str(tiny_dataroot / "testA"), "--checkpoint", str(tmp_path / "run"),
+    r = CliRunner().invoke(main,
+                           ["translate", str(tiny_dataroot / "testA"), "--checkpoint", str(tmp_path / "run"),
                                   "--out", str(tmp_path / "out")])
     assert r.exit_code == 0, r.output
     assert len(list((tmp_path / "out").glob("*.png"))) == 4

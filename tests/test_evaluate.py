@@ -185,7 +185,8 @@ def test_training_evaluator_hook(dataroot, tmp_path, no_hub_weights):
                    + '\n{"selection_metric": "fid_a')
     assert best_from_metrics_log(log, metric="fid_avg") == min(0.5, first["selection_value"])
     assert best_from_metrics_log(log, metric="cycle_l1_avg") is None
-    with log.open("a") as f:  # hand-edited records of the wrong types are skipped, not a traceback on --resume
+    # hand-edited records of the wrong types are skipped, not a traceback on --resume
+    with log.open("a") as f:
         f.write('\n{"selection_metric": "fid_avg", "selection_value": "0.1"}\n'
                 '{"selection_metric": "fid_avg", "selection_value": true}\n')
     assert best_from_metrics_log(log, metric="fid_avg") == min(0.5, first["selection_value"])

@@ -1,4 +1,5 @@
-"""Export: ONNX (dynamic shapes, checked with ONNX Runtime), TorchScript, plain safetensors; reading them back."""
+"""Export: ONNX (dynamic shapes, checked with ONNX Runtime), TorchScript, plain safetensors; reading them
+back."""
 
 from __future__ import annotations
 
@@ -125,7 +126,8 @@ def test_exported_files_follow_the_umask(run_dir, tmp_path):
         os.umask(old)
     modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in tmp_path.rglob("*")}
     assert modes == {"shared": 0o755, "shared/config.json": 0o644, "shared/generator.safetensors": 0o644,
-                     "shared/meta.json": 0o644, "g.pt": 0o644, "g.pt.sha256": 0o644}, {k: oct(v) for k, v in modes.items()}
+                     "shared/meta.json": 0o644, "g.pt": 0o644,
+                     "g.pt.sha256": 0o644}, {k: oct(v) for k, v in modes.items()}
 
 
 def test_save_safetensors_atomic_follows_the_umask_and_round_trips(tmp_path):
@@ -238,7 +240,8 @@ def test_onnx_export_honours_an_old_opset(run_dir, tmp_path):
     import onnx
 
     out = tmp_path / "m13.onnx"
-    r = CliRunner().invoke(main, ["export", "--checkpoint", str(run_dir), "--format", "onnx", "--out", str(out),
+    r = CliRunner().invoke(main,
+                           ["export", "--checkpoint", str(run_dir), "--format", "onnx", "--out", str(out),
                                   "--opset", "13"])
     assert r.exit_code == 0, r.output
     assert [o.version for o in onnx.load(str(out)).opset_import if o.domain in ("", "ai.onnx")] == [13]

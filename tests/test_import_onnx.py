@@ -46,7 +46,8 @@ from cyclegan.translate import Translator
 FIXTURES = Path(__file__).parent / "fixtures" / "onnx"
 ANIME = FIXTURES / "animeganv3_like.onnx"
 OPSET9 = FIXTURES / "upsample_opset9.onnx"
-ANIME_FLAGS = ["--layout", "nhwc", "--range", "-1,1", "--channels", "rgb", "--multiple", "8", "--min-side", "256"]
+ANIME_FLAGS = ["--layout", "nhwc", "--range", "-1,1", "--channels", "rgb", "--multiple", "8", "--min-side",
+               "256"]
 OPSET9_FLAGS = ["--layout", "nchw", "--range", "0,1", "--channels", "bgr", "--multiple", "2"]
 ANIME_CONVENTION = OnnxConvention(layout="nhwc", value_range="-1,1", channels="rgb", multiple=8, min_side=256)
 
@@ -64,7 +65,8 @@ def _photo(w: int, h: int, seed: int = 0) -> np.ndarray:
     """A smooth photo-like uint8 [H, W, 3] (noise would make every pixel a rounding edge case)."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:h, 0:w].astype(np.float64)
-    chans = [127.5 + 120 * np.sin(x / rng.uniform(20, 60) + rng.uniform(0, 6)) * np.cos(y / rng.uniform(20, 60))
+    chans = [127.5 + 120 * np.sin(x / rng.uniform(20, 60) + rng.uniform(0, 6)) * np.cos(y / rng.uniform(20,
+                                                                                                        60))
              for _ in range(3)]
     return np.stack(chans, -1).round().clip(0, 255).astype(np.uint8)
 
@@ -130,7 +132,8 @@ def test_translate_odd_size_comes_back_exact_and_within_one_level_of_onnx_runtim
     src = tmp_path / "odd.png"
     rgb = _photo(1001, 677)
     Image.fromarray(rgb).save(src)
-    r = _cli("translate", "--checkpoint", anime, src, "--out", tmp_path / "out", "--precision", "fp32", "--quiet")
+    r = _cli("translate", "--checkpoint", anime, src, "--out", tmp_path / "out", "--precision", "fp32",
+             "--quiet")
     assert r.exit_code == 0, r.output
     got = np.asarray(Image.open(tmp_path / "out" / "odd.png"))
     assert got.shape == (677, 1001, 3)
@@ -206,7 +209,8 @@ def test_int8_quantizes_the_wrapped_graph(tmp_path, monkeypatch):
         Image.fromarray(_photo(32, 32, seed=10 + i)).save(cal / f"{i}.png")
     # Limits wide open: the check's own verdict on a random-weight graph is not what this pins.
     tr = Translator.from_checkpoint(model, device="cpu", precision="int8", calibration=cal,
-                                    int8_limits=Int8Limits(min_psnr=0.0, max_mean_levels=255.0, max_levels=255))
+                                    int8_limits=Int8Limits(min_psnr=0.0, max_mean_levels=255.0,
+                                                           max_levels=255))
     assert tr.runtime.backend == "onnxruntime" and tr.runtime.precision == "int8"
     assert tr(Image.fromarray(_photo(41, 23, seed=3))).size == (41, 23)
     assert list((tmp_path / "cache" / "int8").glob("*.onnx"))
@@ -230,7 +234,8 @@ def test_no_convert_keeps_the_graph_for_onnx_runtime_alone(tmp_path):
     Image.fromarray(rgb).save(data / "0.png")
     r = _cli("distill", "--teacher", out, "--out", tmp_path / "student", "--data-a", data, "--max-steps", "1",
              "--quiet", "--set", "distill.lambda_feature=0")
-    assert r.exit_code != 0 and "cannot teach" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert r.exit_code != 0 and "cannot teach" in r.output and len(
+        r.output.strip().splitlines()) == 1, r.output
 
 
 def test_a_graph_onnx2torch_cannot_convert_falls_back_to_onnx_runtime(tmp_path, monkeypatch):
@@ -259,7 +264,8 @@ def test_a_conversion_that_differs_from_onnx_runtime_is_refused_and_onnx_runtime
     monkeypatch.setattr(onnx_foreign, "convert_onnx_graph", lambda model: Off(real(model)))
     r = _cli("import", "onnx", ANIME, "--out", tmp_path / "m", *ANIME_FLAGS)
     assert r.exit_code == 0, r.output
-    assert ("not converted to PyTorch (refused: it differs from ONNX Runtime by 2.55 levels on the probe images"
+    assert ("not converted to PyTorch (refused: it differs from ONNX Runtime by 2.55 levels on the probe "
+            "images"
             in r.output)
     assert onnx_foreign.describe(tmp_path / "m")["backend"] == "onnxruntime"
     loaded = load_any_generator(tmp_path / "m")
@@ -285,12 +291,14 @@ def _hostile(kind: str) -> bytes:
         data = ANIME.read_bytes()
         return data[: len(data) // 2]
     if kind == "rank 3 input":
-        return _graph([_vi("x", ["h", "w", 3])], [_vi("y", ["h", "w", 3])], [helper.make_node("Tanh", ["x"], ["y"])])
+        return _graph([_vi("x", ["h", "w", 3])], [_vi("y", ["h", "w", 3])],
+                      [helper.make_node("Tanh", ["x"], ["y"])])
     if kind == "two inputs":
-        return _graph([_vi("a", ["n", "h", "w", 3]), _vi("b", ["n", "h", "w", 3])], [_vi("y", ["n", "h", "w", 3])],
-                      [helper.make_node("Add", ["a", "b"], ["y"])])
+        return _graph([_vi("a", ["n", "h", "w", 3]), _vi("b", ["n", "h", "w", 3])],
+                      [_vi("y", ["n", "h", "w", 3])], [helper.make_node("Add", ["a", "b"], ["y"])])
     if kind == "fixed spatial size":
-        return _graph([_vi("x", [1, 256, 256, 3])], [_vi("y", [1, 256, 256, 3])], [helper.make_node("Tanh", ["x"], ["y"])])
+        return _graph([_vi("x", [1, 256, 256, 3])], [_vi("y", [1, 256, 256, 3])],
+                      [helper.make_node("Tanh", ["x"], ["y"])])
     if kind == "dynamic channels":
         return _graph([_vi("x", ["n", "h", "w", "c"])], [_vi("y", ["n", "h", "w", "c"])],
                       [helper.make_node("Tanh", ["x"], ["y"])])
@@ -313,7 +321,8 @@ def _hostile(kind: str) -> bytes:
         indices = helper.make_tensor("w_i", TensorProto.INT64, [1], [0])
         model = helper.make_model(helper.make_graph(
             [helper.make_node("Add", ["x", "w"], ["y"])], "g", [_vi("x", ["n", "h", "w", 3])],
-            [_vi("y", ["n", "h", "w", 3])], sparse_initializer=[helper.make_sparse_tensor(values, indices, [10**9])]),
+            [_vi("y", ["n", "h", "w", 3])], sparse_initializer=[helper.make_sparse_tensor(values, indices,
+                                                                                          [10**9])]),
             opset_imports=[helper.make_opsetid("", 13)])
         return model.SerializeToString()
     if kind == "external data":
@@ -350,8 +359,8 @@ def test_hostile_files_are_refused_in_one_line_and_nothing_is_written(tmp_path, 
     bad.write_bytes(_hostile(kind))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    r = _cli("import", "onnx", bad, "--out", out_dir / "m", "--layout", "nhwc", "--range", "-1,1", "--channels", "rgb",
-             "--multiple", "8")
+    r = _cli("import", "onnx", bad, "--out", out_dir / "m", "--layout", "nhwc", "--range", "-1,1",
+             "--channels", "rgb", "--multiple", "8")
     assert r.exit_code == 1, r.output
     assert reason in r.output and str(bad) in r.output
     assert len(r.output.strip().splitlines()) == 1
@@ -371,7 +380,8 @@ def test_convention_flags_are_checked_and_named(tmp_path):
     with pytest.raises(ForeignWeightsError, match="import format onnx needs its options"):
         import_weights("onnx", [ANIME], tmp_path / "m")
     with pytest.raises(ForeignWeightsError, match="import format official takes no options"):
-        import_weights("official", [ANIME], tmp_path / "m", options=OnnxImportOptions(convention=ANIME_CONVENTION))
+        import_weights("official", [ANIME], tmp_path / "m",
+                       options=OnnxImportOptions(convention=ANIME_CONVENTION))
 
 
 # ------------------------------------------------------------------------------------------ PyTorch uses
@@ -385,7 +395,8 @@ def test_a_converted_import_teaches_a_distilled_student(tmp_path):
     for i in range(2):
         Image.fromarray(_photo(40, 40, seed=20 + i)).save(data / f"{i}.png")
     r = _cli("distill", "--teacher", model, "--out", tmp_path / "student", "--student", "animeganv2",
-             "--student-ngf", "4", "--max-steps", "1", "--quiet", "--data-a", data, "--set", "data.n_samples=2",
+             "--student-ngf", "4", "--max-steps", "1", "--quiet", "--data-a", data, "--set",
+             "data.n_samples=2",
              "--set", "train.tensorboard=false", "--set", "data.crop_size=32", "--set", "data.load_size=32",
              "--set", "distill.lambda_feature=0")
     assert r.exit_code == 0, r.output
@@ -400,7 +411,8 @@ def test_export_by_tracing_is_refused_where_it_would_freeze_the_minimum_side_pad
 
 @pytest.mark.parametrize("scales", [(1, 1, 2, 2), (1, 1, 1.5, 3)])
 def test_asymmetric_bilinear_resize_matches_onnx_runtime(scales):
-    """TF-1's resize_images default (tf2onnx: Resize linear, asymmetric), which PyTorch's interpolate lacks."""
+    """TF-1's resize_images default (tf2onnx: Resize linear, asymmetric), which PyTorch's interpolate
+    lacks."""
     node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear",
                             coordinate_transformation_mode="asymmetric")
     s = helper.make_tensor("scales", TensorProto.FLOAT, [4], list(scales))
@@ -408,7 +420,8 @@ def test_asymmetric_bilinear_resize_matches_onnx_runtime(scales):
     x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 5, 7)).astype(np.float32)
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     expected = session.run(None, {"x": x})[0]
-    got = AsymmetricLinearResize()(torch.from_numpy(x), None, torch.tensor(scales, dtype=torch.float32)).numpy()
+    got = AsymmetricLinearResize()(torch.from_numpy(x), None,
+                                   torch.tensor(scales, dtype=torch.float32)).numpy()
     assert got.shape == expected.shape
     assert np.abs(got - expected).max() < 1e-5
 

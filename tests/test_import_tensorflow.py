@@ -53,13 +53,15 @@ def _copy(prefix: Path, dest: Path) -> Path:
     return dest / prefix.name
 
 
-# ------------------------------------------------------------------------------------------------ forward passes
+# ------------------------------------------------------------------------------------------------ forward
+# passes
 
 
 def test_animeganv2_tf_import_reproduces_the_tensorflow_graph():
     converted = IMPORT_FORMATS["animeganv2-tf"]([ANIME])
     net = converted.generators["a2b"]
-    assert converted.config.model.generator.name == "animeganv2_tf" and converted.config.model.generator.ngf == 8
+    assert (converted.config.model.generator.name == "animeganv2_tf"
+            and converted.config.model.generator.ngf == 8)
     with torch.inference_mode():
         y = net(_input())  # test.py feeds RGB
     ref = _reference("animeganv2/output_rgb.npy")
@@ -119,7 +121,8 @@ def test_the_reader_lists_the_publishers_names_shapes_and_dtypes():
     assert entry.shape == (3, 3, 16, 16) and entry.dtype_name == "float32"
     assert ckpt.read("generator/Conv_9/biases").shape == (3,)
     anime = TFCheckpoint(ANIME)
-    assert anime.entries["generator/G_MODEL/C/r1/r1/w"].shape == (3, 3, 32, 1)  # depthwise [kh, kw, 2 x 16, 1]
+    # depthwise [kh, kw, 2 x 16, 1]
+    assert anime.entries["generator/G_MODEL/C/r1/r1/w"].shape == (3, 3, 32, 1)
     assert "generator/G_MODEL/C/r4/2/gamma" in anime.entries
 
 
@@ -130,7 +133,8 @@ def test_a_checkpoint_is_named_by_prefix_either_file_or_its_folder(form):
     assert TFCheckpoint(path).index_path == ANIME.with_name(ANIME.name + ".index")
 
 
-# ------------------------------------------------------------------------------------------------ hostile input
+# ------------------------------------------------------------------------------------------------ hostile
+# input
 
 
 def _varint(n: int) -> bytes:
@@ -154,7 +158,8 @@ def _index(entries: dict[str, bytes]) -> bytes:
     data = _block(records)
     meta = _block([])
     index = _block([(b"\xff", _varint(0) + _varint(len(data) - 5))])
-    footer = _varint(len(data)) + _varint(len(meta) - 5) + _varint(len(data) + len(meta)) + _varint(len(index) - 5)
+    footer = _varint(len(data)) + _varint(len(meta) - 5) + _varint(len(data)
+                                                                   + len(meta)) + _varint(len(index) - 5)
     footer = footer.ljust(40, b"\0") + struct.pack("<Q", 0xDB4775248B80FB57)
     return data + meta + index + footer
 
@@ -162,7 +167,8 @@ def _index(entries: dict[str, bytes]) -> bytes:
 def _entry(shape: list[int], *, dtype: int = 1, offset: int = 0, size: int | None = None) -> bytes:
     dims = b"".join(b"\x12" + _varint(len(d := b"\x08" + _varint(n))) + d for n in shape)
     size = 4 * int(np.prod(shape)) if size is None else size
-    return b"\x08" + _varint(dtype) + b"\x12" + _varint(len(dims)) + dims + b"\x20" + _varint(offset) + b"\x28" + _varint(size)
+    return b"\x08" + _varint(dtype) + b"\x12" + _varint(len(dims)) + dims + b"\x20" + _varint(
+        offset) + b"\x28" + _varint(size)
 
 
 @pytest.mark.parametrize(("entry", "match"), [
@@ -242,7 +248,8 @@ def test_nan_weights_written_by_tensorflow_are_refused(tmp_path):
 def test_a_misshapen_variable_is_named_with_both_shapes(tmp_path):
     # written by TensorFlow with a 4-channel out_layer
     _refused(tmp_path, "animeganv2-tf", FIXTURES / "animeganv2_4ch" / "Hayao-2.ckpt",
-             "variable generator/G_MODEL/out_layer/Conv/weights has shape [1, 1, 1, 4], expected [1, 1, 1, 3]")
+             "variable generator/G_MODEL/out_layer/Conv/weights has shape [1, 1, 1, 4], expected [1, 1, 1, "
+             "3]")
 
 
 def test_the_other_tf_format_is_refused_with_a_hint(tmp_path):
@@ -263,13 +270,15 @@ def test_missing_variables_are_named(tmp_path):
         blob += value
     (tmp_path / "m.index").write_bytes(_index(raw))
     (tmp_path / ("m" + DATA)).write_bytes(bytes(blob))
-    _refused(tmp_path, "whitebox", tmp_path / "m", "variable generator/block_3/conv1/weights is missing (and 3 more)")
+    _refused(tmp_path, "whitebox", tmp_path / "m",
+             "variable generator/block_3/conv1/weights is missing (and 3 more)")
 
 
 # ------------------------------------------------------------------------------------------------ end to end
 
 
-@pytest.mark.parametrize(("fmt", "prefix", "size_multiple"), [("animeganv2-tf", ANIME, 4), ("whitebox", WHITEBOX, 8)])
+@pytest.mark.parametrize(("fmt", "prefix", "size_multiple"),
+                         [("animeganv2-tf", ANIME, 4), ("whitebox", WHITEBOX, 8)])
 def test_cli_import_then_translate(tmp_path, fmt, prefix, size_multiple):
     runner = CliRunner()
     res = runner.invoke(main, ["import", fmt, str(prefix), "--out", str(tmp_path / "model")])
@@ -282,7 +291,8 @@ def test_cli_import_then_translate(tmp_path, fmt, prefix, size_multiple):
     assert loaded.info.size_multiple == size_multiple
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (21, 30, 3), dtype=np.uint8)).save(tmp_path / "photo.png")
-    res = runner.invoke(main, ["translate", "--checkpoint", str(tmp_path / "model"), str(tmp_path / "photo.png"),
+    res = runner.invoke(main,
+                        ["translate", "--checkpoint", str(tmp_path / "model"), str(tmp_path / "photo.png"),
                                "--out", str(tmp_path / "anime.png"), "--precision", "fp32", "--quiet"])
     assert res.exit_code == 0, res.output
     assert Image.open(tmp_path / "anime.png").size == (30, 21)

@@ -51,7 +51,8 @@ def _rand(*shape: int, scale: float = 0.2) -> torch.Tensor:
 # Foreign layouts, as their original code stores them
 
 
-def _conv(sd: dict, prefix: str, c_out: int, c_in: int, k: int, bias: bool, *, transpose: bool = False) -> None:
+def _conv(sd: dict, prefix: str, c_out: int, c_in: int, k: int, bias: bool, *,
+          transpose: bool = False) -> None:
     sd[f"{prefix}.weight"] = _rand(c_in, c_out, k, k) if transpose else _rand(c_out, c_in, k, k)
     if bias:
         sd[f"{prefix}.bias"] = _rand(c_out)
@@ -125,7 +126,8 @@ def unet_state(*, levels=7, ngf=2, norm="instance", pre04=False):
     sd: dict = OrderedDict()
     bias = norm == "instance"
     # channels (outer, inner) per level, outermost first
-    chans = [(3, ngf), (ngf, 2 * ngf), (2 * ngf, 4 * ngf), (4 * ngf, 8 * ngf)] + [(8 * ngf, 8 * ngf)] * (levels - 4)
+    chans = [(3, ngf), (ngf, 2 * ngf), (2 * ngf, 4 * ngf),
+             (4 * ngf, 8 * ngf)] + [(8 * ngf, 8 * ngf)] * (levels - 4)
 
     def block(prefix: str, level: int) -> None:
         outer, inner = chans[level - 1]
@@ -189,8 +191,8 @@ def animegan_state():
 
 def _apply_norm(sd, h, prefix, norm):
     if norm == "batch":
-        return F.batch_norm(h, sd[f"{prefix}.running_mean"], sd[f"{prefix}.running_var"], sd[f"{prefix}.weight"],
-                            sd[f"{prefix}.bias"], training=False, eps=1e-5)
+        return F.batch_norm(h, sd[f"{prefix}.running_mean"], sd[f"{prefix}.running_var"],
+                            sd[f"{prefix}.weight"], sd[f"{prefix}.bias"], training=False, eps=1e-5)
     if norm == "instance":
         return F.instance_norm(h, eps=1e-5)
     return h
@@ -218,15 +220,16 @@ def resnet_forward(sd, x, *, norm="instance", n_blocks=2, dropout=False, blur_do
     for b in range(n_blocks):
         p = f"model.{i + b}.conv_block"
         y = F.relu(_apply_norm(sd, _c(sd, F.pad(h, (1,) * 4, mode="reflect"), f"{p}.1"), f"{p}.2", norm))
-        y = _apply_norm(sd, _c(sd, F.pad(y, (1,) * 4, mode="reflect"), f"{p}.{second}"), f"{p}.{second + 1}", norm)
+        y = _apply_norm(sd, _c(sd, F.pad(y, (1,) * 4, mode="reflect"), f"{p}.{second}"), f"{p}.{second + 1}",
+                        norm)
         h = h + y
     i += n_blocks
     for _ in range(2):
         if blur_up:
             filt = sd[f"model.{i}.filt"]
             k = filt.shape[-1]
-            y = F.conv_transpose2d(F.pad(h, (1,) * 4, mode="replicate"), filt, stride=2, padding=1 + (k - 1) // 2,
-                                   groups=h.shape[1])[:, :, 1:, 1:]
+            y = F.conv_transpose2d(F.pad(h, (1,) * 4, mode="replicate"), filt, stride=2,
+                                   padding=1 + (k - 1) // 2, groups=h.shape[1])[:, :, 1:, 1:]
             if k % 2 == 0:
                 y = y[:, :, :-1, :-1]
             h = F.relu(_apply_norm(sd, _c(sd, y, f"model.{i + 1}", padding=1), f"model.{i + 2}", norm))
@@ -241,12 +244,14 @@ def resnet_forward(sd, x, *, norm="instance", n_blocks=2, dropout=False, blur_do
 
 def unet_forward(sd, x, *, levels=7, norm="instance"):
     def up(h, prefix):
-        return F.conv_transpose2d(F.relu(h), sd[f"{prefix}.weight"], sd.get(f"{prefix}.bias"), stride=2, padding=1)
+        return F.conv_transpose2d(F.relu(h), sd[f"{prefix}.weight"], sd.get(f"{prefix}.bias"), stride=2,
+                                  padding=1)
 
     def block(prefix, level, h):
         seq = f"{prefix}.model"
         if level == 1:
-            return torch.tanh(up(block(f"{seq}.1", 2, _c(sd, h, f"{seq}.0", stride=2, padding=1)), f"{seq}.3"))
+            return torch.tanh(up(block(f"{seq}.1", 2, _c(sd, h, f"{seq}.0", stride=2, padding=1)),
+                                 f"{seq}.3"))
         # The authors' LeakyReLU is in place: the skip connection carries the activated input.
         skip = F.leaky_relu(h, 0.2)
         if level == levels:
@@ -275,7 +280,8 @@ def animegan_forward(sd, x):
         p = f"block_c.{j}.layers"
         y = cnl(h, f"{p}.0", 1)
         y = cnl(y, f"{p}.1", groups=y.shape[1])
-        y = F.group_norm(F.conv2d(y, sd[f"{p}.2.weight"]), 1, sd[f"{p}.3.weight"], sd[f"{p}.3.bias"], eps=1e-5)
+        y = F.group_norm(F.conv2d(y, sd[f"{p}.2.weight"]), 1, sd[f"{p}.3.weight"], sd[f"{p}.3.bias"],
+                         eps=1e-5)
         h = h + y if y.shape == h.shape else y
     h = cnl(h, "block_c.5")
     h = F.interpolate(h, size=half.shape[-2:], mode="bilinear", align_corners=True)
@@ -349,10 +355,12 @@ def test_module_prefix_from_data_parallel_is_removed(tmp_path):
 def test_pre_0_4_instance_norm_statistics_are_dropped(tmp_path, kind):
     # Zoo files were written by PyTorch 0.3: old serialisation, InstanceNorm running statistics.
     if kind == "resnet":
-        sd, forward, kwargs, shape = resnet_state(ngf=4, n_blocks=2, pre04=True), resnet_forward, {}, (1, 3, 32, 32)
+        sd, forward, kwargs, shape = resnet_state(ngf=4, n_blocks=2, pre04=True), resnet_forward, {}, (1, 3,
+                                                                                                       32, 32)
         n_norms = 1 + 2 + 2 * 2 + 2  # stem, downsampling, two per block, upsampling
     else:
-        sd, forward, kwargs, shape = unet_state(levels=7, ngf=2, pre04=True), unet_forward, {}, (1, 3, 128, 128)
+        sd, forward, kwargs, shape = unet_state(levels=7, ngf=2, pre04=True), unet_forward, {}, (1, 3, 128,
+                                                                                                 128)
         n_norms = 2 * 5 + 1  # two per middle level, one innermost
     src = _save(sd, tmp_path / "style_monet.pth", _use_new_zipfile_serialization=False)
     result = import_weights("official", [src], tmp_path / "out")
@@ -451,12 +459,14 @@ def test_animeganv2_matches_the_port_forward(tmp_path):
 
 
 def test_a_file_of_no_known_layout_gets_one_line_naming_expected_and_found(tmp_path):
-    src = _save({"encoder.0.weight": torch.zeros(8, 3, 3, 3), "head.bias": torch.zeros(3)}, tmp_path / "x.pth")
+    src = _save({"encoder.0.weight": torch.zeros(8, 3, 3, 3), "head.bias": torch.zeros(3)},
+                tmp_path / "x.pth")
     for fmt in ("official", "cut", "animeganv2"):  # the formats that read PyTorch state dicts
         with pytest.raises(ForeignWeightsError) as info:
             import_weights(fmt, [src], tmp_path / "out")
         msg = str(info.value)
-        assert "\n" not in msg and "expected" in msg and "found 2 tensors: encoder.0.weight [8, 3, 3, 3]" in msg
+        assert "\n" not in msg and "expected" in msg and ("found 2 tensors: encoder.0.weight [8, 3, 3, "
+                                                          "3]") in msg
     src = _save(animegan_state(), tmp_path / "paprika.pt")
     with pytest.raises(ForeignWeightsError, match="looks like a file for format animeganv2"):
         import_weights("official", [src], tmp_path / "out")
@@ -472,13 +482,15 @@ def test_pickled_objects_are_refused_without_running_them(tmp_path, capsys):
     sd = resnet_state()
     sd["model.1.weight"] = Payload()
     src = _save(sd, tmp_path / "evil.pth")
-    with pytest.raises(ForeignWeightsError, match=r"holds pickled code or objects \(print\), not only tensors; it was not loaded"):
+    with pytest.raises(ForeignWeightsError,
+                       match=r"holds pickled code or objects \(print\), not only tensors; it was not loaded"):
         import_weights("official", [src], tmp_path / "out")
     assert "must never run" not in capsys.readouterr().out
 
 
 class SystemCall:
-    """Pickles as a GLOBAL posix.system call: what a hostile .pth runs under torch.load(weights_only=False)."""
+    """Pickles as a GLOBAL posix.system call: what a hostile .pth runs under
+    torch.load(weights_only=False)."""
 
     def __init__(self, marker: Path) -> None:
         self.marker = marker
@@ -549,8 +561,10 @@ def _zip_bomb(path: Path, *, inflated: int) -> Path:
     for _ in range(inflated >> 20):
         crc = zlib.crc32(mib, crc)
     # The bomb replaces the record of the first tensor, which torch.load inflates whole to read it.
-    members = [(name, body, 8, crc, inflated) if name.endswith("/data/0") else (name, data, 0, zlib.crc32(data),
-                                                                              len(data)) for name, data in stored]
+    members = [(name, body, 8, crc, inflated) if name.endswith("/data/0") else (name, data, 0,
+                                                                                zlib.crc32(data),
+                                                                              len(data))
+               for name, data in stored]
     out, central = bytearray(), bytearray()
     for name, data, method, crc32, size in members:
         raw = name.encode()
@@ -592,7 +606,8 @@ def test_memory_is_bounded_by_the_file_not_by_the_sizes_it_declares(tmp_path):
         _save(lacking, tmp_path / "ngf620.pth"),
     ]
     assert [p.stat().st_size < limit for p, limit in zip(hostile, (1_200_000, 20_000, 20_000))] == [True] * 3
-    proc = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(_save(resnet_state(), tmp_path / "real.pth")),
+    proc = subprocess.run([sys.executable, "-c", PEAK_SCRIPT,
+                           str(_save(resnet_state(), tmp_path / "real.pth")),
                            str(tmp_path), *map(str, hostile)], check=False, capture_output=True, text=True,
                            timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -637,7 +652,8 @@ def test_missing_extra_and_misshapen_tensors_are_named(tmp_path):
         import_weights("official", [_save(extra, tmp_path / "b.pth")], tmp_path / "out")
     bent = OrderedDict(sd)
     bent["model.4.weight"] = torch.zeros(8, 4, 4, 4)
-    with pytest.raises(ForeignWeightsError, match=r"model.4.weight has shape \[8, 4, 4, 4\], expected \[8, 4, 3, 3\]"):
+    with pytest.raises(ForeignWeightsError,
+                       match=r"model.4.weight has shape \[8, 4, 4, 4\], expected \[8, 4, 3, 3\]"):
         import_weights("official", [_save(bent, tmp_path / "c.pth")], tmp_path / "out")
     bad = OrderedDict(sd)
     bad["model.1.bias"] = torch.full((4,), float("nan"))
@@ -725,16 +741,20 @@ def test_an_official_pth_given_as_a_model_points_to_cyclegan_import(tmp_path, ti
         res = CliRunner().invoke(main, args)
         assert res.exit_code == 1, (name, res.output)
         line = res.output.strip().splitlines()[-1]
-        assert line.startswith(f"error: {src}: PyTorch weights (a state dict), not a model file"), (name, line)
+        assert line.startswith(f"error: {src}: PyTorch weights (a state dict), not a model file"), (name,
+                                                                                                    line)
         assert f"cyclegan import official|cut|animeganv2 {src} --out FOLDER" in line
         assert "TorchScript" not in res.output
     assert not (tmp_path / "student").exists() and not (tmp_path / "translated").exists()
 
 
 def test_cli_import_errors_are_one_line_exit_1(tmp_path):
-    res = CliRunner().invoke(main, ["import", "official", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "o")])
+    res = CliRunner().invoke(main,
+                             ["import", "official", str(tmp_path / "missing.pth"), "--out",
+                              str(tmp_path / "o")])
     assert res.exit_code == 1
-    assert res.output.strip().count("\n") == 0 and res.output.startswith("error: ") and "no such file" in res.output
+    assert res.output.strip().count("\n") == 0 and res.output.startswith(
+        "error: ") and "no such file" in res.output
 
 
 def test_python_api_serve_and_evaluate_work_on_imported_folders(tmp_path, tiny_dataroot):
@@ -744,8 +764,8 @@ def test_python_api_serve_and_evaluate_work_on_imported_folders(tmp_path, tiny_d
     out = translator(Image.open(_image(tmp_path / "photo.png", size=(30, 22))))
     assert out.size == (30, 22)
     # evaluate on a one-direction import (a safetensors export folder) and on a G_A + G_B checkpoint
-    result = evaluate_checkpoint(tmp_path / "anime", dataroot=tiny_dataroot, use_inception=False, device="cpu",
-                                 image_size=32, out=tmp_path / "eval.json")
+    result = evaluate_checkpoint(tmp_path / "anime", dataroot=tiny_dataroot, use_inception=False,
+                                 device="cpu", image_size=32, out=tmp_path / "eval.json")
     assert set(result) >= {"a2b"} and "b2a" not in result
     srcs = [_save(resnet_state(ngf=4), tmp_path / f"latest_net_{n}.pth") for n in ("G_A", "G_B")]
     import_weights("official", srcs, tmp_path / "both")

@@ -217,7 +217,8 @@ def test_lecam_gradient_reaches_the_discriminator_not_the_anchors():
 
 def test_lecam_with_a_dual_discriminator_keeps_one_anchor_pair_per_head():
     ema = LeCamEMA(decay=0.0)  # decay 0: the anchors are the last batch means
-    ema.update((torch.zeros(1, 1, 2, 2), torch.tensor([[4.0]])), (torch.ones(1, 1, 2, 2), torch.tensor([[-2.0]])))
+    ema.update((torch.zeros(1, 1, 2, 2), torch.tensor([[4.0]])),
+               (torch.ones(1, 1, 2, 2), torch.tensor([[-2.0]])))
     real, fake = ema.anchors()
     assert real.tolist() == [0.0, 4.0] and fake.tolist() == [1.0, -2.0]
     reg = lecam_regularizer((torch.full((1, 1, 2, 2), 2.0), torch.tensor([[0.0]])),

@@ -119,7 +119,8 @@ def test_mmd_and_kid_match_direct_unbiased_computation():
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(9, 5)), rng.normal(0.3, 1.2, size=(11, 5))
     direct = _mmd2_direct(x, y)
-    assert mmd2_unbiased(polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)) == pytest.approx(
+    assert mmd2_unbiased(polynomial_kernel(x, x), polynomial_kernel(y, y),
+                         polynomial_kernel(x, y)) == pytest.approx(
         direct, rel=1e-10
     )
     # With equal set sizes and a subset as large as the sets, each subset is a permutation of them.
@@ -297,7 +298,8 @@ def test_inception_extractor_loads_local_weights_without_network(tmp_path, monke
         raise AssertionError("attempted a download")
 
     monkeypatch.setattr(fid_inception, "load_state_dict_from_url", no_network)
-    net = torchvision.models.inception_v3(num_classes=1008, aux_logits=False, weights=None, init_weights=False)
+    net = torchvision.models.inception_v3(num_classes=1008, aux_logits=False, weights=None,
+                                          init_weights=False)
     path = tmp_path / inception_mod.FID_WEIGHTS_FILENAME
     torch.save(net.state_dict(), path)
     ext = inception_mod.InceptionFeatureExtractor(path, batch_size=2)
@@ -374,7 +376,8 @@ def test_cli_evaluate_offline_refuses_the_download(hub_and_release, random_run, 
         runner = CliRunner(mix_stderr=False)  # click 8.1; 8.2+ always separates the streams
     except TypeError:
         runner = CliRunner()
-    res = runner.invoke(main, ["evaluate", "--checkpoint", str(random_run(0)), "--dataroot", str(tiny_dataroot),
+    res = runner.invoke(main,
+                        ["evaluate", "--checkpoint", str(random_run(0)), "--dataroot", str(tiny_dataroot),
                                     "--out", str(out), "--device", "cpu", "--max-images", "2", "--offline"])
     errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert res.exit_code == 1 and len(errors) == 1, res.output

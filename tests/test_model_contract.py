@@ -101,7 +101,7 @@ def part_config(what: str, name: str, teacher: str) -> Config:
     if what == "generator":
         # widths and crop each generator accepts (U-Nets reach 1x1: the crop is their size multiple)
         probe = build_config(preset="tiny", overrides=BASE)
-        from cyclegan.config import generator_size_multiple  # noqa: PLC0415 - keeps the list above short
+        from cyclegan.config import generator_size_multiple  # keeps the list above short
         gcfg = dataclasses.replace(probe.model.generator, name=name,
                                    n_blocks=probe.model.generator.n_blocks if name in _RESIDUAL else 9)
         crop = max(16, generator_size_multiple(gcfg))

@@ -453,7 +453,8 @@ def test_an_allocation_failure_while_building_is_a_one_line_config_error(monkeyp
     assert "\n" not in str(e.value)
     # Still a MemoryError: a load path's memory guard (export.model_memory_guard) names the checkpoint.
     assert isinstance(e.value, MemoryError)
-    with pytest.raises(ConfigError, match=r"^model.discriminator: not enough memory to build discriminator patch"):
+    with pytest.raises(ConfigError,
+                       match=r"^model.discriminator: not enough memory to build discriminator patch"):
         build_discriminator(DiscriminatorConfig())
 
 
@@ -515,7 +516,8 @@ def test_blur_downsample_is_the_blur_then_every_second_pixel():
 def test_antialiased_nce_features_tap_the_conv_before_the_blur():
     net = ResnetGenerator(ngf=4, n_blocks=5, antialias="both")
     feats = net.nce_features(torch.rand(1, 3, 16, 16))
-    assert [tuple(f.shape[1:]) for f in feats] == [(3, 16, 16), (8, 16, 16), (16, 8, 8), (16, 4, 4), (16, 4, 4)]
+    assert [tuple(f.shape[1:]) for f in feats] == [(3, 16, 16), (8, 16, 16), (16, 8, 8), (16, 4, 4),
+                                                   (16, 4, 4)]
 
 
 def test_antialias_config_is_validated():
@@ -524,7 +526,8 @@ def test_antialias_config_is_validated():
         build_config(overrides={"model.generator.antialias": "yes"})
     with pytest.raises(ConfigError, match="antialias_up_filter"):
         build_config(overrides={"model.generator.antialias": "up", "model.generator.antialias_up_filter": 8})
-    with pytest.raises(ConfigError, match="model.generator.antialias: used by generators resnet; not by unet_128"):
+    with pytest.raises(ConfigError,
+                       match="model.generator.antialias: used by generators resnet; not by unet_128"):
         build_config(overrides={"model.generator.name": "unet_128", "model.generator.antialias": "down"})
     with pytest.raises(ConfigError, match="antialias_filter: sizes the downsampling blur"):
         build_config(overrides={"model.generator.antialias": "up", "model.generator.antialias_filter": 5})
@@ -550,7 +553,8 @@ def test_animeganv2_width_scales_with_ngf_and_needs_an_even_ngf():
     with pytest.raises(ConfigError, match="even ngf"):
         build_config(overrides={"model.generator.name": "animeganv2", "model.generator.ngf": 15})
     with pytest.raises(ConfigError, match="multiple of 4 for generator animeganv2"):
-        build_config(overrides={"model.generator.name": "animeganv2", "data.crop_size": 30, "data.load_size": 30})
+        build_config(overrides={"model.generator.name": "animeganv2", "data.crop_size": 30,
+                                "data.load_size": 30})
 
 
 def test_animeganv2_trains_in_a_cyclegan_recipe(tiny_config, tmp_path):

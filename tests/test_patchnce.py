@@ -17,7 +17,8 @@ def test_patch_nce_by_hand_positives_on_the_diagonal():
     # row 0: positive q0.k0 = 1, negative q0.k1 = 0.6; row 1: positive 0.8, negative q1.k0 = 0
     row0 = -math.log(math.exp(1 / t) / (math.exp(1 / t) + math.exp(-10 / t) + math.exp(0.6 / t)))
     row1 = -math.log(math.exp(0.8 / t) / (math.exp(0.8 / t) + math.exp(0 / t) + math.exp(-10 / t)))
-    assert patch_nce_loss(q, k, batch_size=1, temperature=t).item() == pytest.approx((row0 + row1) / 2, rel=1e-5)
+    assert patch_nce_loss(q, k, batch_size=1, temperature=t).item() == pytest.approx((row0 + row1) / 2,
+                                                                                     rel=1e-5)
 
 
 def test_negatives_come_from_the_same_image_only():

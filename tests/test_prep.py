@@ -268,7 +268,8 @@ def test_edge_smooth_folder_mirrors_the_style_folder_and_reuses_its_copies(tmp_p
     (style / "broken.png").write_bytes(b"nope")
     out = tmp_path / "smooth"
     result = edge_smooth_folder(style, out)
-    assert (result.written, result.existing) == (2, 0) and [p.name for p, _ in result.skipped] == ["broken.png"]
+    assert (result.written, result.existing) == (2,
+                                                 0) and [p.name for p, _ in result.skipped] == ["broken.png"]
     assert (out / "a.png").is_file() and (out / "sub" / "b.png").is_file()
     assert Image.open(out / "a.png").size == (48, 48)
     again = edge_smooth_folder(style, out)
@@ -296,7 +297,8 @@ def test_cli_edge_smooth(tmp_path):
     assert r.exit_code != 0 and r.output.startswith("error: ") and "inside it" in r.output
 
 
-@pytest.mark.parametrize("manifest", ["[1, 2]", '{"settings": [1], "rescale": "x"}', '{"settings": {}}', "{nope"])
+@pytest.mark.parametrize("manifest",
+                         ["[1, 2]", '{"settings": [1], "rescale": "x"}', '{"settings": {}}', "{nope"])
 def test_edge_smooth_refuses_a_manifest_of_the_wrong_shape_in_one_line(tmp_path, manifest):
     style = tmp_path / "style"
     style.mkdir()

@@ -239,7 +239,8 @@ def test_no_videos_is_one_line(tmp_path):
 def test_fading_frames_are_flagged_and_never_kept(tmp_path):
     settings = FramesSettings(size=32)
     picture = _frame(_scene(3)[:, :W], 0)
-    # 1 s steady, then 2 s fading from full brightness to 30%: never black, so only the fade test can refuse it
+    # 1 s steady, then 2 s fading from full brightness to 30%: never black, so only the fade test can refuse
+    # it
     frames = [picture] * 10 + [(picture * (1 - 0.7 * (k + 1) / 20)).astype(np.uint8) for k in range(20)]
     sampler = ShotSampler(fps=10, settings=settings)
     for i, f in enumerate(frames):
@@ -289,7 +290,8 @@ def _ts_segment(path: Path, width: int, height: int, seconds: float, seed: int) 
 
 def test_a_video_whose_frame_size_changes_fails_alone_and_the_batch_goes_on(film, tmp_path):
     joined = tmp_path / "joined.ts"
-    joined.write_bytes(_ts_segment(tmp_path / "a.ts", 64, 48, 2.0, 1) + _ts_segment(tmp_path / "b.ts", 128, 96, 2.0, 2))
+    joined.write_bytes(_ts_segment(tmp_path / "a.ts", 64, 48, 2.0, 1) + _ts_segment(tmp_path / "b.ts", 128,
+                                                                                    96, 2.0, 2))
     out = tmp_path / "frames"
     r = CliRunner().invoke(main, ["prep", "frames", str(joined), str(film[0]), "--out", str(out), "--quiet",
                                   "--size", "64", "--crop-bottom", "0.12"])
@@ -308,13 +310,15 @@ def test_a_video_whose_frame_size_changes_fails_alone_and_the_batch_goes_on(film
     ("frames.json", '{"settings": {}, "videos": {"x.mp4": 3}}', "video x.mp4: expected a JSON object"),
     ("frames.csv", "file,source,timecode,shot,shot_start,shot_end,phash,edges,why\na.png,x,0,1,0,1,zz,1,y\n",
      "line 2 is not a row"),
-    ("frames.csv", "file,source,timecode,shot,shot_start,shot_end,phash,edges,why\na.png,x\n", "line 2 is not a row"),
+    ("frames.csv", "file,source,timecode,shot,shot_start,shot_end,phash,edges,why\na.png,x\n",
+     "line 2 is not a row"),
 ])
 def test_a_damaged_frames_manifest_or_csv_is_one_line(film, tmp_path, name, content, reason):
     out = tmp_path / "frames"
     extract_frames([film[0]], out, settings=SETTINGS, max_frames=1)
     (out / name).write_text(content)
-    r = CliRunner().invoke(main, ["prep", "frames", str(film[0]), "--out", str(out), "--quiet", "--size", "64",
+    r = CliRunner().invoke(main,
+                           ["prep", "frames", str(film[0]), "--out", str(out), "--quiet", "--size", "64",
                                   "--crop-bottom", "0.12"])
     assert r.exit_code == 1 and r.output.startswith("error: ") and r.output.count("\n") == 1, r.output
     assert name in r.output and reason in r.output

@@ -30,10 +30,12 @@ from cyclegan.sources import (
 )
 
 ZOO = ["apple2orange", "orange2apple", "summer2winter_yosemite", "winter2summer_yosemite", "horse2zebra",
-       "zebra2horse", "monet2photo", "style_monet", "style_cezanne", "style_ukiyoe", "style_vangogh", "sat2map",
-       "map2sat", "cityscapes_photo2label", "cityscapes_label2photo", "facades_photo2label", "facades_label2photo",
-       "iphone2dslr_flower"]
-N_SHIPPED = 36  # the zoo's 18, CUT's 6, 4 AnimeGANv2 port files, 4 AnimeGANv2 originals, White-box, 2 v3, Scenimefy
+       "zebra2horse", "monet2photo", "style_monet", "style_cezanne", "style_ukiyoe", "style_vangogh",
+       "sat2map",
+       "map2sat", "cityscapes_photo2label", "cityscapes_label2photo", "facades_photo2label",
+       "facades_label2photo", "iphone2dslr_flower"]
+# the zoo's 18, CUT's 6, 4 AnimeGANv2 port files, 4 AnimeGANv2 originals, White-box, 2 v3, Scenimefy
+N_SHIPPED = 36
 
 
 def test_catalog_holds_the_zoo_cut_animegan_whitebox_and_scenimefy_releases():
@@ -42,18 +44,20 @@ def test_catalog_holds_the_zoo_cut_animegan_whitebox_and_scenimefy_releases():
     by_format = {f: [e.name for e in catalog.values() if e.format == f] for f in formats}
     assert by_format["official"] == ZOO  # the authors' 18, in their script's order
     assert len(by_format["cut"]) == 7 and len(by_format["animeganv2"]) == 4  # CUT's 6 + Scenimefy
-    assert by_format["animeganv2-tf"] == ["animeganv2_hayao_64", "animeganv2_hayao_99", "animeganv2_shinkai_53",
-                                          "animeganv2_paprika_54"]
+    assert by_format["animeganv2-tf"] == ["animeganv2_hayao_64", "animeganv2_hayao_99",
+                                          "animeganv2_shinkai_53", "animeganv2_paprika_54"]
     assert by_format["whitebox"] == ["whitebox_cartoon"]
     assert by_format["onnx"] == ["animeganv3_hayao_36", "animeganv3_shinkai_37"]
     assert sum(map(len, by_format.values())) == len(catalog)
     for e in catalog.values():
-        assert e.url.startswith("https://") and e.task and e.architecture and e.licence  # every host serves https
+        # every host serves https
+        assert e.url.startswith("https://") and e.task and e.architecture and e.licence
         assert e.styles and e.publisher and e.input_convention, e.name
         assert e.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", e.sha256)
         if e.non_commercial:
             assert "non-commercial" in e.licence_note.lower(), e.name
-        if e.format not in ("official", "cut") or e.name == "scenimefy_shinkai":  # git and release hosts: https
+        # git and release hosts: https
+        if e.format not in ("official", "cut") or e.name == "scenimefy_shinkai":
             assert all(f.url.startswith("https://") for f in e.downloads()), e.name
         if e.format in ("animeganv2-tf", "whitebox", "onnx") or e.name == "scenimefy_shinkai":
             assert e.non_commercial, e.name
@@ -126,7 +130,8 @@ def test_every_catalog_field_is_checked_by_type_with_one_line_naming_file_model_
 def test_files_entries_are_checked_too(tmp_path, monkeypatch):
     extra = tmp_path / "mine.json"
     base = {k: v for k, v in catalog_entry("whitebox_cartoon").to_json().items()}
-    for files, message in (([{"name": "../evil", "url": "https://x/a"}], "files[0]: name must be a plain file name"),
+    for files, message in (([{"name": "../evil", "url": "https://x/a"}],
+                            "files[0]: name must be a plain file name"),
                            ([{"name": "a", "url": "https://x/a"}, {"name": "a", "url": "https://x/b"}],
                             "two entries of the same name"),
                            (["a"], "files[0]: must be an object")):
@@ -180,7 +185,8 @@ def test_missing_pretrained_model_says_what_to_run_and_what_to_fetch():
         resolve_source("pretrained:cat2dog_cut")
     with pytest.raises(ModelSourceError, match="unknown pretrained model 'nope'"):
         resolve_source("pretrained:nope")
-    with pytest.raises(ModelSourceError) as info:  # a two-file checkpoint: both files, and the prefix to import
+    # a two-file checkpoint: both files, and the prefix to import
+    with pytest.raises(ModelSourceError) as info:
         resolve_source("pretrained:whitebox_cartoon")
     msg = str(info.value)
     assert "model-33999.index and " in msg and "model-33999.data-00000-of-00001 into one folder" in msg
@@ -276,7 +282,8 @@ def local_catalog(tmp_path, monkeypatch):
              "/zoo/page.pth": b"<html><body>Sign in to download</body></html>"}
     with serve(files, content_type={"/zoo/page.pth": "text/html"}) as srv:
         split = _entry("tiny_split", srv.url, import_path="tiny.ckpt", files=[
-            {"name": "tiny.ckpt.index", "url": srv.url + "/split/tiny.ckpt.index", "git_sha1": _blob(SPLIT_INDEX)},
+            {"name": "tiny.ckpt.index", "url": srv.url + "/split/tiny.ckpt.index",
+             "git_sha1": _blob(SPLIT_INDEX)},
             {"name": "tiny.ckpt.data-00000-of-00001", "url": srv.url + "/split/tiny.ckpt.data-00000-of-00001",
              "git_sha1": _blob(ZOO_FILE), "size_bytes": len(ZOO_FILE)}])
         for key in ("url", "file", "member", "size_bytes", "sha256", "git_sha1"):
@@ -313,9 +320,11 @@ def test_get_downloads_checks_imports_records_and_then_is_instant(local_catalog)
     got = pretrained.get("tiny", progress=False)
     assert got.downloaded and got.sha256 == hashlib.sha256(ZOO_FILE).hexdigest()
     assert got.model_dir == pretrained_model_dir("tiny") and got.source.read_bytes() == ZOO_FILE
-    assert sorted(p.name for p in got.model_dir.iterdir()) == ["config.json", "generator.safetensors", "meta.json"]
+    assert sorted(p.name for p in got.model_dir.iterdir()) == ["config.json", "generator.safetensors",
+                                                               "meta.json"]
     record = pretrained.read_record("tiny")
-    assert record["sha256"] == got.sha256 and record["bytes"] == len(ZOO_FILE) and record["url"].endswith("tiny.pth")
+    assert record["sha256"] == got.sha256 and record["bytes"] == len(ZOO_FILE) and record["url"].endswith(
+        "tiny.pth")
     assert len(srv.requests) == 1
     again = pretrained.get("tiny", progress=False)
     assert not again.downloaded and again.sha256 == got.sha256 and len(srv.requests) == 1  # from the cache
@@ -374,7 +383,8 @@ def test_cli_get_with_out_and_list(local_catalog, tmp_path):
     assert res.exit_code == 0, res.output
     assert f"copied to {out}" in res.stdout and (out / "generator.safetensors").is_file()
     assert "note: tiny_nohash is for non-commercial use" in res.stderr
-    assert f"sha256 {hashlib.sha256(ZOO_FILE).hexdigest()}" in res.stderr  # recorded, though none was published
+    # recorded, though none was published
+    assert f"sha256 {hashlib.sha256(ZOO_FILE).hexdigest()}" in res.stderr
     res = _runner().invoke(main, ["pretrained", "get", "tiny_nohash", "--out", str(out)])
     assert res.exit_code == 1 and "already exists; pass --overwrite" in res.stderr
     res = _runner().invoke(main, ["pretrained", "get", "tiny_nohash", "--out", str(out), "--overwrite"])
@@ -409,7 +419,8 @@ def test_translate_with_a_pretrained_model_before_and_after_get(local_catalog, t
     assert Image.open(out).size == (20, 12)
 
 
-# ------------------------------------------------------------------ trust: multi-file, failures, re-checks, verify
+# ------------------------------------------------------------------ trust: multi-file, failures, re-checks,
+# verify
 
 
 def test_a_two_file_checkpoint_is_fetched_into_one_folder_checked_and_imported_from_its_prefix(
@@ -428,7 +439,8 @@ def test_a_two_file_checkpoint_is_fetched_into_one_folder_checked_and_imported_f
     got = pretrained.get("tiny_split", progress=False)
     assert seen == [("official", "tiny.ckpt", ["tiny.ckpt.data-00000-of-00001", "tiny.ckpt.index"], None)]
     assert got.source == cache_dir() / "pretrained" / "tiny_split" / "source" / "tiny.ckpt"
-    assert sorted(r[0] for r in srv.requests) == ["/split/tiny.ckpt.data-00000-of-00001", "/split/tiny.ckpt.index"]
+    assert sorted(r[0] for r in srv.requests) == ["/split/tiny.ckpt.data-00000-of-00001",
+                                                  "/split/tiny.ckpt.index"]
     record = pretrained.read_record("tiny_split")
     assert [(f["name"], f["git_sha1"]) for f in record["files"]] == [
         ("tiny.ckpt.index", _blob(SPLIT_INDEX)), ("tiny.ckpt.data-00000-of-00001", _blob(ZOO_FILE))]
@@ -484,7 +496,8 @@ def test_get_rechecks_a_cached_model_against_a_hash_the_catalog_gained_later(loc
     msg = str(info.value)
     assert "does not match the catalog" in msg and f"the catalog says {'ab' * 32}" in msg
     assert f"delete {cache_dir() / 'pretrained' / 'tiny_nohash'}" in msg and "\n" not in msg
-    _recatalog(monkeypatch, "tiny_nohash", sha256=hashlib.sha256(ZOO_FILE).hexdigest(), git_sha1=_blob(ZOO_FILE))
+    _recatalog(monkeypatch, "tiny_nohash", sha256=hashlib.sha256(ZOO_FILE).hexdigest(),
+               git_sha1=_blob(ZOO_FILE))
     assert not pretrained.get("tiny_nohash", progress=False).downloaded
     _recatalog(monkeypatch, "tiny_nohash", sha256=None, git_sha1="1" * 40)
     with pytest.raises(pretrained.PretrainedError, match="git blob SHA-1 .*, the catalog says 1111"):
@@ -499,7 +512,8 @@ def test_a_damaged_download_json_is_not_a_traceback(local_catalog, damage):
     record.write_text(damage)
     assert pretrained.read_record("tiny") is None
     again = pretrained.get("tiny", progress=False)  # the files still match the catalog's hash: usable
-    assert not again.downloaded and again.source == cache_dir() / "pretrained" / "tiny" / "source" / "tiny.pth"
+    assert (not again.downloaded
+            and again.source == cache_dir() / "pretrained" / "tiny" / "source" / "tiny.pth")
     res = _runner().invoke(main, ["pretrained", "verify", "tiny"])
     assert res.exit_code == 1 and f"BAD  tiny: {record}" in res.stdout and "Traceback" not in res.output
 
@@ -542,14 +556,19 @@ def test_get_shows_non_commercial_terms_before_downloading(local_catalog):
     assert res.exit_code == 1 and res.stderr.startswith("note: tiny_nohash is for non-commercial use only")
 
 
-def test_onnx_catalog_options_reach_the_importer_and_bad_ones_stop_before_any_download(local_catalog, monkeypatch):
+def test_onnx_catalog_options_reach_the_importer_and_bad_ones_stop_before_any_download(local_catalog,
+                                                                                       monkeypatch):
     srv = local_catalog
-    v3 = catalog_entry("animeganv3_hayao_36").to_json() | {"name": "tiny_onnx", "url": srv.url + "/zoo/tiny.pth",
+    v3 = catalog_entry("animeganv3_hayao_36").to_json() | {"name": "tiny_onnx",
+                                                           "url": srv.url + "/zoo/tiny.pth",
                                                              "file": "tiny.onnx"}
     path = Path(os.environ["CYCLEGAN_PRETRAINED_CATALOG"])
     doc = json.loads(path.read_text())
-    doc["models"] += [v3, v3 | {"name": "tiny_onnx_bad", "import_options": {"layout": "hwcn", "value_range": "-1,1",
-                                                                            "channels": "rgb", "multiple": 8}}]
+    doc["models"] += [v3,
+                      v3 | {"name": "tiny_onnx_bad",
+                            "import_options": {"layout": "hwcn", "value_range": "-1,1",
+                                                                            "channels": "rgb",
+                                               "multiple": 8}}]
     path.write_text(json.dumps(doc))
     with pytest.raises(pretrained.PretrainedError, match="tiny_onnx_bad: import_options: layout 'hwcn'"):
         pretrained.get("tiny_onnx_bad", progress=False)
@@ -586,7 +605,8 @@ def test_tensorflow_checkpoints_in_the_publishers_layout_get_and_translate(
         srv.files[f"/{folder}/{n}"] = (TF_FIXTURES / folder / n).read_bytes()
     entry = {k: v for k, v in catalog_entry("whitebox_cartoon").to_json().items()} | {
         "name": f"tiny_{folder}", "format": fmt, "import_path": prefix,
-        "files": [{"name": n, "url": f"{srv.url}/{folder}/{n}", "git_sha1": _blob(srv.files[f"/{folder}/{n}"]),
+        "files": [{"name": n, "url": f"{srv.url}/{folder}/{n}",
+                   "git_sha1": _blob(srv.files[f"/{folder}/{n}"]),
                    "size_bytes": len(srv.files[f"/{folder}/{n}"])} for n in names]}
     path = Path(os.environ["CYCLEGAN_PRETRAINED_CATALOG"])
     doc = json.loads(path.read_text())
@@ -597,7 +617,9 @@ def test_tensorflow_checkpoints_in_the_publishers_layout_get_and_translate(
     assert "non-commercial use only: CC BY-NC-SA 4.0" in res.stderr  # the entry's terms, shown
     photo, out = tmp_path / "photo.png", tmp_path / "styled.png"
     Image.new("RGB", (37, 21), (90, 160, 220)).save(photo)
-    res = _runner().invoke(main, ["translate", str(photo), "--model", f"pretrained:tiny_{folder}", "--out", str(out),
+    res = _runner().invoke(main,
+                           ["translate", str(photo), "--model", f"pretrained:tiny_{folder}", "--out",
+                            str(out),
                                   "--device", "cpu", "--precision", "fp32", "--quiet"])
     assert res.exit_code == 0, res.output
     assert Image.open(out).size == (37, 21)
@@ -605,7 +627,8 @@ def test_tensorflow_checkpoints_in_the_publishers_layout_get_and_translate(
     assert res.exit_code == 0 and res.stdout.startswith(f"ok   tiny_{folder}")
 
 
-def test_an_onnx_release_with_animeganv3s_convention_gets_and_translates_at_an_odd_size(local_catalog, tmp_path):
+def test_an_onnx_release_with_animeganv3s_convention_gets_and_translates_at_an_odd_size(local_catalog,
+                                                                                        tmp_path):
     from PIL import Image
 
     srv = local_catalog
@@ -656,5 +679,6 @@ def test_a_download_json_from_the_previous_version_still_verifies(local_catalog)
     res = _runner().invoke(main, ["pretrained", "verify", "tiny"])
     assert res.exit_code == 0 and res.stdout.startswith("ok   tiny"), res.output
     _recatalog(None, "tiny", git_sha1="2" * 40)  # a blob id the old record lacks: the file is re-hashed
-    with pytest.raises(pretrained.PretrainedError, match=f"git blob SHA-1 {_blob(ZOO_FILE)}, the catalog says 2222"):
+    with pytest.raises(pretrained.PretrainedError,
+                       match=f"git blob SHA-1 {_blob(ZOO_FILE)}, the catalog says 2222"):
         pretrained.get("tiny", progress=False)

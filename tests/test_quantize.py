@@ -1,4 +1,5 @@
-"""int8: ONNX Runtime static quantization, the image-level check against fp32, its refusal, the cache and auto."""
+"""int8: ONNX Runtime static quantization, the image-level check against fp32, its refusal, the cache and
+auto."""
 
 from __future__ import annotations
 
@@ -85,7 +86,8 @@ def test_int8_round_trip_passes_for_a_well_behaved_model(photos, tmp_path):
     check = result.report.check
     assert check.images == 6 and check.passed(DEFAULT_LIMITS), check.line()
     assert out.is_file() and (tmp_path / "g_int8.onnx.sha256").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["g_int8.onnx", "g_int8.onnx.sha256"]  # no temp files
+    # no temp files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g_int8.onnx", "g_int8.onnx.sha256"]
     # The image enters and leaves in fp32; the residual convolutions run in int8.
     kept = result.report.kept_fp32
     assert any("tanh" in n.lower() for n in kept) and result.report.int8_nodes >= 4
@@ -120,7 +122,8 @@ def test_equalization_is_exact_in_fp32_and_rescues_an_outlier_channel(photos, tm
     export_module(outlier, fmt="onnx", out=tmp_path / "o.onnx", info=_info(outlier))
     model = onnx.load(str(tmp_path / "o.onnx"))
     images = list(load_calibration(photos, size=48, size_multiple=4).arrays())
-    assert equalize_for_norm(model, "image", images, skip=set(fp32_nodes(model))) == 6  # 2 encoder + 2x2 residual
+    # 2 encoder + 2x2 residual
+    assert equalize_for_norm(model, "image", images, skip=set(fp32_nodes(model))) == 6
     onnx.save(model, str(tmp_path / "eq.onnx"))
     before, after = OnnxGenerator(path=tmp_path / "o.onnx"), OnnxGenerator(path=tmp_path / "eq.onnx")
     xt = torch.from_numpy(images[0])
@@ -136,7 +139,8 @@ def test_check_limits_and_report_line():
     cand = [ref[0].copy(), ref[1].copy()]
     cand[1][0, 0, 0] = 90  # one pixel 40 levels off
     check = compare_images(ref, cand, size=16)
-    assert check.max_levels == 40 and check.psnr_min < check.psnr_mean == pytest.approx((100 + check.psnr_min) / 2)
+    assert check.max_levels == 40 and check.psnr_min < check.psnr_mean == pytest.approx(
+        (100 + check.psnr_min) / 2)
     assert check.passed(DEFAULT_LIMITS)
     assert check.failures(Int8Limits(max_levels=39)) == ["max difference 40 levels > 39"]
     assert "mean difference" in check.failures(Int8Limits(max_mean_levels=0.01))[0]
@@ -181,7 +185,8 @@ def test_calibration_comes_from_the_direction_source_domain(tiny_config, tiny_da
     assert load_calibration(tiny_dataroot / "trainA", size=30, size_multiple=4, count=6).digest != cal.digest
 
 
-def test_export_int8_cli_reports_the_check_and_refuses_over_the_limits(random_run, photos, tmp_path, monkeypatch):
+def test_export_int8_cli_reports_the_check_and_refuses_over_the_limits(random_run, photos, tmp_path,
+                                                                       monkeypatch):
     monkeypatch.setenv("CYCLEGAN_CACHE_DIR", str(tmp_path / "cache"))
     run = random_run(3)
     out = tmp_path / "int8.onnx"
@@ -196,7 +201,8 @@ def test_export_int8_cli_reports_the_check_and_refuses_over_the_limits(random_ru
     assert json.loads(meta[INT8_METADATA_KEY])["calibration"]["images"] == 6
     # export --int8 also registers the model where --precision auto looks for one.
     loaded = load_any_generator(run)
-    assert rt.cached_int8(loaded.model, size_multiple=loaded.info.size_multiple, limits=DEFAULT_LIMITS) is not None
+    assert rt.cached_int8(loaded.model, size_multiple=loaded.info.size_multiple,
+                          limits=DEFAULT_LIMITS) is not None
     wrong = CliRunner().invoke(main, [*args[:-2], "--out", str(tmp_path / "x.pt"), "--format", "torchscript"])
     assert wrong.exit_code == 1 and "--int8 is an ONNX export" in wrong.output
 

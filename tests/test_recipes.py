@@ -472,7 +472,8 @@ def test_init_from_flags_on_the_command_line(tiny_config, tiny_dataroot, tmp_pat
     assert ok.exit_code == 0, ok.output
     saved = ckpt_io.load_checkpoint_config(ckpt_io.resolve_checkpoint(tmp_path / "second"))
     assert (saved.train.init_from, saved.train.init_nets) == (str(first.run_dir), "D_A,D_B")
-    bad = CliRunner().invoke(main, [*common, "--out", str(tmp_path / "third"), "--init-from", str(first.run_dir),
+    bad = CliRunner().invoke(main,
+                             [*common, "--out", str(tmp_path / "third"), "--init-from", str(first.run_dir),
                                     "--init-nets", "D_X"])
     assert bad.exit_code == 1 and bad.output.startswith("error: train.init_nets")
     gone = CliRunner().invoke(main, [*common, "--out", str(tmp_path / "fourth"), "--init-from",
@@ -566,14 +567,17 @@ def test_each_preset_trains_and_its_checkpoint_translates(preset, tiny_dataroot,
 
 
 def test_fast_preset_differs_from_the_paper_only_where_its_comment_says():
-    """`fast` = `cyclegan` with no identity loss and bf16 where native (the winners of bench/quality_race.py)."""
+    """`fast` = `cyclegan` with no identity loss and bf16 where native (the winners of
+    bench/quality_race.py)."""
     paper, fast = build_config(preset="cyclegan"), build_config(preset="fast")
 
     def flat(cfg, prefix=""):
         out = {}
         for f in dataclasses.fields(cfg):
             v = getattr(cfg, f.name)
-            out.update(flat(v, f"{prefix}{f.name}.") if dataclasses.is_dataclass(v) else {f"{prefix}{f.name}": v})
+            out.update(flat(v,
+                            f"{prefix}{f.name}.") if dataclasses.is_dataclass(v)
+                       else {f"{prefix}{f.name}": v})
         return out
 
     a, b = flat(paper), flat(fast)

@@ -34,7 +34,8 @@ def run(tmp_path_factory) -> Path:
     # What --eval-every writes (flat records), and a cyclegan evaluate result.
     with open(out / "metrics.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps({"step": step, "epoch": step // 4, "fid_a2b": fid, "fid_b2a": fid + 5,
-                                "fid_avg": fid + 2.5, "cycle_l1_avg": 0.3, "kid_std_a2b": 0.01}) + "\n" for step, fid in ((8, 90.0), (16, 70.0)))
+                                "fid_avg": fid + 2.5, "cycle_l1_avg": 0.3,
+                                 "kid_std_a2b": 0.01}) + "\n" for step, fid in ((8, 90.0), (16, 70.0)))
     (out / "eval.json").write_text(json.dumps({
         "step": 20, "a2b": {"fid": 70.0, "cycle_l1": 0.3}, "b2a": {"fid": 75.0, "cycle_l1": 0.31},
         "summary": {"fid_avg": 72.5}, "inception_error": None, "features": {"library": "pytorch-fid 0.3.0"},

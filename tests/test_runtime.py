@@ -101,7 +101,8 @@ def test_auto_falls_back_to_pytorch_fp32_with_the_reason(net, no_bf16, monkeypat
 
     # channels_last and compile are PyTorch options: asking for one keeps PyTorch
     monkeypatch.setattr(rt, "onnx_available", lambda: True)
-    assert Translator(model=net, device="cpu", precision="auto", channels_last=True).runtime.backend == "torch"
+    assert Translator(model=net, device="cpu", precision="auto",
+                      channels_last=True).runtime.backend == "torch"
 
 
 def test_tiles_still_share_the_whole_image_statistics_under_onnxruntime(net, no_bf16):

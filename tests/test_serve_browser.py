@@ -33,14 +33,16 @@ CHROMIUM_ARGS = [
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason="needs Debian's chromium (apt-get install chromium)")
 
 
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory):
     run = tmp_path_factory.mktemp("browser") / "tinyrun"
     cfg = build_config(preset="tiny", overrides={"train.device": "cpu", "train.seed": 7})
-    save_checkpoint(run / "checkpoints" / "latest", config=cfg, networks=build_models(cfg, torch.device("cpu")).networks())
+    save_checkpoint(run / "checkpoints" / "latest", config=cfg,
+                    networks=build_models(cfg, torch.device("cpu")).networks())
     app = create_app(load_models([str(run)], device="cpu"))
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
@@ -151,8 +153,10 @@ def test_drag_and_drop(page):
             const blob = await new Promise((done) => canvas.toBlob(done, "image/png"));
             const transfer = new DataTransfer();
             transfer.items.add(new File([blob], "dropped.png", { type: "image/png" }));
-            zone.dispatchEvent(new DragEvent("dragover", { dataTransfer: transfer, bubbles: true, cancelable: true }));
-            zone.dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+            zone.dispatchEvent(new DragEvent("dragover",
+                                             { dataTransfer: transfer, bubbles: true, cancelable: true }));
+            zone.dispatchEvent(new DragEvent("drop",
+                                             { dataTransfer: transfer, bubbles: true, cancelable: true }));
         }"""
     )
     page.wait_for_selector("#download:not([hidden])", timeout=30_000)

@@ -39,7 +39,8 @@ def _stub_app(**options):
 
 
 @contextlib.contextmanager
-def _serving(app, *, header_timeout: float = 30.0, max_connections: int = 64, send_timeout: float | None = None,
+def _serving(app, *, header_timeout: float = 30.0, max_connections: int = 64,
+             send_timeout: float | None = None,
              send_buffer: int | None = None) -> Iterator[tuple[int, object]]:
     sock = bind_socket("127.0.0.1", 0)
     if send_buffer is not None:  # inherited by the accepted sockets: a full buffer at a few KB

@@ -59,7 +59,8 @@ def server(tmp_path, request):
     queue_size = request.param
     run = tmp_path / "tinyrun"
     cfg = build_config(preset="tiny", overrides={"train.device": "cpu", "train.seed": 11})
-    save_checkpoint(run / "checkpoints" / "latest", config=cfg, networks=build_models(cfg, torch.device("cpu")).networks())
+    save_checkpoint(run / "checkpoints" / "latest", config=cfg,
+                    networks=build_models(cfg, torch.device("cpu")).networks())
     port = _free_port()
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed below, after the process ends
     proc = subprocess.Popen(

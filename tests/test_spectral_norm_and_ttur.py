@@ -39,7 +39,8 @@ def test_spectral_norm_bounds_every_conv(name):
 
 def test_spectral_norm_refused_where_it_does_not_apply():
     with pytest.raises(ConfigError, match="model.discriminator.spectral_norm"):
-        build_config(preset="tiny", sets=["model.discriminator.name=dual", "model.discriminator.spectral_norm=true"])
+        build_config(preset="tiny",
+                     sets=["model.discriminator.name=dual", "model.discriminator.spectral_norm=true"])
     with pytest.raises(ConfigError, match="optim.d_lr_ratio"):
         build_config(preset="tiny", sets=["optim.d_lr_ratio=0"])
 

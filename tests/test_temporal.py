@@ -27,11 +27,13 @@ from cyclegan.temporal import (
 
 
 def texture(h: int, w: int, seed: int = 0, blur: float = 2.0) -> np.ndarray:
-    """A smooth random RGB texture in [40, 215] (DIS needs texture; the margins keep colour shifts unclipped)."""
+    """A smooth random RGB texture in [40, 215] (DIS needs texture; the margins keep colour shifts
+    unclipped)."""
     rng = np.random.default_rng(seed)
 
     def field(channels):
-        x = cv2.GaussianBlur(rng.random((h, w, channels), dtype=np.float32), (0, 0), blur).reshape(h, w, channels)
+        x = cv2.GaussianBlur(rng.random((h, w, channels), dtype=np.float32), (0, 0), blur).reshape(h, w,
+                                                                                                   channels)
         return np.clip((x - x.mean()) / (4 * x.std()) + 0.5, 0, 1)  # photo-like contrast
 
     # Mostly luminance, as photos are: the flow and the cut test look at grey levels.
@@ -259,7 +261,8 @@ def test_translate_temporal_flow_on_a_video_of_2x2_frames(random_run, tmp_path):
         v = c.add_stream("mpeg4", rate=10)
         v.width, v.height, v.pix_fmt = 2, 2, "yuv420p"
         for k in range(6):
-            for p in v.encode(av.VideoFrame.from_ndarray(np.full((2, 2, 3), 40 * k, np.uint8), format="rgb24")):
+            for p in v.encode(av.VideoFrame.from_ndarray(np.full((2, 2, 3), 40 * k, np.uint8),
+                                                         format="rgb24")):
                 c.mux(p)
         for p in v.encode(None):
             c.mux(p)

@@ -37,7 +37,8 @@ def _generator(name: str) -> nn.Module:
     """A tiny generator with random Kaiming weights (real spatial structure), in eval mode."""
     # A 256 px crop is a multiple of every generator's size_multiple (the U-Nets reach 1x1).
     overrides = {"model.generator.name": name, "model.generator.ngf": 4 if name.startswith("unet") else 8,
-                 "model.init": "kaiming", "data.crop_size": 256, "data.load_size": 256, **_SETTINGS.get(name, {})}
+                 "model.init": "kaiming", "data.crop_size": 256, "data.load_size": 256,
+                 **_SETTINGS.get(name, {})}
     if name in _RESIDUAL:
         overrides["model.generator.n_blocks"] = 1
     cfg = build_config(preset="tiny", overrides=overrides)
@@ -126,16 +127,23 @@ def test_every_statistics_layer_sees_the_whole_images_statistics_in_each_tile(na
     norm_types = (nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.modules.batchnorm._BatchNorm)
     norms = [m for m in net.modules() if isinstance(m, norm_types)]
     # Global gates: one value per channel of the whole map (CBAM's channel branch pools in its forward).
-    gates = [m for m in net.modules() if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, ChannelAttention))]
+    gates = [m for m in net.modules() if isinstance(m,
+                                                    (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
+                                                     ChannelAttention))]
     whole: dict[nn.Module, torch.Tensor] = {}
-    hooks = [m.register_forward_pre_hook(lambda m, a: whole.__setitem__(m, a[0].detach().clone())) for m in norms]
-    hooks += [m.register_forward_hook(lambda m, a, out: whole.__setitem__(m, out.detach().clone())) for m in gates]
+    hooks = [m.register_forward_pre_hook(lambda m, a: whole.__setitem__(m,
+                                                                        a[0].detach().clone()))
+             for m in norms]
+    hooks += [m.register_forward_hook(lambda m, a, out: whole.__setitem__(m,
+                                                                          out.detach().clone()))
+              for m in gates]
     with torch.no_grad():
         net(to_model_range(x))  # h and w are multiples of size_multiple: no padding
     for hk in hooks:
         hk.remove()
     seen: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []  # cloned: in-place activations follow
-    hooks = [m.register_forward_hook(lambda m, a, out: seen.append((m, a[0].detach().clone(), out.detach().clone())))
+    hooks = [m.register_forward_hook(lambda m, a, out: seen.append((m, a[0].detach().clone(),
+                                                                    out.detach().clone())))
              for m in norms + gates]
     try:
         _, tiled_t = _translators(net, tile)
@@ -163,7 +171,8 @@ def test_unsharable_layer_refuses_tiling_in_one_line():
     # Self-attention (the attention generator's default) mixes every position, and a layer norm's dims
     # may be spatial: no recorded value reproduces them, so tiling refuses rather than return a
     # different image. Untiled translation still works.
-    cfg = build_config(preset="tiny", overrides={"model.generator.name": "attention", "model.generator.ngf": 8,
+    cfg = build_config(preset="tiny",
+                       overrides={"model.generator.name": "attention", "model.generator.ngf": 8,
                                                  "model.generator.n_blocks": 1})
     attention = build_generator(cfg.model.generator).eval()
 

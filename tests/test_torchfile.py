@@ -98,7 +98,8 @@ def test_read_json_object_names_the_file_and_field(tmp_path, text, message):
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(JsonFileError) as info:
         read_json_object(path, {"a": int, "b": str}, optional={"c": float})
-    assert str(info.value).startswith(f"{path}: ") and message in str(info.value) and "\n" not in str(info.value)
+    assert str(info.value).startswith(f"{path}: ") and message in str(info.value) and "\n" not in str(
+        info.value)
 
 
 def test_check_fields_accepts_what_was_written():

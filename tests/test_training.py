@@ -115,7 +115,8 @@ def test_ctrl_c_saves_then_resume_matches(tiny_config, tmp_path, monkeypatch):
     resumed = train(cfg, tmp_path / "b", resume=True, progress=False)
     assert resumed.status == "finished" and resumed.step == straight.step
     _assert_bitwise_equal(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
-    events = [json.loads(line).get("event") for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    events = [json.loads(line).get("event")
+              for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     assert events.count("resume") == 1 and "stop" in events
 
 
@@ -167,7 +168,8 @@ def test_reduced_precision_step_tracks_fp32(tiny_config, precision):
     batch = _random_batch(2)
     results = {}
     for p in ("fp32", precision):
-        step = build_train_step(tiny_config(**{"train.precision": p, "train.device": "cpu"}), torch.device("cpu"))
+        step = build_train_step(tiny_config(**{"train.precision": p, "train.device": "cpu"}),
+                                torch.device("cpu"))
         results[p] = step(batch)
     for key in ("G_total", "cycle_A", "D_A"):
         assert torch.isfinite(results[precision][key])
@@ -268,7 +270,8 @@ def test_wall_clock_budget_stops_and_saves(tiny_config, tmp_path):
 def test_eval_every_writes_metrics_and_keeps_best(tiny_config, tmp_path):
     """--eval-every without Inception weights: reconstruction metrics pick checkpoints/best."""
     run = tmp_path / "r"
-    train(tiny_config(**{"train.epochs": 2, "train.eval_every": 1, "train.inception_weights": str(tmp_path / "none.pth")}),
+    train(tiny_config(**{"train.epochs": 2, "train.eval_every": 1,
+                         "train.inception_weights": str(tmp_path / "none.pth")}),
           run, progress=False)
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1, 2]
@@ -287,7 +290,8 @@ def test_review_regressions(tiny_config, tiny_dataroot, tmp_path):
     before = sorted(p.name for p in run.iterdir())
     # a held-out share that leaves no training batch: refused, and --overwrite deleted nothing
     with pytest.raises(DataError, match="too few training images"):
-        train(tiny_config(**{"data.val_fraction": 0.95, "train.batch_size": 2}), run, overwrite=True, progress=False)
+        train(tiny_config(**{"data.val_fraction": 0.95, "train.batch_size": 2}), run, overwrite=True,
+              progress=False)
     assert sorted(p.name for p in run.iterdir()) == before
     # resuming at the step limit does not take one more step
     assert train(tiny_config(**{"train.max_steps": 3}), run, resume=True, progress=False).step == 3

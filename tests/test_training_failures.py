@@ -71,11 +71,12 @@ def test_disk_full_reports_the_checkpoint_error_and_the_log_error_after_it(tiny_
     assert "log.jsonl" in extra and "no space left on device" in extra and "\n" not in extra
 
 
-def test_disk_full_on_the_command_line_is_one_error_line_then_one_warning(tiny_config, tiny_dataroot, tmp_path,
-                                                                          monkeypatch):
+def test_disk_full_on_the_command_line_is_one_error_line_then_one_warning(tiny_config, tiny_dataroot,
+                                                                          tmp_path, monkeypatch):
     _disk_full_everywhere(monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
     result = _runner().invoke(main, [
-        "train", "--dataroot", str(tiny_dataroot), "--out", str(tmp_path / "r"), "--preset", "tiny", "--quiet",
+        "train", "--dataroot", str(tiny_dataroot), "--out", str(tmp_path / "r"), "--preset", "tiny",
+                                     "--quiet",
         "--max-steps", "4", "--set", "train.save_latest_every=2", "--set", "train.tensorboard=false",
         "--set", "data.load_size=24", "--set", "data.crop_size=16"])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
@@ -114,7 +115,8 @@ def _diverge_from(monkeypatch, first_bad_call: int) -> None:
     # caught at the log step 4, before any checkpoint was written
     ({"train.log_every": 2, "train.save_latest_every": 100}, "steps 3-4", None),
 ], ids=["before-save", "at-log-step"])
-def test_non_finite_loss_stops_the_run_and_keeps_the_last_finite_checkpoint(tiny_config, tmp_path, monkeypatch,
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_finite_checkpoint(tiny_config, tmp_path,
+                                                                            monkeypatch,
                                                                           sets, window, saved_step):
     run = tmp_path / "r"
     _diverge_from(monkeypatch, 5 if saved_step else 3)
@@ -150,7 +152,8 @@ def test_a_checkpoint_with_non_finite_weights_is_never_written(tiny_config, tmp_
 
 
 def _flip_bytes(path, n: int = 64) -> None:
-    """Damage n bytes in the middle of a file (a bad sector, a bit-rotted copy): its structure still parses."""
+    """Damage n bytes in the middle of a file (a bad sector, a bit-rotted copy): its structure still
+    parses."""
     data = bytearray(path.read_bytes())
     middle = len(data) // 2
     data[middle:middle + n] = bytes(b ^ 0xFF for b in data[middle:middle + n])
@@ -164,7 +167,8 @@ def saved_run(tiny_config, tmp_path):
     step({d: torch.randint(0, 256, (1, 3, 16, 16), dtype=torch.uint8) for d in ("A", "B")})
     run = tmp_path / "run"
     ckpt_io.save_checkpoint(run / "checkpoints" / "latest", config=step.cfg, networks=step.models.networks(),
-                            state=training_state(step, global_step=1, epoch=1, epoch_step=1), meta={"step": 1})
+                            state=training_state(step, global_step=1, epoch=1, epoch_step=1),
+                            meta={"step": 1})
     return run, step
 
 
@@ -172,7 +176,8 @@ def test_flipped_bytes_in_weights_or_state_are_caught(saved_run):
     run, _ = saved_run
     latest = run / "checkpoints" / "latest"
     recorded = json.loads((latest / "meta.json").read_text())["sha256"]
-    assert set(recorded) >= {"G_A.safetensors", "G_B.safetensors", "D_A.safetensors", "D_B.safetensors", "state.pt"}
+    assert set(recorded) >= {"G_A.safetensors", "G_B.safetensors", "D_A.safetensors", "D_B.safetensors",
+                             "state.pt"}
     _flip_bytes(latest / "G_A.safetensors")
     with pytest.raises(CheckpointError, match=r"G_A\.safetensors: corrupt weights file \(.*SHA-256") as e:
         ckpt_io.load_generator(run)
@@ -240,7 +245,8 @@ def test_resume_from_a_damaged_latest_takes_its_previous_version(tiny_config, tm
     shutil.copytree(tmp_path / "step2", run / "checkpoints" / "latest.prev")  # a save killed before cleanup
     _flip_bytes(run / "checkpoints" / "latest" / "state.pt")
     messages = []
-    result = train(tiny_config(**{"train.max_steps": 6}), run, resume=True, progress=False, echo=messages.append)
+    result = train(tiny_config(**{"train.max_steps": 6}), run, resume=True, progress=False,
+                   echo=messages.append)
     assert result.step == 6
     assert [r["step"] for r in _records(run) if r.get("event") == "resume"] == [2, 2]
     assert any("state.pt: corrupt training state" in m and "latest.prev" in m for m in messages), messages
@@ -284,8 +290,8 @@ def test_sigterm_to_torchrun_stops_every_process_at_the_same_step_and_saves(tiny
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     run = tmp_path / "r"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(port), "-m", "cyclegan", "train", "--quiet", "--out", str(run),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
+           "127.0.0.1", "--master-port", str(port), "-m", "cyclegan", "train", "--quiet", "--out", str(run),
            "--dataroot", str(tiny_dataroot), "--preset", "tiny", "--batch-size", "1", "--device", "cpu",
            "--epochs", "1000", "--set", "data.load_size=24", "--set", "data.crop_size=16",
            "--set", "train.tensorboard=false", "--set", "train.log_every=2",
@@ -363,7 +369,8 @@ def test_translating_a_run_without_a_complete_checkpoint_says_so(tiny_config, tm
     run = tmp_path / "r"
     train(tiny_config(**{"train.max_steps": 1}), run, progress=False)
     (run / "checkpoints" / "latest" / "G_B.safetensors").unlink()  # a copy that lost a file
-    with pytest.raises(CheckpointError, match=r"no complete checkpoint .*latest \(G_B\.safetensors missing\)"):
+    with pytest.raises(CheckpointError,
+                       match=r"no complete checkpoint .*latest \(G_B\.safetensors missing\)"):
         ckpt_io.load_generator(run)
     shutil.rmtree(run / "checkpoints")  # killed before the first save: the run folder is no checkpoint
     with pytest.raises(CheckpointError, match="no checkpoint yet"):

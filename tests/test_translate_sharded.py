@@ -1,4 +1,5 @@
-"""Sharded batch translation: two gloo processes under torchrun write exactly one process's files and bytes."""
+"""Sharded batch translation: two gloo processes under torchrun write exactly one process's files and
+bytes."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def _inputs(root: Path) -> Path:
     return folder
 
 
-def _translate(run: Path, photos: Path, out: Path, *, processes: int, extra=()) -> subprocess.CompletedProcess:
+def _translate(run: Path, photos: Path, out: Path, *, processes: int,
+               extra=()) -> subprocess.CompletedProcess:
     args = ["translate", str(photos), "--model", str(run), "--out", str(out), "--recursive", "--precision",
             "fp32", "--threads", "1", "--batch-size", "2", "--quiet", *extra]
     if processes == 1:
@@ -66,7 +68,8 @@ def test_two_gloo_processes_write_the_files_and_bytes_of_one(random_run, tmp_pat
     # One summary line with the whole job's counts, and the bad file reported once.
     lines = sharded.stderr.splitlines()
     summaries = [line for line in lines if line.startswith("translated ")]
-    assert len(summaries) == 1 and summaries[0].startswith("translated 13, skipped 0, failed 1"), sharded.stderr
+    assert len(summaries) == 1 and summaries[0].startswith("translated 13, skipped 0, failed "
+                                                           "1"), sharded.stderr
     assert sum("broken.png" in line for line in lines) == 1, sharded.stderr
 
     # A rerun skips what exists (counted once, left untouched) and writes the rest.

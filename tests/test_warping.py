@@ -93,7 +93,8 @@ def test_analyze_video_reports_output_and_input_and_writes_json(tmp_path):
     _write_video(tmp_path / "in.mkv", frames)
     _write_video(tmp_path / "out.mkv", flicker)
     # The same translation at half size (--max-side 32) is scaled back to the input's grid.
-    _write_video(tmp_path / "small.mkv", [cv2.resize(f, (32, 32), interpolation=cv2.INTER_AREA) for f in flicker])
+    _write_video(tmp_path / "small.mkv",
+                 [cv2.resize(f, (32, 32), interpolation=cv2.INTER_AREA) for f in flicker])
 
     report = analyze_video(tmp_path / "in.mkv", tmp_path / "out.mkv", json_out=tmp_path / "r" / "we.json")
     direct = warping_error(flicker, frames)
