@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cyclegan import checkpoint as ckpt_io
+from cyclegan.config import NETWORK_NAMES
 from cyclegan.data import UnpairedSampler
 from cyclegan.training import train
 
@@ -80,7 +81,7 @@ def test_two_process_gloo_run_and_resume_match_single_process(tiny_config, tiny_
         nets[run] = models.networks()
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     with torch.no_grad():
-        for name in ckpt_io.NETWORK_NAMES:
+        for name in NETWORK_NAMES:
             a, b = nets["single"][name](x), nets["ddp"][name](x)
             if name.startswith("D") and extra.get("loss.gan") == "relativistic":
                 # The relativistic loss sees only score differences, so D's last bias gets no gradient

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cyclegan import checkpoint as ckpt_io
+from cyclegan.config import NETWORK_NAMES
 from cyclegan.errors import CheckpointError
 from cyclegan.training import (
     TrainStep,
@@ -23,7 +24,7 @@ def _random_batch(n: int) -> dict[str, torch.Tensor]:
 
 def _weights(run):
     ckpt = ckpt_io.resolve_checkpoint(run)
-    return {name: ckpt_io.load_weights(ckpt, name) for name in ckpt_io.NETWORK_NAMES}
+    return {name: ckpt_io.load_weights(ckpt, name) for name in NETWORK_NAMES}
 
 
 def _assert_bitwise_equal(a, b):
