@@ -69,7 +69,8 @@ TRAIN_COMPILE = "fp32@1,compile+bf16+cl@1,compile+bf16+cl@8,compile+bf16+cl+data
 def script_args(step: str, dry: bool, data: Path) -> tuple[str, list[str]]:
     """(bench script, its arguments) of a measuring step; the dry run's are tiny and CPU-only."""
     if dry:
-        tiny_e2e = ["--device", "cpu", "--dataroot", str(data / "horse2zebra-256"), "--size", "32", "--steps", "1",
+        tiny_e2e = ["--device", "cpu", "--dataroot", str(data / "horse2zebra-256"), "--size", "32", "--steps",
+                    "1",
                     "--warmup-steps", "1", "--log-every", "1", "--checkpoint-every", "100", "--workers", "0",
                     "--settings", "fp32@1"]
         tiny_step = ["--device", "cpu", "--size", "32", "--iters", "1", "--repeats", "1", "--warmup", "1",
@@ -91,7 +92,8 @@ def script_args(step: str, dry: bool, data: Path) -> tuple[str, list[str]]:
                                              "--timeout", "240"]),
         "train-e2e": ("train_e2e.py", e2e),
         "bs1": ("train_e2e.py", [*e2e, "--settings", "fp32@1,fp32+cl@1,compile+cl@1"]),
-        "translate": ("translate_speed.py", ["--device", "cuda", "--sizes", "512,1024,2048", "--repeats", "10",
+        "translate": ("translate_speed.py",
+                      ["--device", "cuda", "--sizes", "512,1024,2048", "--repeats", "10",
                                              "--timeout", "240", "--variants",
                                              "eager-fp32,bf16+cl,fp16,compile,onnxruntime,tensorrt"]),
     }[step]
@@ -102,8 +104,8 @@ def run_script(script: str, argv: list[str], raw: Path, timeout: float) -> dict:
     cmd = [sys.executable, str(BENCH / script), *argv, "--out", str(raw), "--markdown"]
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, cwd=BENCH.parent,
-                              env=os.environ.copy())
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
+                              cwd=BENCH.parent, env=os.environ.copy())
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
         return {"status": "failed", "reason": f"timed out after {timeout:.0f} s", "table": out,
@@ -111,7 +113,8 @@ def run_script(script: str, argv: list[str], raw: Path, timeout: float) -> dict:
     part = {"status": "ok" if proc.returncode == 0 else "failed", "table": proc.stdout.strip(),
             "wall_s": time.perf_counter() - t0, "command": cmd[1:], "reason": None}
     if proc.returncode != 0:
-        part["reason"] = f"exit {proc.returncode}: " + " | ".join(proc.stderr.strip().splitlines()[-3:])[-600:]
+        part["reason"] = f"exit {proc.returncode}: " + " | ".join(proc.stderr.strip().splitlines()[-3:])[
+            -600:]
     if raw.is_file():
         part["result"] = json.loads(raw.read_text())
     return part
@@ -146,8 +149,8 @@ def quality(model: str, *, dry: bool, data: Path, work: Path, results: Path, min
     scores = work / f"quality-{model}.eval.json"
     # No Inception weights on an offline machine: cycle reconstruction (two-sided models) and the
     # domain classifier's score (trained here on the training images, no download; both models).
-    ev = harness.run_cli(["evaluate", "--checkpoint", str(run), "--no-inception", "--classifier", "--device", device,
-                          "--out", str(scores), "--quiet",
+    ev = harness.run_cli(["evaluate", "--checkpoint", str(run), "--no-inception", "--classifier", "--device",
+                          device, "--out", str(scores), "--quiet",
                           *(["--max-images", "4", "--classifier-min-accuracy", "0"] if dry else [])],
                          timeout=timeout)
     if not ev["ok"]:
@@ -228,11 +231,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--step", choices=(*STEPS, "all"), required=True)
-    p.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, synthetic data: checks the code path")
+    p.add_argument("--dry-run", action="store_true",
+                   help="CPU, tiny sizes, synthetic data: checks the code path")
     p.add_argument("--results", type=Path, default=RESULTS, help="folder for parts/ and the report "
                    "(default bench/results/gpu)")
     p.add_argument("--data", type=Path, default=DATA, help="bench/pack_gpu_data.py's folder")
-    p.add_argument("--minutes", type=float, default=QUALITY_MINUTES, help="training budget of the quality steps")
+    p.add_argument("--minutes", type=float, default=QUALITY_MINUTES,
+                   help="training budget of the quality steps")
     p.add_argument("--timeout", type=float, default=STEP_TIMEOUT, help="seconds a step's command may take")
     args = p.parse_args(argv)
     if args.dry_run and args.results == RESULTS:
@@ -257,8 +262,10 @@ def main(argv=None) -> int:
         for step in steps:
             log(f"{step}: {TITLES[step]}")
             part = run_step(step, args, data, work)
-            write_text_atomic(args.results / "parts" / f"{step}.json", json.dumps(part, indent=2, default=str) + "\n")
-            log(f"{step}: {part['status']} in {part['wall_s']:.0f} s" + (f" ({part['reason']})" if part.get("reason")
+            write_text_atomic(args.results / "parts" / f"{step}.json",
+                              json.dumps(part, indent=2, default=str) + "\n")
+            log(f"{step}: {part['status']} in {part['wall_s']:.0f} s"
+                + (f" ({part['reason']})" if part.get("reason")
                                                                          else ""))
             failed |= part["status"] != "ok"
     written = write_report(args.results, dry=args.dry_run)

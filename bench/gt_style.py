@@ -150,7 +150,9 @@ def summarise(per_image: list[dict]) -> dict:
 
     mo = np.array([s["mean_luma_out"] for s in per_image])
     mt = np.array([s["mean_luma_target"] for s in per_image])
-    r = float(np.corrcoef(mo, mt)[0, 1]) if len(per_image) > 1 and mo.std() > 0 and mt.std() > 0 else float("nan")
+    r = float(np.corrcoef(mo, mt)[0,
+                                  1]) if len(per_image) > 1 and mo.std() > 0 and mt.std() > 0 else float(
+                                      "nan")
     return {"n": len(per_image), "psnr": mean("psnr", 100.0), "ssim": mean("ssim"),
             "outline_f1": mean("outline_f1"), "luma_r": mean("luma_r"), "mean_luma_r": r}
 
@@ -192,7 +194,8 @@ def split_photos(files: list[Path], *, seed: int, style_images: int | None) -> t
     photos, style = files[:half], files[half:]
     if style_images is not None:
         if style_images > len(style):
-            raise SystemExit(f"error: --style-images {style_images}: only {len(style)} photos in the style half")
+            raise SystemExit(f"error: --style-images {style_images}: only {len(style)} photos in the style "
+                             "half")
         style = style[:style_images]
     return photos, style
 
@@ -207,8 +210,8 @@ def build_dataset(out: Path, *, photos: list[Path], test_photos: list[Path], siz
     if set(map(str, test)) & set(map(str, photos)):
         raise SystemExit("error: the test photos overlap the training photos; pass disjoint folders")
     a, b = ([], []) if test_only else split_photos(photos, seed=seed, style_images=style_images)
-    manifest = {"filter": filter_constants(), "opencv": cv2.__version__, "size": size, "train_size": train_size,
-                "seed": seed, "style_images": style_images, "test_only": test_only,
+    manifest = {"filter": filter_constants(), "opencv": cv2.__version__, "size": size,
+                "train_size": train_size, "seed": seed, "style_images": style_images, "test_only": test_only,
                 "trainA": [str(p) for p in a], "trainB": [str(p) for p in b], "test": [str(p) for p in test]}
     path = out / "manifest.json"
     if path.is_file() and json.loads(path.read_text()) == manifest:
@@ -256,8 +259,10 @@ def translate_all(run: Path, photos: list[np.ndarray], *, device: str, threads: 
 
 def grid(rows: list[list[np.ndarray]], path: Path, cell: int) -> None:
     """A small PNG: one row per list (photos, targets, outputs), each image resized to ``cell`` px."""
-    ims = [[np.asarray(Image.fromarray(im).resize((cell, cell), Image.LANCZOS)) for im in row] for row in rows]
-    Image.fromarray(np.concatenate([np.concatenate(r, axis=1) for r in ims], axis=0)).save(path, optimize=True)
+    ims = [[np.asarray(Image.fromarray(im).resize((cell, cell),
+                                                  Image.LANCZOS)) for im in row] for row in rows]
+    Image.fromarray(np.concatenate([np.concatenate(r, axis=1) for r in ims], axis=0)).save(path,
+                                                                                           optimize=True)
 
 
 def mean_sd(values: list[float]) -> tuple[float | None, float | None]:
@@ -280,10 +285,12 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--photos", type=Path, nargs="+", default=[h2z / "trainA", h2z / "trainB"],
                    help="folders of training photos, split into domain A and the style half")
     p.add_argument("--test-photos", type=Path, nargs="+", default=[h2z / "testA"])
-    p.add_argument("--test-images", type=int, default=None, help="held-out test photos (default 120; --tiny 4)")
+    p.add_argument("--test-images", type=int, default=None,
+                   help="held-out test photos (default 120; --tiny 4)")
     p.add_argument("--style-images", type=int, default=None, help="keep only N style images (default: all)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the A / style split")
-    p.add_argument("--data", type=Path, default=None, help="the built data set (default: DIR of --runs / data)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="the built data set (default: DIR of --runs / data)")
     p.add_argument("--floor-only", action="store_true", help="score 'no translation' only; no training")
     p.add_argument("--seeds", default="0", help="training seeds, comma-separated (rows: mean ± sd)")
     p.add_argument("--arms", default=None, help="arms of bench/quality_race.py (--list-arms there); the "
@@ -292,7 +299,8 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-classifier", action="store_true", help="skip cyclegan evaluate --classifier")
     p.add_argument("--grid-images", type=int, default=6, help="test photos in each arm's sample grid")
     p.add_argument("--grid-dir", type=Path, default=None, help="sample grids here (default: beside --out)")
-    p.add_argument("--minutes", type=float, default=None, help="budget per arm and seed (default 8; --tiny 0.05)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="budget per arm and seed (default 8; --tiny 0.05)")
     p.add_argument("--slices", type=int, default=None, help="slices per run, taken round-robin (default 4)")
     p.add_argument("--clock", choices=("cpu", "wall"), default=None)
     p.add_argument("--size", type=int, default=None, help="crop and test size (default 64; --tiny 32)")
@@ -305,7 +313,8 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-workers", type=int, default=None)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--classifier-min-accuracy", type=float, default=0.8)
-    p.add_argument("--runs", type=Path, default=None, help="keep data and runs here (default: a temporary folder)")
+    p.add_argument("--runs", type=Path, default=None,
+                   help="keep data and runs here (default: a temporary folder)")
     p.add_argument("--poll", type=float, default=0.5)
     p.add_argument("--slice-timeout", type=float, default=None)
     p.add_argument("--rescore", action="store_true")
@@ -344,8 +353,10 @@ def main(argv=None) -> int:
     if args.size % 4:
         p.error(f"--size {args.size}: must be a multiple of 4 (the generator's input multiple)")
     args.test_images = args.test_images or (4 if tiny else 120)
-    args.clock = args.clock or ("cpu" if args.device == "cpu" and Path("/proc/self/stat").exists() else "wall")
-    args.num_workers = args.num_workers if args.num_workers is not None else (0 if args.device == "cpu" else 4)
+    args.clock = args.clock or ("cpu" if args.device == "cpu" and Path("/proc/self/stat").exists()
+                                else "wall")
+    args.num_workers = args.num_workers if args.num_workers is not None else (0 if args.device == "cpu"
+                                                                              else 4)
     args.slice_timeout = args.slice_timeout or max(600.0, 20 * 60 * args.minutes / args.slices)
     args.eval_size = args.size
     args.seed = None  # each run's seed is its arm's train.seed (quality_race.base_sets reads this name)
@@ -379,7 +390,8 @@ def main(argv=None) -> int:
         floor_images = [score_pair(a, b) for a, b in zip(test_a, test_b)]
         floor = {"arm": "no translation", "what": "the raw photo scored against its target",
                  **summarise(floor_images)}
-        log(f"floor: PSNR {floor['psnr']:.2f} dB, SSIM {floor['ssim']:.3f}, outline F1 {floor['outline_f1']:.3f}")
+        log(f"floor: PSNR {floor['psnr']:.2f} dB, SSIM {floor['ssim']:.3f}, outline F1 "
+            f"{floor['outline_f1']:.3f}")
         runs_out: list[dict] = []
         if not args.floor_only:
             seeded = {f"{n}.s{s}": quality_race.Arm(a.what, {**a.sets, "train.seed": s}, a.preset)
@@ -391,14 +403,16 @@ def main(argv=None) -> int:
             grid_dir.mkdir(parents=True, exist_ok=True)
             for key, arm in seeded.items():
                 name, seed = key.rsplit(".s", 1)
-                runs_out.append(score_run(race, key, name, int(seed), arm, test_a, test_b, args, grid_dir, log))
+                runs_out.append(score_run(race, key, name, int(seed), arm, test_a, test_b, args, grid_dir,
+                                          log))
     rows = [] if args.floor_only else aggregate(arms, seeds, runs_out)
     print_report(args, hw, floor, rows, seeds)
     config = {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v)
               for k, v in vars(args).items() if not k.startswith("_")}
     hw["loadavg_end"] = harness.loadavg()
     harness.write_results(out, benchmark="gt_style", hardware=hw, config=config, results=rows, floor=floor,
-                          runs=runs_out, data={k: manifest[k] for k in ("filter", "opencv", "size", "train_size",
+                          runs=runs_out,
+                          data={k: manifest[k] for k in ("filter", "opencv", "size", "train_size",
                                                                           "seed", "style_images")}
                           | {"n_trainA": len(manifest["trainA"]), "n_trainB": len(manifest["trainB"]),
                              "n_test": len(manifest["test"])},
@@ -460,12 +474,13 @@ def print_report(args, hw: dict, floor: dict, rows: list[dict], seeds: list[int]
     head = ["arm", "iterations", "PSNR dB", "x ref", "SSIM", "x ref", "outline F1", "luma r", "mean-luma r",
             "B share %", "changes"]
     body = [["no translation (floor)", "-", fmt(floor["psnr"], ".2f"), "", fmt(floor["ssim"], ".3f"), "",
-             fmt(floor["outline_f1"], ".3f"), fmt(floor["luma_r"], ".2f"), fmt(floor["mean_luma_r"], ".2f"), "-",
-             floor["what"]]]
+             fmt(floor["outline_f1"], ".3f"), fmt(floor["luma_r"], ".2f"), fmt(floor["mean_luma_r"], ".2f"),
+             "-", floor["what"]]]
     for i, r in enumerate(rows):
         share = r.get("target_share_a2b")
         body.append([r["arm"] + (" (reference)" if i == 0 else ""), fmt(r["iterations"], ".0f"),
-                     pm(r["psnr"], r["psnr_sd"], ".2f"), fmt_ratio(r["ratio_psnr"]), pm(r["ssim"], r["ssim_sd"], ".3f"),
+                     pm(r["psnr"], r["psnr_sd"], ".2f"), fmt_ratio(r["ratio_psnr"]),
+                     pm(r["ssim"], r["ssim_sd"], ".3f"),
                      fmt_ratio(r["ratio_ssim"]), pm(r["outline_f1"], r["outline_f1_sd"], ".3f"),
                      pm(r["luma_r"], r["luma_r_sd"], ".2f"), pm(r["mean_luma_r"], r["mean_luma_r_sd"], ".2f"),
                      fmt(None if share is None else 100 * share, ".1f"),

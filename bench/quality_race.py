@@ -57,7 +57,8 @@ class Arm:
 # row maps to flags one for one.
 BF16 = {"train.precision": "bf16"}
 ARMS: dict[str, Arm] = {
-    "paper": Arm("CycleGAN paper: LSGAN, cycle 10, identity 5, pool 50, Adam 2e-4 (0.5, 0.999), batch 1, fp32"),
+    "paper": Arm("CycleGAN paper: LSGAN, cycle 10, identity 5, pool 50, Adam 2e-4 (0.5, 0.999), batch 1, "
+                 "fp32"),
     "bf16": Arm("paper in bf16 autocast (speed only)", BF16),
     "bf16-cl": Arm("bf16 + channels_last (speed only)", {**BF16, "train.channels_last": True}),
     "bs4-sqrt": Arm("bf16, batch 4 with lr x2 (square-root rule)",
@@ -180,8 +181,8 @@ class Race:
         saved = json.loads(path.read_text())
         same = all(saved.get(k) == fresh[k] for k in ("preset", "sets", "clock", "budget_s"))
         if not same:
-            raise SystemExit(f"error: {self.arm_dir(name)} holds arm {name} trained differently (recipe, clock "
-                             "or budget); use another --runs folder")
+            raise SystemExit(f"error: {self.arm_dir(name)} holds arm {name} trained differently (recipe, "
+                             "clock or budget); use another --runs folder")
         return saved
 
     def used(self, name: str) -> float:
@@ -214,8 +215,8 @@ class Race:
             sl.log_offset = 0
         out = open(self.arm_dir(name) / f"slice_{index}.log", "w")  # noqa: SIM115 -- closed when the slice ends
         env = {**os.environ, "OMP_NUM_THREADS": str(self.args.threads)}
-        sl.proc = subprocess.Popen(self.command(name, sl.budget_s), stdout=out, stderr=subprocess.STDOUT, env=env,
-                                   start_new_session=True)
+        sl.proc = subprocess.Popen(self.command(name, sl.budget_s), stdout=out, stderr=subprocess.STDOUT,
+                                   env=env, start_new_session=True)
         sl.proc.stdout_file = out  # type: ignore[attr-defined]
         sl.wall_started = time.monotonic()
         return sl
@@ -388,7 +389,8 @@ def main(argv=None) -> int:
     p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default 0 CPU, 4 GPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--eval-size", type=int, default=None, help="evaluate at this size (default: the crop size)")
+    p.add_argument("--eval-size", type=int, default=None,
+                   help="evaluate at this size (default: the crop size)")
     p.add_argument("--classifier-min-accuracy", type=float, default=0.8)
     p.add_argument("--goal-arm", default="fast", help="arm checked against the issue's goal (if raced)")
     p.add_argument("--runs", type=Path, default=None, help="keep the runs here (default: a temporary folder)")
@@ -410,8 +412,10 @@ def main(argv=None) -> int:
     args.minutes = args.minutes if args.minutes is not None else (0.1 if tiny else 20.0)
     args.slices = args.slices or (2 if tiny else 4)
     args.size = args.size or (32 if tiny else 64)
-    args.clock = args.clock or ("cpu" if args.device == "cpu" and Path("/proc/self/stat").exists() else "wall")
-    args.num_workers = args.num_workers if args.num_workers is not None else (0 if args.device == "cpu" else 4)
+    args.clock = args.clock or ("cpu" if args.device == "cpu" and Path("/proc/self/stat").exists()
+                                else "wall")
+    args.num_workers = args.num_workers if args.num_workers is not None else (0 if args.device == "cpu"
+                                                                              else 4)
     args.slice_timeout = args.slice_timeout or max(600.0, 20 * 60 * args.minutes / args.slices)
     if tiny:
         args.ngf, args.n_blocks, args.ndf, args.n_layers, args.log_every = 8, 1, 8, 2, 5
@@ -453,7 +457,8 @@ def main(argv=None) -> int:
     clock = "CPU time of the training process / threads" if args.clock == "cpu" else "wall time"
     print(f"Same budget: {args.minutes:g} min of training per arm ({clock}), {args.size}x{args.size}, "
           f"ResNet-{args.n_blocks} ngf {args.ngf}, PatchGAN ndf {args.ndf} n_layers {args.n_layers}, "
-          f"{args.threads} thread(s), device {args.device}, data {args.dataroot.name}\n{harness.hardware_line(hw)}")
+          f"{args.threads} thread(s), device {args.device}, data "
+          f"{args.dataroot.name}\n{harness.hardware_line(hw)}")
     print(harness.format_table(head, rows, right={1, 2, 3, 4, 5, 6, 7, 8}, markdown=args.markdown))
     cls = next((r["classifier"] for r in results if r.get("classifier")), None)
     if cls:
@@ -464,7 +469,8 @@ def main(argv=None) -> int:
               f"{'CPU-second' if args.clock == 'cpu' else 'second'}")
     for line in goal_lines(results, args.goal_arm):
         print(line)
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("_")}
+    config = {k: (str(v) if isinstance(v,
+                                       Path) else v) for k, v in vars(args).items() if not k.startswith("_")}
     hw["loadavg_end"] = harness.loadavg()
     harness.write_results(args.out, benchmark="quality_race", hardware=hw, config=config, results=results,
                           total_wall_s=log.elapsed)

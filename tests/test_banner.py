@@ -33,9 +33,11 @@ def _records(run):
 
 
 def _plan(**changes) -> RunPlan:
-    fields = {"kind": "cyclegan", "device": "cpu (2 threads)", "precision": "fp32", "precision_reason": "as configured",
+    fields = {"kind": "cyclegan", "device": "cpu (2 threads)", "precision": "fp32",
+              "precision_reason": "as configured",
               "recipe": "preset cyclegan", "differences": (), "images_a": 1067, "images_b": 1334,
-              "steps_per_epoch": 1334, "epochs": 200, "start_step": 0, "stop_step": 266_800, "max_minutes": 0.0}
+              "steps_per_epoch": 1334, "epochs": 200, "start_step": 0, "stop_step": 266_800,
+              "max_minutes": 0.0}
     return RunPlan(**{**fields, **changes})
 
 
@@ -46,14 +48,16 @@ def test_banner_and_estimate_of_a_tiny_run(tiny_config, tmp_path, monkeypatch, q
                    progress=False, echo=lines.append)
     assert result.status == "max_steps" and result.step == 5
     threads = torch.get_num_threads()
-    assert lines[0] == f"run: cyclegan on cpu ({threads} threads), precision fp32 (auto: no native bf16 on this cpu)"
+    assert lines[0] == (f"run: cyclegan on cpu ({threads} threads), precision fp32 (auto: no native bf16 on "
+                        "this cpu)")
     # the conftest's changes to the tiny preset, each with the preset's value
     assert lines[1].startswith("recipe: preset tiny, with ")
     assert "data.crop_size 16 (recipe: 32)" in lines[1] and "train.log_every 2 (recipe: " in lines[1]
     assert lines[2] == "images: 12 A, 12 B; 12 iterations per epoch, 4 epochs = 48 iterations"
     assert lines[3] == "this invocation: 5 iterations (--max-steps), to iteration 5"
     estimate = [line for line in lines if line.startswith("estimate: ")]
-    assert len(estimate) == 1 and "s/iteration measured" in estimate[0] and "for the 5 iterations" in estimate[0]
+    assert len(estimate) == 1 and "s/iteration measured" in estimate[
+        0] and "for the 5 iterations" in estimate[0]
     assert "to the end of the run)" in estimate[0]  # --max-steps stops it early: the whole run's time too
     records = _records(tmp_path / "r")
     start = records[0]
@@ -73,13 +77,15 @@ def test_estimate_over_the_budget_says_what_it_buys_and_what_would_help(tiny_con
     tips = "\n".join(lines[3:])
     assert lines[2].startswith("what would help on this machine (nothing is changed for you)")
     assert estimate_lines(plan, 200.0, cfg=cfg, device=CPU)[1] == (
-        "budget: --max-minutes 3 is shorter than one iteration here; the iteration under way finishes and is saved")
+        "budget: --max-minutes 3 is shorter than one iteration here; the iteration under way finishes and is "
+        "saved")
     for tip in ("--crop-size 128 (about 4.0x fewer pixels", "--precision bf16", "--preset fast",
                 "n_blocks=6", "a CUDA GPU"):
         assert tip in tips, tip
     # fast already, bf16 not native, small crops: only what is left to try
     monkeypatch.setattr(banner, "native_bf16", lambda device: False)
-    fast = build_config(preset="fast", overrides={"data.dataroot": "x", "data.load_size": 72, "data.crop_size": 64,
+    fast = build_config(preset="fast",
+                        overrides={"data.dataroot": "x", "data.load_size": 72, "data.crop_size": 64,
                                                   "model.generator.n_blocks": 6})
     tips = "\n".join(estimate_lines(plan, 2.0, cfg=fast, device=CPU)[3:])
     assert "--crop-size" not in tips and "--precision bf16" not in tips and "--preset fast" not in tips
@@ -107,8 +113,8 @@ def test_banner_of_a_resumed_invocation_with_budgets():
 
 def test_plan_caps_the_stop_at_the_end_of_the_run(tiny_config):
     cfg = tiny_config(**{"train.max_steps": 500})
-    plan = plan_run(cfg, device=CPU, precision="fp32", precision_reason="as configured", images_a=12, images_b=12,
-                    steps_per_epoch=12, start_step=40)
+    plan = plan_run(cfg, device=CPU, precision="fp32", precision_reason="as configured", images_a=12,
+                    images_b=12, steps_per_epoch=12, start_step=40)
     assert (plan.total_steps, plan.stop_step, plan.steps_to_run) == (48, 48, 8)
 
 
@@ -128,7 +134,8 @@ def test_precision_auto_is_recorded_resolved_and_resume_is_bitwise(tiny_config, 
     straight = train(tiny_config(**common, **{"train.max_steps": 8}), tmp_path / "a", progress=False,
                      echo=lambda _m: None)
     assert straight.step == 8
-    train(tiny_config(**common, **{"train.max_steps": 4}), tmp_path / "b", progress=False, echo=lambda _m: None)
+    train(tiny_config(**common, **{"train.max_steps": 4}), tmp_path / "b", progress=False,
+          echo=lambda _m: None)
     saved = json.loads((tmp_path / "b" / "config.json").read_text())
     assert saved["train"]["precision"] == "bf16"
     # what the CLI does for --resume --max-steps 4: the saved config, 4 iterations past the checkpoint
@@ -163,15 +170,17 @@ def test_resumed_at_the_end_there_is_nothing_to_do(tiny_config, tmp_path):
     assert (result.status, result.step) == ("nothing_to_do", 12)
     assert lines[-1] == ("nothing to do: the run has already trained all its 1 epochs (12 iterations); "
                          "to train on, resume with a larger --epochs")
-    assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before  # not one byte written
+    # not one byte written
+    assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
     # a library caller's train.max_steps is the iteration to stop at: reached already, nothing to do
     other = tmp_path / "s"
     train(tiny_config(**{"train.max_steps": 3}), other, progress=False, echo=lambda _m: None)
     lines.clear()
-    result = train(tiny_config(**{"train.max_steps": 3}), other, resume=True, progress=False, echo=lines.append)
+    result = train(tiny_config(**{"train.max_steps": 3}), other, resume=True, progress=False,
+                   echo=lines.append)
     assert (result.status, result.step) == ("nothing_to_do", 3)
-    assert lines[-1] == ("nothing to do: the run is already at iteration 3 and train.max_steps stops it at 3; "
-                         "--max-steps N on the command line trains N more")
+    assert lines[-1] == ("nothing to do: the run is already at iteration 3 and train.max_steps stops it at "
+                         "3; --max-steps N on the command line trains N more")
 
 
 def test_the_estimate_comes_once_even_when_the_invocation_stops_first():

@@ -14,7 +14,8 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 def _suite(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(BENCH / "gpu_suite.py"), *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, str(BENCH / "gpu_suite.py"), *args], capture_output=True,
+                          text=True,
                           timeout=timeout, check=False, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
@@ -25,8 +26,8 @@ def test_dry_run_runs_every_step_into_one_report(tmp_path):
     (report,) = tmp_path.glob("*-cpu-dry-run.json")
     doc = json.loads(report.read_text())
     steps = doc["steps"]
-    assert list(steps) == ["train-table", "train-compile", "train-e2e", "bs1", "translate", "quality-cyclegan",
-                           "quality-fastcut"]
+    assert list(steps) == ["train-table", "train-compile", "train-e2e", "bs1", "translate",
+                           "quality-cyclegan", "quality-fastcut"]
     assert {name: part["status"] for name, part in steps.items()} == dict.fromkeys(steps, "ok")
     assert steps["train-table"]["result"]["benchmark"] == "train_speed"
     assert steps["translate"]["result"]["results"][0]["variant"] == "eager-fp32"
@@ -43,7 +44,8 @@ def test_dry_run_runs_every_step_into_one_report(tmp_path):
 
 
 def test_refusals_are_one_line(tmp_path):
-    no_data = _suite("--step", "train-table", "--data", str(tmp_path / "none"), "--results", str(tmp_path), timeout=120)
+    no_data = _suite("--step", "train-table", "--data", str(tmp_path / "none"), "--results", str(tmp_path),
+                     timeout=120)
     assert no_data.returncode == 2 and "pack_gpu_data.py" in no_data.stderr
     nothing = _suite("--step", "report", "--results", str(tmp_path / "empty"), timeout=120)
     assert nothing.returncode == 1 and "no parts" in nothing.stderr

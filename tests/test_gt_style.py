@@ -183,8 +183,8 @@ def test_build_refuses_test_photos_among_the_training_photos(tmp_path):
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="the CPU clock reads /proc (Linux)")
 def test_tiny_race_scores_every_arm_against_the_targets(tmp_path):
     out = tmp_path / "gt.json"
-    proc = subprocess.run([sys.executable, str(BENCH / "gt_style.py"), "--tiny", "--jobs", "2", "--slices", "1",
-                           "--runs", str(tmp_path / "runs"), "--out", str(out)],
+    proc = subprocess.run([sys.executable, str(BENCH / "gt_style.py"), "--tiny", "--jobs", "2", "--slices",
+                           "1", "--runs", str(tmp_path / "runs"), "--out", str(out)],
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(out.read_text())

@@ -18,7 +18,8 @@ SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "quality_race.py"
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="the CPU clock reads /proc (Linux)")
 def test_tiny_race(tmp_path):
     out = tmp_path / "race.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--jobs", "2", "--runs", str(tmp_path / "runs"),
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--jobs", "2", "--runs",
+                           str(tmp_path / "runs"),
                            "--out", str(out)], capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(out.read_text())
