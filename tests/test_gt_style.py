@@ -183,8 +183,10 @@ def test_build_refuses_test_photos_among_the_training_photos(tmp_path):
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="the CPU clock reads /proc (Linux)")
 def test_tiny_race_scores_every_arm_against_the_targets(tmp_path):
     out = tmp_path / "gt.json"
+    # --no-classifier: training the domain classifier was most of this test's time, and
+    # tests/test_quality_race.py's tiny race covers the classifier score in a race already
     proc = subprocess.run([sys.executable, str(BENCH / "gt_style.py"), "--tiny", "--jobs", "2", "--slices",
-                           "1", "--runs", str(tmp_path / "runs"), "--out", str(out)],
+                           "1", "--no-classifier", "--runs", str(tmp_path / "runs"), "--out", str(out)],
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(out.read_text())
@@ -196,7 +198,7 @@ def test_tiny_race_scores_every_arm_against_the_targets(tmp_path):
     for name, row in rows.items():
         assert row["status"] == "ok", row["reason"]
         assert row["iterations"] > 0 and 0 < row["ssim"] <= 1 and -1 <= row["luma_r"] <= 1
-        assert 0 <= row["outline_f1"] <= 1 and 0 <= row["target_share_a2b"] <= 1
+        assert 0 <= row["outline_f1"] <= 1 and row.get("target_share_a2b") is None
         assert (tmp_path / "gt_grids" / f"{name}_seed0.png").is_file()
         assert (tmp_path / "runs" / f"{name}.s0" / "run" / "checkpoints" / "latest").is_dir()
     assert "no translation (floor)" in proc.stdout and "paper (reference)" in proc.stdout
