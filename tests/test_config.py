@@ -18,6 +18,7 @@ from cyclegan.config import (
     LossConfig,
     build_config,
     config_from_dict,
+    dotted,
     list_presets,
     load_config_json,
     parse_set,
@@ -523,3 +524,10 @@ def test_cli_refuses_an_ignored_option_in_one_line_and_creates_nothing(tmp_path)
     assert result.exit_code == 1
     assert "loss.lambda_cyc: used by model kinds cyclegan; not by cut" in _one_error_line(result)
     assert not (tmp_path / "run").exists()
+
+
+def test_dotted_flattens_nested_settings_into_set_keys():
+    nested = {"loss": {"lambda_id": 5.0, "gan": "lsgan"}, "preset": None, "model": {"generator": {"ngf": 8}}}
+    assert dotted(nested) == {"loss.lambda_id": 5.0, "loss.gan": "lsgan", "preset": None,
+                              "model.generator.ngf": 8}
+    assert dotted(build_config().to_dict())["train.precision"] == "fp32"

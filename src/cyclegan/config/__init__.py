@@ -49,6 +49,7 @@ from cyclegan.config.schema import (
     ModelConfig,
     OptimConfig,
     TrainConfig,
+    dotted,
 )
 from cyclegan.config.validation import (
     MAX_DISCRIMINATOR_LAYERS,
@@ -70,7 +71,7 @@ __all__ = [
     "MAX_NETWORK_BYTES", "MAX_RESIDUAL_BLOCKS", "MAX_YAML_DEPTH", "MODEL_KINDS", "NETWORK_NAMES", "NORMS",
     "PREPROCESS", "PRESET_DIR", "UPSAMPLE", "Config", "DataConfig", "DiscriminatorConfig", "DistillConfig",
     "GeneratorConfig", "KindOptions", "LossConfig", "ModelConfig", "OptimConfig", "TrainConfig",
-    "build_config", "check_discriminator_fits", "config_from_dict", "estimate_parameters",
+    "build_config", "check_discriminator_fits", "config_from_dict", "dotted", "estimate_parameters",
     "generator_size_multiple", "list_presets", "load_config_json", "parse_set", "preset_dict",
     "refuse_unused", "replace", "validate",
 ]

@@ -250,3 +250,15 @@ class Config:
         # allow_nan=False: NaN / Infinity are not JSON; validate refuses them, so this never fires
         # for a validated config, and a config that skipped validation cannot write an invalid file.
         return json.dumps(self.to_dict(), indent=2, sort_keys=False, allow_nan=False)
+
+
+def dotted(tree: dict, prefix: str = "") -> dict:
+    """A nested config dict as one level of dotted keys (``{"loss.lambda_id": 5.0, ...}``): the names
+    ``--set`` takes, and how a run, its preset and a request are compared key by key."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

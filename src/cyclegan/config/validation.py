@@ -30,6 +30,7 @@ from cyclegan.config.schema import (
     DiscriminatorConfig,
     GeneratorConfig,
     ModelConfig,
+    dotted,
 )
 from cyclegan.devices import DEVICES, PRECISIONS
 from cyclegan.diffaug import POLICIES, parse_policy
@@ -275,8 +276,8 @@ def refuse_unused(cfg: Config, *, inherited: dict | None = None) -> None:
     whose value comes unchanged from ``inherited`` (the saved config a run resumes from and the preset,
     as a tree) is kept: a run started before a key was refused still resumes, and a preset's recipe
     still applies with one part swapped (``--preset tiny --generator animeganv2``)."""
-    values, defaults = _flat(cfg.to_dict()), _flat(Config().to_dict())
-    kept = _flat(inherited or {})
+    values, defaults = dotted(cfg.to_dict()), dotted(Config().to_dict())
+    kept = dotted(inherited or {})
     for key, value in values.items():
         if value == defaults[key] or value in _OFF or (key in kept and kept[key] == value):
             continue
@@ -308,16 +309,6 @@ def _readers(cfg: Config, section: str, name: str) -> tuple[list[str], str] | No
         key = f"{section}.{name}"
         return [k for k, kind in KINDS.items() if key in kind.options], cfg.model.kind
     return None
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
 
 
 def _on_meta(build, key: str, what: str):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cyclegan.config import Config, preset_dict
+from cyclegan.config import Config, dotted, preset_dict
 from cyclegan.devices import native_bf16
 
 # Keys shown elsewhere in the banner or that say where, not how, a run trains: left out of the
@@ -78,16 +78,6 @@ class RunPlan:
         return max(0, self.stop_step - self.start_step)
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            flat.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            flat[f"{prefix}{k}"] = v
-    return flat
-
-
 def _merge(base: dict, update: dict) -> dict:
     out = dict(base)
     for k, v in update.items():
@@ -103,7 +93,7 @@ def recipe_differences(cfg: Config) -> tuple[str, tuple[str, ...]]:
     if cfg.preset:
         base = _merge(base, preset_dict(cfg.preset))
         name = f"preset {cfg.preset}"
-    ours, theirs = _flatten(cfg.to_dict()), _flatten(base)
+    ours, theirs = dotted(cfg.to_dict()), dotted(base)
     diffs = tuple(
         f"{key} {ours[key]!r} (recipe: {theirs.get(key)!r})"
         for key in ours

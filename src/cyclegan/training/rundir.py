@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from cyclegan import checkpoint as ckpt_io
-from cyclegan.config import Config, build_config, load_config_json
+from cyclegan.config import Config, build_config, dotted, load_config_json
 from cyclegan.errors import CheckpointError, RunDirError
 
 RUN_ARTEFACTS = ("config.json", "log.jsonl", "metrics.jsonl", "samples", "checkpoints", "tensorboard",
@@ -122,18 +122,8 @@ def prepare_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
         raise RunDirError(f"{out}: cannot create the run directory ({e.strerror or e})") from None
 
 
-def _dotted(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            flat.update(_dotted(v, f"{prefix}{k}."))
-        else:
-            flat[f"{prefix}{k}"] = v
-    return flat
-
-
 def check_resume_compatible(saved: Config, requested: Config, where: Path) -> None:
-    a, b = _dotted(saved.to_dict()), _dotted(requested.to_dict())
+    a, b = dotted(saved.to_dict()), dotted(requested.to_dict())
     for key in a:
         if any(key == f or key.startswith(f + ".") for f in RESUME_FIXED) and a[key] != b.get(key):
             raise CheckpointError(
