@@ -221,3 +221,14 @@ def test_a_unet_with_skip_additions_quantizes_and_leaves_the_working_directory_c
     result = export_int8(net, out=out, info=_info(net), calibration=cal)
     assert out.is_file() and result.report.int8_nodes >= 1
     assert list(cwd.iterdir()) == []
+
+
+def test_a_group_norm_generator_quantizes(photos, tmp_path):
+    """GroupNorm exports as Reshape -> InstanceNormalization sharing one scale constant across every
+    norm (the AnimeGANv2 generators); ONNX Runtime's quantizer refused that shared constant."""
+    torch.manual_seed(0)
+    net = build_generator(GeneratorConfig(name="animeganv2", ngf=16)).eval()
+    cal = load_calibration(photos, size=48, size_multiple=net.size_multiple)
+    result = export_int8(net, out=tmp_path / "ag_int8.onnx", info=_info(net), calibration=cal)
+    check = result.report.check
+    assert result.report.int8_nodes >= 4 and check.passed(DEFAULT_LIMITS), check.line()

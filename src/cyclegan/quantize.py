@@ -271,6 +271,12 @@ def fp32_nodes(model) -> list[str]:
     if convs:
         keep |= {convs[0].name, convs[-1].name}
     producer = {o: n for n in nodes for o in n.output}
+    # GroupNorm exports as Reshape -> InstanceNormalization over the groups -> Reshape, with one
+    # scale/bias constant of group length shared by every such norm (the AnimeGANv2 generators);
+    # ONNX Runtime's quantizer cannot quantize that shared constant ("shared mode is not supported for
+    # weight") and CPU kernels run normalisation in fp32 anyway.
+    keep |= {n.name for n in nodes if n.op_type == "InstanceNormalization"
+             and n.input and n.input[0] in producer and producer[n.input[0]].op_type == "Reshape"}
     consumers: dict[str, list] = {}
     for n in nodes:
         for i in n.input:
