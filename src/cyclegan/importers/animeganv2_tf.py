@@ -17,13 +17,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from cyclegan.config import GeneratorConfig
 from cyclegan.importers.common import IMPORT_FORMATS, Converted, ForeignWeightsError
 from cyclegan.importers.official import make_config
-from cyclegan.importers.tfcheckpoint import TFCheckpoint, check_plan, load_plan
-from cyclegan.networks import GENERATORS, build_generator, count_parameters
+from cyclegan.importers.tfcheckpoint import TFCheckpoint, build_from_plan, first_kernel_width
+from cyclegan.networks import count_parameters
 
 SCOPE = "generator/G_MODEL/"
 FIRST = SCOPE + "A/Conv/weights"
@@ -65,26 +63,14 @@ def convert_animeganv2_tf(paths: Sequence[Path]) -> Converted:
         raise ForeignWeightsError(f"cyclegan import animeganv2-tf: expected one checkpoint prefix (e.g. "
                                   f"generator_Hayao_weight/Hayao-64.ckpt), got {len(paths)} paths")
     ckpt = TFCheckpoint(paths[0])
-    first = ckpt.entries.get(FIRST)
-    if first is None or len(first.shape) != 4 or first.shape[:3] != (7, 7, 3) or first.shape[3] < 1:
-        hint = " (it looks like a White-box Cartoonization checkpoint: cyclegan import whitebox ...)" \
-            if WHITEBOX_FIRST in ckpt.entries else ""
-        found = ", ".join(f"{n} {list(e.shape)}" for n, e in list(ckpt.entries.items())[:3])
-        raise ForeignWeightsError(f"{ckpt.index_path}: not an AnimeGANv2 TensorFlow generator: expected "
-                                  f"{FIRST} [7, 7, 3, 32]; found {len(ckpt.entries)} variables: "
-                                  f"{found}{hint}")
-    ngf = 2 * first.shape[3]
+    hint = (" (it looks like a White-box Cartoonization checkpoint: cyclegan import whitebox ...)"
+            if WHITEBOX_FIRST in ckpt.entries else "")
+    ngf = 2 * first_kernel_width(ckpt, FIRST, what="an AnimeGANv2 TensorFlow generator", hint=hint)
     description = f"AnimeGANv2 TF generator with ngf {ngf}"
     cfg = make_config(GeneratorConfig(name="animeganv2_tf", ngf=ngf), path=ckpt.index_path)
-    plan = animeganv2_plan()
-    with torch.device("meta"):  # shapes only: the checkpoint is checked before the network is allocated
-        shapes = GENERATORS["animeganv2_tf"](cfg.model.generator).state_dict()
-    ignored = check_plan(ckpt, plan, {k: v.shape for k, v in shapes.items()}, scope="generator/",
-                         description=description)
-    net = build_generator(cfg.model.generator, init=cfg.model.init, init_gain=cfg.model.init_gain)
-    load_plan(net, ckpt, plan)
+    net, ignored = build_from_plan(ckpt, animeganv2_plan(), cfg, scope="generator/", description=description)
     architecture = f"{description} ({count_parameters(net):,} parameters)"
     if ignored:
         architecture += f"; {ignored} other variables of the checkpoint (optimizer, discriminator) ignored"
-    return Converted(config=cfg, generators={"a2b": net.eval()}, architecture=architecture,
+    return Converted(config=cfg, generators={"a2b": net}, architecture=architecture,
                      sources=ckpt.files)

@@ -26,7 +26,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from cyclegan.config import Config
 from cyclegan.importers.common import ForeignWeightsError
+from cyclegan.networks import GENERATORS, build_generator
 
 INDEX_SUFFIX = ".index"
 DATA_SUFFIX = ".data-00000-of-00001"  # the one shard tf.train.Saver writes on one device
@@ -188,6 +190,32 @@ def check_plan(ckpt: TFCheckpoint, plan: list[tuple[str, str]], shapes: dict[str
         raise ForeignWeightsError(f"{ckpt.data_path}: the variables need {needed:,} bytes but the data file "
                                   f"holds {ckpt.data_size:,}")
     return sum(1 for n in ckpt.entries if n not in wanted)
+
+
+def first_kernel_width(ckpt: TFCheckpoint, name: str, *, what: str, hint: str = "") -> int:
+    """Output channels of the generator's first 7x7 RGB kernel ``name`` (the width it was built with);
+    a checkpoint without it is not ``what``, and ``hint`` may say which format it looks like."""
+    first = ckpt.entries.get(name)
+    if first is None or len(first.shape) != 4 or first.shape[:3] != (7, 7, 3) or first.shape[3] < 1:
+        found = ", ".join(f"{n} {list(e.shape)}" for n, e in list(ckpt.entries.items())[:3])
+        raise ForeignWeightsError(f"{ckpt.index_path}: not {what}: expected {name} [7, 7, 3, 32]; found "
+                                  f"{len(ckpt.entries)} variables: {found}{hint}")
+    return first.shape[3]
+
+
+def build_from_plan(ckpt: TFCheckpoint, plan: list[tuple[str, str]], cfg: Config, *, scope: str,
+                    description: str) -> tuple[torch.nn.Module, int]:
+    """The generator of ``cfg`` filled from ``ckpt`` by ``plan``, in eval mode, and how many variables
+    of the checkpoint were ignored. The plan is checked against a meta-device network first, so a
+    checkpoint that does not match allocates nothing."""
+    gcfg = cfg.model.generator
+    with torch.device("meta"):
+        shapes = GENERATORS[gcfg.name](gcfg).state_dict()
+    ignored = check_plan(ckpt, plan, {k: v.shape for k, v in shapes.items()}, scope=scope,
+                         description=description)
+    net = build_generator(gcfg, init=cfg.model.init, init_gain=cfg.model.init_gain)
+    load_plan(net, ckpt, plan)
+    return net.eval(), ignored
 
 
 def load_plan(net: torch.nn.Module, ckpt: TFCheckpoint, plan: list[tuple[str, str]]) -> None:

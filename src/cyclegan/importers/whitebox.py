@@ -15,13 +15,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from cyclegan.config import GeneratorConfig
 from cyclegan.importers.common import IMPORT_FORMATS, Converted, ForeignWeightsError
 from cyclegan.importers.official import make_config
-from cyclegan.importers.tfcheckpoint import TFCheckpoint, check_plan, load_plan
-from cyclegan.networks import GENERATORS, build_generator, count_parameters
+from cyclegan.importers.tfcheckpoint import TFCheckpoint, build_from_plan, first_kernel_width
+from cyclegan.networks import count_parameters
 from cyclegan.networks.whitebox import RESIDUAL_BLOCKS
 
 SCOPE = "generator/"
@@ -45,26 +43,15 @@ def convert_whitebox(paths: Sequence[Path]) -> Converted:
         raise ForeignWeightsError(f"cyclegan import whitebox: expected one checkpoint prefix (e.g. "
                                   f"saved_models/model-33999), got {len(paths)} paths")
     ckpt = TFCheckpoint(paths[0])
-    first = ckpt.entries.get(FIRST)
-    if first is None or len(first.shape) != 4 or first.shape[:3] != (7, 7, 3) or first.shape[3] < 1:
-        hint = " (it looks like an AnimeGANv2 checkpoint: cyclegan import animeganv2-tf ...)" \
-            if any(n.startswith("generator/G_MODEL/") for n in ckpt.entries) else ""
-        found = ", ".join(f"{n} {list(e.shape)}" for n, e in list(ckpt.entries.items())[:3])
-        raise ForeignWeightsError(f"{ckpt.index_path}: not a White-box Cartoonization generator: expected "
-                                  f"{FIRST} [7, 7, 3, 32]; found {len(ckpt.entries)} variables: "
-                                  f"{found}{hint}")
-    ngf = first.shape[3]
+    hint = (" (it looks like an AnimeGANv2 checkpoint: cyclegan import animeganv2-tf ...)"
+            if any(n.startswith("generator/G_MODEL/") for n in ckpt.entries) else "")
+    ngf = first_kernel_width(ckpt, FIRST, what="a White-box Cartoonization generator", hint=hint)
     description = f"White-box Cartoonization generator with channel {ngf}"
     cfg = make_config(GeneratorConfig(name="whitebox", ngf=ngf), path=ckpt.index_path)
-    plan = whitebox_plan(RESIDUAL_BLOCKS)
-    with torch.device("meta"):  # shapes only: the checkpoint is checked before the network is allocated
-        shapes = GENERATORS["whitebox"](cfg.model.generator).state_dict()
-    ignored = check_plan(ckpt, plan, {k: v.shape for k, v in shapes.items()}, scope=SCOPE,
-                         description=description)
-    net = build_generator(cfg.model.generator, init=cfg.model.init, init_gain=cfg.model.init_gain)
-    load_plan(net, ckpt, plan)
+    net, ignored = build_from_plan(ckpt, whitebox_plan(RESIDUAL_BLOCKS), cfg, scope=SCOPE,
+                                   description=description)
     architecture = f"{description}, guided filter r 1 eps 5e-3 ({count_parameters(net):,} parameters)"
     if ignored:
         architecture += f"; {ignored} other variables of the checkpoint ignored"
-    return Converted(config=cfg, generators={"a2b": net.eval()}, architecture=architecture,
+    return Converted(config=cfg, generators={"a2b": net}, architecture=architecture,
                      sources=ckpt.files)
