@@ -345,19 +345,11 @@ def main(argv=None) -> int:
     harness.check_minimums(p, args, {"size": 8, "slices": 1, "threads": 1, "jobs": 1, "num_workers": 0,
                                      "ngf": 1, "n_blocks": 0, "ndf": 1, "n_layers": 1, "log_every": 1,
                                      "style_images": 1, "test_images": 2, "grid_images": 1})
-    args.device = harness.resolve_device(args.device)
     tiny = args.tiny
-    args.minutes = args.minutes if args.minutes is not None else (0.05 if tiny else 8.0)
-    args.slices = args.slices or (2 if tiny else 4)
-    args.size = args.size or (32 if tiny else 64)
+    quality_race.resolve_race_defaults(args, minutes=0.05 if tiny else 8.0)
     if args.size % 4:
         p.error(f"--size {args.size}: must be a multiple of 4 (the generator's input multiple)")
     args.test_images = args.test_images or (4 if tiny else 120)
-    args.clock = args.clock or ("cpu" if args.device == "cpu" and Path("/proc/self/stat").exists()
-                                else "wall")
-    args.num_workers = args.num_workers if args.num_workers is not None else (0 if args.device == "cpu"
-                                                                              else 4)
-    args.slice_timeout = args.slice_timeout or max(600.0, 20 * 60 * args.minutes / args.slices)
     args.eval_size = args.size
     args.seed = None  # each run's seed is its arm's train.seed (quality_race.base_sets reads this name)
     if tiny:

@@ -24,6 +24,7 @@ and rescores finished ones without training them again.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -366,6 +367,20 @@ def goal_lines(results: list[dict], goal_arm: str | None) -> list[str]:
     return [line]
 
 
+def resolve_race_defaults(args: argparse.Namespace, *, minutes: float) -> None:
+    """Fill the race flags left unset (device, budget, slices, size, clock, loader workers, slice
+    timeout) in place; ``minutes`` is the script's default budget per arm."""
+    args.device = harness.resolve_device(args.device)
+    args.minutes = args.minutes if args.minutes is not None else minutes
+    args.slices = args.slices or (2 if args.tiny else 4)
+    args.size = args.size or (32 if args.tiny else 64)
+    args.clock = args.clock or ("cpu" if args.device == "cpu" and Path("/proc/self/stat").exists()
+                                else "wall")
+    if args.num_workers is None:
+        args.num_workers = 0 if args.device == "cpu" else 4
+    args.slice_timeout = args.slice_timeout or max(600.0, 20 * 60 * args.minutes / args.slices)
+
+
 def main(argv=None) -> int:
     p = harness.make_parser("quality_race", __doc__)
     p.add_argument("--arms", default=None, help="comma-separated arm names (see --list-arms); the reference "
@@ -407,16 +422,8 @@ def main(argv=None) -> int:
         return 0
     harness.check_minimums(p, args, {"size": 8, "slices": 1, "threads": 1, "jobs": 1, "num_workers": 0,
                                      "ngf": 1, "n_blocks": 0, "ndf": 1, "n_layers": 1, "log_every": 1})
-    args.device = harness.resolve_device(args.device)
     tiny = args.tiny
-    args.minutes = args.minutes if args.minutes is not None else (0.1 if tiny else 20.0)
-    args.slices = args.slices or (2 if tiny else 4)
-    args.size = args.size or (32 if tiny else 64)
-    args.clock = args.clock or ("cpu" if args.device == "cpu" and Path("/proc/self/stat").exists()
-                                else "wall")
-    args.num_workers = args.num_workers if args.num_workers is not None else (0 if args.device == "cpu"
-                                                                              else 4)
-    args.slice_timeout = args.slice_timeout or max(600.0, 20 * 60 * args.minutes / args.slices)
+    resolve_race_defaults(args, minutes=0.1 if tiny else 20.0)
     if tiny:
         args.ngf, args.n_blocks, args.ndf, args.n_layers, args.log_every = 8, 1, 8, 2, 5
         args.eval_size = args.eval_size or 16
