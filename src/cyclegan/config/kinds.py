@@ -26,7 +26,8 @@ ADVERSARIAL = frozenset({"loss.gan", "loss.lambda_gan", "loss.lambda_gp", "loss.
 # CartoonGAN's edge-promoting term on the style domain's discriminator.
 EDGE_PROMOTE = frozenset({"loss.lambda_edge_promote", "loss.edge_promote_direction", "loss.edge_smooth_dir"})
 CYCLE = frozenset({"loss.lambda_cyc", "loss.lambda_id", "loss.lambda_fm", "loss.lambda_edge",
-                   "loss.lambda_color", "loss.color_pool", "loss.lambda_vq", "loss.adaptive_weighting"})
+                   "loss.lambda_color", "loss.lambda_tone", "loss.color_pool", "loss.lambda_vq",
+                   "loss.adaptive_weighting"})
 PATCH_NCE = frozenset({"loss.lambda_nce", "loss.nce_idt", "loss.nce_temperature", "loss.nce_patches",
                        "loss.nce_mlp_dim", "loss.flip_equivariance"})
 DISTILL = frozenset({"distill.teacher", "distill.direction", "distill.teacher_sha256",
@@ -52,10 +53,10 @@ class KindOptions:
 
 def _check_cyclegan(cfg: Config, generator: nn.Module) -> None:
     loss = cfg.loss
-    if loss.adaptive_weighting != "none" and not any(
-        getattr(loss, n) > 0 for n in ("lambda_cyc", "lambda_id", "lambda_edge", "lambda_color", "lambda_fm")
-    ):
-        raise ConfigError("loss.adaptive_weighting: no term to weigh (lambda_cyc/id/edge/color/fm are all 0)")
+    weighed = ("lambda_cyc", "lambda_id", "lambda_edge", "lambda_color", "lambda_tone", "lambda_fm")
+    if loss.adaptive_weighting != "none" and not any(getattr(loss, n) > 0 for n in weighed):
+        raise ConfigError("loss.adaptive_weighting: no term to weigh (lambda_cyc/id/edge/color/tone/fm are "
+                          "all 0)")
 
 
 def _check_one_sided(cfg: Config, generator: nn.Module) -> None:
@@ -104,7 +105,8 @@ def _gradient_penalty_on(cfg: Config) -> bool:
 # only when that one is on, for every kind and network alike.
 ACTIVE_WHEN: dict[str, tuple[Callable[[Config], bool], str]] = {
     "loss.lambda_gp": (_gradient_penalty_on, "loss.gan wgangp or loss.gradient_penalty true"),
-    "loss.color_pool": (lambda c: c.loss.lambda_color > 0, "loss.lambda_color > 0"),
+    "loss.color_pool": (lambda c: c.loss.lambda_color > 0 or c.loss.lambda_tone > 0,
+                        "loss.lambda_color or loss.lambda_tone > 0"),
     "loss.lambda_vq": (lambda c: c.model.generator.vq_codebook_size > 0,
                        "model.generator.vq_codebook_size > 0"),
     "loss.lecam_decay": (lambda c: c.loss.lambda_lecam > 0, "loss.lambda_lecam > 0"),

@@ -107,7 +107,11 @@ class LossConfig:
     lambda_fm: float = 0.0  # feature matching: L1 between D's features of real and generated images
     lambda_edge: float = 0.0  # L1 between Sobel edge maps of a generator's input and output
     lambda_color: float = 0.0  # L1 between low-resolution chroma of a generator's input and output
-    color_pool: int = 4  # average-pooling factor for the colour loss (blurs away texture, keeps hue)
+    color_pool: int = 4  # average-pooling factor for the colour and tone losses (blurs away texture)
+    # L1 between output and input, both RGB average-pooled by color_pool: each region keeps its
+    # brightness and hue (no inverted or drifting tones), texture and outlines stay free. Unlike
+    # lambda_id it costs no generator pass. 0 = off.
+    lambda_tone: float = 0.0
     lambda_vq: float = 0.25  # VQ commitment weight (beta of VQ-VAE); used when the generator quantises
     # none | uncertainty: learned homoscedastic-uncertainty weights on the non-adversarial generator
     # terms (Kendall, Gal & Cipolla, CVPR 2018); the lambdas above become their initial scales.
@@ -185,6 +189,9 @@ class TrainConfig:
     # (a synchronous write of the paper's 324 MB checkpoint took 0.6 s on the dev VM).
     async_checkpoint: bool = True
     sample_every: int = 1  # epochs between sample grids
+    # also a sample grid every this many minutes of training (0 = off): a time-budgeted run
+    # (--max-minutes) shows its progress whatever its epoch length
+    sample_every_minutes: float = 0.0
     tensorboard: bool = True  # also log to <run>/tensorboard when the tensorboard package is installed
     eval_every: int = 0  # epochs between test-split metrics (FID/KID/IS/GMS/cycle); 0 = never
     # --eval-every also scores with the domain classifier (trained on the training images, cached;
@@ -199,6 +206,12 @@ class TrainConfig:
     # step of a new run (e.g. a pre-trained discriminator to steady a small-data run); ignored on --resume.
     init_from: str | None = None
     init_nets: str = "D_A,D_B"  # comma-separated subset of G_A, G_B, D_A, D_B
+    # The first N iterations of a run step only its discriminators (generators frozen): a generator
+    # started from trained weights (init_from) meets a discriminator that has caught up, not a random one.
+    d_warmup_steps: int = 0
+    # Growing resolution (cyclegan.resolution): "SIZE:UNTIL,..." trains on random SIZE-px crops of
+    # each batch until iteration UNTIL, sizes growing, then at data.crop_size; "" = off.
+    resolution_schedule: str = ""
     # Exponential moving average of the generators' weights (StyleGAN-style); 0 = off. Samples,
     # translate and evaluate use the averaged generator when a checkpoint has one.
     ema_decay: float = 0.0

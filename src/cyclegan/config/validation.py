@@ -52,6 +52,7 @@ from cyclegan.networks.options import (
 from cyclegan.networks.options import (
     require_fraction as _fraction,
 )
+from cyclegan.resolution import parse_schedule
 from cyclegan.schedules import LR_POLICIES
 
 __all__ = ["MAX_DISCRIMINATOR_LAYERS", "MAX_RESIDUAL_BLOCKS"]  # re-exported from cyclegan.config
@@ -158,7 +159,8 @@ def _check_loss(cfg: Config) -> None:
     loss = cfg.loss
     _choice("loss.gan", loss.gan, GAN_LOSSES)
     for name in ("lambda_gan", "lambda_cyc", "lambda_id", "lambda_gp", "lambda_fm", "lambda_edge",
-                 "lambda_color", "lambda_vq", "lambda_edge_promote", "lambda_lecam", "lambda_nce"):
+                 "lambda_color", "lambda_tone", "lambda_vq", "lambda_edge_promote", "lambda_lecam",
+                 "lambda_nce"):
         _at_least(f"loss.{name}", getattr(loss, name), 0.0)
     _choice("loss.edge_promote_direction", loss.edge_promote_direction, EDGE_PROMOTE_DIRECTIONS)
     if loss.edge_smooth_dir == "":
@@ -210,6 +212,9 @@ def _check_train(cfg: Config, generator: torch.nn.Module) -> None:
     for name in ("log_every", "save_latest_every", "save_epoch_every", "sample_every"):
         _at_least(f"train.{name}", getattr(t, name), 1)
     _at_least("train.keep_epochs", t.keep_epochs, 0)
+    _at_least("train.sample_every_minutes", t.sample_every_minutes, 0.0)
+    _at_least("train.d_warmup_steps", t.d_warmup_steps, 0)
+    _check_resolution_schedule(cfg, generator)
     nets = [n.strip() for n in t.init_nets.split(",")]
     if any(n not in NETWORK_NAMES for n in nets) or not t.init_nets.strip():
         raise ConfigError(
@@ -240,6 +245,29 @@ def _check_train(cfg: Config, generator: torch.nn.Module) -> None:
     if t.grad_checkpointing and not hasattr(generator, "checkpoint_blocks"):
         raise ConfigError(f"train.grad_checkpointing: generator {cfg.model.generator.name} does not "
                           f"support it (used by generators {', '.join(_checkpointing_generators())})")
+
+
+def _check_resolution_schedule(cfg: Config, generator: torch.nn.Module) -> None:
+    """Every stage's crop: smaller than data.crop_size, a size the generator takes, deep enough for
+    the discriminator (the same checks as data.crop_size gets)."""
+    key = "train.resolution_schedule"
+    try:
+        stages = parse_schedule(cfg.train.resolution_schedule)
+    except ValueError as e:
+        raise ConfigError(f"{key}: {short_repr(cfg.train.resolution_schedule)}: {e}") from None
+    multiple = int(getattr(generator, "size_multiple", 1))
+    disc = _meta_discriminator(cfg.model.discriminator)
+    for stage in stages:
+        if stage.size >= cfg.data.crop_size:
+            raise ConfigError(f"{key}: stage size {stage.size} must be below data.crop_size "
+                              f"({cfg.data.crop_size}), which the run reaches after the last stage")
+        if stage.size % multiple:
+            raise ConfigError(f"{key}: stage size {stage.size} must be a multiple of {multiple} for "
+                              f"generator {cfg.model.generator.name}")
+        try:
+            _check_discriminator_net_fits(disc, cfg.model.discriminator, stage.size)
+        except ConfigError as e:
+            raise ConfigError(f"{key}: stage size {stage.size}: {e}") from None
 
 
 def _checkpointing_generators() -> list[str]:
