@@ -206,7 +206,7 @@ def train(
                         if batch is None:
                             break
                         # -- generator step, pool, discriminator step (the step of model.kind)
-                        losses = step_fn(batch)
+                        losses = step_fn(batch, iteration=pos.step)
                         pos.step += 1
                         pos.epoch_step += 1
                         run.add(losses)

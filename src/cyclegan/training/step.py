@@ -134,9 +134,10 @@ class TrainStep:
         """The averaged generator when EMA is on (what translate will use), else the trained one."""
         return self.ema[name].module if name in self.ema else getattr(self.models, name)
 
-    def __call__(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def __call__(self, batch: dict[str, Tensor], *, iteration: int = 0) -> dict[str, Tensor]:
         """One iteration of the kind's ``iterate`` on uint8 ``batch`` ({"A", "B": [B, 3, H, W]}, and
-        "A_smooth"/"B_smooth" with the edge-promoting loss); its losses, detached."""
+        "A_smooth"/"B_smooth" with the edge-promoting loss); its losses, detached. ``iteration``: the
+        run's iterations completed before this one (what schedules by iteration read)."""
         losses = self.iterate(batch)
         self.scaler.update()
         return {k: v.detach() for k, v in losses.items()}
