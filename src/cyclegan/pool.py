@@ -42,6 +42,11 @@ class ImagePool:
         stacked = torch.stack(out)
         return stacked.contiguous(memory_format=torch.channels_last) if channels_last else stacked
 
+    def clear(self) -> None:
+        """Forget the stored images: the batches changed size (train.resolution_schedule), and a
+        discriminator must not be shown fakes of another size."""
+        self.images = []
+
     def state_dict(self) -> dict:
         stored = torch.stack([i.cpu() for i in self.images]) if self.images else torch.empty(0)
         return {"size": self.size, "images": stored, "generator": self.generator.get_state()}

@@ -50,12 +50,19 @@ def parse_schedule(text: str) -> tuple[Stage, ...]:
     return tuple(stages)
 
 
-def size_at(stages: tuple[Stage, ...], step: int, final: int) -> int:
-    """The crop side for the iteration that follows ``step`` completed iterations."""
+def size_at(stages: tuple[Stage, ...], step: int) -> int | None:
+    """The crop side for the iteration that follows ``step`` completed iterations; None once the
+    schedule is over (the batches are used whole)."""
     for stage in stages:
         if step < stage.until_step:
             return stage.size
-    return final
+    return None
+
+
+def stage_changes(stages: tuple[Stage, ...], step: int) -> bool:
+    """Whether the iteration after ``step`` completed ones is the first of a new stage (not the first
+    iteration of the run): what was sized for the previous stage (image pools) must be let go."""
+    return step > 0 and size_at(stages, step) != size_at(stages, step - 1)
 
 
 def random_crops(images: Tensor, size: int, *, seed: int, step: int, stream: int) -> Tensor:

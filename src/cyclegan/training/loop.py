@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from cyclegan import checkpoint as ckpt_io
 from cyclegan import distributed as dist_env
+from cyclegan import resolution
 from cyclegan.config import Config, TrainConfig
 from cyclegan.data import (
     DomainFiles,
@@ -185,6 +186,7 @@ def train(
     timer = StepTimer(device, report_estimate) if main else None
 
     # -- the loop
+    stages = resolution.parse_schedule(tcfg.resolution_schedule)
     stop_reason: str | None = None  # why the loop stops early; None while it goes on
     started = time.monotonic()
     if tcfg.max_minutes:
@@ -205,6 +207,9 @@ def train(
                         run.data_time += time.perf_counter() - wait
                         if batch is None:
                             break
+                        if stages:  # growing resolution: this iteration's crops
+                            batch = _at_resolution(batch, stages, step_fn, step=pos.step, seed=tcfg.seed,
+                                                   run=run)
                         # -- generator step, pool, discriminator step (the step of model.kind)
                         losses = step_fn(batch, iteration=pos.step)
                         pos.step += 1
@@ -347,6 +352,18 @@ def _nothing_to_do(pos: Position, tcfg: TrainConfig) -> str:
                 "iterations); to train on, resume with a larger --epochs")
     return (f"nothing to do: the run is already at iteration {pos.step:,} and train.max_steps stops it at "
             f"{tcfg.max_steps:,}; --max-steps N on the command line trains N more")
+
+
+def _at_resolution(batch: dict, stages: tuple[resolution.Stage, ...], step_fn: TrainStep, *, step: int,
+                   seed: int, run: RunRecorder) -> dict:
+    """The batch cut to its stage's crop size (train.resolution_schedule); at a stage's first iteration
+    the image pools, which hold fakes of the previous size, start again."""
+    size = resolution.size_at(stages, step)
+    if resolution.stage_changes(stages, step):
+        for pool in step_fn.pools.values():
+            pool.clear()
+        run.event({"event": "resolution", "step": step, "crop_size": size})
+    return batch if size is None else resolution.crop_batch(batch, size, seed=seed, step=step)
 
 
 def _stop_reason(
