@@ -188,6 +188,7 @@ CHANGES: dict[str, tuple] = {
     "loss.lambda_fm": (1.0, {}),
     "loss.lambda_edge": (1.0, {}),
     "loss.lambda_color": (1.0, {}),
+    "loss.lambda_tone": (1.0, {}),
     "loss.color_pool": (2, {"loss.lambda_color": 1.0}),
     "loss.lambda_vq": (1.0, VQ),
     "loss.adaptive_weighting": ("uncertainty", {}),
@@ -209,6 +210,7 @@ CHANGES: dict[str, tuple] = {
     "train.diffaug": ("color,translation", {}),
     "train.init_from": (None, {}),  # the teacher run, with init_nets G_A: filled in by the test
     "train.init_nets": ("G_A", {}),
+    "train.d_warmup_steps": (1, {}),  # one step inside the warm-up: the generators stay as built
     "distill.direction": ("b2a", {}),
     "distill.lambda_distill": (3.0, {}),
     "distill.lambda_feature": (0.5, {}),

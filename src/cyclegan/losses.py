@@ -377,6 +377,19 @@ def color_loss(output: Tensor, source: Tensor, *, pool: int = 4) -> Tensor:
     return F.l1_loss(a, b)
 
 
+def tone_loss(output: Tensor, source: Tensor, *, pool: int = 4) -> Tensor:
+    """L1 between output and input RGB, each average-pooled by ``pool`` (DPED's colour loss, a
+    distance between blurred images: Ignatov et al., ICCV 2017, sec. 3). Where ``color_loss`` holds
+    the hue only, this also holds each region's brightness, so a cycle-consistent pair of generators
+    cannot settle on inverted tones (dark skies, light horses), which the identity loss prevents at
+    the cost of two more generator passes; pooling leaves texture and outlines free to change.
+    output, source: [B, 3, H, W] -> scalar."""
+    if pool > 1:
+        output = F.avg_pool2d(output, pool, ceil_mode=True)
+        source = F.avg_pool2d(source, pool, ceil_mode=True)
+    return F.l1_loss(output, source)
+
+
 # ----------------------------------------------------------------------------------------------
 # Adaptive loss weighting
 
@@ -396,7 +409,7 @@ class UncertaintyWeights(nn.Module):
     at first every term keeps its configured lambda). The training step adds ``log_vars`` to the
     generator's optimiser and saves them with the training state.
 
-    Only the non-adversarial terms (cycle, identity, edge, colour, feature matching) are weighted:
+    Only the non-adversarial terms (cycle, identity, edge, colour, tone, feature matching) are weighted:
     the adversarial loss is not a likelihood of a fixed target, and a weight that shrinks as it grows
     would let the generator switch the adversarial game off.
     """

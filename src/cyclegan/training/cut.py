@@ -56,11 +56,13 @@ class CUTStep(TrainStep):
                      for qi, ki in zip(q, k)]
         return sum(per_layer) / len(per_layer)
 
-    def iterate(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def iterate(self, batch: dict[str, Tensor], *, train_generators: bool = True) -> dict[str, Tensor]:
         loss_cfg, m = self.cfg.loss, self.compiled
         real_a, real_b = self._prepare(batch["A"]), self._prepare(batch["B"])
         n = real_a.shape[0]
-        with autocast(self.device, self.cfg.train.precision):
+        # In the warm-up (train_generators False) the same pass without gradients: D_B sees the fakes
+        # a training step would make.
+        with autocast(self.device, self.cfg.train.precision), torch.set_grad_enabled(train_generators):
             # One generator pass over A (and B for the NCE identity loss), as the paper's code does.
             real = torch.cat([real_a, real_b]) if loss_cfg.nce_idt else real_a
             flipped = loss_cfg.flip_equivariance and bool(torch.rand(()) < 0.5)
@@ -73,6 +75,9 @@ class CUTStep(TrainStep):
         with autocast(self.device, self.cfg.train.precision):
             d_loss, d_terms = self.discriminator_loss([("D_B", real_b, pooled)], smooth)
         self._backward_and_step(d_loss, self.opt_d)
+        d_logged = {"D_B": d_loss, **{k: v for k, v in d_terms.items() if k != "D_B"}}
+        if not train_generators:
+            return d_logged
 
         # -- generator step
         self.models.D_B.requires_grad_(False)
@@ -89,7 +94,7 @@ class CUTStep(TrainStep):
         self._update_ema()
         self.models.D_B.requires_grad_(True)
         # D_B: the discriminator's total with its regularisers, as this step has always logged it
-        losses.update(G_total=total, D_B=d_loss, **{k: v for k, v in d_terms.items() if k != "D_B"})
+        losses.update(G_total=total, **d_logged)
         return losses
 
     def eval_generators(self) -> dict[str, nn.Module]:

@@ -161,13 +161,14 @@ class DistillStep(TrainStep):
             self.teacher_tap = torch.compile(self.teacher_tap, mode=self.cfg.train.compile_mode)
             self.student_tap = torch.compile(self.student_tap, mode=self.cfg.train.compile_mode)
 
-    def iterate(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def iterate(self, batch: dict[str, Tensor], *, train_generators: bool = True) -> dict[str, Tensor]:
         distill_cfg, m = self.cfg.distill, self.compiled
         real_a = self._prepare(batch["A"])  # [B, 3, S, S]
         with autocast(self.device, self.cfg.train.precision):
             with torch.no_grad():
                 t_out, t_feats = self.teacher_tap(real_a)
-            s_out, s_feats = self.student_tap(real_a)
+            with torch.set_grad_enabled(train_generators):  # the warm-up: fakes without gradients
+                s_out, s_feats = self.student_tap(real_a)
             # one input dtype for D and the losses (TrainStep._generate explains why)
             t_out, s_out = t_out.float(), s_out.float()
         real = self._prepare(batch["B"]) if distill_cfg.real == "b" else t_out
@@ -177,6 +178,9 @@ class DistillStep(TrainStep):
         with autocast(self.device, self.cfg.train.precision):
             d_loss, d_terms = self.discriminator_loss([("D_B", real, pooled)], {})
         self._backward_and_step(d_loss, self.opt_d)
+        d_logged = {"D_B": d_loss, **{k: v for k, v in d_terms.items() if k != "D_B"}}
+        if not train_generators:
+            return d_logged
 
         # -- generator step: the student and the projections
         self.models.D_B.requires_grad_(False)
@@ -194,7 +198,7 @@ class DistillStep(TrainStep):
         self._backward_and_step(total, self.opt_g)
         self._update_ema()
         self.models.D_B.requires_grad_(True)
-        losses.update(G_total=total, D_B=d_loss, **{k: v for k, v in d_terms.items() if k != "D_B"})
+        losses.update(G_total=total, **d_logged)
         return losses
 
     def eval_generators(self) -> dict[str, nn.Module]:

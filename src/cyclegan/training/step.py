@@ -45,6 +45,7 @@ from cyclegan.losses import (
     gradient_penalty,
     identity_loss,
     lecam_regularizer,
+    tone_loss,
 )
 from cyclegan.pool import ImagePool
 from cyclegan.registry import Registry
@@ -137,13 +138,17 @@ class TrainStep:
     def __call__(self, batch: dict[str, Tensor], *, iteration: int = 0) -> dict[str, Tensor]:
         """One iteration of the kind's ``iterate`` on uint8 ``batch`` ({"A", "B": [B, 3, H, W]}, and
         "A_smooth"/"B_smooth" with the edge-promoting loss); its losses, detached. ``iteration``: the
-        run's iterations completed before this one (what schedules by iteration read)."""
-        losses = self.iterate(batch)
+        run's iterations completed before this one (what schedules by iteration read); the first
+        ``train.d_warmup_steps`` of them train the discriminators only."""
+        losses = self.iterate(batch, train_generators=iteration >= self.cfg.train.d_warmup_steps)
         self.scaler.update()
         return {k: v.detach() for k, v in losses.items()}
 
-    def iterate(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The kind's iteration: both optimiser steps; returns its losses (not yet detached)."""
+    def iterate(self, batch: dict[str, Tensor], *, train_generators: bool = True) -> dict[str, Tensor]:
+        """The kind's iteration: both optimiser steps; returns its losses (not yet detached). Without
+        ``train_generators`` (the warm-up of ``train.d_warmup_steps``, in which discriminators catch up
+        with generators that start from trained weights) the generators make their fakes without
+        gradients and nothing of theirs is stepped: no generator loss, optimiser step or EMA update."""
         raise NotImplementedError
 
     def eval_generators(self) -> dict[str, nn.Module]:
@@ -224,6 +229,10 @@ class CycleGANStep(TrainStep):
                 losses["color_A"] = color_loss(fake_b, real_a, pool=loss_cfg.color_pool)
                 losses["color_B"] = color_loss(fake_a, real_b, pool=loss_cfg.color_pool)
                 terms["color"] = loss_cfg.lambda_color * (losses["color_A"] + losses["color_B"])
+            if loss_cfg.lambda_tone > 0:  # each region's brightness and hue stay (pooled RGB)
+                losses["tone_A"] = tone_loss(fake_b, real_a, pool=loss_cfg.color_pool)
+                losses["tone_B"] = tone_loss(fake_a, real_b, pool=loss_cfg.color_pool)
+                terms["tone"] = loss_cfg.lambda_tone * (losses["tone_A"] + losses["tone_B"])
             if loss_cfg.lambda_fm > 0:  # D's features of fake vs real target (pix2pixHD feature matching)
                 d_a, d_b = self.models.D_A, self.models.D_B
                 losses["fm_A"] = feature_matching_loss(d_b.features(fake_b)[:-1], d_b.features(real_b)[:-1])
@@ -261,9 +270,20 @@ class CycleGANStep(TrainStep):
         self._backward_and_step(total, self.opt_d)
         return losses
 
-    def iterate(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def frozen_fakes(self, real_a: Tensor, real_b: Tensor) -> tuple[Tensor, Tensor]:
+        """(G_B(B), G_A(A)) without gradients: what the discriminators judge while the generators wait."""
+        aux: dict[str, list] = {"G_A": [], "G_B": []}
+        with torch.no_grad(), autocast(self.device, self.cfg.train.precision):
+            fake_b = self._generate("G_A", real_a, aux)
+            fake_a = self._generate("G_B", real_b, aux)
+        return fake_a, fake_b
+
+    def iterate(self, batch: dict[str, Tensor], *, train_generators: bool = True) -> dict[str, Tensor]:
         real_a, real_b = self._prepare(batch["A"]), self._prepare(batch["B"])
-        g_losses, fake_a, fake_b = self.generator_step(real_a, real_b)
+        if train_generators:
+            g_losses, fake_a, fake_b = self.generator_step(real_a, real_b)
+        else:
+            g_losses, (fake_a, fake_b) = {}, self.frozen_fakes(real_a, real_b)
         fake_a, fake_b = self._pool("D_A", fake_a), self._pool("D_B", fake_b)
         smooth = {d: self._prepare(batch[f"{d}_smooth"]) for d in ("A", "B") if f"{d}_smooth" in batch}
         d_losses = self.discriminator_step(real_a, real_b, fake_a, fake_b, smooth)
@@ -284,7 +304,7 @@ def weighted_terms(cfg: Config) -> tuple[str, ...]:
     """Names of the generator terms that ``loss.adaptive_weighting`` weighs (those with lambda > 0)."""
     loss = cfg.loss
     pairs = (("cycle", loss.lambda_cyc), ("idt", loss.lambda_id), ("edge", loss.lambda_edge),
-             ("color", loss.lambda_color), ("fm", loss.lambda_fm))
+             ("color", loss.lambda_color), ("tone", loss.lambda_tone), ("fm", loss.lambda_fm))
     return tuple(name for name, weight in pairs if weight > 0)
 
 
