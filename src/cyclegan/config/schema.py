@@ -192,6 +192,10 @@ class TrainConfig:
     # also a sample grid every this many minutes of training (0 = off): a time-budgeted run
     # (--max-minutes) shows its progress whatever its epoch length
     sample_every_minutes: float = 0.0
+    # At the end of a run (finished, --max-steps or --max-minutes), its A -> B generator translates the
+    # first N held-aside images (the dataroot's testA/, else the data.val_fraction split) at full size
+    # into <run>/final/: what the run can do on images it never trained on. 0 = off.
+    final_translations: int = 0
     tensorboard: bool = True  # also log to <run>/tensorboard when the tensorboard package is installed
     eval_every: int = 0  # epochs between test-split metrics (FID/KID/IS/GMS/cycle); 0 = never
     # --eval-every also scores with the domain classifier (trained on the training images, cached;

@@ -213,6 +213,7 @@ def _check_train(cfg: Config, generator: torch.nn.Module) -> None:
         _at_least(f"train.{name}", getattr(t, name), 1)
     _at_least("train.keep_epochs", t.keep_epochs, 0)
     _at_least("train.sample_every_minutes", t.sample_every_minutes, 0.0)
+    _at_least("train.final_translations", t.final_translations, 0)
     _at_least("train.d_warmup_steps", t.d_warmup_steps, 0)
     _check_resolution_schedule(cfg, generator)
     nets = [n.strip() for n in t.init_nets.split(",")]

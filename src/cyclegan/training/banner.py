@@ -10,12 +10,14 @@ without timing anything; ``StepTimer`` is the only part that reads a clock.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from cyclegan import resolution
 from cyclegan.config import Config, dotted, preset_dict
 from cyclegan.devices import native_bf16
 
@@ -68,6 +70,8 @@ class RunPlan:
     stop_step: int  # where this invocation stops at the latest (epochs or --max-steps)
     max_minutes: float  # the time budget of this invocation, 0 = none
     world_size: int = 1
+    stages: tuple[resolution.Stage, ...] = ()  # train.resolution_schedule
+    crop_size: int = 0  # data.crop_size: the crop after the last stage
 
     @property
     def total_steps(self) -> int:
@@ -118,7 +122,8 @@ def plan_run(
                    precision_reason=precision_reason, recipe=recipe, differences=diffs, images_a=images_a,
                    images_b=images_b, steps_per_epoch=steps_per_epoch, epochs=tcfg.epochs,
                    start_step=start_step,
-                   stop_step=max(stop, start_step), max_minutes=tcfg.max_minutes, world_size=world_size)
+                   stop_step=max(stop, start_step), max_minutes=tcfg.max_minutes, world_size=world_size,
+                   stages=resolution.parse_schedule(tcfg.resolution_schedule), crop_size=cfg.data.crop_size)
 
 
 def describe_run(plan: RunPlan) -> list[str]:
@@ -162,18 +167,21 @@ def estimate_lines(plan: RunPlan, seconds_per_step: float, *, cfg: Config, devic
     """The estimate measured on the first iterations and, when the run cannot finish within the
     budget (``--max-minutes``) or a day, what the budget buys and what would help here."""
     left = plan.steps_to_run
-    invocation = left * seconds_per_step
-    whole = (plan.total_steps - plan.start_step) * seconds_per_step
+    invocation = scheduled_seconds(plan, seconds_per_step, plan.start_step, plan.stop_step)
+    whole = scheduled_seconds(plan, seconds_per_step, plan.start_step, plan.total_steps)
     lines = [f"estimate: {seconds_per_step:.3g} s/iteration measured, {_duration(invocation)} for the "
              f"{left:,} iterations of this invocation" + (f" ({_duration(whole)} to the end of the run)"
                                                           if plan.stop_step < plan.total_steps else "")
              + "; epoch-end samples and checkpoints come on top"]
+    if plan.stages:
+        lines.append(f"  (measured on {_size_at(plan, plan.start_step)}-px crops; the larger stages of "
+                     "train.resolution_schedule are estimated by pixel count)")
     budget = plan.max_minutes * 60
     over_budget = bool(budget) and invocation > budget
     if not over_budget and invocation <= DAY_SECONDS:
         return lines
     if over_budget:
-        steps = int(budget / seconds_per_step)
+        steps = steps_within(plan, seconds_per_step, budget)
         share = steps / max(1, plan.total_steps)
         if steps < 1:
             lines.append(f"budget: --max-minutes {plan.max_minutes:g} is shorter than one iteration here; "
@@ -187,6 +195,42 @@ def estimate_lines(plan: RunPlan, seconds_per_step: float, *, cfg: Config, devic
     lines += ["what would help on this machine (nothing is changed for you):"]
     lines += [f"  - {tip}" for tip in speedups(cfg, device, plan.precision)]
     return lines
+
+
+def _size_at(plan: RunPlan, step: int) -> int:
+    return resolution.size_at(plan.stages, step) or plan.crop_size
+
+
+def _segments(plan: RunPlan, begin: int, end: int) -> list[tuple[int, int]]:
+    """[begin, end) cut at the stage boundaries of the schedule: (first, last + 1) pieces of one size."""
+    cuts = sorted({begin, end, *(s.until_step for s in plan.stages if begin < s.until_step < end)})
+    return list(itertools.pairwise(cuts))
+
+
+def _cost(plan: RunPlan, seconds_per_step: float, step: int) -> float:
+    """Seconds of iteration ``step`` from ``seconds_per_step`` measured at ``plan.start_step``'s crop: with
+    a resolution schedule an iteration costs in proportion to its pixels (the networks are
+    convolutional: their work grows with the area)."""
+    if not plan.stages:
+        return seconds_per_step
+    return seconds_per_step * (_size_at(plan, step) / _size_at(plan, plan.start_step)) ** 2
+
+
+def scheduled_seconds(plan: RunPlan, seconds_per_step: float, begin: int, end: int) -> float:
+    """Seconds for iterations [begin, end) (``_cost`` of each)."""
+    return sum((b - a) * _cost(plan, seconds_per_step, a) for a, b in _segments(plan, begin, end))
+
+
+def steps_within(plan: RunPlan, seconds_per_step: float, budget: float) -> int:
+    """How many iterations from ``plan.start_step`` fit in ``budget`` seconds (``_cost`` of each)."""
+    done, left = 0, budget
+    for a, b in _segments(plan, plan.start_step, max(plan.total_steps, plan.start_step)):
+        cost = _cost(plan, seconds_per_step, a)
+        n = min(b - a, int(left / cost))
+        done, left = done + n, left - n * cost
+        if n < b - a:
+            break
+    return done
 
 
 def speedups(cfg: Config, device: torch.device, precision: str) -> list[str]:
