@@ -475,7 +475,7 @@ def test_init_from_flags_on_the_command_line(tiny_config, tiny_dataroot, tmp_pat
     bad = CliRunner().invoke(main,
                              [*common, "--out", str(tmp_path / "third"), "--init-from", str(first.run_dir),
                                     "--init-nets", "D_X"])
-    assert bad.exit_code == 1 and bad.output.startswith("error: train.init_nets")
+    assert bad.exit_code == 1 and bad.output.startswith("error: --init-nets")  # cli/flags.py maps the key
     gone = CliRunner().invoke(main, [*common, "--out", str(tmp_path / "fourth"), "--init-from",
                                      str(tmp_path / "nowhere")])
     assert gone.exit_code == 1 and "no such run or checkpoint" in gone.output

@@ -29,9 +29,12 @@ FLAGS: dict[str, str] = {
     "threads": "--threads",
     "tile": "--tile",
     "tile_overlap": "--tile-overlap",
+    # config keys that `cyclegan train` sets with a flag of their own (its other keys are --set KEY)
+    "train.init_from": "--init-from",
+    "train.init_nets": "--init-nets",
 }
 
-_NAMES = "|".join(sorted(FLAGS, key=len, reverse=True))
+_NAMES = "|".join(re.escape(name) for name in sorted(FLAGS, key=len, reverse=True))
 # "name must ...", "name 'value'...", "name 12...", "name value: reason", "name: reason" at the start.
 _LEADING = re.compile(rf"^({_NAMES})(?= must\b| '| \"| -?\d| [^\s:]+:|:)")
 # "name=value" anywhere, not part of a dotted config key (model.tile=...) or a longer word.

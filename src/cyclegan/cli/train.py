@@ -62,9 +62,12 @@ PRECISION_HELP = ("auto (default for a new run): bf16 autocast where the device 
 @click.option("--overwrite", is_flag=True, help="Replace the artefacts of an existing run in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--init-from", type=click.Path(path_type=Path),
-              help="Start some networks from this earlier run or checkpoint (a pre-trained discriminator).")
+              help="Start networks from this run or checkpoint (any of G_A,G_B,D_A,D_B: a pre-trained "
+                   "discriminator), or generators from a model file to fine-tune: an export, a `cyclegan "
+                   "import` folder, pretrained:NAME or hf:OWNER/REPO (model.generator must match it).")
 @click.option("--init-nets", metavar="NAMES",
-              help="Networks --init-from copies, comma-separated (default D_A,D_B).")
+              help="Networks --init-from copies, comma-separated (default D_A,D_B; from a model file G_A "
+                   "and/or G_B: its A->B and B->A generators).")
 @click.option("--model", "kind", type=NameChoice(list(TRAIN_STEPS), "model kind"),
               help="Model kind (model.kind): cyclegan (two-sided), or one-sided cut / fastcut (PatchNCE).")
 # Choices from the registries, as --set model.generator.name=... etc. would take them.

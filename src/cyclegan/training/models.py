@@ -1,5 +1,6 @@
 """The networks of a CycleGAN run and what builds them: the four-network container, the Adam
-optimiser factory, EMA copies of the generators and the warm start from an earlier run.
+optimiser factory, EMA copies of the generators and the warm start (``train.init_from``) from an
+earlier run or checkpoint, or from any model file's generators (fine-tuning).
 
 Naming: ``G_A`` translates A->B and ``G_B`` translates B->A; ``D_A`` judges domain-A images (real A
 against G_B's fakes) and ``D_B`` judges domain-B images.
@@ -8,17 +9,26 @@ against G_B's fakes) and ``D_B`` judges domain-B images.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from cyclegan import checkpoint as ckpt_io
-from cyclegan.config import Config
+from cyclegan.config import Config, GeneratorConfig
 from cyclegan.ema import EMA
-from cyclegan.errors import ConfigError
-from cyclegan.networks import build_discriminator, build_generator
-from cyclegan.sources import resolve_source
+from cyclegan.errors import ConfigError, short_repr
+from cyclegan.modelfile import (
+    EXPORTED_WEIGHTS,
+    FOREIGN_INFO,
+    TORCHSCRIPT_SUFFIXES,
+    load_safetensors_file,
+    model_memory_guard,
+)
+from cyclegan.networks import GENERATORS, build_discriminator, build_generator
+from cyclegan.networks.options import option_names
+from cyclegan.sources import ModelSourceError, resolve_source
 
 
 class NamedNetworks:
@@ -91,19 +101,137 @@ def build_ema(cfg: Config, generators: dict[str, nn.Module]) -> dict[str, EMA]:
     return {name: EMA(net, decay=cfg.train.ema_decay) for name, net in generators.items()}
 
 
-def warm_start(models: CycleGAN, cfg: Config) -> list[str]:
-    """Copy the networks named in ``train.init_nets`` from the run or checkpoint ``train.init_from``.
+# network name -> the direction a model file's generator must translate to start it
+DIRECTION_OF = {name: direction for direction, name in ckpt_io.GENERATOR_FOR_DIRECTION.items()}
+# What refuses a model file that cannot be fine-tuned, by what _model_file_kind says it is.
+_NOT_TRAINABLE = {
+    "onnx-import": "is an ONNX graph imported with cyclegan import onnx, which translates as given but "
+                   "cannot be fine-tuned (no model.generator holds its weights)",
+    "onnx": "is an ONNX model, which runs in ONNX Runtime and cannot be fine-tuned; give its run, checkpoint "
+            "or safetensors export (cyclegan export --format safetensors)",
+    "torchscript": "is a TorchScript file (or foreign PyTorch weights), which cannot be fine-tuned; give its "
+                   "run, checkpoint or safetensors export, or convert foreign weights with cyclegan import",
+}
 
-    A discriminator pre-trained on the same domains steadies the first steps on a small dataset;
-    this starts D_A/D_B (or any of the four) from an earlier run's weights. The architectures must
-    match; the optimiser state is not copied.
+
+@dataclass(frozen=True)
+class InitSource:
+    """Where ``train.init_from``'s weights come from: a run's or checkpoint's folder, whose files are
+    named after the networks (``checkpoint``), or model files holding one generator each
+    (``generator_files``: network name -> its safetensors file)."""
+
+    checkpoint: Path | None = None
+    generator_files: dict[str, Path] = field(default_factory=dict)
+
+
+def init_net_names(cfg: Config) -> list[str]:
+    return [n.strip() for n in cfg.train.init_nets.split(",")]
+
+
+def check_init_from(cfg: Config) -> InitSource:
+    """``train.init_from`` and ``train.init_nets`` checked against the run before any training work
+    (and before ``--overwrite`` clears a run folder): the source resolves, holds every network named,
+    and a model file's generator is the run's ``model.generator`` translating the named direction.
+    Raises ConfigError or CheckpointError with one line."""
+    spec, names = cfg.train.init_from, init_net_names(cfg)
+    path = resolve_source(spec)
+    kind = _model_file_kind(path)
+    if kind is None:  # a run or checkpoint: every network by its name, as always
+        ckpt = ckpt_io.resolve_checkpoint(path)
+        held = sorted(p.stem for p in ckpt.glob("*.safetensors"))
+        if missing := [n for n in names if n not in held]:
+            raise ConfigError(f"train.init_nets: {spec} holds no {', '.join(missing)} (it holds "
+                              f"{', '.join(held) or 'no networks'})")
+        return InitSource(checkpoint=ckpt)
+    if kind in _NOT_TRAINABLE:
+        raise ConfigError(f"train.init_from: {spec} {_NOT_TRAINABLE[kind]}")
+    if others := [n for n in names if n not in DIRECTION_OF]:
+        raise ConfigError(f"train.init_nets: {spec} is a model file, which holds generators and no "
+                          f"{', '.join(others)}; name G_A and/or G_B, or give a run or checkpoint")
+    return InitSource(generator_files={name: _generator_file(cfg, name) for name in names})
+
+
+def _model_file_kind(path: Path) -> str | None:
+    """What the model file at ``path`` is (safetensors, onnx-import, onnx, torchscript); None for
+    anything else, which must then be a run or checkpoint."""
+    if not path.exists():
+        return None
+    if path.is_dir():
+        if (path / FOREIGN_INFO).is_file():
+            return "onnx-import"
+        return "safetensors" if (path / EXPORTED_WEIGHTS).is_file() else None
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        return "safetensors"
+    if suffix == ".onnx":
+        return "onnx"
+    return "torchscript" if suffix in TORCHSCRIPT_SUFFIXES else None
+
+
+def _generator_file(cfg: Config, name: str) -> Path:
+    """The safetensors file of ``train.init_from`` that starts generator ``name``: its direction's
+    file of a two-direction source, checked loadable, of that direction and of the run's generator."""
+    spec, direction = cfg.train.init_from, DIRECTION_OF[name]
+    try:
+        path = resolve_source(spec, direction=direction)
+    except ModelSourceError as e:  # a two-direction source without this one (it resolved for a2b)
+        raise ConfigError(f"train.init_nets: {name} starts from a {direction} generator; {e}") from None
+    kind = _model_file_kind(path)
+    if kind != "safetensors":
+        why = _NOT_TRAINABLE.get(kind, "is not a model file")
+        raise ConfigError(f"train.init_from: {spec} ({direction}) {why}")
+    file = path / EXPORTED_WEIGHTS if path.is_dir() else path
+    with model_memory_guard(file):
+        _, info = load_safetensors_file(file, torch.device("cpu"))  # metadata, hashes, every tensor
+    if info.direction != direction:
+        other = ckpt_io.GENERATOR_FOR_DIRECTION.get(info.direction)  # None: metadata from elsewhere
+        held = f"its {info.direction} generator; name {other} instead" if other else (
+            f"a generator of direction {short_repr(info.direction)}")
+        raise ConfigError(f"train.init_nets: {name} starts from a {direction} generator, but {spec} holds "
+                          f"only {held}")
+    assert info.config is not None  # load_safetensors_file refuses a file without one
+    _check_same_generator(cfg, info.config.model.generator)
+    return file
+
+
+def _generator_settings(g: GeneratorConfig) -> dict[str, object]:
+    """What builds a generator: its name, width and the options its class reads."""
+    options = option_names(GENERATORS.options.get(g.name))
+    return {"name": g.name, "ngf": g.ngf, **{k: getattr(g, k) for k in options}}
+
+
+def _check_same_generator(cfg: Config, source: GeneratorConfig) -> None:
+    held = _generator_settings(source)
+    differ = [k for k, v in held.items() if getattr(cfg.model.generator, k) != v]
+    if not differ:
+        return
+    options = ", ".join(f"{k} {held[k]}" for k in differ if k not in ("name", "ngf"))
+    raise ConfigError(
+        f"train.init_from: {cfg.train.init_from} holds generator {source.name} ngf {source.ngf}"
+        f"{f' ({options})' if options else ''}; set "
+        f"{' and '.join(f'model.generator.{k} {held[k]}' for k in differ)}"
+    )
+
+
+def warm_start(models: NamedNetworks, cfg: Config) -> list[str]:
+    """Copy the networks named in ``train.init_nets`` from ``train.init_from``: a run or checkpoint
+    (any of its networks), or a model file (an export, an imported model, ``pretrained:``/``hf:``),
+    whose A->B generator starts G_A and B->A generator G_B.
+
+    A discriminator pre-trained on the same domains steadies the first steps on a small dataset; a
+    trained generator is fine-tuned to a new style (with ``train.d_warmup_steps``, the discriminators
+    catch up first). The architectures must match; no optimiser state is copied.
     """
-    ckpt = ckpt_io.resolve_checkpoint(resolve_source(cfg.train.init_from))
-    names = [n.strip() for n in cfg.train.init_nets.split(",")]
+    source = check_init_from(cfg)
+    names = init_net_names(cfg)
     nets = models.networks()
     for name in names:
         if name not in nets:
             raise ConfigError(f"train.init_nets: a {cfg.model.kind} model has no {name} (it has "
                               f"{', '.join(nets)})")
-        ckpt_io.load_into(nets[name], ckpt, name)
+        if source.checkpoint is not None:
+            ckpt_io.load_into(nets[name], source.checkpoint, name)
+        else:
+            file = source.generator_files[name]
+            ckpt_io.load_into(nets[name], file.parent, file.stem)
     return names
