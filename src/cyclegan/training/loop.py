@@ -46,6 +46,7 @@ from cyclegan.fileio import write_text_atomic
 from cyclegan.prep.edges import edge_smooth_folder
 from cyclegan.schedules import learning_rate
 from cyclegan.training.banner import StepTimer, describe_run, estimate_lines, plan_run, resolve_precision
+from cyclegan.training.final import FINAL_DIR, held_aside_images, write_final_translations
 from cyclegan.training.log import JsonlLog
 from cyclegan.training.models import check_init_from
 from cyclegan.training.recorder import Position, RunRecorder
@@ -189,6 +190,7 @@ def train(
     stages = resolution.parse_schedule(tcfg.resolution_schedule)
     stop_reason: str | None = None  # why the loop stops early; None while it goes on
     started = time.monotonic()
+    next_sample = started + 60.0 * tcfg.sample_every_minutes  # train.sample_every_minutes
     if tcfg.max_minutes:
         run.deadline = started + 60.0 * tcfg.max_minutes  # the progress bar shows what is left of it
     error: BaseException | None = None
@@ -222,6 +224,9 @@ def train(
                             run.flush_log()
                         if pos.step % tcfg.save_latest_every == 0:
                             run.snapshot("latest")
+                        if tcfg.sample_every_minutes and time.monotonic() >= next_sample:
+                            run.save_samples(f"step_{pos.step:07d}.png")
+                            next_sample = time.monotonic() + 60.0 * tcfg.sample_every_minutes
                         stop_reason = _stop_reason(pos, tcfg, is_log_step=is_log_step, started=started,
                                                    stop=stop, info=info, device=device)
                         if stop_reason is not None:
@@ -250,6 +255,8 @@ def train(
                 run.save_samples(f"step_{pos.step:07d}.png")
             run.snapshot("latest")
             run.writer.wait()  # the run ends when its last checkpoint is on disk
+            if main and data.held_aside and stop_reason in (None, "max_steps", "time_limit"):
+                _final_translations(out, data.held_aside, device=device, step=pos.step, run=run, echo=echo)
             dist_env.barrier(info)
     except BaseException as e:
         stop_reason, error = "diverged" if isinstance(e, TrainingDivergedError) else "aborted", e
@@ -282,6 +289,7 @@ class _Data:
     val_b: list | None
     sampler: UnpairedSampler
     steps_per_epoch: int  # global batches per epoch
+    held_aside: list  # what the run translates into final/ at its end (train.final_translations)
 
 
 def _training_data(cfg: Config, info: DistInfo) -> _Data:
@@ -302,7 +310,8 @@ def _training_data(cfg: Config, info: DistInfo) -> _Data:
             f"too few training images ({len(files.a)} A, {len(files.b)} B after data.val_fraction "
             f"{cfg.data.val_fraction}) for a global batch of {tcfg.batch_size * info.world_size}"
         )
-    return _Data(files=files, val_a=val_a, val_b=val_b, sampler=sampler, steps_per_epoch=steps_per_epoch)
+    return _Data(files=files, val_a=val_a, val_b=val_b, sampler=sampler, steps_per_epoch=steps_per_epoch,
+                 held_aside=held_aside_images(cfg, val_a))
 
 
 def _warn_about_data_and_device(
@@ -352,6 +361,14 @@ def _nothing_to_do(pos: Position, tcfg: TrainConfig) -> str:
                 "iterations); to train on, resume with a larger --epochs")
     return (f"nothing to do: the run is already at iteration {pos.step:,} and train.max_steps stops it at "
             f"{tcfg.max_steps:,}; --max-steps N on the command line trains N more")
+
+
+def _final_translations(out: Path, images: list, *, device: torch.device, step: int, run: RunRecorder,
+                        echo: Callable[[str], None]) -> None:
+    written = write_final_translations(out, images, device=device)
+    run.event({"event": "final_translations", "step": step,
+               "files": [str(p.relative_to(out)) for p in written]})
+    echo(f"final translations of {len(written)} held-aside image(s): {out / FINAL_DIR}")
 
 
 def _at_resolution(batch: dict, stages: tuple[resolution.Stage, ...], step_fn: TrainStep, *, step: int,
