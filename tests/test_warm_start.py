@@ -185,3 +185,14 @@ def test_fine_tuning_on_the_command_line(tiny_dataroot, source_run, tmp_path):
                        "--generator", "animeganv2_tf")
     assert wrong.exit_code == 1 and wrong.output.startswith("error: --init-from: ")
     assert "set model.generator.name resnet" in wrong.output and not (tmp_path / "other").exists()
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_before_the_run_folder_is_touched(
+        tiny_config, tiny_dataroot, source_run, tmp_path):
+    kept = train(tiny_config(**{"train.max_steps": 1}), tmp_path / "kept", progress=False).run_dir
+    before = sorted(p.relative_to(kept) for p in kept.rglob("*"))
+    bad = _cli_train(tiny_dataroot, kept, "--init-from", str(source_run), "--overwrite",
+                     "--set", "model.discriminator.ndf=4")
+    assert bad.exit_code == 1 and "D_A.safetensors: does not match the configured network" in bad.output
+    assert "model.discriminator of this run differs" in bad.output
+    assert sorted(p.relative_to(kept) for p in kept.rglob("*")) == before  # --overwrite cleared nothing

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from cyclegan import checkpoint as ckpt_io
 from cyclegan.config import Config, GeneratorConfig
 from cyclegan.ema import EMA
-from cyclegan.errors import ConfigError, short_repr
+from cyclegan.errors import CheckpointError, ConfigError, short_repr
 from cyclegan.modelfile import (
     EXPORTED_WEIGHTS,
     FOREIGN_INFO,
@@ -26,7 +27,7 @@ from cyclegan.modelfile import (
     load_safetensors_file,
     model_memory_guard,
 )
-from cyclegan.networks import GENERATORS, build_discriminator, build_generator
+from cyclegan.networks import DISCRIMINATORS, GENERATORS, build_discriminator, build_generator
 from cyclegan.networks.options import option_names
 from cyclegan.sources import ModelSourceError, resolve_source
 
@@ -142,6 +143,8 @@ def check_init_from(cfg: Config) -> InitSource:
         if missing := [n for n in names if n not in held]:
             raise ConfigError(f"train.init_nets: {spec} holds no {', '.join(missing)} (it holds "
                               f"{', '.join(held) or 'no networks'})")
+        for name in names:
+            _check_fits(cfg, name, ckpt / f"{name}.safetensors")
         return InitSource(checkpoint=ckpt)
     if kind in _NOT_TRAINABLE:
         raise ConfigError(f"train.init_from: {spec} {_NOT_TRAINABLE[kind]}")
@@ -149,6 +152,26 @@ def check_init_from(cfg: Config) -> InitSource:
         raise ConfigError(f"train.init_nets: {spec} is a model file, which holds generators and no "
                           f"{', '.join(others)}; name G_A and/or G_B, or give a run or checkpoint")
     return InitSource(generator_files={name: _generator_file(cfg, name) for name in names})
+
+
+def _check_fits(cfg: Config, name: str, file: Path) -> None:
+    """The tensors (names and shapes) of ``file`` are those of the run's network ``name``: the test
+    of the strict load at the warm start, read from the file's header before any work (a refusal
+    after ``--overwrite`` had cleared the run folder would lose it)."""
+    section = "generator" if name.startswith("G") else "discriminator"
+    part = getattr(cfg.model, section)
+    registry = GENERATORS if section == "generator" else DISCRIMINATORS
+    with torch.device("meta"):  # shapes only, no memory
+        want = {k: tuple(v.shape) for k, v in registry[part.name](part).state_dict().items()}
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            have = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 - not iterable
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{file}: corrupt weights file ({e})") from None
+    if have != want:
+        differ = sorted(set(have) ^ set(want)) or sorted(k for k in have if have[k] != want[k])
+        raise CheckpointError(f"{file}: does not match the configured network (model.{section} of this run "
+                              f"differs from the one it was trained with; first difference: {differ[0]})")
 
 
 def _model_file_kind(path: Path) -> str | None:
