@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+import gpu_suite  # bench/ is not a package; its scripts are imported by name
 
 
 def _suite(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -37,17 +39,29 @@ def test_dry_run_runs_every_step_into_one_report(tmp_path):
     assert md.startswith("# GPU suite: CPU dry run") and md.count("\n| --- |") >= 7
 
     # The report is rebuilt from the parts alone (the device runs steps; the report is made here).
+    # In this process: the command line was just run end to end, and a second interpreter would
+    # only add its start-up.
     report.unlink()
-    again = _suite("--step", "report", "--results", str(tmp_path))
-    assert again.returncode == 0, again.stderr
+    assert gpu_suite.main(["--step", "report", "--results", str(tmp_path)]) == 0
     assert json.loads(report.read_text())["steps"].keys() == steps.keys()
 
 
-def test_refusals_are_one_line(tmp_path):
-    no_data = _suite("--step", "train-table", "--data", str(tmp_path / "none"), "--results", str(tmp_path),
-                     timeout=120)
-    assert no_data.returncode == 2 and "pack_gpu_data.py" in no_data.stderr
-    nothing = _suite("--step", "report", "--results", str(tmp_path / "empty"), timeout=120)
-    assert nothing.returncode == 1 and "no parts" in nothing.stderr
-    dry = _suite("--dry-run", "--step", "translate", timeout=120)  # never into bench/results/gpu
-    assert dry.returncode == 2 and "--results" in dry.stderr
+def _exit_code(argv: list[str]) -> int:
+    """gpu_suite.main's exit status, whether it returns it or argparse exits with it."""
+    try:
+        return gpu_suite.main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+def test_refusals_are_one_line(tmp_path, capsys):
+    no_data = _exit_code(["--step", "train-table", "--data", str(tmp_path / "none"),
+                          "--results", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert no_data == 2 and "pack_gpu_data.py" in err and "Traceback" not in err
+    nothing = _exit_code(["--step", "report", "--results", str(tmp_path / "empty")])
+    err = capsys.readouterr().err
+    assert nothing == 1 and "no parts" in err and len(err.strip().splitlines()) == 1
+    dry = _exit_code(["--dry-run", "--step", "translate"])  # never into bench/results/gpu
+    err = capsys.readouterr().err
+    assert dry == 2 and "--results" in err
