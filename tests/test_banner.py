@@ -213,3 +213,18 @@ def test_a_resolution_schedule_is_estimated_by_pixels_per_stage():
     lines = estimate_lines(_plan(stages=plan.stages, crop_size=256, stop_step=300, steps_per_epoch=300,
                                  epochs=1, max_minutes=532 / 60), 1.0, cfg=build_config(), device=CPU)
     assert "buys about 202 iterations" in "\n".join(lines) and "64-px crops" in "\n".join(lines)
+
+
+def test_banner_announces_the_warm_up_and_the_schedule_and_times_after_the_warm_up():
+    plan = _plan(d_warmup_steps=50, stages=(resolution.Stage(64, 100),), crop_size=256)
+    text = "\n".join(describe_run(plan))
+    assert "discriminator warm-up: iterations 0 to 50" in text
+    assert "growing resolution: 64 px to iteration 100, then 256 px" in text
+    assert "warm-up" not in "\n".join(describe_run(_plan(d_warmup_steps=50, start_step=60, stop_step=70)))
+    reported = []
+    timer = banner.StepTimer(CPU, reported.append, warmup=1, steps=1, seconds=0.0, extra_warmup=3)
+    for _ in range(4):
+        timer.step()
+    assert not reported  # iterations 1-4 untimed: the warm-up's 3 and the usual 1
+    timer.step()
+    assert len(reported) == 1

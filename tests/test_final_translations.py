@@ -53,3 +53,4 @@ def test_sample_grids_every_few_minutes(tiny_config, tmp_path):
     assert {"step_0000001.png", "step_0000002.png", "step_0000003.png"} <= set(names)
     train(tiny_config(**{"train.max_steps": 3}), tmp_path / "off", progress=False)
     assert not any(p.name == "step_0000001.png" for p in (tmp_path / "off" / "samples").iterdir())
+

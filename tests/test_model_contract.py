@@ -236,6 +236,8 @@ NO_STEP_EFFECT: dict[str, str] = {
     "train.device": "auto is the CPU here",
     "train.num_threads": "threads do not change results",
     "train.batch_size": _DATA,
+    "train.resolution_schedule": "the loop cuts each batch to its stage's crop before the step "
+                                 "(test_resolution)",
     "distill.teacher": "which teacher: another teacher is another run (test_distill)",
     "distill.teacher_sha256": "a check of the teacher's weights on resume (test_distill), not a setting",
     "preset": "the name of the recipe the other keys came from",
@@ -245,7 +247,8 @@ NO_STEP_EFFECT: dict[str, str] = {
     **{f"train.{k}": _LOOP for k in ("epochs", "max_steps", "max_minutes", "log_every", "save_latest_every",
                                       "save_epoch_every", "keep_epochs", "epoch_checkpoint_state",
                                       "async_checkpoint", "sample_every", "tensorboard", "eval_every",
-                                      "eval_classifier", "classifier_min_accuracy", "inception_weights")},
+                                      "eval_classifier", "classifier_min_accuracy", "inception_weights",
+                                      "sample_every_minutes", "final_translations")},
 }
 _OFF = (0, False, None, "", "none")
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from cyclegan import checkpoint as ckpt_io
 from cyclegan.config import build_config
 from cyclegan.errors import ConfigError
 from cyclegan.losses import tone_loss
-from cyclegan.training import build_models, build_train_step, train
+from cyclegan.training import TrainStep, build_models, build_train_step, train
 
 CPU = torch.device("cpu")
 TINY = {"model.generator.ngf": 4, "model.generator.n_blocks": 1, "model.discriminator.ndf": 4,
@@ -148,3 +149,20 @@ def test_a_run_stopped_inside_the_warmup_resumes_bitwise(kind, tiny_config, tmp_
     assert a.keys() == b.keys() and "G_A" in a
     for name in a:
         assert _same(a[name], b[name]), name
+
+
+def test_log_averages_each_loss_over_the_iterations_that_reported_it(tiny_config, tmp_path, monkeypatch):
+    # Iterations 1-3 are a discriminator warm-up (no generator losses), 4 trains both: the window of
+    # the log line at iteration 4 must average G_total over its one iteration, not over four.
+    original = TrainStep.__call__
+
+    def constant_generator_loss(self, batch, **kwargs):
+        losses = original(self, batch, **kwargs)
+        return {**losses, "G_total": torch.tensor(2.0)} if "G_total" in losses else losses
+
+    monkeypatch.setattr(TrainStep, "__call__", constant_generator_loss)
+    train(tiny_config(**{"train.max_steps": 4, "train.log_every": 4, "train.d_warmup_steps": 3}),
+          tmp_path / "run", progress=False)
+    records = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    (line,) = [r for r in records if r.get("step") == 4 and "G_total" in r]
+    assert line["G_total"] == 2.0

@@ -103,11 +103,11 @@ def test_ctrl_c_saves_then_resume_matches(tiny_config, tmp_path, monkeypatch):
     original = TrainStep.__call__
     calls = {"n": 0}
 
-    def interrupt_on_fifth(self, batch):
+    def interrupt_on_fifth(self, batch, **kwargs):
         calls["n"] += 1
         if calls["n"] == 5:
             signal.raise_signal(signal.SIGINT)  # what a terminal's Ctrl-C delivers
-        return original(self, batch)
+        return original(self, batch, **kwargs)
 
     monkeypatch.setattr(TrainStep, "__call__", interrupt_on_fifth)
     stopped = train(cfg, tmp_path / "b", progress=False)

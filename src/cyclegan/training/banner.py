@@ -72,6 +72,7 @@ class RunPlan:
     world_size: int = 1
     stages: tuple[resolution.Stage, ...] = ()  # train.resolution_schedule
     crop_size: int = 0  # data.crop_size: the crop after the last stage
+    d_warmup_steps: int = 0  # train.d_warmup_steps: the first iterations train the discriminators only
 
     @property
     def total_steps(self) -> int:
@@ -123,7 +124,8 @@ def plan_run(
                    images_b=images_b, steps_per_epoch=steps_per_epoch, epochs=tcfg.epochs,
                    start_step=start_step,
                    stop_step=max(stop, start_step), max_minutes=tcfg.max_minutes, world_size=world_size,
-                   stages=resolution.parse_schedule(tcfg.resolution_schedule), crop_size=cfg.data.crop_size)
+                   stages=resolution.parse_schedule(tcfg.resolution_schedule), crop_size=cfg.data.crop_size,
+                   d_warmup_steps=tcfg.d_warmup_steps)
 
 
 def describe_run(plan: RunPlan) -> list[str]:
@@ -146,6 +148,13 @@ def describe_run(plan: RunPlan) -> list[str]:
     budget = f", or {_duration(plan.max_minutes * 60)} of training (--max-minutes) if that comes first" \
         if plan.max_minutes else ""
     lines.append(f"this invocation: {start}{what}{budget}")
+    if plan.start_step < plan.d_warmup_steps:
+        lines.append(f"discriminator warm-up: iterations {plan.start_step:,} to {plan.d_warmup_steps:,} "
+                     "train the discriminators only (train.d_warmup_steps); the estimate is measured "
+                     "after them")
+    if plan.stages:
+        sizes = ", ".join(f"{s.size} px to iteration {s.until_step:,}" for s in plan.stages)
+        lines.append(f"growing resolution: {sizes}, then {plan.crop_size} px (train.resolution_schedule)")
     return lines
 
 
@@ -264,9 +273,10 @@ class StepTimer:
     wait for queued work (two syncs per run); elsewhere the loop is synchronous anyway."""
 
     def __init__(self, device: torch.device, report: Callable[[float], None], *, warmup: int | None = None,
-                 steps: int | None = None, seconds: float | None = None):
+                 steps: int | None = None, seconds: float | None = None, extra_warmup: int = 0):
         self.device, self.report = device, report
-        self.warmup = WARMUP_STEPS if warmup is None else warmup
+        # extra_warmup: iterations unlike the rest (a discriminator warm-up) are not timed either
+        self.warmup = (WARMUP_STEPS if warmup is None else warmup) + extra_warmup
         self.steps = MEASURE_STEPS if steps is None else steps
         self.seconds = MEASURE_SECONDS if seconds is None else seconds
         self.done = 0

@@ -184,7 +184,9 @@ def train(
         if bar is not None:
             bar.refresh()
 
-    timer = StepTimer(device, report_estimate) if main else None
+    # iterations of a discriminator warm-up skip the generator's work: timing them would promise too much
+    warmup_left = max(0, tcfg.d_warmup_steps - pos.step)
+    timer = StepTimer(device, report_estimate, extra_warmup=warmup_left) if main else None
 
     # -- the loop
     stages = resolution.parse_schedule(tcfg.resolution_schedule)

@@ -80,6 +80,9 @@ class RunRecorder:
         self.latest_step = ckpt_io.checkpoint_step(out / "checkpoints" / "latest") if resume else None
         # -- the loss window: losses summed on device, read back once per log_every iterations
         self.sums: dict[str, Tensor] = {}
+        # iterations each loss was reported in: the generator's terms are absent from the iterations of
+        # train.d_warmup_steps, so a window that straddles its end averages each over its own count
+        self.counts: dict[str, int] = {}
         self.window_steps, self.window_start, self.data_time = 0, time.perf_counter(), 0.0
         self.last_log: dict = {}
         # time.monotonic() at which --max-minutes ends this invocation, None without: the progress
@@ -92,6 +95,7 @@ class RunRecorder:
         """Add one iteration's losses to the window (on the device: no host sync)."""
         for k, v in losses.items():
             self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+            self.counts[k] = self.counts.get(k, 0) + 1
         self.window_steps += 1
         if self.bar is not None:
             self.bar.update(1)
@@ -103,7 +107,7 @@ class RunRecorder:
         pos, tcfg, info = self.pos, self.cfg.train, self.info
         names = list(self.sums)
         means = dist_env.mean_over_processes(torch.stack([self.sums[k] for k in names]).float(), info)
-        values = means.div(self.window_steps).tolist()
+        values = means.div(torch.tensor([float(self.counts[k]) for k in names], device=means.device)).tolist()
         self.check_finite(dict(zip(names, values)), first=pos.step - self.window_steps + 1, last=pos.step)
         elapsed = time.perf_counter() - self.window_start
         record = {"step": pos.step, "epoch": pos.epoch, **dict(zip(names, values)),
@@ -120,7 +124,8 @@ class RunRecorder:
                 left = max(0, int(self.deadline - time.monotonic()))
                 postfix["budget left"] = f"{left // 60}:{left % 60:02d}"
             self.bar.set_postfix(postfix, refresh=False)
-        self.sums, self.window_steps, self.window_start, self.data_time = {}, 0, time.perf_counter(), 0.0
+        self.sums, self.counts, self.window_steps = {}, {}, 0
+        self.window_start, self.data_time = time.perf_counter(), 0.0
 
     def check_finite(self, values: dict[str, float], *, first: int, last: int) -> None:
         """Stop when a loss of the window of steps first..last is NaN or infinite: the weights are
