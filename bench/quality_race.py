@@ -390,7 +390,7 @@ def main(argv=None) -> int:
                    "'mine:loss.lambda_id=0;train.precision=bf16' (repeatable)")
     p.add_argument("--list-arms", action="store_true")
     p.add_argument("--dataroot", type=Path, default=harness.DEFAULT_DATA)
-    p.add_argument("--minutes", type=float, default=None, help="budget per arm (default 20; --tiny 0.1)")
+    p.add_argument("--minutes", type=float, default=None, help="budget per arm (default 20; --tiny 0.05)")
     p.add_argument("--slices", type=int, default=None, help="slices per arm, taken round-robin (default 4)")
     p.add_argument("--clock", choices=("cpu", "wall"), default=None,
                    help="cpu: the training process's CPU time / --threads (default on CPU); wall: wall time")
@@ -423,7 +423,7 @@ def main(argv=None) -> int:
     harness.check_minimums(p, args, {"size": 8, "slices": 1, "threads": 1, "jobs": 1, "num_workers": 0,
                                      "ngf": 1, "n_blocks": 0, "ndf": 1, "n_layers": 1, "log_every": 1})
     tiny = args.tiny
-    resolve_race_defaults(args, minutes=0.1 if tiny else 20.0)
+    resolve_race_defaults(args, minutes=0.05 if tiny else 20.0)
     if tiny:
         args.ngf, args.n_blocks, args.ndf, args.n_layers, args.log_every = 8, 1, 8, 2, 5
         args.eval_size = args.eval_size or 16
@@ -435,7 +435,9 @@ def main(argv=None) -> int:
     log(harness.hardware_line(hw))
     with tempfile.TemporaryDirectory(prefix="quality_race_") as tmp:
         if tiny:
-            args.dataroot = make_unpaired_dataset(Path(tmp) / "data", n_train=16, n_test=4, size=32, seed=0)
+            # Few images: the classifier's 900 steps cost per image. The same set as gpu_suite.py
+            # --dry-run's and at the same --eval-size, so one test session trains one classifier (cached).
+            args.dataroot = make_unpaired_dataset(Path(tmp) / "data", n_train=4, n_test=4, size=32, seed=0)
         if not (args.dataroot / "trainA").is_dir():
             p.error(f"{args.dataroot}: no trainA/ folder; pass --dataroot")
         runs = args.runs or Path(tmp) / "runs"
