@@ -532,3 +532,10 @@ def test_dotted_flattens_nested_settings_into_set_keys():
     assert dotted(nested) == {"loss.lambda_id": 5.0, "loss.gan": "lsgan", "preset": None,
                               "model.generator.ngf": 8}
     assert dotted(build_config().to_dict())["train.precision"] == "fp32"
+
+
+def test_colon_separated_digits_stay_text_not_base_60_numbers():
+    # YAML 1.1 reads 64:20 as 64 * 60 + 20; the resolution schedule (and any reader) means the text
+    cfg = build_config(sets=["train.resolution_schedule=64:20", "data.crop_size=128", "data.load_size=143"])
+    assert cfg.train.resolution_schedule == "64:20"
+    assert build_config(sets=["train.max_steps=1_000"]).train.max_steps == 1000  # other numbers as before

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -177,6 +178,16 @@ class _ConfigLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+
+# YAML 1.1 (PyYAML's dialect) reads digits joined by colons as base-60 numbers: `64:2000` is the
+# integer 236000 and `1:30.5` a float. YAML 1.2 dropped that, and nobody typing a config means it (the
+# resolution schedule "64:2000,128:4000" is one such text); those scalars stay text here.
+_BASE_60 = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
+_ConfigLoader.yaml_implicit_resolvers = {  # checked in order: the base-60 test first, as text
+    first: [*([("tag:yaml.org,2002:str", _BASE_60)] if first in "-+0123456789" else []), *resolvers]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def _load_yaml(text: str) -> Any:

@@ -261,7 +261,8 @@ def _check_resolution_schedule(cfg: Config, generator: torch.nn.Module) -> None:
     for stage in stages:
         if stage.size >= cfg.data.crop_size:
             raise ConfigError(f"{key}: stage size {stage.size} must be below data.crop_size "
-                              f"({cfg.data.crop_size}), which the run reaches after the last stage")
+                              f"({cfg.data.crop_size}), which the run reaches after the last stage; keep the "
+                              "smaller stages, or set it to \"\" to train at data.crop_size throughout")
         if stage.size % multiple:
             raise ConfigError(f"{key}: stage size {stage.size} must be a multiple of {multiple} for "
                               f"generator {cfg.model.generator.name}")
