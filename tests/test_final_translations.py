@@ -6,9 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from PIL import Image
 
 from cyclegan import Translator
+from cyclegan.cli import main
 from cyclegan.errors import ConfigError
 from cyclegan.training import train
 
@@ -54,3 +56,24 @@ def test_sample_grids_every_few_minutes(tiny_config, tmp_path):
     train(tiny_config(**{"train.max_steps": 3}), tmp_path / "off", progress=False)
     assert not any(p.name == "step_0000001.png" for p in (tmp_path / "off" / "samples").iterdir())
 
+
+
+def test_laptop_preset_cli_run_grows_samples_and_ends_with_final_translations(tiny_dataroot, tmp_path):
+    # the preset as a user runs it, on tiny images: a smaller network, crops and schedule, 5 iterations
+    args = ["train", "--data-a", str(tiny_dataroot / "trainA"), "--data-b", str(tiny_dataroot / "trainB"),
+            "--preset", "laptop", "--load-size", "36", "--crop-size", "32", "--max-steps", "5",
+            "--out", str(tmp_path / "run"), "--quiet",
+            "--set", "train.resolution_schedule=16:3", "--set", "model.generator.ngf=4",
+            "--set", "model.generator.n_blocks=1", "--set", "model.discriminator.ndf=4",
+            "--set", "model.discriminator.n_layers=2",
+            "--set", "train.sample_every_minutes=1e-9", "--set", "data.num_workers=0",
+            "--set", "train.tensorboard=false", "--set", "data.val_fraction=0.34"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    # a third of the 12 photos held aside, of which the preset translates 4
+    assert len(list((run / "final").glob("*.png"))) == 4
+    assert (run / "samples" / "step_0000005.png").is_file()
+    records = _records(run)
+    assert [r["crop_size"] for r in records if r.get("event") == "resolution"] == [None]
+    assert json.loads((run / "config.json").read_text())["loss"]["lambda_tone"] == 5.0
