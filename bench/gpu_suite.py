@@ -151,7 +151,8 @@ def quality(model: str, *, dry: bool, data: Path, work: Path, results: Path, min
     # domain classifier's score (trained here on the training images, no download; both models).
     ev = harness.run_cli(["evaluate", "--checkpoint", str(run), "--no-inception", "--classifier", "--device",
                           device, "--out", str(scores), "--quiet",
-                          *(["--max-images", "4", "--classifier-min-accuracy", "0"] if dry else [])],
+                          *(["--max-images", "4", "--classifier-min-accuracy", "0", "--image-size", "16"]
+                            if dry else [])],
                          timeout=timeout)
     if not ev["ok"]:
         return {**part, "status": "failed", "reason": f"evaluate: {ev['reason']}"}
@@ -255,8 +256,10 @@ def main(argv=None) -> int:
         data = args.data
         if args.dry_run:
             data = work / "data"
+            # quality_race.py --tiny's set, scored at its --eval-size 16: the domain classifier (900
+            # steps, most of a dry run's evaluate) is trained once per test session and then cached.
             for name in ("horse2zebra-128", "horse2zebra-256"):
-                make_unpaired_dataset(data / name, n_train=2, n_test=2, size=32, seed=0)
+                make_unpaired_dataset(data / name, n_train=2, n_test=4, size=32, seed=0)
         elif steps and not (data / "horse2zebra-128" / "trainA").is_dir():
             p.error(f"{data}: no packed data; run python bench/pack_gpu_data.py (and carry bench/data/gpu)")
         for step in steps:

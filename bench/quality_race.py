@@ -437,7 +437,7 @@ def main(argv=None) -> int:
         if tiny:
             # Few images: the classifier's 900 steps cost per image. The same set as gpu_suite.py
             # --dry-run's and at the same --eval-size, so one test session trains one classifier (cached).
-            args.dataroot = make_unpaired_dataset(Path(tmp) / "data", n_train=4, n_test=4, size=32, seed=0)
+            args.dataroot = make_unpaired_dataset(Path(tmp) / "data", n_train=2, n_test=4, size=32, seed=0)
         if not (args.dataroot / "trainA").is_dir():
             p.error(f"{args.dataroot}: no trainA/ folder; pass --dataroot")
         runs = args.runs or Path(tmp) / "runs"
