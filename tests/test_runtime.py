@@ -69,11 +69,14 @@ def test_onnx_cache_is_reused_and_keyed_by_the_weights(net, no_bf16, monkeypatch
 
 def test_a_corrupt_cache_entry_is_rebuilt(net, no_bf16, monkeypatch, tmp_path):
     monkeypatch.setenv(rt.CACHE_ENV, str(tmp_path))
-    Translator(model=net, device="cpu", precision="auto")
-    (entry,) = (tmp_path / "onnx").glob("*.onnx")
-    entry.write_bytes(entry.read_bytes()[:100])  # e.g. truncated by a full disk
+    # The entry this model's export would write, written corrupt (e.g. truncated by a full disk)
+    # without paying for a first export.
+    entry = tmp_path / "onnx" / f"{rt._module_key(net, net.size_multiple)}.onnx"
+    entry.parent.mkdir()
+    entry.write_bytes(b"\x08\x07\x12\x07pytorch" * 6)
     rebuilt = Translator(model=net, device="cpu", precision="auto")
     assert rebuilt.runtime.backend == "onnxruntime" and "exported and cached" in rebuilt.runtime.reason
+    assert list((tmp_path / "onnx").glob("*.onnx")) == [entry] and entry.stat().st_size > 1000  # redone there
     img = _image(3)
     assert np.abs(rebuilt(img).astype(int) - Translator(model=net, device="cpu")(img).astype(int)).max() <= 1
 
