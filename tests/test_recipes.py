@@ -570,7 +570,7 @@ def test_each_preset_trains_and_its_checkpoint_translates(preset, tiny_dataroot,
 
 def test_fast_preset_differs_from_the_paper_only_where_its_comment_says():
     """`fast` = `cyclegan` with no identity loss and bf16 where native (the winners of
-    bench/quality_race.py)."""
+    bench/quality_race.py), and the tone loss that holds the brightness without the identity loss."""
     paper, fast = build_config(preset="cyclegan"), build_config(preset="fast")
 
     def flat(cfg, prefix=""):
@@ -584,5 +584,5 @@ def test_fast_preset_differs_from_the_paper_only_where_its_comment_says():
 
     a, b = flat(paper), flat(fast)
     differ = {k for k in a if a[k] != b[k]} - {"preset"}
-    assert differ == {"loss.lambda_id", "train.precision"}, differ
-    assert (b["loss.lambda_id"], b["train.precision"]) == (0.0, "auto")
+    assert differ == {"loss.lambda_id", "train.precision", "loss.lambda_tone"}, differ
+    assert (b["loss.lambda_id"], b["train.precision"], b["loss.lambda_tone"]) == (0.0, "auto", 5.0)

@@ -96,8 +96,8 @@ def _diverge_from(monkeypatch, first_bad_call: int) -> None:
     original = TrainStep.__call__
     calls = {"n": 0}
 
-    def step(self, batch):
-        losses = original(self, batch)
+    def step(self, batch, **kwargs):
+        losses = original(self, batch, **kwargs)
         calls["n"] += 1
         if calls["n"] >= first_bad_call:
             with torch.no_grad():
@@ -437,11 +437,11 @@ def test_errors_and_warnings_start_on_their_own_line_after_the_progress_bar(tiny
     original = TrainStep.__call__
     calls = {"n": 0}
 
-    def failing_step(self, batch):
+    def failing_step(self, batch, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
             raise DataError("trainA/broken.png: cannot be decoded")
-        return original(self, batch)
+        return original(self, batch, **kwargs)
 
     monkeypatch.setattr(TrainStep, "__call__", failing_step)
     result = _cli("train", "--dataroot", tiny_dataroot, "--out", tmp_path / "r", "--preset", "tiny",
