@@ -198,7 +198,10 @@ class Race:
         if self.state[name]["slices"]:
             cmd.append("--resume")  # the saved config.json holds the recipe
         else:
-            cmd += ["--preset", arm.preset, *harness.set_args({**base_sets(self.args), **arm.sets})]
+            # --overwrite: a first slice killed before its first checkpoint leaves a run folder with
+            # nothing to resume; the race owns the folder, so its first slice starts it afresh
+            cmd += ["--overwrite", "--preset", arm.preset,
+                    *harness.set_args({**base_sets(self.args), **arm.sets})]
         if self.args.clock == "wall":
             cmd += ["--max-minutes", f"{budget_s / 60.0:.6f}"]
         return cmd

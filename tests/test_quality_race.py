@@ -5,6 +5,7 @@ Timings are not asserted, only that the budget was spent and every number is the
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "quality_race.py"
+sys.path.insert(0, str(SCRIPT.parent))
+import quality_race  # bench/ is not a package; its scripts are imported by name
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="the CPU clock reads /proc (Linux)")
@@ -43,3 +46,17 @@ def test_tiny_race(tmp_path):
     assert rows["paper"]["ratio"] == pytest.approx(1.0) or rows["paper"]["target_share_a2b"] == 0
     assert "paper (reference)" in proc.stdout and "A->B share %" in proc.stdout
     assert "held-out accuracy" in proc.stdout
+
+
+def test_a_first_slice_starts_its_run_afresh_and_later_slices_resume(tmp_path):
+    # A first slice killed before its first checkpoint leaves a run folder with nothing to resume: the
+    # next first slice must replace it (--overwrite), not fail on "run directory is not empty".
+    args = argparse.Namespace(minutes=1.0, clock="cpu", size=32, num_workers=0, ngf=4, n_blocks=1, ndf=4,
+                              n_layers=2, device="cpu", seed=0, threads=1, log_every=5,
+                              dataroot=tmp_path / "data")
+    race = quality_race.Race(args, {"paper": quality_race.ARMS["paper"]}, tmp_path / "runs", print)
+    first = race.command("paper", 30.0)
+    assert "--overwrite" in first and "--resume" not in first
+    race.state["paper"]["slices"].append({"used_s": 30.0})
+    later = race.command("paper", 30.0)
+    assert "--resume" in later and "--overwrite" not in later
