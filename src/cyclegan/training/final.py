@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from cyclegan.config import Config
-from cyclegan.data import gather_training_files
+from cyclegan.data import check_files, find_images, resolve_domains
 from cyclegan.errors import ConfigError, DataError
 from cyclegan.image import load_image, save_image_atomic
 from cyclegan.translate import Translator
@@ -29,14 +29,16 @@ def held_aside_images(cfg: Config, val_a: Sequence | None) -> list:
     n = cfg.train.final_translations
     if not n:
         return []
-    held = val_a or []
     if cfg.data.dataroot:
         try:
-            held = gather_training_files(cfg.data, batch_size=1, split="test").a
+            # only the first n are decoded (a test folder may hold thousands of images)
+            test, _ = check_files(find_images(resolve_domains(cfg.data, "test")[0])[:n])
         except DataError:
-            pass  # no usable testA/ and testB/: the validation split, if any
-    if held:
-        return [held[i] for i in range(min(n, len(held)))]
+            test = []  # no testA/ and testB/: the validation split, if any
+        if test:
+            return test
+    if val_a:
+        return [val_a[i] for i in range(min(n, len(val_a)))]
     raise ConfigError("train.final_translations: the run has no held-aside images (no testA/ and testB/ "
                       "beside trainA/, and data.val_fraction is 0); set data.val_fraction (e.g. 0.02) to "
                       "hold some out")
